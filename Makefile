@@ -1,0 +1,46 @@
+# gvmm: make run boots the default guest, make test runs every test.
+GO      ?= go
+export PATH := $(PATH):/usr/local/go/bin
+
+# The guest userland of make run: u-root's shell and core commands,
+# built inside this module (the commands are tools in go.mod).
+UROOT_CMDS := init gosh ls cat echo mount dmesg ps free uname date shutdown \
+              cp mkdir rm lsmod insmod grep dd ip sleep hwclock
+UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
+
+.PHONY: all build run test vet unit integration clean
+
+all: build
+
+build:
+	$(GO) build -o bin/gvmm ./cmd/gvmm
+	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
+
+bin/uroot.cpio: go.mod go.sum
+	@mkdir -p bin
+	$(GO) tool u-root -o $@ $(UROOT_PKGS)
+
+# Boot the stock Debian kernel with the u-root initramfs to a shell on the
+# serial console (Ctrl-A x quits). Without a usable /dev/kvm this runs
+# inside the KVM test host, and says so.
+run: build bin/uroot.cpio
+	bin/kvmhost -auto -asset uroot.cpio=bin/uroot.cpio -- \
+		bin/gvmm run --kernel {kernel} --initrd {asset:uroot.cpio} --memory 512M
+
+vet:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+# Unit tests need no /dev/kvm.
+unit:
+	$(GO) test -race $$($(GO) list ./... | grep -v '/tests/')
+
+# Integration tests run where /dev/kvm works, else inside the KVM test
+# host (see tests/kvmhost); GVMM_KVMHOST=always forces the test host.
+integration:
+	$(GO) test -count=1 -v -timeout 20m ./tests/...
+
+test: vet unit integration
+
+clean:
+	rm -rf bin

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/term"
+	"github.com/gvmm-dev/gvmm/machine"
+)
+
+func runCmd(args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var (
+		cfg      machine.Config
+		memory   = fs.String("memory", "512M", "guest memory: 512M, 2G or a plain number of MiB")
+		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+		onReboot = fs.String("on-reboot", "exit", "what a guest reboot does: exit or restart")
+	)
+	fs.StringVar(&cfg.Kernel, "kernel", "", "kernel: a bzImage, or an ELF vmlinux with a PVH entry (required)")
+	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image")
+	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line")
+	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number of vCPUs")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "gvmm run: "+format+"\n", a...)
+		return exitUsage
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Kernel == "" {
+		return usageErr("--kernel is required")
+	}
+	if cfg.CPUs < 1 {
+		return usageErr("--cpus %d: a guest needs at least one vCPU", cfg.CPUs)
+	}
+	size, err := machine.ParseSize(*memory)
+	if err != nil {
+		return usageErr("--memory: %v", err)
+	}
+	cfg.Memory = size
+	switch *onReboot {
+	case "exit":
+		cfg.OnReboot = machine.RebootExit
+	case "restart":
+		cfg.OnReboot = machine.RebootRestart
+	default:
+		return usageErr("--on-reboot %q: want exit or restart", *onReboot)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageErr("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Log = log
+	cfg.Console = os.Stdout
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, quit := context.WithCancel(ctx)
+	defer quit()
+
+	// A terminal is switched to raw mode, so that every key reaches the
+	// guest, and restored on every way out; Ctrl-A x quits.
+	var in io.Reader = os.Stdin
+	if term.IsTerminal(os.Stdin) {
+		restore, err := term.MakeRaw(os.Stdin)
+		if err != nil {
+			log.Error("switching the terminal to raw mode", "err", err)
+			return exitFault
+		}
+		defer func() {
+			if err := restore(); err != nil {
+				log.Warn("restoring the terminal", "err", err)
+			}
+		}()
+	}
+	cfg.ConsoleIn = term.NewEscapeReader(in, quit)
+
+	m, err := machine.New(cfg)
+	if err != nil {
+		if errors.Is(err, machine.ErrInvalidConfig) {
+			return usageErr("%v", err)
+		}
+		log.Error("creating the machine", "err", err)
+		return exitFault
+	}
+	if err := m.Start(ctx); err != nil {
+		log.Error("starting the machine", "err", err)
+		return exitFault
+	}
+	if err := m.Wait(); err != nil {
+		log.Error("the machine failed", "err", err)
+		return exitFault
+	}
+	log.Info("the machine ended", "reason", m.ExitReason().String())
+	return exitOK
+}

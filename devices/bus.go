@@ -1,0 +1,133 @@
+// Package devices holds the emulated devices' common plumbing: the bus
+// that routes port I/O and MMIO exits to devices, and the interrupt
+// interface devices raise. Concrete devices live in subpackages.
+package devices
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+)
+
+// Device is an emulated device region. Offsets are relative to the base
+// the device was inserted at; len(data) is the access width (1, 2, 4 or
+// 8). Read fills data; a device fills with 0xff whatever it does not
+// implement.
+type Device interface {
+	Read(offset uint64, data []byte)
+	Write(offset uint64, data []byte)
+}
+
+// Interrupt is an edge-triggered interrupt line a device raises.
+type Interrupt interface {
+	Trigger() error
+}
+
+type busRange struct {
+	base, size uint64
+	dev        Device
+}
+
+// Bus maps non-overlapping address ranges to devices. It is safe for
+// concurrent use by several vCPU threads; devices do their own locking.
+type Bus struct {
+	name   string
+	log    *slog.Logger
+	mu     sync.RWMutex
+	ranges []busRange // sorted by base
+
+	missMu sync.Mutex
+	missed map[uint64]bool // addresses whose unclaimed access was logged
+}
+
+// NewBus returns an empty bus; name ("pio", "mmio") labels log lines.
+func NewBus(name string, log *slog.Logger) *Bus {
+	return &Bus{name: name, log: log, missed: make(map[uint64]bool)}
+}
+
+// Insert claims [base, base+size) for dev.
+func (b *Bus) Insert(base, size uint64, dev Device) error {
+	if size == 0 {
+		return fmt.Errorf("%s bus: zero-size range at %#x", b.name, base)
+	}
+	if base+size < base {
+		return fmt.Errorf("%s bus: range %#x+%#x overflows", b.name, base, size)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base >= base })
+	if i > 0 && b.ranges[i-1].base+b.ranges[i-1].size > base {
+		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, b.ranges[i-1].base, b.ranges[i-1].size)
+	}
+	if i < len(b.ranges) && base+size > b.ranges[i].base {
+		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, b.ranges[i].base, b.ranges[i].size)
+	}
+	b.ranges = append(b.ranges, busRange{})
+	copy(b.ranges[i+1:], b.ranges[i:])
+	b.ranges[i] = busRange{base: base, size: size, dev: dev}
+	return nil
+}
+
+// Remove releases the range that starts at base.
+func (b *Bus) Remove(base uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base >= base })
+	if i == len(b.ranges) || b.ranges[i].base != base {
+		return fmt.Errorf("%s bus: no range at %#x", b.name, base)
+	}
+	b.ranges = append(b.ranges[:i], b.ranges[i+1:]...)
+	return nil
+}
+
+func (b *Bus) lookup(addr uint64, n int) (Device, uint64, bool) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base+b.ranges[i].size > addr })
+	if i == len(b.ranges) || addr < b.ranges[i].base {
+		return nil, 0, false
+	}
+	r := b.ranges[i]
+	off := addr - r.base
+	if uint64(n) > r.size-off {
+		return nil, 0, false
+	}
+	return r.dev, off, true
+}
+
+// Read dispatches a read of len(data) bytes at addr. An access no device
+// claims reads as all-ones, as on real hardware with nothing decoding it.
+func (b *Bus) Read(addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(addr, len(data)); ok {
+		dev.Read(off, data)
+		return
+	}
+	for i := range data {
+		data[i] = 0xff
+	}
+	b.miss("read", addr, len(data))
+}
+
+// Write dispatches a write at addr; unclaimed writes are dropped.
+func (b *Bus) Write(addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(addr, len(data)); ok {
+		dev.Write(off, data)
+		return
+	}
+	b.miss("write", addr, len(data))
+}
+
+// missedLimit bounds the set of logged addresses so a guest probing every
+// address cannot grow it without bound.
+const missedLimit = 4096
+
+func (b *Bus) miss(op string, addr uint64, n int) {
+	b.missMu.Lock()
+	defer b.missMu.Unlock()
+	if b.missed[addr] || len(b.missed) >= missedLimit {
+		return
+	}
+	b.missed[addr] = true
+	b.log.Debug("unclaimed access", "bus", b.name, "op", op, "addr", fmt.Sprintf("%#x", addr), "size", n)
+}

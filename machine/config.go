@@ -1,0 +1,113 @@
+package machine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strconv"
+	"strings"
+)
+
+// DefaultCmdline brings up the serial console and makes the kernel reboot
+// through the keyboard controller, which the machine turns into an exit.
+const DefaultCmdline = "console=ttyS0 reboot=k panic=1"
+
+// Defaults of a Config's zero fields.
+const (
+	DefaultCPUs   = 1
+	DefaultMemory = 512 * MiB
+	// MaxCPUs is what one xAPIC MADT can describe.
+	MaxCPUs = 254
+)
+
+// RebootAction says what a guest reboot does.
+type RebootAction int
+
+const (
+	// RebootExit ends the machine, as a power-off does.
+	RebootExit RebootAction = iota
+	// RebootRestart boots the guest again.
+	RebootRestart
+)
+
+// Config describes a machine. Kernel is required; zero values take the
+// defaults above.
+type Config struct {
+	Kernel  string // bzImage or ELF vmlinux (PVH)
+	Initrd  string // optional
+	Cmdline string // DefaultCmdline when empty
+	CPUs    int
+	Memory  uint64 // bytes
+
+	// Console receives the guest's serial output; ConsoleIn, when set,
+	// feeds the serial input.
+	Console   io.Writer
+	ConsoleIn io.Reader
+
+	OnReboot RebootAction
+	Log      *slog.Logger
+	// KVMDevice is the path of the KVM device, /dev/kvm by default.
+	KVMDevice string
+}
+
+// ErrInvalidConfig is wrapped by every configuration error.
+var ErrInvalidConfig = errors.New("invalid machine configuration")
+
+func (c *Config) withDefaults() (Config, error) {
+	out := *c
+	if out.Kernel == "" {
+		return out, fmt.Errorf("%w: no kernel", ErrInvalidConfig)
+	}
+	if out.Cmdline == "" {
+		out.Cmdline = DefaultCmdline
+	}
+	if out.CPUs == 0 {
+		out.CPUs = DefaultCPUs
+	}
+	if out.CPUs < 1 || out.CPUs > MaxCPUs {
+		return out, fmt.Errorf("%w: %d vCPUs: want 1 to %d", ErrInvalidConfig, out.CPUs, MaxCPUs)
+	}
+	if out.Memory == 0 {
+		out.Memory = DefaultMemory
+	}
+	if out.Memory < MinMemory || out.Memory > MaxMemory {
+		return out, fmt.Errorf("%w: memory %d MiB: want %d MiB to %d GiB", ErrInvalidConfig, out.Memory/MiB, MinMemory/MiB, MaxMemory/GiB)
+	}
+	if out.Memory%(4096) != 0 {
+		return out, fmt.Errorf("%w: memory %d bytes is not a whole number of 4 KiB pages", ErrInvalidConfig, out.Memory)
+	}
+	if out.Console == nil {
+		out.Console = io.Discard
+	}
+	if out.Log == nil {
+		out.Log = slog.New(slog.DiscardHandler)
+	}
+	if out.KVMDevice == "" {
+		out.KVMDevice = "/dev/kvm"
+	}
+	return out, nil
+}
+
+// ParseSize parses a memory size: "512M", "2G", "1024K", or a plain
+// number of MiB.
+func ParseSize(s string) (uint64, error) {
+	units := map[string]uint64{"K": 1 << 10, "M": MiB, "G": GiB, "T": 1 << 40}
+	num, mult := strings.TrimSpace(s), uint64(MiB)
+	if n := len(num); n > 0 {
+		suffix := strings.ToUpper(num[n-1:])
+		if u, ok := units[suffix]; ok {
+			num, mult = num[:n-1], u
+		} else if suffix == "B" {
+			return 0, fmt.Errorf("size %q: write 512M or 2G, not bytes units", s)
+		}
+	}
+	v, err := strconv.ParseUint(num, 10, 64)
+	if err != nil || v == 0 {
+		return 0, fmt.Errorf("size %q: want a positive whole number with an optional K, M, G or T suffix", s)
+	}
+	if v > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return v * mult, nil
+}

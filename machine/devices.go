@@ -1,0 +1,104 @@
+package machine
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/devices/i8042"
+	"github.com/gvmm-dev/gvmm/devices/pm"
+	"github.com/gvmm-dev/gvmm/devices/rtc"
+	"github.com/gvmm-dev/gvmm/devices/serial"
+	"github.com/gvmm-dev/gvmm/kvm"
+	"github.com/gvmm-dev/gvmm/machine/acpi"
+	"github.com/gvmm-dev/gvmm/machine/memory"
+)
+
+// Legacy PC port assignments.
+const (
+	com1Port   = 0x3f8
+	com1IRQ    = 4
+	uartPorts  = 8
+	i8042Port  = 0x60
+	i8042Ports = 5 // data at 0x60, command/status at 0x64
+	rtcPort    = 0x70
+	rtcPorts   = 2
+	postPort   = 0x80 // POST diagnostics: Linux writes it as an I/O delay
+	sciIRQ     = 9
+	// i8042ResetCmd on port 0x64 pulses the CPU reset line.
+	i8042ResetCmd = 0xfe
+)
+
+// irqLine raises an ISA interrupt on KVM's in-kernel PIC and IOAPIC. The
+// ISA lines our devices use are edge-triggered, so a trigger is a pulse.
+type irqLine struct {
+	vm  *kvm.VM
+	irq uint32
+}
+
+func (l irqLine) Trigger() error {
+	if err := l.vm.SetIRQLine(l.irq, true); err != nil {
+		return err
+	}
+	return l.vm.SetIRQLine(l.irq, false)
+}
+
+var _ devices.Interrupt = irqLine{}
+
+// ignored is a port that reads as zero and drops writes, for ports a
+// guest uses as delays.
+type ignored struct{}
+
+func (ignored) Read(_ uint64, data []byte) { clear(data) }
+func (ignored) Write(uint64, []byte)       {}
+
+func (b *bootedVM) setupDevices(ctx context.Context) error {
+	log := b.m.log
+	b.pio = devices.NewBus("pio", log)
+	b.mmio = devices.NewBus("mmio", log)
+	uart := serial.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
+	power := pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
+	kbd := i8042.New(func() { b.end(ExitReboot, nil) }, log)
+	for _, d := range []struct {
+		base, size uint64
+		dev        devices.Device
+	}{
+		{com1Port, uartPorts, uart},
+		{i8042Port, i8042Ports, kbd},
+		{rtcPort, rtcPorts, rtc.New(time.Now)},
+		{postPort, 1, ignored{}},
+		{pm.DefaultBase, pm.Size, power},
+	} {
+		if err := b.pio.Insert(d.base, d.size, d.dev); err != nil {
+			return fmt.Errorf("machine: %w", err)
+		}
+	}
+	if in := b.m.cfg.ConsoleIn; in != nil {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			uart.Pump(ctx, in)
+		}()
+	}
+	return nil
+}
+
+// writeACPI places the ACPI tables in the reserved BIOS area.
+func writeACPI(mem *memory.Memory, cpus int) (memory.GuestAddress, error) {
+	tables, rsdp, err := acpi.Build(acpi.Config{
+		CPUs:       cpus,
+		LAPICAddr:  LAPICAddr,
+		IOAPICAddr: IOAPICAddr,
+		PM:         acpi.PMConfig{Port: pm.DefaultBase, SCI: sciIRQ},
+		Reset:      &acpi.ResetRegister{Port: i8042Port + 4, Value: i8042ResetCmd},
+		Serial:     []acpi.SerialPort{{Port: com1Port, IRQ: com1IRQ}},
+	}, acpi.RegionBase, acpi.RegionSize)
+	if err != nil {
+		return 0, fmt.Errorf("machine: %w", err)
+	}
+	if err := mem.WriteAt(tables, acpi.RegionBase); err != nil {
+		return 0, fmt.Errorf("machine: writing ACPI tables: %w", err)
+	}
+	return rsdp, nil
+}

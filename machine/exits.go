@@ -1,0 +1,72 @@
+package machine
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/gvmm-dev/gvmm/kvm"
+)
+
+// handleExit dispatches one exit of vCPU v; it reports whether the vCPU
+// thread is done.
+func (b *bootedVM) handleExit(v *vcpu, exit kvm.Exit) bool {
+	switch exit.Reason {
+	case kvm.ExitIO:
+		io := exit.IO
+		for i := 0; i < int(io.Count); i++ {
+			data := io.Data[i*int(io.Size) : (i+1)*int(io.Size)]
+			if io.Direction == kvm.IOIn {
+				b.pio.Read(uint64(io.Port), data)
+			} else {
+				b.pio.Write(uint64(io.Port), data)
+			}
+		}
+	case kvm.ExitMMIO:
+		if exit.MMIO.IsWrite {
+			b.mmio.Write(exit.MMIO.Addr, exit.MMIO.Data)
+		} else {
+			b.mmio.Read(exit.MMIO.Addr, exit.MMIO.Data)
+		}
+	case kvm.ExitInterrupted, kvm.ExitIRQWindowOpen:
+		// A kick or a signal: the loop re-checks whether the VM is ending.
+	case kvm.ExitSystemEvent:
+		switch exit.SystemEvent.Type {
+		case kvm.SystemEventShutdown:
+			b.end(ExitPowerOff, nil)
+		case kvm.SystemEventReset:
+			b.end(ExitReboot, nil)
+		default:
+			b.fault(v, fmt.Errorf("%w: vcpu %d: system event %s", ErrGuestFault, v.id, exit.SystemEvent.Type))
+		}
+		return true
+	case kvm.ExitShutdown:
+		b.fault(v, fmt.Errorf("%w: vcpu %d: triple fault", ErrGuestFault, v.id))
+		return true
+	case kvm.ExitInternalError:
+		b.fault(v, fmt.Errorf("%w: vcpu %d: KVM internal error, suberror %d", ErrGuestFault, v.id, exit.Internal.Suberror))
+		return true
+	case kvm.ExitFailEntry:
+		b.fault(v, fmt.Errorf("%w: vcpu %d: VM entry failed, hardware reason %#x", ErrGuestFault, v.id, exit.FailEntry.HardwareReason))
+		return true
+	default:
+		b.fault(v, fmt.Errorf("%w: vcpu %d: unexpected exit %s", ErrGuestFault, v.id, exit.Reason))
+		return true
+	}
+	return false
+}
+
+// fault ends the VM with err, logging the vCPU's registers at debug level
+// for whoever has to find out what the guest did.
+func (b *bootedVM) fault(v *vcpu, err error) {
+	if b.m.log.Enabled(nil, slog.LevelDebug) {
+		if regs, rerr := v.cpu.Regs(); rerr == nil {
+			b.m.log.Debug("vcpu registers", "vcpu", v.id, "regs", fmt.Sprintf("%+v", *regs))
+		}
+		if sregs, rerr := v.cpu.Sregs(); rerr == nil {
+			b.m.log.Debug("vcpu system registers", "vcpu", v.id, "cr0", fmt.Sprintf("%#x", sregs.CR0),
+				"cr3", fmt.Sprintf("%#x", sregs.CR3), "cr4", fmt.Sprintf("%#x", sregs.CR4),
+				"efer", fmt.Sprintf("%#x", sregs.EFER), "cs", fmt.Sprintf("%+v", sregs.CS))
+		}
+	}
+	b.end(ExitFault, err)
+}

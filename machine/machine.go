@@ -1,0 +1,423 @@
+// Package machine assembles a virtual machine from the kvm, boot and
+// devices packages: guest memory and its layout, the in-kernel irqchip,
+// the legacy devices on the port I/O bus, ACPI tables, one locked OS
+// thread per vCPU, and the machine's lifecycle.
+package machine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/boot"
+	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/kvm"
+	"github.com/gvmm-dev/gvmm/machine/memory"
+)
+
+// ExitReason says why a machine ended.
+type ExitReason int
+
+const (
+	ExitPowerOff ExitReason = iota + 1 // the guest powered off
+	ExitReboot                         // the guest rebooted and OnReboot is RebootExit
+	ExitStopped                        // Stop or context cancellation
+	ExitFault                          // a VMM or guest fault; Wait returns the error
+)
+
+func (r ExitReason) String() string {
+	switch r {
+	case ExitPowerOff:
+		return "powered off"
+	case ExitReboot:
+		return "rebooted"
+	case ExitStopped:
+		return "stopped"
+	case ExitFault:
+		return "fault"
+	}
+	return fmt.Sprintf("ExitReason(%d)", int(r))
+}
+
+// ErrGuestFault is wrapped by errors the guest caused (triple fault,
+// KVM internal error, failed VM entry).
+var ErrGuestFault = errors.New("guest fault")
+
+// Machine is one virtual machine. Several can run in one process.
+type Machine struct {
+	cfg Config
+	log *slog.Logger
+
+	startOnce sync.Once
+	done      chan struct{}
+	stop      chan struct{} // closed by Stop
+	stopOnce  sync.Once
+
+	mu     sync.Mutex
+	reason ExitReason
+	err    error
+}
+
+// New validates cfg and returns a machine ready to Start.
+func New(cfg Config) (*Machine, error) {
+	c, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range []string{c.Kernel, c.Initrd} {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		} else if !st.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidConfig, f)
+		}
+	}
+	return &Machine{cfg: c, log: c.Log, done: make(chan struct{}), stop: make(chan struct{})}, nil
+}
+
+// Start boots the guest. It returns once the vCPUs run, or with the
+// error that kept the guest from booting. Cancelling ctx stops the
+// machine, as Stop does.
+func (m *Machine) Start(ctx context.Context) error {
+	err := errors.New("machine: already started")
+	m.startOnce.Do(func() {
+		var b *bootedVM
+		b, err = m.boot()
+		if err != nil {
+			m.finish(ExitFault, err)
+			close(m.done)
+			return
+		}
+		go m.supervise(ctx, b)
+	})
+	return err
+}
+
+// Wait blocks until the machine has ended and every vCPU thread, device
+// goroutine and file descriptor is released. It returns nil when the
+// guest powered off, rebooted or was stopped, and the fault otherwise.
+func (m *Machine) Wait() error {
+	<-m.done
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.err
+}
+
+// ExitReason says why the machine ended; valid after Wait returns.
+func (m *Machine) ExitReason() ExitReason {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.reason
+}
+
+// Stop ends the machine at once, even with vCPUs inside KVM_RUN.
+func (m *Machine) Stop() {
+	m.stopOnce.Do(func() { close(m.stop) })
+}
+
+// finish records the first reason the machine ends with.
+func (m *Machine) finish(r ExitReason, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.reason == 0 {
+		m.reason, m.err = r, err
+	}
+}
+
+// supervise runs the booted VM until it ends, booting it again on a
+// reboot when asked to, then releases everything.
+func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
+	defer close(m.done)
+	for {
+		var r vmResult
+		select {
+		case r = <-b.result:
+		case <-m.stop:
+			r = vmResult{reason: ExitStopped}
+		case <-ctx.Done():
+			r = vmResult{reason: ExitStopped}
+		}
+		b.shutdown()
+		if r.reason == ExitReboot && m.cfg.OnReboot == RebootRestart {
+			m.log.Info("guest rebooted: booting it again")
+			next, err := m.boot()
+			if err == nil {
+				b = next
+				continue
+			}
+			r = vmResult{reason: ExitFault, err: err}
+		}
+		m.log.Info("machine ended", "reason", r.reason.String(), "err", r.err)
+		m.finish(r.reason, r.err)
+		return
+	}
+}
+
+type vmResult struct {
+	reason ExitReason
+	err    error
+}
+
+// bootedVM is one boot of the guest: the KVM VM, its memory, devices and
+// vCPU threads. A reboot with RebootRestart replaces it whole.
+type bootedVM struct {
+	m      *Machine
+	sys    *kvm.System
+	vm     *kvm.VM
+	ram    [][]byte
+	vcpus  []*vcpu
+	pio    *devices.Bus
+	mmio   *devices.Bus
+	result chan vmResult // first result wins; buffered
+	ending atomic.Bool
+	wg     sync.WaitGroup // vCPU threads and device goroutines
+	cancel context.CancelFunc
+	closers []func() error
+}
+
+type vcpu struct {
+	id  int
+	cpu *kvm.VCPU
+	tid atomic.Int32
+}
+
+// end reports the result of this boot and kicks every vCPU out of the
+// guest; the first call wins.
+func (b *bootedVM) end(reason ExitReason, err error) {
+	if !b.ending.CompareAndSwap(false, true) {
+		return
+	}
+	b.result <- vmResult{reason: reason, err: err}
+	b.kick()
+}
+
+// kick makes every vCPU leave KVM_RUN: immediate_exit covers a vCPU about
+// to enter it, the signal one already inside.
+func (b *bootedVM) kick() {
+	for _, v := range b.vcpus {
+		v.cpu.SetImmediateExit(true)
+		if tid := v.tid.Load(); tid != 0 {
+			_ = unix.Tgkill(os.Getpid(), int(tid), unix.SIGURG)
+		}
+	}
+}
+
+// shutdown stops the vCPUs and devices and releases the VM.
+func (b *bootedVM) shutdown() {
+	b.ending.Store(true)
+	b.cancel()
+	// Keep kicking until every vCPU thread is out: one may have been
+	// about to store its tid when the first kick went out.
+	stopped := make(chan struct{})
+	go func() { b.wg.Wait(); close(stopped) }()
+	for {
+		b.kick()
+		select {
+		case <-stopped:
+			b.release()
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (b *bootedVM) release() {
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		if err := b.closers[i](); err != nil {
+			b.m.log.Warn("releasing the VM", "err", err)
+		}
+	}
+	b.closers = nil
+}
+
+// boot creates the VM, loads the kernel and starts the vCPUs.
+func (m *Machine) boot() (_ *bootedVM, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel}
+	defer func() {
+		if err != nil {
+			cancel()
+			b.release()
+		}
+	}()
+	b.sys, err = kvm.OpenPath(m.cfg.KVMDevice)
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, b.sys.Close)
+	b.vm, err = b.sys.CreateVM()
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, b.vm.Close)
+	if err := b.vm.SetIdentityMapAddr(IdentityMapAddr); err != nil {
+		return nil, err
+	}
+	if err := b.vm.SetTSSAddr(TSSAddr); err != nil {
+		return nil, err
+	}
+	if err := b.vm.CreateIRQChip(); err != nil {
+		return nil, err
+	}
+	if err := b.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
+		return nil, err
+	}
+	mem, err := b.setupMemory()
+	if err != nil {
+		return nil, err
+	}
+	e820, err := e820(ramLayout(m.cfg.Memory))
+	if err != nil {
+		return nil, err
+	}
+	rsdp, err := writeACPI(mem, m.cfg.CPUs)
+	if err != nil {
+		return nil, err
+	}
+	entry, err := m.loadKernel(mem, e820, rsdp)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.setupDevices(ctx); err != nil {
+		return nil, err
+	}
+	supported, err := b.sys.SupportedCPUID()
+	if err != nil {
+		return nil, err
+	}
+	for id := 0; id < m.cfg.CPUs; id++ {
+		v, err := b.createVCPU(id, supported, entry)
+		if err != nil {
+			return nil, err
+		}
+		b.vcpus = append(b.vcpus, v)
+	}
+	for _, v := range b.vcpus {
+		b.wg.Add(1)
+		go b.runVCPU(v)
+	}
+	m.log.Info("guest started", "vcpus", m.cfg.CPUs, "memory_mib", m.cfg.Memory/MiB, "entry", entry.Mode.String())
+	return b, nil
+}
+
+// setupMemory maps anonymous host memory for each RAM range and hands it
+// to KVM. Pages are only backed once the guest touches them.
+func (b *bootedVM) setupMemory() (*memory.Memory, error) {
+	var regions []memory.Region
+	for slot, r := range ramLayout(b.m.cfg.Memory) {
+		data, err := unix.Mmap(-1, 0, int(r.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		if err != nil {
+			return nil, fmt.Errorf("machine: mapping %d MiB of guest RAM: %w", r.size/MiB, err)
+		}
+		b.closers = append(b.closers, func() error { return unix.Munmap(data) })
+		if err := b.vm.SetUserMemoryRegion(uint32(slot), 0, r.base, data); err != nil {
+			return nil, err
+		}
+		regions = append(regions, memory.Region{Base: memory.GuestAddress(r.base), Data: data})
+	}
+	return memory.New(regions...)
+}
+
+func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp memory.GuestAddress) (*boot.Entry, error) {
+	k, err := os.Open(m.cfg.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("machine: kernel: %w", err)
+	}
+	defer k.Close()
+	kst, err := k.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("machine: kernel: %w", err)
+	}
+	cfg := boot.Config{Kernel: k, KernelSize: kst.Size(), Cmdline: m.cfg.Cmdline, E820: e820, RSDP: rsdp}
+	if m.cfg.Initrd != "" {
+		f, err := os.Open(m.cfg.Initrd)
+		if err != nil {
+			return nil, fmt.Errorf("machine: initrd: %w", err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return nil, fmt.Errorf("machine: initrd: %w", err)
+		}
+		cfg.Initrd, cfg.InitrdSize = f, st.Size()
+	}
+	entry, err := boot.Load(mem, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("machine: loading %s: %w", m.cfg.Kernel, err)
+	}
+	return entry, nil
+}
+
+func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.Entry) (*vcpu, error) {
+	cpu, err := b.vm.CreateVCPU(id)
+	if err != nil {
+		return nil, err
+	}
+	b.closers = append(b.closers, cpu.Close)
+	if err := cpu.SetCPUID(guestCPUID(supported, id, b.m.cfg.CPUs)); err != nil {
+		return nil, err
+	}
+	if err := cpu.SetMSRs(bootMSRs()); err != nil {
+		return nil, err
+	}
+	if err := cpu.SetFPU(&kvm.FPU{FCW: fpuControlWord, MXCSR: sseMXCSR}); err != nil {
+		return nil, err
+	}
+	lapic, err := cpu.LAPIC()
+	if err != nil {
+		return nil, err
+	}
+	setupLAPIC(lapic)
+	if err := cpu.SetLAPIC(lapic); err != nil {
+		return nil, err
+	}
+	// Application processors wait for INIT/SIPI in KVM's LAPIC; only the
+	// boot processor gets the loader's state.
+	if id == 0 {
+		sregs, err := cpu.Sregs()
+		if err != nil {
+			return nil, err
+		}
+		var regs kvm.Regs
+		applyEntry(sregs, &regs, entry)
+		if err := cpu.SetSregs(sregs); err != nil {
+			return nil, err
+		}
+		if err := cpu.SetRegs(&regs); err != nil {
+			return nil, err
+		}
+	}
+	return &vcpu{id: id, cpu: cpu}, nil
+}
+
+// runVCPU is a vCPU thread: it runs the vCPU and dispatches its exits
+// until the VM ends.
+func (b *bootedVM) runVCPU(v *vcpu) {
+	defer b.wg.Done()
+	// KVM_RUN must always be issued from the same thread, and the tid is
+	// where a kick is sent.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	v.tid.Store(int32(unix.Gettid()))
+	defer v.tid.Store(0)
+	for !b.ending.Load() {
+		exit, err := v.cpu.Run()
+		if err != nil {
+			b.end(ExitFault, fmt.Errorf("vcpu %d: %w", v.id, err))
+			return
+		}
+		if done := b.handleExit(v, exit); done {
+			return
+		}
+	}
+}

@@ -1,0 +1,314 @@
+// Package kvmhost runs programs, and in particular integration test
+// binaries, inside the KVM test host: a stock Debian kernel booted under
+// QEMU's software emulation with -cpu max, whose emulated AMD SVM with
+// nested paging gives it a working /dev/kvm. Machines without hardware
+// virtualization can so run every end-to-end test.
+package kvmhost
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost/hostproto"
+)
+
+// hostModules give the emulated host its /dev/kvm (dependencies are
+// resolved from the modules themselves: irqbypass, kvm, ccp first).
+var hostModules = []string{"kvm_amd"}
+
+// Environment variables of the harness.
+const (
+	// EnvMode is "auto" (default: run directly where /dev/kvm works, else
+	// in the test host), "always" (always in the test host) or "never".
+	EnvMode = "GVMM_KVMHOST"
+	// EnvInside is set for programs running inside the test host.
+	EnvInside = "GVMM_KVMHOST_INSIDE"
+	// EnvAssets names the folder holding the assets a test declared.
+	EnvAssets = "GVMM_ASSETS"
+)
+
+// Where things are inside the host.
+const (
+	kernelDir  = "/kernel"
+	assetsDir  = "/assets"
+	payloadTTY = "/dev/ttyS1"
+)
+
+// Config describes one run of the test host.
+type Config struct {
+	Program string            // host path of the program to run inside
+	Args    []string          // its arguments (without argv[0])
+	Env     []string          // extra environment, KEY=VALUE
+	Assets  map[string]string // name -> host path, placed in AssetsDir
+	Modules []string          // guest kernel modules the payload needs (with dependencies)
+	CPUs    int               // default 2
+	MemMiB  int               // default 6144
+	Timeout time.Duration
+	Stdin   io.Reader // nil: no input
+	Stdout  io.Writer // the payload's output, streamed live
+	Log     io.Writer // progress lines of the launcher itself; nil discards
+}
+
+// Run boots the test host, runs the program inside it and returns the
+// program's exit status.
+func Run(ctx context.Context, cfg Config) (int, error) {
+	if cfg.CPUs == 0 {
+		cfg.CPUs = 2
+	}
+	if cfg.MemMiB == 0 {
+		cfg.MemMiB = 6144
+	}
+	if cfg.Log == nil {
+		cfg.Log = io.Discard
+	}
+	qemu, err := ensureQEMU()
+	if err != nil {
+		return 0, err
+	}
+	k, err := debkernel.Get()
+	if err != nil {
+		return 0, err
+	}
+	work, err := os.MkdirTemp("", "gvmm-kvmhost-")
+	if err != nil {
+		return 0, fmt.Errorf("kvmhost: %w", err)
+	}
+	defer os.RemoveAll(work)
+	initrd := filepath.Join(work, "host.cpio")
+	if err := writeInitramfs(initrd, work, k, cfg); err != nil {
+		return 0, err
+	}
+	return boot(ctx, qemu, k, initrd, filepath.Join(work, "console.log"), cfg)
+}
+
+func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {
+	init, err := BuildStatic(work, "github.com/gvmm-dev/gvmm/tests/kvmhost/hostinit")
+	if err != nil {
+		return err
+	}
+	a := initramfs.New()
+	for _, step := range []func() error{
+		func() error { return a.AddCharDev("dev/console", 0o600, 5, 1) },
+		func() error { return a.AddProgram("init", init) },
+		func() error { return a.AddDir("tmp", 0o1777) },
+	} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	hostMods, err := k.Modules(hostModules...)
+	if err != nil {
+		return err
+	}
+	var modPaths []string
+	for _, m := range hostMods {
+		dst := "/lib/modules/" + m.Name + ".ko"
+		if err := a.AddFile(dst, m.Path); err != nil {
+			return err
+		}
+		modPaths = append(modPaths, dst)
+	}
+	// The guest kernel, laid out as debkernel expects, with the modules
+	// the payload's guests load.
+	if err := addRel(a, k, kernelDir, k.Vmlinuz); err != nil {
+		return err
+	}
+	if err := addRel(a, k, kernelDir, filepath.Join(k.ModulesDir(), "modules.builtin")); err != nil {
+		return err
+	}
+	guestMods, err := k.Modules(cfg.Modules...)
+	if err != nil {
+		return err
+	}
+	for _, m := range guestMods {
+		if err := addRel(a, k, kernelDir, m.Path); err != nil {
+			return err
+		}
+	}
+	for name, src := range cfg.Assets {
+		if err := a.AddProgram(assetsDir+"/"+name, src); err != nil {
+			return err
+		}
+	}
+	prog := "/payload/" + filepath.Base(cfg.Program)
+	if err := a.AddProgram(prog, cfg.Program); err != nil {
+		return err
+	}
+	env := append([]string{
+		"PATH=/payload:/usr/bin:/bin",
+		"HOME=/tmp",
+		"TMPDIR=/tmp",
+		EnvInside + "=1",
+		debkernel.EnvDir + "=" + kernelDir,
+		EnvAssets + "=" + assetsDir,
+	}, cfg.Env...)
+	conf, err := json.Marshal(hostproto.Config{
+		Modules: modPaths,
+		TTY:     payloadTTY,
+		Args:    append([]string{prog}, cfg.Args...),
+		Env:     env,
+		Dir:     "/tmp",
+	})
+	if err != nil {
+		return fmt.Errorf("kvmhost: %w", err)
+	}
+	if err := a.AddData(hostproto.ConfigPath, conf, 0o644); err != nil {
+		return err
+	}
+	return a.WriteFile(path)
+}
+
+// KernelInside is where the test host puts the guest kernel image k.
+func KernelInside(k *debkernel.Kernel) string {
+	rel, _ := filepath.Rel(k.Root, k.Vmlinuz)
+	return kernelDir + "/" + rel
+}
+
+// AssetInside is where the test host puts the asset name.
+func AssetInside(name string) string { return assetsDir + "/" + name }
+
+// addRel adds a file of the kernel tree under dir, at its path relative
+// to the tree's root.
+func addRel(a *initramfs.Archive, k *debkernel.Kernel, dir, path string) error {
+	rel, err := filepath.Rel(k.Root, path)
+	if err != nil {
+		return fmt.Errorf("kvmhost: %w", err)
+	}
+	return a.AddFile(dir+"/"+rel, path)
+}
+
+func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, consoleLog string, cfg Config) (int, error) {
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	args := []string{
+		"-M", "q35", "-cpu", "max", "-accel", "tcg",
+		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
+		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
+		"-kernel", k.Vmlinuz, "-initrd", initrd,
+		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2",
+		"-serial", "file:" + consoleLog,
+		"-chardev", "stdio,id=payload,signal=off",
+		"-serial", "chardev:payload",
+	}
+	cmd := exec.CommandContext(ctx, qemu, args...)
+	cmd.Stdout = cfg.Stdout
+	cmd.Stderr = cfg.Log
+	cmd.Stdin = cfg.Stdin
+	cmd.WaitDelay = 5 * time.Second
+	start := time.Now()
+	fmt.Fprintf(cfg.Log, "kvmhost: booting the KVM test host (%s, %d vCPUs, %d MiB)\n", k.Release, cfg.CPUs, cfg.MemMiB)
+	runErr := cmd.Run()
+	status, reportErr := report(consoleLog)
+	switch {
+	case ctx.Err() != nil:
+		return 0, fmt.Errorf("kvmhost: the test host was stopped after %s: %w\n%s", time.Since(start).Round(time.Second), ctx.Err(), tail(consoleLog))
+	case reportErr != nil:
+		return 0, fmt.Errorf("kvmhost: %w (qemu: %v)\n%s", reportErr, runErr, tail(consoleLog))
+	}
+	fmt.Fprintf(cfg.Log, "kvmhost: the test host ran for %s\n", time.Since(start).Round(100*time.Millisecond))
+	return status, nil
+}
+
+// report reads the status hostinit wrote on the console.
+func report(consoleLog string) (int, error) {
+	f, err := os.Open(consoleLog)
+	if err != nil {
+		return 0, fmt.Errorf("the test host wrote no console log: %w", err)
+	}
+	defer f.Close()
+	var setupErr string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if i := strings.Index(line, hostproto.ErrorMarker); i >= 0 {
+			setupErr = line[i+len(hostproto.ErrorMarker):]
+		}
+		if i := strings.Index(line, hostproto.ExitMarker); i >= 0 {
+			status, err := strconv.Atoi(strings.TrimSpace(line[i+len(hostproto.ExitMarker):]))
+			if err != nil {
+				return 0, fmt.Errorf("malformed status line %q", line)
+			}
+			if setupErr != "" {
+				return 0, fmt.Errorf("the test host could not run the payload: %s", setupErr)
+			}
+			return status, nil
+		}
+	}
+	return 0, errors.New("the test host ended without reporting the payload's status")
+}
+
+// tail returns the end of the console log, for error reports.
+func tail(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	const max = 4000
+	if len(data) > max {
+		data = data[len(data)-max:]
+	}
+	return "--- test host console (tail) ---\n" + string(data)
+}
+
+// ensureQEMU finds qemu-system-x86_64, installing Debian's package when
+// running as root.
+func ensureQEMU() (string, error) {
+	const bin, pkg = "qemu-system-x86_64", "qemu-system-x86"
+	if p, err := exec.LookPath(bin); err == nil {
+		return p, nil
+	}
+	if os.Geteuid() != 0 {
+		return "", fmt.Errorf("kvmhost: %s not found; install it with: sudo apt-get install -y %s", bin, pkg)
+	}
+	install := func() ([]byte, error) {
+		c := exec.Command("apt-get", "install", "-y", "-q", "--no-install-recommends", pkg)
+		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return c.CombinedOutput()
+	}
+	if _, err := install(); err != nil {
+		if out, err := exec.Command("apt-get", "update", "-q").CombinedOutput(); err != nil {
+			return "", fmt.Errorf("kvmhost: apt-get update: %w\n%s", err, out)
+		}
+		if out, err := install(); err != nil {
+			return "", fmt.Errorf("kvmhost: apt-get install %s: %w\n%s", pkg, err, out)
+		}
+	}
+	return exec.LookPath(bin)
+}
+
+// BuildStatic compiles a package of this module into a static binary in
+// dir and returns its path; go's build cache makes repeats cheap.
+func BuildStatic(dir, pkg string) (string, error) {
+	root, err := debkernel.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(gobin); err != nil {
+		gobin = "go"
+	}
+	cmd := exec.Command(gobin, "build", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("kvmhost: go build %s: %w\n%s", pkg, err, msg)
+	}
+	return out, nil
+}

@@ -1,0 +1,230 @@
+// Package linuxboot_test boots the stock Debian kernel with gvmm, inside
+// the KVM test host where /dev/kvm is missing, and checks what the guest
+// sees.
+package linuxboot_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/u-root/u-root/pkg/boot/bzimage"
+
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+func TestMain(m *testing.M) {
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guestinit", "github.com/gvmm-dev/gvmm/tests/guestinit"),
+		// Room for a 3.5 GiB guest next to the host's own use.
+		kvmhost.WithMemory(8192),
+	)
+}
+
+// bootTimeout bounds one guest boot; a stuck guest fails the test.
+const bootTimeout = 4 * time.Minute
+
+// guestInitrd builds the guest's initramfs: our init and a few files.
+func guestInitrd(t *testing.T) string {
+	t.Helper()
+	a := initramfs.New()
+	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
+	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guestinit")))
+	require.NoError(t, a.AddData("etc/gvmmtest/a.txt", []byte("alpha\n"), 0o644))
+	require.NoError(t, a.AddData("etc/gvmmtest/b.txt", []byte("beta\n"), 0o644))
+	p := filepath.Join(t.TempDir(), "guest.cpio")
+	require.NoError(t, a.WriteFile(p))
+	return p
+}
+
+func kernel(t *testing.T) *debkernel.Kernel {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	return k
+}
+
+type result struct {
+	status int
+	stdout string
+	stderr string
+	report map[string][]string // GVMMTEST key -> values in order
+}
+
+func (r result) one(t *testing.T, key string) string {
+	t.Helper()
+	v := r.report[key]
+	require.Len(t, v, 1, "GVMMTEST %s in guest output:\n%s\nstderr:\n%s", key, r.stdout, r.stderr)
+	return v[0]
+}
+
+// gvmm runs the gvmm binary with args, feeding stdin, and collects the
+// guest's report.
+func gvmm(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.Stdin = strings.NewReader(stdin)
+	err := cmd.Run()
+	require.NoError(t, ctx.Err(), "gvmm did not finish in %s\nstdout:\n%s\nstderr:\n%s", bootTimeout, out.String(), errb.String())
+	r := result{stdout: out.String(), stderr: errb.String(), report: map[string][]string{}}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.status = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("running gvmm: %v", err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if i := strings.Index(line, "GVMMTEST "); i >= 0 {
+			k, v, _ := strings.Cut(line[i+len("GVMMTEST "):], "=")
+			r.report[k] = append(r.report[k], v)
+		}
+	}
+	return r
+}
+
+func bootArgs(k *debkernel.Kernel, initrd string, extra ...string) []string {
+	return append([]string{"run", "--kernel", k.Vmlinuz, "--initrd", initrd}, extra...)
+}
+
+func TestVCPUsSeenByGuest(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	for _, n := range []int{1, 2, 4} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			args := bootArgs(k, initrd, "--cpus", strconv.Itoa(n))
+			r := gvmm(t, "", args...)
+			require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+			assert.Equal(t, strconv.Itoa(n), r.one(t, "nproc"))
+			want := "0"
+			if n > 1 {
+				want = "0-" + strconv.Itoa(n-1)
+			}
+			assert.Equal(t, want, r.one(t, "online"))
+		})
+	}
+}
+
+func TestMemorySizes(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	for _, tc := range []struct {
+		flag string
+		mib  int
+	}{{"128M", 128}, {"1G", 1024}, {"3584", 3584}} {
+		t.Run(tc.flag, func(t *testing.T) {
+			r := gvmm(t, "", bootArgs(k, initrd, "--memory", tc.flag)...)
+			require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+			kb, err := strconv.Atoi(r.one(t, "memtotal_kb"))
+			require.NoError(t, err)
+			// MemTotal excludes what the kernel reserves for itself.
+			assert.InEpsilon(t, tc.mib*1024, kb, 0.08, "MemTotal %d kB for %d MiB", kb, tc.mib)
+		})
+	}
+}
+
+func TestCmdlineInitrdAndClock(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	before := time.Now().Unix()
+	r := gvmm(t, "", bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.marker=xyzzy")...)
+	after := time.Now().Unix()
+	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+	assert.Contains(t, r.one(t, "cmdline"), "gvmm.marker=xyzzy")
+	assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
+	date, err := strconv.ParseInt(r.one(t, "date_unix"), 10, 64)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, date, before-5, "the guest's clock is the host's")
+	assert.LessOrEqual(t, date, after+5, "the guest's clock is the host's")
+}
+
+func TestPowerOffAndRebootExitZero(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	for _, action := range []string{"poweroff", "reboot"} {
+		t.Run(action, func(t *testing.T) {
+			r := gvmm(t, "", bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.action="+action)...)
+			assert.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+			assert.Equal(t, "1", r.one(t, "ready"))
+			assert.Contains(t, r.stderr, map[string]string{"poweroff": "powered off", "reboot": "rebooted"}[action])
+		})
+	}
+}
+
+func TestPipedInputReachesGuest(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	r := gvmm(t, "hello from the host\nsecond line\nquit\n",
+		bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.action=echo")...)
+	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+	assert.Equal(t, []string{"hello from the host", "second line"}, r.report["echo"])
+}
+
+func TestBadInputIsRefused(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	dir := t.TempDir()
+	full, err := os.ReadFile(k.Vmlinuz)
+	require.NoError(t, err)
+	truncated := filepath.Join(dir, "truncated")
+	require.NoError(t, os.WriteFile(truncated, full[:4096], 0o644))
+	text := filepath.Join(dir, "text")
+	require.NoError(t, os.WriteFile(text, []byte("this is not a kernel\n"), 0o644))
+	big := filepath.Join(dir, "big.cpio")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(200<<20))
+	require.NoError(t, f.Close())
+
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		status []int
+		msg    string
+	}{
+		{"truncated kernel", []string{"run", "--kernel", truncated}, []int{1, 2}, "truncated"},
+		{"text file", []string{"run", "--kernel", text}, []int{1, 2}, "not a bzImage or ELF kernel"},
+		{"initrd larger than RAM", []string{"run", "--kernel", k.Vmlinuz, "--initrd", big, "--memory", "128M"}, []int{1, 2}, "initrd does not fit"},
+		{"zero vCPUs", bootArgs(k, initrd, "--cpus", "0"), []int{2}, "at least one vCPU"},
+		{"bad memory", bootArgs(k, initrd, "--memory", "12Q"), []int{2}, "--memory"},
+		{"missing kernel", []string{"run", "--kernel", filepath.Join(dir, "nope")}, []int{1, 2}, "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := gvmm(t, "", tc.args...)
+			assert.Contains(t, tc.status, r.status)
+			assert.Contains(t, r.stderr, tc.msg)
+			assert.NotContains(t, r.stderr, "panic")
+		})
+	}
+}
+
+// TestELFVmlinuxBootsViaPVH boots the ELF vmlinux inside the stock
+// bzImage (what u-root's bzimage package decompresses) through its PVH
+// entry note.
+func TestELFVmlinuxBootsViaPVH(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	image, err := os.ReadFile(k.Vmlinuz)
+	require.NoError(t, err)
+	var bz bzimage.BzImage
+	require.NoError(t, bz.UnmarshalBinary(image))
+	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
+	require.NoError(t, os.WriteFile(vmlinux, bz.KernelCode, 0o644))
+
+	r := gvmm(t, "", "run", "--kernel", vmlinux, "--initrd", initrd, "--cpus", "2")
+	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
+	assert.Equal(t, "2", r.one(t, "nproc"))
+	assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
+}
