@@ -290,6 +290,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "ELF 32-bit machine", kernel: makeELF(defaultELFSegs(), func(h *elf.Header64) { h.Machine = uint16(elf.EM_386) }), wantIs: ErrUnsupported},
 		{name: "ELF not an executable", kernel: makeELF(defaultELFSegs(), func(h *elf.Header64) { h.Type = uint16(elf.ET_DYN) }), wantIs: ErrUnsupported},
 		{name: "ELF truncated header", kernel: makeELF(defaultELFSegs())[:20], wantMsg: "ELF kernel"},
+		{name: "ELF too many program headers", kernel: withSegs(func(s []elfSeg) []elfSeg { return append(s, make([]elfSeg, elfSegmentMaxCount)...) }), wantFmt: true, wantMsg: "program headers"},
 		{name: "ELF no loadable segment", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].typ = elf.PT_NULL; return s }), wantFmt: true},
 		{name: "ELF initrd does not fit", kernel: makeELF(defaultELFSegs()), cfg: func(c *Config) { c.InitrdSize = testMemSize - 2*HighMemStart }, wantIs: ErrInitrdTooLarge},
 	}
@@ -323,4 +324,19 @@ func TestLoadErrors(t *testing.T) {
 func TestNilMemory(t *testing.T) {
 	_, err := Load(nil, bytesConfig(makeBzImage(), nil, ""))
 	assert.Error(t, err)
+}
+
+// TestNoLowMemory: a machine without RAM below 1 MiB cannot hold the boot
+// structures; Load reports it instead of panicking.
+func TestNoLowMemory(t *testing.T) {
+	for name, kernel := range map[string][]byte{"bzImage": makeBzImage(), "ELF": makeELF(defaultELFSegs())} {
+		t.Run(name, func(t *testing.T) {
+			mem, err := memory.New(memory.Region{Base: HighMemStart, Data: make([]byte, testMemSize)})
+			require.NoError(t, err)
+			cfg := bytesConfig(kernel, nil, "")
+			cfg.E820 = []E820Entry{{HighMemStart, testMemSize, E820RAM}}
+			_, err = Load(mem, cfg)
+			assert.ErrorIs(t, err, memory.ErrOutOfRange)
+		})
+	}
 }

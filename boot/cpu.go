@@ -81,9 +81,9 @@ const (
 // Descriptor types (SDM Vol. 3A 3.4.5.1, 3.5), accessed bit set because
 // VM entry requires it for CS and the CPU would set it anyway.
 const (
-	typeCodeExecReadAccessed = 0xb
-	typeDataReadWriteAcc     = 0x3
-	typeTSSBusy              = 0xb
+	typeCodeExecReadAccessed  = 0xb
+	typeDataReadWriteAccessed = 0x3
+	typeTSSBusy               = 0xb
 )
 
 // Page-table entry bits (SDM Vol. 3A 4.5).
@@ -105,7 +105,7 @@ func flatCode(mode Mode) Segment {
 // flatData returns the 4 GiB read/write data segment.
 func flatData() Segment {
 	return Segment{
-		Limit: 0xffffffff, Selector: dataSelector, Type: typeDataReadWriteAcc,
+		Limit: 0xffffffff, Selector: dataSelector, Type: typeDataReadWriteAccessed,
 		Present: true, S: true, G: true, DB: true,
 	}
 }

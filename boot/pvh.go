@@ -68,7 +68,7 @@ func parseELF(kernel *io.SectionReader, e820 []E820Entry) (*elfKernel, error) {
 		if p.Filesz > p.Memsz {
 			return nil, &FormatError{Off: int64(p.Off), Msg: fmt.Sprintf("segment %d: filesz %#x > memsz %#x", i, p.Filesz, p.Memsz)}
 		}
-		if end, ok := newSpan(p.Off, p.Filesz); !ok || end.end > uint64(kernel.Size()) {
+		if data, ok := newSpan(p.Off, p.Filesz); !ok || data.end > uint64(kernel.Size()) {
 			return nil, &FormatError{Off: int64(p.Off), Msg: fmt.Sprintf("segment %d: segment past end of file", i)}
 		}
 		if p.Type == elf.PT_NOTE {
@@ -123,23 +123,25 @@ func findPVHEntry(notes *io.SectionReader, base int64) (uint64, bool, error) {
 		}
 		if typ == xenElfnotePhys32 && namesz == uint64(len(xenNoteName)) {
 			name := make([]byte, namesz)
-			desc := make([]byte, 8)
 			if _, err := notes.ReadAt(name, int64(nameOff)); err != nil {
 				return 0, false, fmt.Errorf("reading ELF note: %w", err)
 			}
-			if string(name) == xenNoteName {
-				if descsz != 4 && descsz != 8 {
-					return 0, false, &FormatError{Off: base + int64(off), Msg: fmt.Sprintf("PVH entry note has %d-byte address, want 4 or 8", descsz)}
-				}
-				if _, err := notes.ReadAt(desc[:descsz], int64(descOff)); err != nil {
-					return 0, false, fmt.Errorf("reading ELF note: %w", err)
-				}
-				entry := le.Uint64(desc)
-				if entry == 0 || entry >= pvhEntryLimit {
-					return 0, false, &FormatError{Off: base + int64(descOff), Msg: fmt.Sprintf("PVH entry %#x is not a 32-bit address", entry)}
-				}
-				return entry, true, nil
+			if string(name) != xenNoteName {
+				off = next
+				continue
 			}
+			if descsz != 4 && descsz != 8 {
+				return 0, false, &FormatError{Off: base + int64(off), Msg: fmt.Sprintf("PVH entry note has %d-byte address, want 4 or 8", descsz)}
+			}
+			desc := make([]byte, 8) // a 4-byte address reads as its zero-extension
+			if _, err := notes.ReadAt(desc[:descsz], int64(descOff)); err != nil {
+				return 0, false, fmt.Errorf("reading ELF note: %w", err)
+			}
+			entry := le.Uint64(desc)
+			if entry == 0 || entry >= pvhEntryLimit {
+				return 0, false, &FormatError{Off: base + int64(descOff), Msg: fmt.Sprintf("PVH entry %#x is not a 32-bit address", entry)}
+			}
+			return entry, true, nil
 		}
 		off = next
 	}

@@ -18,9 +18,8 @@ var (
 
 // Hints appended to open failures: what the user can do about them.
 const (
-	hintNoKVM      = "load the kvm-intel or kvm-amd module (on a VM, enable nested virtualization), or run inside the KVM test host"
-	hintPermission = "add yourself to the kvm group (and log in again) or run as root"
-	hintNotKVM     = "the path is not a KVM device"
+	hintNoKVM      = "load the kvm-intel or kvm-amd module, with nested virtualization enabled if this is a VM, or run inside the KVM test host"
+	hintPermission = "add yourself to the kvm group and log in again, or run as root"
 )
 
 // openError classifies a failure to open a KVM device: a missing device
@@ -37,7 +36,7 @@ func openError(path string, err error) error {
 	case unix.EACCES, unix.EPERM:
 		return fmt.Errorf("%w: %w (%s)", ErrPermission, err, hintPermission)
 	case unix.ENOTTY:
-		return fmt.Errorf("%w: %s: %w (%s)", ErrNoKVM, path, err, hintNotKVM)
+		return fmt.Errorf("%w: %s is not a KVM device (%w)", ErrNoKVM, path, err)
 	}
 	return fmt.Errorf("kvm: opening %s: %w", path, err)
 }

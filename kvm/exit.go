@@ -10,16 +10,16 @@ type ExitReason uint32
 
 // Exit reasons from include/uapi/linux/kvm.h that can occur on x86.
 const (
-	ExitUnknown       ExitReason = 0  // KVM_EXIT_UNKNOWN: Exit.HardwareExitReason
-	ExitException     ExitReason = 1  // KVM_EXIT_EXCEPTION
-	ExitIO            ExitReason = 2  // KVM_EXIT_IO: Exit.IO
-	ExitHypercall     ExitReason = 3  // KVM_EXIT_HYPERCALL
-	ExitDebug         ExitReason = 4  // KVM_EXIT_DEBUG: Exit.Debug
-	ExitHLT           ExitReason = 5  // KVM_EXIT_HLT (only without an in-kernel LAPIC)
-	ExitMMIO          ExitReason = 6  // KVM_EXIT_MMIO: Exit.MMIO
-	ExitIRQWindowOpen ExitReason = 7  // KVM_EXIT_IRQ_WINDOW_OPEN
-	ExitShutdown      ExitReason = 8  // KVM_EXIT_SHUTDOWN: triple fault
-	ExitFailEntry     ExitReason = 9  // KVM_EXIT_FAIL_ENTRY: Exit.FailEntry
+	ExitUnknown       ExitReason = 0 // KVM_EXIT_UNKNOWN: Exit.HardwareExitReason
+	ExitException     ExitReason = 1 // KVM_EXIT_EXCEPTION
+	ExitIO            ExitReason = 2 // KVM_EXIT_IO: Exit.IO
+	ExitHypercall     ExitReason = 3 // KVM_EXIT_HYPERCALL
+	ExitDebug         ExitReason = 4 // KVM_EXIT_DEBUG: Exit.Debug
+	ExitHLT           ExitReason = 5 // KVM_EXIT_HLT (only without an in-kernel LAPIC)
+	ExitMMIO          ExitReason = 6 // KVM_EXIT_MMIO: Exit.MMIO
+	ExitIRQWindowOpen ExitReason = 7 // KVM_EXIT_IRQ_WINDOW_OPEN
+	ExitShutdown      ExitReason = 8 // KVM_EXIT_SHUTDOWN: triple fault
+	ExitFailEntry     ExitReason = 9 // KVM_EXIT_FAIL_ENTRY: Exit.FailEntry
 	// ExitInterrupted is KVM_EXIT_INTR. Run reports it whenever KVM_RUN
 	// fails with EINTR: a signal reached the vCPU thread, or
 	// immediate_exit was set (see VCPU.SetImmediateExit).
@@ -194,10 +194,14 @@ func decodeExit(mapping []byte) (Exit, error) {
 	switch e.Reason {
 	case ExitIO:
 		io := run.io()
+		size := uint64(len(mapping))
+		if io.dataOffset > size {
+			return Exit{}, &DecodeError{Reason: e.Reason, Field: "io.data_offset", Value: io.dataOffset, Limit: size}
+		}
+		// Neither sum can overflow: dataOffset <= size and n < 2^40.
 		n := uint64(io.count) * uint64(io.size)
-		if io.dataOffset > uint64(len(mapping)) || n > uint64(len(mapping))-io.dataOffset {
-			return Exit{}, &DecodeError{Reason: e.Reason, Field: "io.data_offset+count*size",
-				Value: io.dataOffset + n, Limit: uint64(len(mapping))}
+		if io.dataOffset+n > size {
+			return Exit{}, &DecodeError{Reason: e.Reason, Field: "io.data_offset+count*size", Value: io.dataOffset + n, Limit: size}
 		}
 		e.IO = IOExit{
 			Direction: io.direction,

@@ -152,3 +152,15 @@ func sliceAddr(b []byte) uint64 {
 	// Go's heap does not move objects, so the address stays valid while b is referenced.
 	return uint64(uintptr(unsafe.Pointer(unsafe.SliceData(b))))
 }
+
+// mmap maps size bytes of the file shared and read-write (a vCPU's kvm_run).
+func (k kvmFile) mmap(size int) ([]byte, error) {
+	var mapping []byte
+	var merr error
+	if err := k.rc.Control(func(fd uintptr) {
+		mapping, merr = unix.Mmap(int(fd), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	}); err != nil {
+		return nil, err
+	}
+	return mapping, merr
+}

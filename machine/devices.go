@@ -9,7 +9,7 @@ import (
 	"github.com/gvmm-dev/gvmm/devices/i8042"
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/devices/rtc"
-	"github.com/gvmm-dev/gvmm/devices/serial"
+	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
 	"github.com/gvmm-dev/gvmm/machine/memory"
@@ -19,7 +19,6 @@ import (
 const (
 	com1Port   = 0x3f8
 	com1IRQ    = 4
-	uartPorts  = 8
 	i8042Port  = 0x60
 	i8042Ports = 5 // data at 0x60, command/status at 0x64
 	rtcPort    = 0x70
@@ -57,28 +56,28 @@ func (b *bootedVM) setupDevices(ctx context.Context) error {
 	log := b.m.log
 	b.pio = devices.NewBus("pio", log)
 	b.mmio = devices.NewBus("mmio", log)
-	uart := serial.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
+	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
 	power := pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
 	kbd := i8042.New(func() { b.end(ExitReboot, nil) }, log)
 	for _, d := range []struct {
 		base, size uint64
 		dev        devices.Device
 	}{
-		{com1Port, uartPorts, uart},
+		{com1Port, uart.Size, com1},
 		{i8042Port, i8042Ports, kbd},
 		{rtcPort, rtcPorts, rtc.New(time.Now)},
 		{postPort, 1, ignored{}},
-		{pm.DefaultBase, pm.Size, power},
+		{uint64(pm.DefaultBase), pm.Size, power},
 	} {
 		if err := b.pio.Insert(d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("machine: %w", err)
 		}
 	}
-	if in := b.m.cfg.ConsoleIn; in != nil {
+	if b.m.input != nil {
 		b.wg.Add(1)
 		go func() {
 			defer b.wg.Done()
-			uart.Pump(ctx, in)
+			b.m.feedConsole(ctx, com1)
 		}()
 	}
 	return nil

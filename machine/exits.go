@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 
@@ -58,9 +59,15 @@ func (b *bootedVM) handleExit(v *vcpu, exit kvm.Exit) bool {
 // fault ends the VM with err, logging the vCPU's registers at debug level
 // for whoever has to find out what the guest did.
 func (b *bootedVM) fault(v *vcpu, err error) {
-	if b.m.log.Enabled(nil, slog.LevelDebug) {
+	b.dumpRegs(v)
+	b.end(ExitFault, err)
+}
+
+// dumpRegs logs a vCPU's registers at debug level.
+func (b *bootedVM) dumpRegs(v *vcpu) {
+	if b.m.log.Enabled(context.Background(), slog.LevelDebug) {
 		if regs, rerr := v.cpu.Regs(); rerr == nil {
-			b.m.log.Debug("vcpu registers", "vcpu", v.id, "regs", fmt.Sprintf("%+v", *regs))
+			b.m.log.Debug("vcpu registers", "vcpu", v.id, "regs", fmt.Sprintf("%+v", regs))
 		}
 		if sregs, rerr := v.cpu.Sregs(); rerr == nil {
 			b.m.log.Debug("vcpu system registers", "vcpu", v.id, "cr0", fmt.Sprintf("%#x", sregs.CR0),
@@ -68,5 +75,4 @@ func (b *bootedVM) fault(v *vcpu, err error) {
 				"efer", fmt.Sprintf("%#x", sregs.EFER), "cs", fmt.Sprintf("%+v", sregs.CS))
 		}
 	}
-	b.end(ExitFault, err)
 }

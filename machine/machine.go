@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"runtime"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/boot"
 	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/memory"
 )
@@ -61,6 +63,10 @@ type Machine struct {
 	stop      chan struct{} // closed by Stop
 	stopOnce  sync.Once
 
+	// input carries console input from the one goroutine reading
+	// Config.ConsoleIn to the UART of the current boot.
+	input chan []byte
+
 	mu     sync.Mutex
 	reason ExitReason
 	err    error
@@ -91,6 +97,9 @@ func New(cfg Config) (*Machine, error) {
 func (m *Machine) Start(ctx context.Context) error {
 	err := errors.New("machine: already started")
 	m.startOnce.Do(func() {
+		if m.cfg.ConsoleIn != nil {
+			m.input = make(chan []byte)
+		}
 		var b *bootedVM
 		b, err = m.boot()
 		if err != nil {
@@ -98,9 +107,50 @@ func (m *Machine) Start(ctx context.Context) error {
 			close(m.done)
 			return
 		}
+		if m.input != nil {
+			go m.readConsole()
+		}
 		go m.supervise(ctx, b)
 	})
 	return err
+}
+
+// readConsole reads Config.ConsoleIn until EOF, an error or the end of
+// the machine. A read in progress when the machine ends finishes when
+// the reader returns: close the reader to end it.
+func (m *Machine) readConsole() {
+	defer close(m.input)
+	for {
+		buf := make([]byte, 4096)
+		n, err := m.cfg.ConsoleIn.Read(buf)
+		if n > 0 {
+			select {
+			case m.input <- buf[:n]:
+			case <-m.done:
+				return
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				m.log.Warn("reading console input", "err", err)
+			}
+			return
+		}
+	}
+}
+
+// feedConsole passes console input to the guest's UART until ctx ends.
+func (m *Machine) feedConsole(ctx context.Context, u *uart.UART) {
+	for {
+		select {
+		case p, ok := <-m.input:
+			if !ok || u.Receive(ctx, p) != nil {
+				return
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }
 
 // Wait blocks until the machine has ended and every vCPU thread, device
@@ -224,6 +274,9 @@ func (b *bootedVM) shutdown() {
 		b.kick()
 		select {
 		case <-stopped:
+			for _, v := range b.vcpus {
+				b.dumpRegs(v)
+			}
 			b.release()
 			return
 		case <-time.After(10 * time.Millisecond):
@@ -359,7 +412,7 @@ func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp mem
 }
 
 func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.Entry) (*vcpu, error) {
-	cpu, err := b.vm.CreateVCPU(id)
+	cpu, err := b.vm.CreateVCPU(uint32(id))
 	if err != nil {
 		return nil, err
 	}
@@ -370,14 +423,14 @@ func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.En
 	if err := cpu.SetMSRs(bootMSRs()); err != nil {
 		return nil, err
 	}
-	if err := cpu.SetFPU(&kvm.FPU{FCW: fpuControlWord, MXCSR: sseMXCSR}); err != nil {
+	if err := cpu.SetFPU(kvm.FPU{FCW: fpuControlWord, MXCSR: sseMXCSR}); err != nil {
 		return nil, err
 	}
 	lapic, err := cpu.LAPIC()
 	if err != nil {
 		return nil, err
 	}
-	setupLAPIC(lapic)
+	setupLAPIC(&lapic)
 	if err := cpu.SetLAPIC(lapic); err != nil {
 		return nil, err
 	}
@@ -389,11 +442,11 @@ func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.En
 			return nil, err
 		}
 		var regs kvm.Regs
-		applyEntry(sregs, &regs, entry)
+		applyEntry(&sregs, &regs, entry)
 		if err := cpu.SetSregs(sregs); err != nil {
 			return nil, err
 		}
-		if err := cpu.SetRegs(&regs); err != nil {
+		if err := cpu.SetRegs(regs); err != nil {
 			return nil, err
 		}
 	}

@@ -157,6 +157,9 @@ func NewPCI(dev Device, opts PCIOptions) (*PCIDevice, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if opts.Mem == nil || opts.MSI == nil {
+		return nil, errors.New("virtio PCI function needs guest memory and an MSI router")
+	}
 	sizes := dev.QueueMaxSizes()
 	if len(sizes) == 0 || len(sizes) > MaxQueues {
 		return nil, fmt.Errorf("%w: %d queues", ErrDevice, len(sizes))

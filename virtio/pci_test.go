@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func newFixture(t *testing.T, sizes ...uint16) *fixture {
 	dev := newFakeDevice(sizes...)
 	mem := virtiotest.NewMemory(4 << 20)
 	msi := virtiotest.NewMSI()
-	fn, err := virtio.NewPCI(dev, virtio.PCIOptions{Mem: mem, MSI: msi})
+	fn, err := virtio.NewPCI(dev, virtio.PCIOptions{Mem: mem, MSI: msi, Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	drv, err := virtiotest.NewPCIDriver(fn, mem)
 	require.NoError(t, err)
@@ -153,10 +154,13 @@ func TestPCIIdentity(t *testing.T) {
 }
 
 func TestNewPCIRejectsBadDevices(t *testing.T) {
+	opts := virtio.PCIOptions{Mem: virtiotest.NewMemory(4096), MSI: virtiotest.NewMSI()}
 	for _, sizes := range [][]uint16{nil, {0}, {100}, make([]uint16, virtio.MaxQueues+1)} {
-		_, err := virtio.NewPCI(newFakeDevice(sizes...), virtio.PCIOptions{})
+		_, err := virtio.NewPCI(newFakeDevice(sizes...), opts)
 		assert.ErrorIs(t, err, virtio.ErrDevice, "%v", sizes)
 	}
+	_, err := virtio.NewPCI(newFakeDevice(8), virtio.PCIOptions{})
+	assert.Error(t, err, "no memory or MSI router")
 }
 
 func TestFeatureNegotiation(t *testing.T) {
@@ -204,7 +208,7 @@ func TestStatusMachine(t *testing.T) {
 	require.NoError(t, f.drv.Start(virtio.FeatureVersion1, ringBase))
 	activations, resets, _ := f.dev.counts()
 	assert.Equal(t, 1, activations)
-	assert.Equal(t, 1, resets)
+	assert.Equal(t, 2, resets, "ours and the one starting Start's negotiation")
 	f.drv.SetStatus(statusRunning | virtio.StatusFailed)
 	assert.Equal(t, uint8(statusRunning|virtio.StatusFailed), f.drv.Status())
 }
@@ -322,7 +326,7 @@ func TestResetStopsWorkers(t *testing.T) {
 	f.drv.SetStatus(0)
 	_, resets, processed := f.dev.counts()
 	assert.Equal(t, 1, processed)
-	assert.Equal(t, 2, resets)
+	assert.Equal(t, 2, resets, "Start's and ours")
 	// After reset the old queue is gone: kicks do nothing.
 	f.drv.Queues[0].AddChain([]virtiotest.Buf{{Len: 4, Write: true}})
 	f.fn.Notify(0)

@@ -75,9 +75,9 @@ func (a *Archive) AddCharDev(name string, perm os.FileMode, major, minor uint64)
 	return a.add(cpio.CharDev(name, uint64(perm.Perm()), major, minor))
 }
 
-// AddProgram adds the executable src as name and, when it is dynamically
-// linked, its ELF interpreter and shared libraries at their host paths,
-// so that it runs in an otherwise empty root file system.
+// AddProgram adds the file src as name and, when it is a dynamically
+// linked executable, its ELF interpreter and shared libraries at their
+// host paths, so that it runs in an otherwise empty root file system.
 func (a *Archive) AddProgram(name, src string) error {
 	if err := a.AddFile(name, src); err != nil {
 		return err
@@ -100,6 +100,14 @@ func (a *Archive) AddProgram(name, src string) error {
 // sharedLibraries lists the absolute paths of the libraries the dynamic
 // executable path needs, including its interpreter; none for a static one.
 func sharedLibraries(file string) ([]string, error) {
+	magic := make([]byte, len(elf.ELFMAG))
+	if r, err := os.Open(file); err == nil {
+		_, _ = io.ReadFull(r, magic)
+		r.Close()
+	}
+	if string(magic) != elf.ELFMAG {
+		return nil, nil // data, not a program
+	}
 	f, err := elf.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("initramfs: %s: %w", file, err)

@@ -83,3 +83,11 @@ func TestWriteFile(t *testing.T) {
 	require.NoError(t, err)
 	assert.Zero(t, st.Size()%4, "newc records are 4-byte aligned")
 }
+
+func TestAddProgramTakesDataFiles(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "data.cpio")
+	require.NoError(t, os.WriteFile(p, []byte("070701..."), 0o644))
+	a := New()
+	require.NoError(t, a.AddProgram("assets/data.cpio", p))
+	assert.True(t, a.Has("assets/data.cpio"))
+}

@@ -2,6 +2,7 @@ package kvmhost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -128,8 +129,15 @@ func mainStatus(m *testing.M, opts []Option) int {
 	return status
 }
 
-// KVMWorks reports why /dev/kvm cannot run a VM here, or nil.
+// KVMWorks reports why /dev/kvm cannot run a stock kernel here, or nil.
+// Besides opening it and creating a VM, it asks for a hardware
+// virtualization backend (kvm_intel or kvm_amd): some machines offer a
+// /dev/kvm backed by kvm_pvm, which runs small real-mode guests but not
+// an unmodified distribution kernel.
 func KVMWorks() error {
+	if !hardwareBackend() {
+		return errors.New("/dev/kvm has no hardware virtualization backend (neither kvm_intel nor kvm_amd is loaded)")
+	}
 	sys, err := kvm.Open()
 	if err != nil {
 		return err
@@ -140,6 +148,15 @@ func KVMWorks() error {
 		return err
 	}
 	return vm.Close()
+}
+
+func hardwareBackend() bool {
+	for _, m := range []string{"kvm_intel", "kvm_amd"} {
+		if _, err := os.Stat("/sys/module/" + m); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // forwardFlags keeps the -test.* flags but those naming files on this

@@ -6,13 +6,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gvmm-dev/gvmm/devices"
 	"github.com/gvmm-dev/gvmm/machine/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
 )
-
-var _ devices.Interrupt = (*virtiotest.Interrupt)(nil)
 
 const memSize = 1 << 20
 

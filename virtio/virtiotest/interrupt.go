@@ -3,7 +3,11 @@ package virtiotest
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/gvmm-dev/gvmm/devices"
 )
+
+var _ devices.Interrupt = (*Interrupt)(nil)
 
 // Interrupt counts triggers and lets a test wait for the next one.
 type Interrupt struct {

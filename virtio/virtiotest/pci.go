@@ -10,6 +10,8 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/memory"
 )
 
+var _ pci.MSIRouter = (*MSI)(nil)
+
 // MSI is a pci.MSIRouter that records routes and counts triggers.
 type MSI struct {
 	mu     sync.Mutex

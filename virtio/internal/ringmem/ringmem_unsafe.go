@@ -13,10 +13,10 @@ func aligned(b []byte) bool {
 
 // word returns the aligned 32-bit word at b[off:off+4].
 func word(b []byte, off int) *uint32 {
-	_ = b[off+3] // bounds check before the pointer conversion
+	w := b[off : off+4] // bounds check, without a read the race detector would see
 	// unsafe: off is 4-aligned within a slice Window checked to be 4-aligned,
 	// so the pointer is a valid, aligned *uint32 into guest memory.
-	return (*uint32)(unsafe.Pointer(&b[off]))
+	return (*uint32)(unsafe.Pointer(&w[0]))
 }
 
 func load32(b []byte, off int) uint32 { return atomic.LoadUint32(word(b, off)) }

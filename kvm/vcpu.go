@@ -1,0 +1,156 @@
+package kvm
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// VCPU is a virtual CPU. Run, and the register accessors between runs,
+// belong to one goroutine locked to its OS thread (runtime.LockOSThread):
+// KVM ties a vCPU to the thread that runs it, and signals that stop it
+// (see SetImmediateExit) target that thread. SetImmediateExit may be
+// called from any goroutine.
+type VCPU struct {
+	fd  kvmFile
+	id  uint32
+	run []byte // the kvm_run mapping, VCPUMmapSize bytes
+
+	mu     sync.Mutex // orders SetImmediateExit against Close's munmap
+	closed bool
+}
+
+// ID is the id the vCPU was created with.
+func (v *VCPU) ID() uint32 { return v.id }
+
+// Close unmaps kvm_run and closes the vCPU fd. It must not race with Run:
+// stop the vCPU's thread first.
+func (v *VCPU) Close() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return v.fd.Close() // reports the file as already closed
+	}
+	v.closed = true
+	unmapErr := unix.Munmap(v.run)
+	v.run = nil
+	if err := v.fd.Close(); err != nil {
+		return err
+	}
+	if unmapErr != nil {
+		return fmt.Errorf("kvm: unmapping kvm_run of vCPU %d: %w", v.id, unmapErr)
+	}
+	return nil
+}
+
+// Run enters the guest until it exits to userspace and returns the
+// decoded exit. If KVM_RUN is interrupted (a signal, or immediate_exit)
+// or asks to be retried (EAGAIN, an AP waiting for SIPI), Run returns an Exit with Reason ExitInterrupted and no error; any other
+// failure is an error. Slices in the Exit point into kvm_run and are
+// valid until the next Run; data written to them for IO-in and MMIO-read
+// exits is what the guest reads when the next Run resumes it.
+func (v *VCPU) Run() (Exit, error) {
+	if _, err := v.fd.ioctl(ioctlRun, 0); err != nil {
+		// EAGAIN: an application processor waiting for INIT/SIPI woke
+		// up without becoming runnable; KVM asks to be called again.
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			return Exit{Reason: ExitInterrupted}, nil
+		}
+		return Exit{}, err
+	}
+	return decodeExit(v.run)
+}
+
+// SetImmediateExit sets kvm_run.immediate_exit. While it is set, KVM_RUN
+// returns at once with EINTR instead of entering the guest.
+//
+// To stop a vCPU that may be inside KVM_RUN, set it and then send a
+// signal to the vCPU's thread (e.g. unix.Tgkill with SIGURG, which the Go
+// runtime ignores): the signal kicks a running guest out, and
+// immediate_exit catches the case where the signal lands just before the
+// thread enters KVM_RUN. Run then returns ExitInterrupted; the vCPU
+// thread clears the flag with SetImmediateExit(false) before running
+// again. It is a no-op after Close.
+func (v *VCPU) SetImmediateExit(on bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.closed {
+		return
+	}
+	runView(v.run).setImmediateExit(on)
+}
+
+// Regs returns the general-purpose registers.
+func (v *VCPU) Regs() (Regs, error) { return get[Regs](v.fd, ioctlGetRegs) }
+
+// SetRegs sets the general-purpose registers.
+func (v *VCPU) SetRegs(r Regs) error { return set(v.fd, ioctlSetRegs, r) }
+
+// Sregs returns the segment and system registers.
+func (v *VCPU) Sregs() (Sregs, error) { return get[Sregs](v.fd, ioctlGetSregs) }
+
+// SetSregs sets the segment and system registers.
+func (v *VCPU) SetSregs(s Sregs) error { return set(v.fd, ioctlSetSregs, s) }
+
+// FPU returns the x87/SSE state.
+func (v *VCPU) FPU() (FPU, error) { return get[FPU](v.fd, ioctlGetFPU) }
+
+// SetFPU sets the x87/SSE state.
+func (v *VCPU) SetFPU(f FPU) error { return set(v.fd, ioctlSetFPU, f) }
+
+// LAPIC returns the in-kernel local APIC's registers.
+func (v *VCPU) LAPIC() (LAPICState, error) { return get[LAPICState](v.fd, ioctlGetLAPIC) }
+
+// SetLAPIC sets the in-kernel local APIC's registers.
+func (v *VCPU) SetLAPIC(l LAPICState) error { return set(v.fd, ioctlSetLAPIC, l) }
+
+// MPState returns the vCPU's multiprocessing state.
+func (v *VCPU) MPState() (MPState, error) { return get[MPState](v.fd, ioctlGetMPState) }
+
+// SetMPState sets the vCPU's multiprocessing state.
+func (v *VCPU) SetMPState(s MPState) error { return set(v.fd, ioctlSetMPState, s) }
+
+// SetCPUID sets what CPUID reports to the guest, usually derived from
+// System.SupportedCPUID.
+func (v *VCPU) SetCPUID(entries []CPUIDEntry) error {
+	fa := newFlexArray[kvmCPUID2, CPUIDEntry](len(entries))
+	fa.hdr.nent = uint32(len(entries))
+	copy(fa.entries, entries)
+	_, err := ioctlPtr(v.fd, ioctlSetCPUID2, fa.hdr)
+	return err
+}
+
+// MSRs reads the given MSRs. If the kernel rejects one, it returns an
+// *MSRError naming it.
+func (v *VCPU) MSRs(indices []uint32) ([]MSREntry, error) {
+	entries := make([]MSREntry, len(indices))
+	for i, idx := range indices {
+		entries[i].Index = idx
+	}
+	return v.msrs(ioctlGetMSRs, entries)
+}
+
+// SetMSRs writes the given MSRs. If the kernel rejects one, it returns an
+// *MSRError naming it; the ones before it have been written.
+func (v *VCPU) SetMSRs(entries []MSREntry) error {
+	_, err := v.msrs(ioctlSetMSRs, entries)
+	return err
+}
+
+// msrs issues KVM_GET_MSRS or KVM_SET_MSRS, which return how many entries
+// they processed and stop at the first MSR they refuse.
+func (v *VCPU) msrs(r request, entries []MSREntry) ([]MSREntry, error) {
+	fa := newFlexArray[kvmMSRs, MSREntry](len(entries))
+	fa.hdr.nmsrs = uint32(len(entries))
+	copy(fa.entries, entries)
+	n, err := ioctlPtr(v.fd, r, fa.hdr)
+	if err != nil {
+		return nil, err
+	}
+	if n < len(entries) {
+		return nil, &MSRError{Op: r.name, Index: entries[n].Index, Processed: n, Requested: len(entries)}
+	}
+	return fa.entries, nil
+}

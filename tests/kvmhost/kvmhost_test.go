@@ -1,0 +1,51 @@
+package kvmhost
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestForwardFlagsDropsHostFiles(t *testing.T) {
+	in := []string{"-test.v=true", "-test.testlogfile=/tmp/go-build1/testlog.txt", "-test.run=TestX",
+		"-test.coverprofile=/tmp/c.out", "-test.timeout=10m0s", "-test.paniconexit0"}
+	assert.Equal(t, []string{"-test.v=true", "-test.run=TestX", "-test.timeout=10m0s", "-test.paniconexit0"}, forwardFlags(in))
+}
+
+func TestHostTimeout(t *testing.T) {
+	assert.Equal(t, 12*time.Minute, hostTimeout(nil))
+	assert.Equal(t, 22*time.Minute, hostTimeout([]string{"-test.timeout=20m0s"}))
+	assert.Equal(t, 12*time.Minute, hostTimeout([]string{"-test.timeout=0s"}), "no timeout still gets a bound")
+}
+
+func TestReport(t *testing.T) {
+	tests := []struct {
+		name    string
+		console string
+		status  int
+		errMsg  string
+	}{
+		{"status", "[    1.0] booting\nGVMM-KVMHOST-EXIT 3\n[ 2.0] reboot: Power down\n", 3, ""},
+		{"carriage returns", "GVMM-KVMHOST-EXIT 0\r\n", 0, ""},
+		{"setup error", "GVMM-KVMHOST-ERROR no /dev/kvm\nGVMM-KVMHOST-EXIT 125\n", 0, "no /dev/kvm"},
+		{"no status", "Kernel panic - not syncing\n", 0, "without reporting"},
+		{"garbled", "GVMM-KVMHOST-EXIT x\n", 0, "malformed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "console.log")
+			require.NoError(t, os.WriteFile(p, []byte(tt.console), 0o644))
+			status, err := report(p)
+			if tt.errMsg != "" {
+				assert.ErrorContains(t, err, tt.errMsg)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.status, status)
+		})
+	}
+}
