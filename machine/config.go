@@ -45,11 +45,26 @@ type Config struct {
 	Console   io.Writer
 	ConsoleIn io.Reader
 
+	// Disks are raw images, attached as virtio-blk PCI devices in order
+	// (the guest's vda, vdb, ...).
+	Disks []Disk
+
 	OnReboot RebootAction
 	Log      *slog.Logger
 	// KVMDevice is the path of the KVM device, /dev/kvm by default.
 	KVMDevice string
 }
+
+// Disk is a raw disk image.
+type Disk struct {
+	Path     string
+	ReadOnly bool
+	// Serial is what the guest reads as the disk's ID (at most 20 bytes).
+	Serial string
+}
+
+// maxDisks bounds the PCI slots disks take.
+const maxDisks = 16
 
 // ErrInvalidConfig is wrapped by every configuration error.
 var ErrInvalidConfig = errors.New("invalid machine configuration")
@@ -76,6 +91,17 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.Memory%(4096) != 0 {
 		return out, fmt.Errorf("%w: memory %d bytes is not a whole number of 4 KiB pages", ErrInvalidConfig, out.Memory)
+	}
+	if len(out.Disks) > maxDisks {
+		return out, fmt.Errorf("%w: %d disks: at most %d", ErrInvalidConfig, len(out.Disks), maxDisks)
+	}
+	for _, d := range out.Disks {
+		if d.Path == "" {
+			return out, fmt.Errorf("%w: a disk without a path", ErrInvalidConfig)
+		}
+		if len(d.Serial) > 20 {
+			return out, fmt.Errorf("%w: disk %s: serial %q is longer than 20 bytes", ErrInvalidConfig, d.Path, d.Serial)
+		}
 	}
 	if out.Console == nil {
 		out.Console = io.Discard

@@ -7,12 +7,15 @@ import (
 
 	"github.com/gvmm-dev/gvmm/devices"
 	"github.com/gvmm-dev/gvmm/devices/i8042"
+	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/devices/rtc"
 	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
+	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
 	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/virtio"
 )
 
 // Legacy PC port assignments.
@@ -52,7 +55,7 @@ type ignored struct{}
 func (ignored) Read(_ uint64, data []byte) { clear(data) }
 func (ignored) Write(uint64, []byte)       {}
 
-func (b *bootedVM) setupDevices(ctx context.Context) error {
+func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	log := b.m.log
 	b.pio = devices.NewBus("pio", log)
 	b.mmio = devices.NewBus("mmio", log)
@@ -73,6 +76,9 @@ func (b *bootedVM) setupDevices(ctx context.Context) error {
 			return fmt.Errorf("machine: %w", err)
 		}
 	}
+	if err := b.setupPCI(mem); err != nil {
+		return err
+	}
 	if b.m.input != nil {
 		b.wg.Add(1)
 		go func() {
@@ -80,6 +86,48 @@ func (b *bootedVM) setupDevices(ctx context.Context) error {
 			b.m.feedConsole(ctx, com1)
 		}()
 	}
+	return nil
+}
+
+// setupPCI puts the root complex on the buses and the disks on it.
+func (b *bootedVM) setupPCI(mem *memory.Memory) error {
+	root, err := pci.NewRoot(pci.RootConfig{Windows: pciWindows, Log: b.m.log, BARMapped: b.notifiers.barMapped})
+	if err != nil {
+		return fmt.Errorf("machine: %w", err)
+	}
+	if err := b.pio.Insert(pci.ConfigAddressPort, pci.PortIOSize, root.PortIO()); err != nil {
+		return fmt.Errorf("machine: %w", err)
+	}
+	if err := b.mmio.Insert(ECAMBase, ECAMSize, root.ECAM()); err != nil {
+		return fmt.Errorf("machine: %w", err)
+	}
+	for _, w := range root.MMIOWindows() {
+		if err := b.mmio.Insert(w.Base, w.Size, w.Device); err != nil {
+			return fmt.Errorf("machine: %w", err)
+		}
+	}
+	for _, disk := range b.m.disks {
+		disk.Reset() // a reboot finds the disk as at power-on
+		if err := b.addVirtio(root, mem, disk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (b *bootedVM) addVirtio(root *pci.Root, mem *memory.Memory, dev virtio.Device) error {
+	vectors, err := b.newMSIVectors(len(dev.QueueMaxSizes()) + 1)
+	if err != nil {
+		return err
+	}
+	fn, err := virtio.NewPCI(dev, virtio.PCIOptions{Mem: mem, MSI: vectors, Log: b.m.log})
+	if err != nil {
+		return fmt.Errorf("machine: %w", err)
+	}
+	if _, err := root.Add(fn); err != nil {
+		return fmt.Errorf("machine: %w", err)
+	}
+	b.virtio = append(b.virtio, fn)
 	return nil
 }
 
@@ -92,6 +140,8 @@ func writeACPI(mem *memory.Memory, cpus int) (memory.GuestAddress, error) {
 		PM:         acpi.PMConfig{Port: pm.DefaultBase, SCI: sciIRQ},
 		Reset:      &acpi.ResetRegister{Port: i8042Port + 4, Value: i8042ResetCmd},
 		Serial:     []acpi.SerialPort{{Port: com1Port, IRQ: com1IRQ}},
+		MCFG:       &acpi.MCFGConfig{Base: ECAMBase, StartBus: 0, EndBus: 0},
+		Devices:    []aml.Term{pciRootBridge()},
 	}, acpi.RegionBase, acpi.RegionSize)
 	if err != nil {
 		return 0, fmt.Errorf("machine: %w", err)

@@ -23,6 +23,8 @@ import (
 	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/blk"
 )
 
 // ExitReason says why a machine ended.
@@ -63,6 +65,8 @@ type Machine struct {
 	stop      chan struct{} // closed by Stop
 	stopOnce  sync.Once
 
+	disks []*blk.Disk // open for the machine's lifetime: the image locks
+
 	// input carries console input from the one goroutine reading
 	// Config.ConsoleIn to the UART of the current boot.
 	input chan []byte
@@ -101,9 +105,12 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.input = make(chan []byte)
 		}
 		var b *bootedVM
-		b, err = m.boot()
+		if err = m.openDisks(); err == nil {
+			b, err = m.boot()
+		}
 		if err != nil {
 			m.finish(ExitFault, err)
+			m.closeDisks()
 			close(m.done)
 			return
 		}
@@ -113,6 +120,26 @@ func (m *Machine) Start(ctx context.Context) error {
 		go m.supervise(ctx, b)
 	})
 	return err
+}
+
+func (m *Machine) openDisks() error {
+	for _, d := range m.cfg.Disks {
+		disk, err := blk.Open(d.Path, blk.Options{ReadOnly: d.ReadOnly, Serial: d.Serial, Log: m.log})
+		if err != nil {
+			return fmt.Errorf("machine: disk %s: %w", d.Path, err)
+		}
+		m.disks = append(m.disks, disk)
+	}
+	return nil
+}
+
+func (m *Machine) closeDisks() {
+	for _, d := range m.disks {
+		if err := d.Close(); err != nil {
+			m.log.Warn("closing a disk", "err", err)
+		}
+	}
+	m.disks = nil
 }
 
 // readConsole reads Config.ConsoleIn until EOF, an error or the end of
@@ -208,6 +235,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 			r = vmResult{reason: ExitFault, err: err}
 		}
 		m.log.Info("machine ended", "reason", r.reason.String(), "err", r.err)
+		m.closeDisks()
 		m.finish(r.reason, r.err)
 		return
 	}
@@ -224,14 +252,19 @@ type bootedVM struct {
 	m      *Machine
 	sys    *kvm.System
 	vm     *kvm.VM
-	ram    [][]byte
 	vcpus  []*vcpu
 	pio    *devices.Bus
 	mmio   *devices.Bus
 	result chan vmResult // first result wins; buffered
 	ending atomic.Bool
-	wg     sync.WaitGroup // vCPU threads and device goroutines
+	vcpuWG sync.WaitGroup // vCPU threads
+	wg     sync.WaitGroup // device goroutines
 	cancel context.CancelFunc
+
+	gsi       *gsiRoutes
+	notifiers *notifiers
+	virtio    []*virtio.PCIDevice
+
 	closers []func() error
 }
 
@@ -262,26 +295,34 @@ func (b *bootedVM) kick() {
 	}
 }
 
-// shutdown stops the vCPUs and devices and releases the VM.
+// shutdown stops the vCPUs, then the devices, and releases the VM: no
+// device goroutine may touch guest memory once it is unmapped.
 func (b *bootedVM) shutdown() {
 	b.ending.Store(true)
 	b.cancel()
 	// Keep kicking until every vCPU thread is out: one may have been
 	// about to store its tid when the first kick went out.
 	stopped := make(chan struct{})
-	go func() { b.wg.Wait(); close(stopped) }()
-	for {
+	go func() { b.vcpuWG.Wait(); close(stopped) }()
+	for out := false; !out; {
 		b.kick()
 		select {
 		case <-stopped:
-			for _, v := range b.vcpus {
-				b.dumpRegs(v)
-			}
-			b.release()
-			return
+			out = true
 		case <-time.After(10 * time.Millisecond):
 		}
 	}
+	for _, v := range b.vcpus {
+		b.dumpRegs(v)
+	}
+	for _, fn := range b.virtio {
+		fn.Reset()
+	}
+	if err := b.notifiers.closeAll(); err != nil {
+		b.m.log.Warn("closing notify eventfds", "err", err)
+	}
+	b.wg.Wait()
+	b.release()
 }
 
 func (b *bootedVM) release() {
@@ -297,10 +338,10 @@ func (b *bootedVM) release() {
 func (m *Machine) boot() (_ *bootedVM, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel}
+	b.notifiers = &notifiers{b: b, on: map[notifyKey]*kvm.EventFD{}}
 	defer func() {
 		if err != nil {
-			cancel()
-			b.release()
+			b.shutdown()
 		}
 	}()
 	b.sys, err = kvm.OpenPath(m.cfg.KVMDevice)
@@ -325,6 +366,7 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 	if err := b.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
 		return nil, err
 	}
+	b.gsi = newGSIRoutes(b.vm)
 	mem, err := b.setupMemory()
 	if err != nil {
 		return nil, err
@@ -341,7 +383,7 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := b.setupDevices(ctx); err != nil {
+	if err := b.setupDevices(ctx, mem); err != nil {
 		return nil, err
 	}
 	supported, err := b.sys.SupportedCPUID()
@@ -356,7 +398,7 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 		b.vcpus = append(b.vcpus, v)
 	}
 	for _, v := range b.vcpus {
-		b.wg.Add(1)
+		b.vcpuWG.Add(1)
 		go b.runVCPU(v)
 	}
 	m.log.Info("guest started", "vcpus", m.cfg.CPUs, "memory_mib", m.cfg.Memory/MiB, "entry", entry.Mode.String())
@@ -456,7 +498,7 @@ func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.En
 // runVCPU is a vCPU thread: it runs the vCPU and dispatches its exits
 // until the VM ends.
 func (b *bootedVM) runVCPU(v *vcpu) {
-	defer b.wg.Done()
+	defer b.vcpuWG.Done()
 	// KVM_RUN must always be issued from the same thread, and the tid is
 	// where a kick is sent.
 	runtime.LockOSThread()

@@ -624,6 +624,15 @@ func (p *PCIDevice) broken(err error, driverOK bool) {
 	}
 }
 
+// Reset stops the device's queue goroutines and returns it to the
+// power-on state, as the machine does before the guest memory the queues
+// point at goes away.
+func (p *PCIDevice) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.reset()
+}
+
 // reset stops the workers and returns to the power-on state; the driver
 // reads device_status 0 only after all of it is done.
 func (p *PCIDevice) reset() {

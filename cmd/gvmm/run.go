@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/term"
@@ -27,8 +28,16 @@ func runCmd(args []string) int {
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image")
 	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line")
 	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number of vCPUs")
+	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
+		d, err := parseDisk(v)
+		if err != nil {
+			return err
+		}
+		cfg.Disks = append(cfg.Disks, d)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--on-reboot exit|restart] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,4 +120,24 @@ func runCmd(args []string) int {
 	}
 	log.Info("the machine ended", "reason", m.ExitReason().String())
 	return exitOK
+}
+
+// parseDisk parses FILE[,readonly][,serial=ID].
+func parseDisk(v string) (machine.Disk, error) {
+	parts := strings.Split(v, ",")
+	d := machine.Disk{Path: parts[0]}
+	if d.Path == "" {
+		return d, fmt.Errorf("%q: no file", v)
+	}
+	for _, opt := range parts[1:] {
+		switch key, val, hasVal := strings.Cut(opt, "="); {
+		case key == "readonly" && !hasVal:
+			d.ReadOnly = true
+		case key == "serial" && hasVal:
+			d.Serial = val
+		default:
+			return d, fmt.Errorf("%q: unknown option %q (want readonly or serial=ID)", v, opt)
+		}
+	}
+	return d, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,16 +18,24 @@ import (
 type Option func(*options)
 
 type options struct {
-	builds  map[string]string
-	modules []string
-	cpus    int
-	memMiB  int
+	builds   map[string]string
+	programs map[string]string
+	modules  []string
+	cpus     int
+	memMiB   int
 }
 
 // WithBinary makes a static build of package pkg (an import path of this
 // module) available to the tests as Asset(name).
 func WithBinary(name, pkg string) Option {
 	return func(o *options) { o.builds[name] = pkg }
+}
+
+// WithHostProgram makes the host program named name (looked up in PATH
+// when not a path) available as Asset(name), with its shared libraries
+// inside the test host. A program that cannot be found fails the tests.
+func WithHostProgram(name string) Option {
+	return func(o *options) { o.programs[filepath.Base(name)] = name }
 }
 
 // WithModules carries the named guest kernel modules (and their
@@ -56,7 +65,7 @@ func Main(m *testing.M, opts ...Option) {
 }
 
 func mainStatus(m *testing.M, opts []Option) int {
-	o := options{builds: map[string]string{}}
+	o := options{builds: map[string]string{}, programs: map[string]string{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -99,6 +108,18 @@ func mainStatus(m *testing.M, opts []Option) int {
 			}
 		}
 		assets[name] = filepath.Join(assetDir, name)
+	}
+	for name, prog := range o.programs {
+		p, err := exec.LookPath(prog)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: the tests need %s: %v\n", prog, err)
+			return 1
+		}
+		if err := os.Symlink(p, filepath.Join(assetDir, name)); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			return 1
+		}
+		assets[name] = p
 	}
 	if direct {
 		os.Setenv(EnvAssets, assetDir)
