@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -49,6 +50,14 @@ type Config struct {
 	// (the guest's vda, vdb, ...).
 	Disks []Disk
 
+	// AllowCPUOvercommit lets one guest have more vCPUs than the host
+	// has logical CPUs, which is otherwise refused.
+	AllowCPUOvercommit bool
+	// Mergeable marks guest RAM for KSM page sharing; HugePages asks
+	// for transparent huge pages.
+	Mergeable bool
+	HugePages bool
+
 	OnReboot RebootAction
 	Log      *slog.Logger
 	// KVMDevice is the path of the KVM device, /dev/kvm by default.
@@ -69,6 +78,12 @@ const maxDisks = 16
 // ErrInvalidConfig is wrapped by every configuration error.
 var ErrInvalidConfig = errors.New("invalid machine configuration")
 
+// ErrCPUOvercommit refuses a guest with more vCPUs than host CPUs.
+var ErrCPUOvercommit = errors.New("more vCPUs than host CPUs")
+
+// hostCPUs is the number of logical CPUs this process may run on.
+func hostCPUs() int { return runtime.NumCPU() }
+
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	if out.Kernel == "" {
@@ -82,6 +97,14 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.CPUs < 1 || out.CPUs > MaxCPUs {
 		return out, fmt.Errorf("%w: %d vCPUs: want 1 to %d", ErrInvalidConfig, out.CPUs, MaxCPUs)
+	}
+	if n := hostCPUs(); out.CPUs > n {
+		if !out.AllowCPUOvercommit {
+			return out, fmt.Errorf("%w: %w: %d vCPUs on a host with %d logical CPUs: the guest's vCPUs would compete for CPUs and it would run slower than with %d, and could stall the host (many single-vCPU guests are fine); allow it explicitly to go ahead", ErrInvalidConfig, ErrCPUOvercommit, out.CPUs, n, n)
+		}
+		defer func() {
+			out.Log.Warn("vCPU over-commit: the guest has more vCPUs than the host has CPUs", "vcpus", out.CPUs, "host_cpus", n)
+		}()
 	}
 	if out.Memory == 0 {
 		out.Memory = DefaultMemory

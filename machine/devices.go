@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/gvmm-dev/gvmm/devices"
-	"github.com/gvmm-dev/gvmm/devices/i8042"
+	"github.com/gvmm-dev/gvmm/devices/cmos"
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/devices/pm"
-	"github.com/gvmm-dev/gvmm/devices/rtc"
+	"github.com/gvmm-dev/gvmm/devices/ps2"
 	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
@@ -20,14 +20,10 @@ import (
 
 // Legacy PC port assignments.
 const (
-	com1Port   = 0x3f8
-	com1IRQ    = 4
-	i8042Port  = 0x60
-	i8042Ports = 5 // data at 0x60, command/status at 0x64
-	rtcPort    = 0x70
-	rtcPorts   = 2
-	postPort   = 0x80 // POST diagnostics: Linux writes it as an I/O delay
-	sciIRQ     = 9
+	com1Port = 0x3f8
+	com1IRQ  = 4
+	postPort = 0x80 // POST diagnostics: Linux writes it as an I/O delay
+	sciIRQ   = 9
 	// i8042ResetCmd on port 0x64 pulses the CPU reset line.
 	i8042ResetCmd = 0xfe
 )
@@ -60,17 +56,17 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	b.pio = devices.NewBus("pio", log)
 	b.mmio = devices.NewBus("mmio", log)
 	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
-	power := pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
-	kbd := i8042.New(func() { b.end(ExitReboot, nil) }, log)
+	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
+	kbd := ps2.New(func() { b.end(ExitReboot, nil) }, log)
 	for _, d := range []struct {
 		base, size uint64
 		dev        devices.Device
 	}{
 		{com1Port, uart.Size, com1},
-		{i8042Port, i8042Ports, kbd},
-		{rtcPort, rtcPorts, rtc.New(time.Now)},
+		{uint64(ps2.DefaultBase), ps2.Size, kbd},
+		{uint64(cmos.DefaultBase), cmos.Size, cmos.New(time.Now)},
 		{postPort, 1, ignored{}},
-		{uint64(pm.DefaultBase), pm.Size, power},
+		{uint64(pm.DefaultBase), pm.Size, b.power},
 	} {
 		if err := b.pio.Insert(d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("machine: %w", err)
@@ -138,7 +134,7 @@ func writeACPI(mem *memory.Memory, cpus int) (memory.GuestAddress, error) {
 		LAPICAddr:  LAPICAddr,
 		IOAPICAddr: IOAPICAddr,
 		PM:         acpi.PMConfig{Port: pm.DefaultBase, SCI: sciIRQ},
-		Reset:      &acpi.ResetRegister{Port: i8042Port + 4, Value: i8042ResetCmd},
+		Reset:      &acpi.ResetRegister{Port: ps2.DefaultBase + 4, Value: i8042ResetCmd},
 		Serial:     []acpi.SerialPort{{Port: com1Port, IRQ: com1IRQ}},
 		MCFG:       &acpi.MCFGConfig{Base: ECAMBase, StartBus: 0, EndBus: 0},
 		Devices:    []aml.Term{pciRootBridge()},

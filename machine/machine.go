@@ -20,6 +20,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/boot"
 	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/memory"
@@ -65,7 +66,9 @@ type Machine struct {
 	stop      chan struct{} // closed by Stop
 	stopOnce  sync.Once
 
-	disks []*blk.Disk // open for the machine's lifetime: the image locks
+	disks   []*blk.Disk // open for the machine's lifetime: the image locks
+	cur     atomic.Pointer[bootedVM]
+	started atomic.Pointer[time.Time]
 
 	// input carries console input from the one goroutine reading
 	// Config.ConsoleIn to the UART of the current boot.
@@ -114,6 +117,9 @@ func (m *Machine) Start(ctx context.Context) error {
 			close(m.done)
 			return
 		}
+		now := time.Now()
+		m.started.Store(&now)
+		m.cur.Store(b)
 		if m.input != nil {
 			go m.readConsole()
 		}
@@ -230,6 +236,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 			next, err := m.boot()
 			if err == nil {
 				b = next
+				m.cur.Store(b)
 				continue
 			}
 			r = vmResult{reason: ExitFault, err: err}
@@ -261,6 +268,8 @@ type bootedVM struct {
 	wg     sync.WaitGroup // device goroutines
 	cancel context.CancelFunc
 
+	gate      *pauseGate
+	power     *pm.PM
 	gsi       *gsiRoutes
 	notifiers *notifiers
 	virtio    []*virtio.PCIDevice
@@ -299,6 +308,7 @@ func (b *bootedVM) kick() {
 // device goroutine may touch guest memory once it is unmapped.
 func (b *bootedVM) shutdown() {
 	b.ending.Store(true)
+	b.gate.end()
 	b.cancel()
 	// Keep kicking until every vCPU thread is out: one may have been
 	// about to store its tid when the first kick went out.
@@ -337,7 +347,7 @@ func (b *bootedVM) release() {
 // boot creates the VM, loads the kernel and starts the vCPUs.
 func (m *Machine) boot() (_ *bootedVM, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel}
+	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel, gate: newPauseGate()}
 	b.notifiers = &notifiers{b: b, on: map[notifyKey]*kvm.EventFD{}}
 	defer func() {
 		if err != nil {
@@ -415,12 +425,30 @@ func (b *bootedVM) setupMemory() (*memory.Memory, error) {
 			return nil, fmt.Errorf("machine: mapping %d MiB of guest RAM: %w", r.size/MiB, err)
 		}
 		b.closers = append(b.closers, func() error { return unix.Munmap(data) })
+		if err := b.m.adviseRAM(data); err != nil {
+			return nil, err
+		}
 		if err := b.vm.SetUserMemoryRegion(uint32(slot), 0, r.base, data); err != nil {
 			return nil, err
 		}
 		regions = append(regions, memory.Region{Base: memory.GuestAddress(r.base), Data: data})
 	}
 	return memory.New(regions...)
+}
+
+// adviseRAM applies the page-sharing and huge-page settings to guest RAM.
+func (m *Machine) adviseRAM(data []byte) error {
+	if m.cfg.Mergeable {
+		if err := unix.Madvise(data, unix.MADV_MERGEABLE); err != nil {
+			return fmt.Errorf("machine: marking guest RAM mergeable (is KSM built into the host kernel?): %w", err)
+		}
+	}
+	if m.cfg.HugePages {
+		if err := unix.Madvise(data, unix.MADV_HUGEPAGE); err != nil {
+			return fmt.Errorf("machine: asking for transparent huge pages: %w", err)
+		}
+	}
+	return nil
 }
 
 func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp memory.GuestAddress) (*boot.Entry, error) {
@@ -506,6 +534,11 @@ func (b *bootedVM) runVCPU(v *vcpu) {
 	v.tid.Store(int32(unix.Gettid()))
 	defer v.tid.Store(0)
 	for !b.ending.Load() {
+		if b.gate.wait() {
+			// The pause kick left immediate_exit set.
+			v.cpu.SetImmediateExit(false)
+			continue
+		}
 		exit, err := v.cpu.Run()
 		if err != nil {
 			b.end(ExitFault, fmt.Errorf("vcpu %d: %w", v.id, err))

@@ -72,6 +72,17 @@ func TestConfigValidation(t *testing.T) {
 	}
 }
 
+func TestCPUOvercommitGuard(t *testing.T) {
+	n := hostCPUs()
+	_, err := (&Config{Kernel: "k", CPUs: n}).withDefaults()
+	assert.NoError(t, err, "as many vCPUs as host CPUs is fine")
+	_, err = (&Config{Kernel: "k", CPUs: n + 1}).withDefaults()
+	assert.ErrorIs(t, err, ErrCPUOvercommit)
+	assert.ErrorContains(t, err, "logical CPUs")
+	_, err = (&Config{Kernel: "k", CPUs: n + 1, AllowCPUOvercommit: true}).withDefaults()
+	assert.NoError(t, err)
+}
+
 func TestRAMLayoutAndE820(t *testing.T) {
 	tests := []struct {
 		name   string

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/term"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/machine"
 )
 
@@ -28,6 +28,9 @@ func runCmd(args []string) int {
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image")
 	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line")
 	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number of vCPUs")
+	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
+	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
+	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
 	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := parseDisk(v)
 		if err != nil {
@@ -88,8 +91,8 @@ func runCmd(args []string) int {
 	// A terminal is switched to raw mode, so that every key reaches the
 	// guest, and restored on every way out; Ctrl-A x quits.
 	var in io.Reader = os.Stdin
-	if term.IsTerminal(os.Stdin) {
-		restore, err := term.MakeRaw(os.Stdin)
+	if console.IsTerminal(os.Stdin) {
+		restore, err := console.MakeRaw(os.Stdin)
 		if err != nil {
 			log.Error("switching the terminal to raw mode", "err", err)
 			return exitFault
@@ -100,7 +103,7 @@ func runCmd(args []string) int {
 			}
 		}()
 	}
-	cfg.ConsoleIn = term.NewEscapeReader(in, quit)
+	cfg.ConsoleIn = console.NewEscapeReader(in, quit)
 
 	m, err := machine.New(cfg)
 	if err != nil {

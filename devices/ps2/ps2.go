@@ -80,6 +80,11 @@ const (
 	cmdWriteAux         = 0xD4
 	cmdPulseReset       = 0xFE
 
+	// Commands 0xF0-0xFF pulse the output port lines whose bit is clear
+	// in the low nibble; 0xFE (bit 0, reset) is the one guests use.
+	cmdPulseMask  = 0xF0
+	cmdPulseLines = 0x0F
+
 	cmdNone = 0 // no command waits for a parameter byte
 )
 
@@ -120,10 +125,11 @@ type Controller struct {
 	count    int
 	cmdByte  byte
 	outPort  byte
-	pending  byte // command waiting for its parameter on the data port
-	lastCmd  bool // last write went to the command port (stsCommand)
-	unknown  [256 / 64]uint64
-	reported bool // a queue overflow was logged
+	pending  byte             // command waiting for its parameter on the data port
+	lastCmd  bool             // last write went to the command port (stsCommand)
+	unknown  [256 / 64]uint64 // bit set: command already logged
+	dropped  bool             // a byte did not fit in the queue
+	reported bool             // the overflow was logged
 }
 
 var _ devices.Device = (*Controller)(nil)
@@ -160,13 +166,13 @@ func (c *Controller) Write(offset uint64, data []byte) {
 	}
 	c.mu.Lock()
 	var reset bool
-	var unknown int = -1
+	unknown := -1
 	if offset == regCommand {
 		reset, unknown = c.commandLocked(data[0])
 	} else {
 		reset = c.dataLocked(data[0])
 	}
-	overflow := c.count == queueLen && !c.reported
+	overflow := c.dropped && !c.reported
 	c.reported = c.reported || overflow
 	c.mu.Unlock()
 
@@ -222,9 +228,10 @@ func (c *Controller) commandLocked(cmd byte) (reset bool, unknown int) {
 		c.cmdByte &^= cbKbdDisable
 	case cmdReadOutputPort:
 		c.pushLocked(c.outPort)
-	case cmdPulseReset:
-		return true, -1
 	default:
+		if cmd&cmdPulseMask == cmdPulseMask {
+			return cmd&cmdPulseLines&outResetDeasserted == 0, -1
+		}
 		word, bit := cmd/64, uint64(1)<<(cmd%64)
 		if c.unknown[word]&bit == 0 {
 			c.unknown[word] |= bit
@@ -275,6 +282,7 @@ func (c *Controller) keyboardLocked(v byte) {
 func (c *Controller) pushLocked(bs ...byte) {
 	for _, b := range bs {
 		if c.count == queueLen {
+			c.dropped = true
 			return
 		}
 		c.queue[(c.head+c.count)%queueLen] = b

@@ -11,8 +11,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/u-root/u-root/pkg/boot/bzimage"
 
+	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
@@ -110,7 +113,8 @@ func TestVCPUsSeenByGuest(t *testing.T) {
 	k, initrd := kernel(t), guestInitrd(t)
 	for _, n := range []int{1, 2, 4} {
 		t.Run(strconv.Itoa(n), func(t *testing.T) {
-			args := bootArgs(k, initrd, "--cpus", strconv.Itoa(n))
+			// The test host has 2 CPUs: 4 vCPUs is an over-commit.
+			args := bootArgs(k, initrd, "--cpus", strconv.Itoa(n), "--allow-cpu-overcommit")
 			r := gvmm(t, "", args...)
 			require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 			assert.Equal(t, strconv.Itoa(n), r.one(t, "nproc"))
@@ -227,4 +231,58 @@ func TestELFVmlinuxBootsViaPVH(t *testing.T) {
 	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 	assert.Equal(t, "2", r.one(t, "nproc"))
 	assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
+}
+
+// TestLibraryRunsMachinesSideBySide embeds two machines in this process,
+// as a sandbox runner would, and checks that Stop ends a guest that would
+// run forever, leaving no goroutine behind.
+func TestLibraryRunsMachinesSideBySide(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	goroutines := runtime.NumGoroutine()
+	type run struct {
+		m   *machine.Machine
+		out *syncBuffer
+	}
+	var runs []run
+	for _, action := range []string{"poweroff", "hang"} {
+		out := &syncBuffer{}
+		m, err := machine.New(machine.Config{
+			Kernel: k.Vmlinuz, Initrd: initrd, Memory: 256 << 20, Console: out,
+			Cmdline: "console=ttyS0 reboot=k panic=1 gvmm.action=" + action,
+		})
+		require.NoError(t, err)
+		require.NoError(t, m.Start(context.Background()))
+		runs = append(runs, run{m, out})
+	}
+	require.NoError(t, runs[0].m.Wait())
+	assert.Equal(t, machine.ExitPowerOff, runs[0].m.ExitReason())
+	assert.Contains(t, runs[0].out.String(), "GVMMTEST ready=1")
+
+	deadline := time.Now().Add(bootTimeout)
+	for !strings.Contains(runs[1].out.String(), "GVMMTEST ready=1") {
+		require.True(t, time.Now().Before(deadline), "second guest never got ready:\n%s", runs[1].out.String())
+		time.Sleep(100 * time.Millisecond)
+	}
+	runs[1].m.Stop()
+	require.NoError(t, runs[1].m.Wait())
+	assert.Equal(t, machine.ExitStopped, runs[1].m.ExitReason())
+	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= goroutines }, 5*time.Second, 50*time.Millisecond,
+		"goroutines leaked: %d before, %d after", goroutines, runtime.NumGoroutine())
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
