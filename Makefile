@@ -8,7 +8,7 @@ UROOT_CMDS := init gosh ls cat echo mount dmesg ps free uname date shutdown \
               cp mkdir rm lsmod insmod grep dd ip sleep hwclock
 UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 
-.PHONY: all build run test vet unit integration clean
+.PHONY: all build deps run test vet unit integration clean
 
 all: build
 
@@ -27,6 +27,13 @@ run: build bin/uroot.cpio
 	bin/kvmhost -auto -asset uroot.cpio=bin/uroot.cpio -- \
 		bin/gvmm run --kernel {kernel} --initrd {asset:uroot.cpio} --memory 512M
 
+# Debian packages the tests use: QEMU for the KVM test host (which also
+# installs it by itself when run as root) and e2fsprogs for disk images.
+deps:
+	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null || { \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+			qemu-system-x86 e2fsprogs; }
+
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
 	$(GO) vet ./...
@@ -40,7 +47,7 @@ unit:
 integration:
 	$(GO) test -count=1 -v -timeout 20m ./tests/...
 
-test: vet unit integration
+test: deps vet unit integration
 
 clean:
 	rm -rf bin

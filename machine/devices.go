@@ -22,6 +22,7 @@ import (
 const (
 	com1Port = 0x3f8
 	com1IRQ  = 4
+	kbdIRQ   = 1
 	postPort = 0x80 // POST diagnostics: Linux writes it as an I/O delay
 	sciIRQ   = 9
 	// i8042ResetCmd on port 0x64 pulses the CPU reset line.
@@ -57,7 +58,7 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	b.mmio = devices.NewBus("mmio", log)
 	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
 	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
-	kbd := ps2.New(func() { b.end(ExitReboot, nil) }, log)
+	kbd := ps2.New(irqLine{b.vm, kbdIRQ}, func() { b.end(ExitReboot, nil) }, log)
 	for _, d := range []struct {
 		base, size uint64
 		dev        devices.Device

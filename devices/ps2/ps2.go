@@ -117,6 +117,7 @@ const queueLen = 16
 // Controller is the i8042. It is safe for concurrent use.
 type Controller struct {
 	reset func()
+	irq   devices.Interrupt // IRQ 1: keyboard data waits
 	log   *slog.Logger
 
 	mu       sync.Mutex
@@ -128,6 +129,7 @@ type Controller struct {
 	pending  byte             // command waiting for its parameter on the data port
 	lastCmd  bool             // last write went to the command port (stsCommand)
 	unknown  [256 / 64]uint64 // bit set: command already logged
+	kbdData  bool             // the queue holds the keyboard's answer: it interrupts
 	dropped  bool             // a byte did not fit in the queue
 	reported bool             // the overflow was logged
 }
@@ -138,8 +140,27 @@ var _ devices.Device = (*Controller)(nil)
 // the device's lock and from the vCPU thread that asked, each time the
 // guest resets the machine through the controller; reset and log must be
 // non-nil.
-func New(reset func(), log *slog.Logger) *Controller {
-	return &Controller{reset: reset, log: log, cmdByte: cbDefault, outPort: outDefault}
+//
+// irq is raised whenever a keyboard byte waits in the output buffer and
+// the command byte enables keyboard interrupts: Linux's keyboard driver
+// waits for it after each command it sends.
+func New(irq devices.Interrupt, reset func(), log *slog.Logger) *Controller {
+	return &Controller{irq: irq, reset: reset, log: log, cmdByte: cbDefault, outPort: outDefault}
+}
+
+// interruptLocked says whether a keyboard byte is waiting for the guest
+// with interrupts enabled.
+func (c *Controller) interruptLocked() bool {
+	return c.kbdData && c.count > 0 && c.cmdByte&cbKbdInt != 0
+}
+
+func (c *Controller) trigger(raise bool) {
+	if !raise {
+		return
+	}
+	if err := c.irq.Trigger(); err != nil {
+		c.log.Warn("i8042: raising IRQ 1", "err", err)
+	}
 }
 
 // Read implements devices.Device. Only byte accesses at offsets 0 and 4
@@ -150,12 +171,15 @@ func (c *Controller) Read(offset uint64, data []byte) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if offset == regCommand {
 		data[0] = c.statusLocked()
+		c.mu.Unlock()
 		return
 	}
 	data[0] = c.popLocked()
+	more := c.interruptLocked()
+	c.mu.Unlock()
+	c.trigger(more)
 }
 
 // Write implements devices.Device. Only byte accesses at offsets 0 and 4
@@ -174,7 +198,9 @@ func (c *Controller) Write(offset uint64, data []byte) {
 	}
 	overflow := c.dropped && !c.reported
 	c.reported = c.reported || overflow
+	raise := c.interruptLocked()
 	c.mu.Unlock()
+	c.trigger(raise)
 
 	if unknown >= 0 {
 		c.log.Debug("i8042: ignoring unimplemented controller command", "cmd", unknown)
@@ -207,6 +233,7 @@ func (c *Controller) statusLocked() byte {
 // command (else -1), so the guest cannot flood the log.
 func (c *Controller) commandLocked(cmd byte) (reset bool, unknown int) {
 	c.lastCmd = true
+	c.kbdData = false // the guest polls for controller answers
 	// A new command abandons one still waiting for its parameter.
 	c.pending = cmdNone
 	switch cmd {
@@ -266,6 +293,7 @@ func (c *Controller) dataLocked(v byte) (reset bool) {
 
 // keyboardLocked answers a byte sent to the keyboard.
 func (c *Controller) keyboardLocked(v byte) {
+	c.kbdData = true
 	switch v {
 	case kbdReset:
 		c.pushLocked(kbdAck, kbdSelfTest)
@@ -298,6 +326,9 @@ func (c *Controller) popLocked() byte {
 	b := c.queue[c.head]
 	c.head = (c.head + 1) % queueLen
 	c.count--
+	if c.count == 0 {
+		c.kbdData = false
+	}
 	return b
 }
 

@@ -10,14 +10,19 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+type countIRQ struct{ n atomic.Int32 }
+
+func (c *countIRQ) Trigger() error { c.n.Add(1); return nil }
+
 type fixture struct {
 	c      *Controller
+	irqs   countIRQ
 	resets atomic.Int32
 }
 
 func newFixture() *fixture {
 	f := &fixture{}
-	f.c = New(func() { f.resets.Add(1) }, slog.New(slog.DiscardHandler))
+	f.c = New(&f.irqs, func() { f.resets.Add(1) }, slog.New(slog.DiscardHandler))
 	return f
 }
 
@@ -80,7 +85,7 @@ func TestReset(t *testing.T) {
 func TestResetCalledOutsideLock(t *testing.T) {
 	var c *Controller
 	called := false
-	c = New(func() {
+	c = New(&countIRQ{}, func() {
 		// Would deadlock if the lock were held.
 		var b [1]byte
 		c.Read(regCommand, b[:])
@@ -253,4 +258,24 @@ func TestConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	assert.LessOrEqual(t, len(f.drain(t)), queueLen)
+}
+
+func TestKeyboardAnswersInterrupt(t *testing.T) {
+	f := newFixture()
+	f.data(kbdGetID)
+	assert.Equal(t, int32(1), f.irqs.n.Load(), "the ACK interrupts")
+	assert.Equal(t, byte(kbdAck), f.pop())
+	assert.Equal(t, int32(2), f.irqs.n.Load(), "so does each byte still waiting")
+	f.pop()
+	f.pop()
+	assert.Equal(t, int32(3), f.irqs.n.Load(), "an empty buffer does not")
+
+	f.cmd(0xaa) // controller self test: polled, not interrupting
+	assert.Equal(t, int32(3), f.irqs.n.Load())
+	assert.Equal(t, byte(0x55), f.pop())
+
+	f.cmd(0x60) // write command byte: keyboard interrupts off
+	f.data(cbDefault &^ cbKbdInt)
+	f.data(kbdEcho)
+	assert.Equal(t, int32(3), f.irqs.n.Load(), "disabled in the command byte")
 }

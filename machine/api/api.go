@@ -1,0 +1,89 @@
+// Package api is gvmm's control socket: HTTP with JSON bodies over a unix
+// socket, in the manner of Firecracker's and Cloud Hypervisor's APIs.
+//
+//	GET /vm                 Info
+//	PUT /vm/balloon         {"size_mib": N}
+//	GET /vm/balloon/stats   BalloonStats
+//	PUT /vm/pause
+//	PUT /vm/resume
+//	PUT /vm/shutdown        ACPI power button
+//	PUT /vm/stop            immediate
+//
+// Successful actions answer 204 with no body; every error answers a JSON
+// object {"error": "message"} with a status that says its class (see
+// openapi.yaml). The server reaches the machine only through the VM
+// interface, so it is tested without KVM; Client is the other end.
+package api
+
+import (
+	"errors"
+	"time"
+)
+
+// MiB is the unit of the API's memory sizes.
+const MiB = 1 << 20
+
+// VM is what the server controls. Its methods may be called from several
+// goroutines; the server serialises the ones that change state.
+//
+// Errors the server turns into a status: ErrInvalid (400), ErrNoBalloon,
+// ErrNotRunning and ErrConflict (409), matched with errors.Is; anything
+// else is a 500. The error's text is sent to the client.
+type VM interface {
+	// Info describes the machine as it is now.
+	Info() Info
+	// SetBalloon asks the guest to give up bytes of its memory to the
+	// balloon; 0 deflates it completely. The server has already checked
+	// that the size is at most the guest's memory.
+	SetBalloon(bytes uint64) error
+	// BalloonStats returns the guest's latest memory statistics.
+	BalloonStats() (BalloonStats, error)
+	// Pause stops the vCPUs; ErrConflict if already paused.
+	Pause() error
+	// Resume restarts paused vCPUs; ErrConflict if not paused.
+	Resume() error
+	// Shutdown presses the ACPI power button: a cooperating guest
+	// shuts down cleanly. It returns once the press is delivered.
+	Shutdown() error
+	// Stop ends the machine at once.
+	Stop()
+}
+
+// Machine states reported in Info.State.
+const (
+	StateRunning = "running"
+	StatePaused  = "paused"
+	StateStopped = "stopped"
+)
+
+// Info is the answer to GET /vm.
+type Info struct {
+	State         string       `json:"state"` // StateRunning, StatePaused or StateStopped
+	VCPUs         int          `json:"vcpus"`
+	MemoryMiB     uint64       `json:"memory_mib"`
+	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
+	UptimeSeconds float64      `json:"uptime_s"`
+}
+
+// BalloonInfo is the balloon's target and the size the guest reports.
+type BalloonInfo struct {
+	RequestedMiB uint64 `json:"size_mib"`
+	ActualMiB    uint64 `json:"actual_mib"`
+}
+
+// BalloonStats is the answer to GET /vm/balloon/stats: the guest's
+// virtio-balloon statistics by name (e.g. "free_memory", "swap_in"), when
+// it last sent them (zero if never), and the host's view of the VMM.
+type BalloonStats struct {
+	Stats        map[string]uint64 `json:"stats"`
+	UpdatedAt    time.Time         `json:"updated_at,omitzero"`
+	HostRSSBytes uint64            `json:"host_rss_bytes"`
+}
+
+// Errors a VM returns, wrapped or not, for the server to map to a status.
+var (
+	ErrInvalid    = errors.New("invalid value")                           // 400
+	ErrNoBalloon  = errors.New("the machine has no balloon device")       // 409
+	ErrNotRunning = errors.New("the machine is not running")              // 409
+	ErrConflict   = errors.New("the machine's state does not allow this") // 409
+)
