@@ -160,10 +160,15 @@ func (u *UART) Read(offset uint64, data []byte) {
 	u.mu.Unlock()
 	data[0] = v
 	if drained {
-		select {
-		case u.room <- struct{}{}:
-		default:
-		}
+		u.signalRoom()
+	}
+}
+
+// signalRoom wakes a Receive waiting for the guest.
+func (u *UART) signalRoom() {
+	select {
+	case u.room <- struct{}{}:
+	default:
 	}
 }
 
@@ -252,6 +257,9 @@ func (u *UART) writeLocked(offset uint64, v byte) {
 			u.thrIRQ = true
 		}
 		u.ier = v & ierMask
+		if u.ier&ierRxData != 0 {
+			u.signalRoom()
+		}
 	case regIIR: // FCR
 		if v&fcrClearRx != 0 {
 			u.rxHead, u.rxLen = 0, 0
@@ -343,13 +351,18 @@ func (u *UART) pushLocked(p []byte) int {
 }
 
 // Receive delivers host input to the guest. It blocks while the FIFO is
-// full and returns ctx's error if ctx ends first.
+// full or no driver has enabled the receive interrupt, and returns ctx's
+// error if ctx ends first.
 func (u *UART) Receive(ctx context.Context, p []byte) error {
 	for len(p) > 0 {
 		u.mu.Lock()
 		before := u.pendingLocked()
 		n := 0
-		if u.mcr&mcrLoop == 0 { // in loopback the line is disconnected
+		// Input waits in the host until a driver listens: the guest
+		// enables the receive interrupt when it opens the port, and
+		// clears the FIFO first, which would lose what came before. In
+		// loopback the line is disconnected.
+		if u.ier&ierRxData != 0 && u.mcr&mcrLoop == 0 {
 			n = u.pushLocked(p)
 		}
 		after := u.pendingLocked()

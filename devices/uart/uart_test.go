@@ -89,8 +89,24 @@ func TestReceiveAndPriorities(t *testing.T) {
 	assert.GreaterOrEqual(t, irq.n.Load(), int32(2))
 }
 
+func TestReceiveWaitsForADriver(t *testing.T) {
+	u, _ := newUART(&bytes.Buffer{})
+	done := make(chan error, 1)
+	go func() { done <- u.Receive(context.Background(), []byte("early")) }()
+	select {
+	case <-done:
+		t.Fatal("input was taken before the guest enabled receive interrupts")
+	case <-time.After(50 * time.Millisecond):
+	}
+	wr(u, regIIR, fcrEnable|fcrClearRx) // what Linux does when it opens the port
+	wr(u, regIER, ierRxData)
+	require.NoError(t, <-done)
+	assert.Equal(t, byte('e'), rd(u, regData))
+}
+
 func TestReceiveBackPressure(t *testing.T) {
 	u, _ := newUART(&bytes.Buffer{})
+	wr(u, regIER, ierRxData)
 	input := bytes.Repeat([]byte{'z'}, fifoSize+10)
 	done := make(chan error, 1)
 	go func() { done <- u.Receive(context.Background(), input) }()

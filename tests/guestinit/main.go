@@ -47,7 +47,9 @@ func main() {
 	report("nproc", runtime.NumCPU())
 	report("online", readTrim("/sys/devices/system/cpu/online"))
 	report("memtotal_kb", memTotal())
+	report("ram_kb", systemRAM()/1024)
 	report("date_unix", time.Now().Unix())
+	report("rtc_unix", readTrim("/sys/class/rtc/rtc0/since_epoch"))
 	report("files", listFiles("/etc/gvmmtest"))
 	report("ready", 1)
 
@@ -109,6 +111,26 @@ func memTotal() string {
 		}
 	}
 	return "error:no MemTotal"
+}
+
+// systemRAM sums the "System RAM" ranges of /proc/iomem: the RAM the
+// firmware's memory map gave the kernel.
+func systemRAM() uint64 {
+	data, err := os.ReadFile("/proc/iomem")
+	if err != nil {
+		return 0
+	}
+	var total uint64
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, " ") || !strings.HasSuffix(line, ": System RAM") {
+			continue
+		}
+		var start, end uint64
+		if _, err := fmt.Sscanf(line, "%x-%x", &start, &end); err == nil {
+			total += end - start + 1
+		}
+	}
+	return total
 }
 
 func listFiles(dir string) string {
