@@ -29,6 +29,8 @@ func dispatch(args []string) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:])
+	case "ctl":
+		return ctlCmd(args[1:])
 	case "help", "-h", "--help":
 		usage()
 		return exitOK
@@ -43,5 +45,6 @@ func usage() {
 
 Commands:
   run    boot a Linux kernel (gvmm run --help for its flags)
+  ctl    control a running VM through its API socket (gvmm ctl --help)
 `)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/api"
 )
 
 func runCmd(args []string) int {
@@ -31,6 +32,7 @@ func runCmd(args []string) int {
 	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
 	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
 	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
+	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
 	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := parseDisk(v)
 		if err != nil {
@@ -113,9 +115,25 @@ func runCmd(args []string) int {
 		log.Error("creating the machine", "err", err)
 		return exitFault
 	}
+	var srv *api.Server
+	if *apiSocket != "" {
+		srv = api.NewServer(control{m}, log)
+		if err := srv.Listen(*apiSocket); err != nil {
+			log.Error("opening the API socket", "err", err)
+			return exitFault
+		}
+		defer srv.Close()
+	}
 	if err := m.Start(ctx); err != nil {
 		log.Error("starting the machine", "err", err)
 		return exitFault
+	}
+	if srv != nil {
+		go func() {
+			if err := srv.Serve(ctx); err != nil {
+				log.Error("the API server failed", "err", err)
+			}
+		}()
 	}
 	if err := m.Wait(); err != nil {
 		log.Error("the machine failed", "err", err)

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
@@ -211,6 +212,8 @@ func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, console
 	cmd.Stderr = cfg.Log
 	cmd.Stdin = cfg.Stdin
 	cmd.WaitDelay = 5 * time.Second
+	// A test binary killed by go test's timeout must not leave QEMU behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	fmt.Fprintf(cfg.Log, "kvmhost: booting the KVM test host (%s, %d vCPUs, %d MiB)\n", k.Release, cfg.CPUs, cfg.MemMiB)
 	runErr := cmd.Run()

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/api"
+)
+
+// control adapts a machine to the control API, translating its errors
+// into the API's classes.
+type control struct{ m *machine.Machine }
+
+var _ api.VM = control{}
+
+func (c control) Info() api.Info {
+	cfg := c.m.Config()
+	info := api.Info{
+		State:         string(c.m.State()),
+		VCPUs:         cfg.CPUs,
+		MemoryMiB:     cfg.Memory / api.MiB,
+		UptimeSeconds: c.m.Uptime().Seconds(),
+	}
+	if target, actual, ok := c.m.Balloon(); ok {
+		info.Balloon = &api.BalloonInfo{RequestedMiB: target / api.MiB, ActualMiB: actual / api.MiB}
+	}
+	return info
+}
+
+func (c control) SetBalloon(bytes uint64) error { return apiError(c.m.SetBalloon(bytes)) }
+
+func (c control) BalloonStats() (api.BalloonStats, error) {
+	stats, at, err := c.m.BalloonStats()
+	if err != nil {
+		return api.BalloonStats{}, apiError(err)
+	}
+	rss, err := selfRSS()
+	if err != nil {
+		return api.BalloonStats{}, err
+	}
+	return api.BalloonStats{Stats: stats, UpdatedAt: at, HostRSSBytes: rss}, nil
+}
+
+func (c control) Pause() error    { return apiError(c.m.Pause()) }
+func (c control) Resume() error   { return apiError(c.m.Resume()) }
+func (c control) Shutdown() error { return apiError(c.m.Shutdown()) }
+func (c control) Stop()           { c.m.Stop() }
+
+// apiError wraps the machine's errors in the API's sentinel for their class.
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, machine.ErrNoBalloon):
+		return fmt.Errorf("%w: %w", api.ErrNoBalloon, err)
+	case errors.Is(err, machine.ErrNotRunning):
+		return fmt.Errorf("%w: %w", api.ErrNotRunning, err)
+	case errors.Is(err, machine.ErrState):
+		return fmt.Errorf("%w: %w", api.ErrConflict, err)
+	case errors.Is(err, machine.ErrInvalidConfig):
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	return err
+}
+
+// selfRSS reads this process's resident memory from /proc.
+func selfRSS() (uint64, error) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing VmRSS: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc/self/status")
+}

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestClientRoundTrip(t *testing.T) {
+	f := newFakeVM()
+	_, sock := startServer(t, f)
+	c := NewClient(sock)
+	defer c.Close()
+	ctx := context.Background()
+
+	info, err := c.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, f.Info(), info)
+
+	require.NoError(t, c.SetBalloon(ctx, 128))
+	info, err = c.Info(ctx)
+	require.NoError(t, err)
+	require.NotNil(t, info.Balloon)
+	assert.Equal(t, uint64(128), info.Balloon.RequestedMiB)
+
+	stats, err := c.BalloonStats(ctx)
+	require.NoError(t, err)
+	want, _ := f.BalloonStats()
+	assert.Equal(t, want.Stats, stats.Stats)
+	assert.True(t, want.UpdatedAt.Equal(stats.UpdatedAt))
+	assert.Equal(t, want.HostRSSBytes, stats.HostRSSBytes)
+
+	require.NoError(t, c.Pause(ctx))
+	require.NoError(t, c.Resume(ctx))
+	require.NoError(t, c.Shutdown(ctx))
+	require.NoError(t, c.Stop(ctx))
+	assert.Equal(t, []string{"balloon", "stats", "stats", "pause", "resume", "shutdown", "stop"}, f.Calls())
+}
+
+func TestClientErrorsCarryStatusAndMessage(t *testing.T) {
+	f := newFakeVM()
+	f.state = StatePaused
+	_, sock := startServer(t, f)
+	c := NewClient(sock)
+	defer c.Close()
+	ctx := context.Background()
+	tests := []struct {
+		name       string
+		call       func() error
+		wantStatus int
+		wantMsg    string
+	}{
+		{"conflict", func() error { return c.Pause(ctx) }, 409, "state does not allow"},
+		{"too large", func() error { return c.SetBalloon(ctx, 1<<20) }, 400, "larger than the guest's memory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.call()
+			apiErr, ok := errors.AsType[*Error](err)
+			require.True(t, ok, "%v", err)
+			assert.Equal(t, tt.wantStatus, apiErr.StatusCode)
+			assert.Contains(t, apiErr.Message, tt.wantMsg)
+			assert.Contains(t, err.Error(), tt.wantMsg)
+		})
+	}
+}
+
+func TestClientWithoutServer(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nobody.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := NewClient(path).Info(ctx)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), path)
+	assert.Contains(t, err.Error(), "no such file")
+}
+
+func TestResponseError(t *testing.T) {
+	tests := []struct {
+		name, body, want string
+	}{
+		{"json", `{"error":"no"}`, "no"},
+		{"text", "404 page not found\n", "404 page not found"},
+		{"empty", "", "the server gave no reason"},
+		{"json without error", `{"message":"x"}`, `{"message":"x"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := responseError(404, []byte(tt.body))
+			e, ok := errors.AsType[*Error](err)
+			require.True(t, ok)
+			assert.Equal(t, tt.want, e.Message)
+			assert.Equal(t, 404, e.StatusCode)
+		})
+	}
+}

@@ -1,0 +1,103 @@
+package api
+
+import (
+	"sync"
+	"time"
+)
+
+// fakeVM is a VM with a paused/running/stopped state machine, a balloon
+// (unless noBalloon) and calls recorded; err, if set, is returned by
+// every call that can fail.
+type fakeVM struct {
+	mu        sync.Mutex
+	state     string
+	memMiB    uint64
+	noBalloon bool
+	balloon   uint64 // bytes requested
+	calls     []string
+	err       error
+}
+
+var _ VM = (*fakeVM)(nil)
+
+func newFakeVM() *fakeVM { return &fakeVM{state: StateRunning, memMiB: 512} }
+
+func (f *fakeVM) record(call string) error {
+	f.calls = append(f.calls, call)
+	return f.err
+}
+
+func (f *fakeVM) Calls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeVM) Info() Info {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	i := Info{State: f.state, VCPUs: 2, MemoryMiB: f.memMiB, UptimeSeconds: 1.5}
+	if !f.noBalloon {
+		i.Balloon = &BalloonInfo{RequestedMiB: f.balloon / MiB, ActualMiB: f.balloon / MiB / 2}
+	}
+	return i
+}
+
+func (f *fakeVM) SetBalloon(bytes uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("balloon"); err != nil {
+		return err
+	}
+	if f.noBalloon {
+		return ErrNoBalloon
+	}
+	f.balloon = bytes
+	return nil
+}
+
+func (f *fakeVM) BalloonStats() (BalloonStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("stats"); err != nil {
+		return BalloonStats{}, err
+	}
+	if f.noBalloon {
+		return BalloonStats{}, ErrNoBalloon
+	}
+	return BalloonStats{
+		Stats:        map[string]uint64{"free_memory": 100 * MiB},
+		UpdatedAt:    time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+		HostRSSBytes: 300 * MiB,
+	}, nil
+}
+
+// transition moves from one state to another, or fails as a Machine would.
+func (f *fakeVM) transition(call, from, to string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record(call); err != nil {
+		return err
+	}
+	switch f.state {
+	case StateStopped:
+		return ErrNotRunning
+	case from:
+		f.state = to
+		return nil
+	}
+	return ErrConflict
+}
+
+func (f *fakeVM) Pause() error  { return f.transition("pause", StateRunning, StatePaused) }
+func (f *fakeVM) Resume() error { return f.transition("resume", StatePaused, StateRunning) }
+func (f *fakeVM) Shutdown() error {
+	return f.transition("shutdown", StateRunning, StateStopped)
+}
+
+func (f *fakeVM) Stop() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_ = f.record("stop")
+	f.state = StateStopped
+}

@@ -1,0 +1,316 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MaxBodyBytes bounds a request body; a larger one is answered 413.
+const MaxBodyBytes = 64 << 10
+
+// endpoint is one path of the API: the method it answers and what it does
+// with the request body. A nil result means 204 No Content.
+type endpoint struct {
+	method string
+	serve  func(h *handler, body []byte) (any, error)
+}
+
+var endpoints = map[string]endpoint{
+	"/vm":               {http.MethodGet, (*handler).info},
+	"/vm/balloon":       {http.MethodPut, (*handler).setBalloon},
+	"/vm/balloon/stats": {http.MethodGet, (*handler).balloonStats},
+	"/vm/pause":         {http.MethodPut, action((VM).Pause, true)},
+	"/vm/resume":        {http.MethodPut, action((VM).Resume, true)},
+	"/vm/shutdown":      {http.MethodPut, action((VM).Shutdown, true)},
+	// Stop is the way out of a machine stuck in another call: it does
+	// not wait for the lock.
+	"/vm/stop": {http.MethodPut, action(func(vm VM) error { vm.Stop(); return nil }, false)},
+}
+
+type handler struct {
+	vm  VM
+	log *slog.Logger
+	mu  sync.Mutex // serialises the calls that change the machine
+}
+
+// NewHandler returns the API's HTTP handler; Server serves it on a unix
+// socket, tests may call it in process. A nil log discards.
+func NewHandler(vm VM, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &handler{vm: vm, log: log}
+}
+
+// requestError is a client mistake with the status that describes it.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) error {
+	return &requestError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+}
+
+// statusOf maps an error to the status it is answered with.
+func statusOf(err error) int {
+	var re *requestError
+	switch {
+	case errors.As(err, &re):
+		return re.status
+	case errors.Is(err, ErrInvalid):
+		return http.StatusBadRequest
+	case errors.Is(err, ErrNoBalloon), errors.Is(err, ErrNotRunning), errors.Is(err, ErrConflict):
+		return http.StatusConflict
+	}
+	return http.StatusInternalServerError
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status, err := h.serve(w, r)
+	level := slog.LevelDebug
+	switch {
+	case status >= 500:
+		level = slog.LevelError
+	case status < 300 && r.Method != http.MethodGet:
+		level = slog.LevelInfo // a change to the machine
+	}
+	attrs := []slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.Duration("took", time.Since(start)),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	h.log.LogAttrs(r.Context(), level, "api request", attrs...)
+}
+
+// serve answers one request and returns the status and error it answered.
+func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("api handler panic", "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("internal error: %v", p)
+			status = writeError(w, http.StatusInternalServerError, err)
+		}
+	}()
+	ep, ok := endpoints[r.URL.Path]
+	if !ok {
+		err := &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", r.URL.Path)}
+		return writeError(w, err.status, err), err
+	}
+	if r.Method != ep.method {
+		w.Header().Set("Allow", ep.method)
+		err := &requestError{http.StatusMethodNotAllowed,
+			fmt.Sprintf("%s %s: method not allowed, use %s", r.Method, r.URL.Path, ep.method)}
+		return writeError(w, err.status, err), err
+	}
+	if r.URL.RawQuery != "" {
+		err := badRequest("%s takes no query parameters", r.URL.Path)
+		return writeError(w, http.StatusBadRequest, err), err
+	}
+	body, err := readBody(w, r)
+	if err == nil {
+		var v any
+		if v, err = ep.serve(h, body); err == nil {
+			if v == nil {
+				w.WriteHeader(http.StatusNoContent)
+				return http.StatusNoContent, nil
+			}
+			return writeJSON(w, http.StatusOK, v)
+		}
+	}
+	return writeError(w, statusOf(err), err), err
+}
+
+// readBody reads a request body of at most MaxBodyBytes.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	tooLarge := &requestError{http.StatusRequestEntityTooLarge,
+		fmt.Sprintf("the request body is larger than %d bytes", MaxBodyBytes)}
+	if r.ContentLength > MaxBodyBytes {
+		return nil, tooLarge
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, tooLarge
+		}
+		return nil, badRequest("reading the request body: %v", err)
+	}
+	return body, nil
+}
+
+// writeJSON answers v as JSON with status, or 500 if v cannot be encoded.
+func writeJSON(w http.ResponseWriter, status int, v any) (int, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		err = fmt.Errorf("encoding the answer: %w", err)
+		return writeError(w, http.StatusInternalServerError, err), err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+	return status, nil
+}
+
+// writeError answers {"error": err's text} with status.
+func writeError(w http.ResponseWriter, status int, err error) int {
+	b, _ := json.Marshal(struct {
+		Error string `json:"error"`
+	}{err.Error()}) // a struct of one string always encodes
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+	return status
+}
+
+func (h *handler) info(body []byte) (any, error) {
+	if err := decodeObject(body, nil, true); err != nil {
+		return nil, err
+	}
+	return h.vm.Info(), nil
+}
+
+func (h *handler) balloonStats(body []byte) (any, error) {
+	if err := decodeObject(body, nil, true); err != nil {
+		return nil, err
+	}
+	s, err := h.vm.BalloonStats()
+	if err != nil {
+		return nil, err
+	}
+	if s.Stats == nil {
+		s.Stats = map[string]uint64{} // {} rather than null
+	}
+	return s, nil
+}
+
+func (h *handler) setBalloon(body []byte) (any, error) {
+	var size json.RawMessage
+	if err := decodeObject(body, map[string]*json.RawMessage{"size_mib": &size}, false); err != nil {
+		return nil, err
+	}
+	if size == nil {
+		return nil, badRequest(`the body needs "size_mib"`)
+	}
+	mib, err := parseMiB(size)
+	if err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if mem := h.vm.Info().MemoryMiB; mib > mem {
+		return nil, badRequest("size_mib %d is larger than the guest's memory of %d MiB", mib, mem)
+	}
+	return nil, h.vm.SetBalloon(mib * MiB)
+}
+
+// action is an endpoint that takes an empty body or {} and calls do,
+// holding the lock if serialise.
+func action(do func(VM) error, serialise bool) func(*handler, []byte) (any, error) {
+	return func(h *handler, body []byte) (any, error) {
+		if err := decodeObject(body, nil, true); err != nil {
+			return nil, err
+		}
+		if serialise {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+		}
+		return nil, do(h.vm)
+	}
+}
+
+// parseMiB reads a size_mib value: a JSON number that is a whole,
+// non-negative count of MiB whose byte count fits in a uint64.
+func parseMiB(raw json.RawMessage) (uint64, error) {
+	s := string(raw)
+	switch {
+	case strings.HasPrefix(s, "-"):
+		return 0, badRequest("size_mib %s is negative", s)
+	case s == "" || s[0] < '0' || s[0] > '9':
+		return 0, badRequest("size_mib must be a number of MiB, not %.40s", s)
+	case strings.ContainsAny(s, ".eE"):
+		return 0, badRequest("size_mib %.40s is not a whole number of MiB", s)
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v > math.MaxUint64/MiB {
+		return 0, badRequest("size_mib %.40s is too large", s)
+	}
+	return v, nil
+}
+
+// decodeObject parses body as a single JSON object whose keys are among
+// fields, each present at most once and matched exactly (encoding/json
+// would match case-insensitively and let the last duplicate win), storing
+// each value's raw text; nothing may follow the object. An empty body is
+// accepted when emptyOK.
+func decodeObject(body []byte, fields map[string]*json.RawMessage, emptyOK bool) error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		if emptyOK {
+			return nil
+		}
+		return badRequest("the request needs a JSON body")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	invalid := func(err error) error { return badRequest("the body is not valid JSON: %v", err) }
+	tok, err := dec.Token()
+	if err != nil {
+		return invalid(err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return badRequest("the body must be a JSON object")
+	}
+	seen := make(map[string]bool)
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return invalid(err)
+		}
+		key, _ := tok.(string) // the decoder yields only strings as keys
+		dst, ok := fields[key]
+		if !ok {
+			return badRequest("unknown field %q%s", key, knownFields(fields))
+		}
+		if seen[key] {
+			return badRequest("field %q appears twice", key)
+		}
+		seen[key] = true
+		if err := dec.Decode(dst); err != nil {
+			return invalid(err)
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return invalid(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func knownFields(fields map[string]*json.RawMessage) string {
+	if len(fields) == 0 {
+		return " (this request takes no fields)"
+	}
+	names := make([]string, 0, len(fields))
+	for k := range fields {
+		names = append(names, strconv.Quote(k))
+	}
+	slices.Sort(names)
+	return " (known: " + strings.Join(names, ", ") + ")"
+}

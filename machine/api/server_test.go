@@ -1,0 +1,393 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// startServer serves vm on a socket in a fresh directory until the test ends.
+func startServer(t *testing.T, vm VM) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s := NewServer(vm, nil)
+	require.NoError(t, s.Listen(path))
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	t.Cleanup(func() {
+		assert.NoError(t, s.Close())
+		assert.NoError(t, <-done)
+	})
+	return s, path
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// send makes one raw request over the socket; a body of nil sends none,
+// and chunked sends body without a Content-Length.
+func send(t *testing.T, socket, method, target string, body []byte, chunked bool) answer {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", socket)
+	}}
+	defer tr.CloseIdleConnections()
+	var r io.Reader
+	if body != nil {
+		r = strings.NewReader(string(body))
+		if chunked {
+			r = io.MultiReader(r) // hides the length
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, "http://gvmm"+target, r)
+	require.NoError(t, err)
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return answer{resp.StatusCode, resp.Header, b}
+}
+
+// errorText checks that a is a JSON error answer and returns its text.
+func errorText(t *testing.T, a answer) string {
+	t.Helper()
+	assert.Equal(t, "application/json", a.header.Get("Content-Type"))
+	var e map[string]any
+	require.NoError(t, json.Unmarshal(a.body, &e), "body %q", a.body)
+	require.Len(t, e, 1, "body %q", a.body)
+	msg, ok := e["error"].(string)
+	require.True(t, ok, "body %q", a.body)
+	assert.NotEmpty(t, msg)
+	return msg
+}
+
+func TestEndpoints(t *testing.T) {
+	tests := []struct {
+		name         string
+		setup        func(*fakeVM)
+		method, path string
+		body         string
+		wantStatus   int
+		wantBody     string // JSON, compared semantically; "" for none
+		check        func(*testing.T, *fakeVM)
+	}{
+		{name: "info", method: "GET", path: "/vm", wantStatus: 200,
+			wantBody: `{"state":"running","vcpus":2,"memory_mib":512,"balloon":{"size_mib":0,"actual_mib":0},"uptime_s":1.5}`},
+		{name: "info without balloon", setup: func(f *fakeVM) { f.noBalloon = true }, method: "GET", path: "/vm", wantStatus: 200,
+			wantBody: `{"state":"running","vcpus":2,"memory_mib":512,"uptime_s":1.5}`},
+		{name: "info with empty object", method: "GET", path: "/vm", body: "{}", wantStatus: 200,
+			wantBody: `{"state":"running","vcpus":2,"memory_mib":512,"balloon":{"size_mib":0,"actual_mib":0},"uptime_s":1.5}`},
+		{name: "balloon", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 256}`, wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, uint64(256*MiB), f.balloon) }},
+		{name: "balloon zero", setup: func(f *fakeVM) { f.balloon = 100 * MiB }, method: "PUT", path: "/vm/balloon",
+			body: `{"size_mib":0}`, wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Zero(t, f.balloon) }},
+		{name: "balloon all memory", method: "PUT", path: "/vm/balloon", body: "\n{\"size_mib\":512}\n", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, uint64(512*MiB), f.balloon) }},
+		{name: "balloon stats", method: "GET", path: "/vm/balloon/stats", wantStatus: 200,
+			wantBody: `{"stats":{"free_memory":104857600},"updated_at":"2025-01-02T03:04:05Z","host_rss_bytes":314572800}`},
+		{name: "pause", method: "PUT", path: "/vm/pause", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, StatePaused, f.state) }},
+		{name: "pause with empty object", method: "PUT", path: "/vm/pause", body: " { } ", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, StatePaused, f.state) }},
+		{name: "resume", setup: func(f *fakeVM) { f.state = StatePaused }, method: "PUT", path: "/vm/resume", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, StateRunning, f.state) }},
+		{name: "shutdown", method: "PUT", path: "/vm/shutdown", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, []string{"shutdown"}, f.calls) }},
+		{name: "stop", setup: func(f *fakeVM) { f.state = StatePaused }, method: "PUT", path: "/vm/stop", wantStatus: 204,
+			check: func(t *testing.T, f *fakeVM) { assert.Equal(t, StateStopped, f.state) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeVM()
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			_, sock := startServer(t, f)
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			a := send(t, sock, tt.method, tt.path, body, false)
+			require.Equal(t, tt.wantStatus, a.status, "body %q", a.body)
+			if tt.wantBody == "" {
+				assert.Empty(t, a.body)
+			} else {
+				assert.Equal(t, "application/json", a.header.Get("Content-Type"))
+				assert.JSONEq(t, tt.wantBody, string(a.body))
+			}
+			if tt.check != nil {
+				tt.check(t, f)
+			}
+		})
+	}
+}
+
+func TestRequestErrors(t *testing.T) {
+	big := strings.Repeat(" ", MaxBodyBytes) + "{}"
+	tests := []struct {
+		name         string
+		setup        func(*fakeVM)
+		method, path string
+		body         string
+		chunked      bool
+		wantStatus   int
+		wantMsg      string
+		wantAllow    string
+		vmCalled     bool
+	}{
+		// 400: the body.
+		{name: "invalid JSON", method: "PUT", path: "/vm/balloon", body: `{"size_mib":`, wantStatus: 400, wantMsg: "not valid JSON"},
+		{name: "unquoted key", method: "PUT", path: "/vm/balloon", body: `{size_mib: 1}`, wantStatus: 400, wantMsg: "not valid JSON"},
+		{name: "trailing comma", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1,}`, wantStatus: 400, wantMsg: "not valid JSON"},
+		{name: "array", method: "PUT", path: "/vm/balloon", body: `[1]`, wantStatus: 400, wantMsg: "must be a JSON object"},
+		{name: "null body", method: "PUT", path: "/vm/balloon", body: `null`, wantStatus: 400, wantMsg: "must be a JSON object"},
+		{name: "bare number", method: "PUT", path: "/vm/balloon", body: `256`, wantStatus: 400, wantMsg: "must be a JSON object"},
+		{name: "unknown field", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1, "deflate": true}`, wantStatus: 400, wantMsg: `unknown field "deflate" (known: "size_mib")`},
+		{name: "field in other case", method: "PUT", path: "/vm/balloon", body: `{"SIZE_MIB": 1}`, wantStatus: 400, wantMsg: `unknown field "SIZE_MIB"`},
+		{name: "duplicate field", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1, "size_mib": 2}`, wantStatus: 400, wantMsg: "appears twice"},
+		{name: "trailing object", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1}{}`, wantStatus: 400, wantMsg: "unexpected data after"},
+		{name: "trailing garbage", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1} x`, wantStatus: 400, wantMsg: "unexpected data after"},
+		{name: "no body", method: "PUT", path: "/vm/balloon", wantStatus: 400, wantMsg: "needs a JSON body"},
+		{name: "missing size", method: "PUT", path: "/vm/balloon", body: `{}`, wantStatus: 400, wantMsg: `needs "size_mib"`},
+		// 400: the value.
+		{name: "negative", method: "PUT", path: "/vm/balloon", body: `{"size_mib": -1}`, wantStatus: 400, wantMsg: "size_mib -1 is negative"},
+		{name: "fraction", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1.5}`, wantStatus: 400, wantMsg: "not a whole number"},
+		{name: "point zero", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1.0}`, wantStatus: 400, wantMsg: "not a whole number"},
+		{name: "exponent", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1e2}`, wantStatus: 400, wantMsg: "not a whole number"},
+		{name: "string", method: "PUT", path: "/vm/balloon", body: `{"size_mib": "256"}`, wantStatus: 400, wantMsg: "must be a number"},
+		{name: "null size", method: "PUT", path: "/vm/balloon", body: `{"size_mib": null}`, wantStatus: 400, wantMsg: "must be a number"},
+		{name: "larger than RAM", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 513}`, wantStatus: 400, wantMsg: "larger than the guest's memory of 512 MiB"},
+		{name: "bytes overflow", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 17592186044416}`, wantStatus: 400, wantMsg: "too large"},
+		{name: "beyond uint64", method: "PUT", path: "/vm/balloon", body: `{"size_mib": 99999999999999999999999}`, wantStatus: 400, wantMsg: "too large"},
+		{name: "VM says invalid", setup: func(f *fakeVM) { f.err = fmt.Errorf("keep 64 MiB for the guest: %w", ErrInvalid) },
+			method: "PUT", path: "/vm/balloon", body: `{"size_mib": 500}`, wantStatus: 400, wantMsg: "keep 64 MiB", vmCalled: true},
+		{name: "action with text", method: "PUT", path: "/vm/pause", body: "now please", wantStatus: 400, wantMsg: "not valid JSON"},
+		{name: "action with field", method: "PUT", path: "/vm/stop", body: `{"force": true}`, wantStatus: 400, wantMsg: "takes no fields"},
+		{name: "action with array", method: "PUT", path: "/vm/shutdown", body: `[]`, wantStatus: 400, wantMsg: "must be a JSON object"},
+		{name: "GET with body", method: "GET", path: "/vm", body: `{"x": 1}`, wantStatus: 400, wantMsg: "unknown field"},
+		{name: "query", method: "GET", path: "/vm?verbose=1", wantStatus: 400, wantMsg: "no query parameters"},
+		// 404, 405.
+		{name: "root", method: "GET", path: "/", wantStatus: 404, wantMsg: `no endpoint "/"`},
+		{name: "unknown", method: "GET", path: "/vm/snapshot", wantStatus: 404, wantMsg: "no endpoint"},
+		{name: "trailing slash", method: "GET", path: "/vm/", wantStatus: 404, wantMsg: "no endpoint"},
+		{name: "POST info", method: "POST", path: "/vm", wantStatus: 405, wantMsg: "use GET", wantAllow: "GET"},
+		{name: "GET pause", method: "GET", path: "/vm/pause", wantStatus: 405, wantMsg: "use PUT", wantAllow: "PUT"},
+		{name: "DELETE balloon", method: "DELETE", path: "/vm/balloon", wantStatus: 405, wantAllow: "PUT"},
+		{name: "PUT stats", method: "PUT", path: "/vm/balloon/stats", body: "{}", wantStatus: 405, wantAllow: "GET"},
+		// 413.
+		{name: "large body", method: "PUT", path: "/vm/balloon", body: big, wantStatus: 413, wantMsg: "larger than 65536 bytes"},
+		{name: "large chunked body", method: "PUT", path: "/vm/pause", body: big, chunked: true, wantStatus: 413, wantMsg: "larger than"},
+		// 409.
+		{name: "pause paused", setup: func(f *fakeVM) { f.state = StatePaused }, method: "PUT", path: "/vm/pause", wantStatus: 409, wantMsg: "state does not allow", vmCalled: true},
+		{name: "resume running", method: "PUT", path: "/vm/resume", wantStatus: 409, wantMsg: "state does not allow", vmCalled: true},
+		{name: "pause stopped", setup: func(f *fakeVM) { f.state = StateStopped }, method: "PUT", path: "/vm/pause", wantStatus: 409, wantMsg: "not running", vmCalled: true},
+		{name: "balloon without device", setup: func(f *fakeVM) { f.noBalloon = true }, method: "PUT", path: "/vm/balloon", body: `{"size_mib": 1}`, wantStatus: 409, wantMsg: "no balloon device", vmCalled: true},
+		{name: "stats without device", setup: func(f *fakeVM) { f.noBalloon = true }, method: "GET", path: "/vm/balloon/stats", wantStatus: 409, wantMsg: "no balloon device", vmCalled: true},
+		// 500.
+		{name: "internal", setup: func(f *fakeVM) { f.err = errors.New("KVM_SET_USER_MEMORY_REGION: bad address") }, method: "PUT", path: "/vm/shutdown", wantStatus: 500, wantMsg: "bad address", vmCalled: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeVM()
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			_, sock := startServer(t, f)
+			var body []byte
+			if tt.body != "" {
+				body = []byte(tt.body)
+			}
+			a := send(t, sock, tt.method, tt.path, body, tt.chunked)
+			assert.Equal(t, tt.wantStatus, a.status, "body %q", a.body)
+			assert.Contains(t, errorText(t, a), tt.wantMsg)
+			assert.Equal(t, tt.wantAllow, a.header.Get("Allow"))
+			if !tt.vmCalled {
+				assert.Empty(t, f.Calls(), "a refused request reached the VM")
+			}
+		})
+	}
+}
+
+func TestPanicIsA500(t *testing.T) {
+	_, sock := startServer(t, panicVM{newFakeVM()})
+	a := send(t, sock, "PUT", "/vm/pause", nil, false)
+	assert.Equal(t, 500, a.status)
+	assert.Contains(t, errorText(t, a), "internal error")
+	// The server is still there.
+	assert.Equal(t, 200, send(t, sock, "GET", "/vm", nil, false).status)
+}
+
+type panicVM struct{ *fakeVM }
+
+func (panicVM) Pause() error { panic("bug") }
+
+func TestSocketModeIs0600(t *testing.T) {
+	for _, mask := range []int{0, 0o022, 0o277} {
+		t.Run(fmt.Sprintf("umask %03o", mask), func(t *testing.T) {
+			old := unix.Umask(mask) // this package's tests are not parallel
+			t.Cleanup(func() { unix.Umask(old) })
+			_, sock := startServer(t, newFakeVM())
+			fi, err := os.Lstat(sock)
+			require.NoError(t, err)
+			assert.Equal(t, fs.ModeSocket|0o600, fi.Mode())
+			assert.Equal(t, 200, send(t, sock, "GET", "/vm", nil, false).status)
+		})
+	}
+}
+
+func TestStaleSocketIsReplaced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	require.NoError(t, ln.Close()) // a dead server's socket file stays
+	require.FileExists(t, path)
+
+	s := NewServer(newFakeVM(), nil)
+	require.NoError(t, s.Listen(path))
+	go s.Serve(context.Background())
+	defer s.Close()
+	assert.Equal(t, 200, send(t, path, "GET", "/vm", nil, false).status)
+}
+
+func TestLiveSocketIsRefused(t *testing.T) {
+	first, path := startServer(t, newFakeVM())
+	second := NewServer(newFakeVM(), nil)
+	err := second.Listen(path)
+	require.ErrorIs(t, err, ErrSocketInUse)
+	require.NoError(t, second.Close())
+	assert.Equal(t, path, first.Path())
+	assert.Equal(t, 200, send(t, path, "GET", "/vm", nil, false).status, "the first server must keep its socket")
+}
+
+func TestListenRefusesOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "notes.txt")
+	require.NoError(t, os.WriteFile(file, []byte("keep me"), 0o644))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "d"), 0o755))
+	tests := []struct {
+		name, path, wantMsg string
+	}{
+		{"regular file", file, "is not a socket"},
+		{"directory", filepath.Join(dir, "d"), "is not a socket"},
+		{"missing directory", filepath.Join(dir, "nope", "api.sock"), "no such file"},
+		{"empty", "", "empty socket path"},
+		{"too long", filepath.Join(dir, strings.Repeat("x", 120)), "longer than the 107"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := NewServer(newFakeVM(), nil).Listen(tt.path)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.wantMsg)
+		})
+	}
+	b, err := os.ReadFile(file)
+	require.NoError(t, err)
+	assert.Equal(t, "keep me", string(b))
+}
+
+func TestCloseRemovesSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s := NewServer(newFakeVM(), nil)
+	require.NoError(t, s.Listen(path))
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	require.Equal(t, 200, send(t, path, "GET", "/vm", nil, false).status)
+	require.NoError(t, s.Close())
+	require.NoError(t, <-done)
+	assert.NoFileExists(t, path)
+	require.NoError(t, s.Close(), "a second Close is harmless")
+	assert.Error(t, s.Listen(path), "a closed server stays closed")
+}
+
+func TestCloseWithoutServe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s := NewServer(newFakeVM(), nil)
+	require.NoError(t, s.Listen(path))
+	require.NoError(t, s.Close())
+	assert.NoFileExists(t, path)
+	assert.NoError(t, s.Serve(context.Background()), "Serve after Close returns at once")
+}
+
+func TestCloseLeavesAReplacedSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s := NewServer(newFakeVM(), nil)
+	require.NoError(t, s.Listen(path))
+	// Someone removed the socket and another server took the path.
+	require.NoError(t, os.Remove(path))
+	other := NewServer(newFakeVM(), nil)
+	require.NoError(t, other.Listen(path))
+	defer other.Close()
+	require.NoError(t, s.Close())
+	assert.FileExists(t, path)
+}
+
+func TestServeEndsWithContext(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "api.sock")
+	s := NewServer(newFakeVM(), nil)
+	require.NoError(t, s.Listen(path))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	require.Equal(t, 200, send(t, path, "GET", "/vm", nil, false).status)
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	assert.NoFileExists(t, path)
+}
+
+func TestServeMisuse(t *testing.T) {
+	s := NewServer(newFakeVM(), nil)
+	assert.ErrorContains(t, s.Serve(context.Background()), "before Listen")
+	path := filepath.Join(t.TempDir(), "api.sock")
+	require.NoError(t, s.Listen(path))
+	defer s.Close()
+	assert.ErrorContains(t, s.Listen(path), "already listening")
+}
+
+// stuckVM's Pause never returns until released.
+type stuckVM struct {
+	*fakeVM
+	entered, release chan struct{}
+}
+
+func (v stuckVM) Pause() error { close(v.entered); <-v.release; return nil }
+
+func TestStopIsNotBlockedByAStuckCall(t *testing.T) {
+	vm := stuckVM{newFakeVM(), make(chan struct{}), make(chan struct{})}
+	_, sock := startServer(t, vm)
+	paused := make(chan error, 1)
+	go func() { paused <- NewClient(sock).Pause(context.Background()) }()
+	<-vm.entered
+	// Stop answers while Pause hangs.
+	assert.Equal(t, 204, send(t, sock, "PUT", "/vm/stop", nil, false).status)
+	assert.Equal(t, StateStopped, vm.Info().State)
+	close(vm.release)
+	assert.NoError(t, <-paused)
+}
