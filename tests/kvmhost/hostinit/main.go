@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -112,13 +114,16 @@ func reap(pid int) int {
 	}
 }
 
+// moduleParams are given to modules as they load.
+var moduleParams = map[string]string{"kvm_amd": "npt=0"}
+
 func loadModule(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.FinitModule(int(f.Fd()), moduleParams[strings.TrimSuffix(filepath.Base(path), ".ko")], 0); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("loading %s: %w", path, err)
 	}
 	return nil
