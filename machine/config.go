@@ -49,6 +49,8 @@ type Config struct {
 	// Disks are raw images, attached as virtio-blk PCI devices in order
 	// (the guest's vda, vdb, ...).
 	Disks []Disk
+	// Balloon, when set, adds a virtio-balloon device.
+	Balloon *BalloonConfig
 
 	// AllowCPUOvercommit lets one guest have more vCPUs than the host
 	// has logical CPUs, which is otherwise refused.

@@ -109,6 +109,12 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 			return err
 		}
 	}
+	if bal := b.m.balloon; bal != nil {
+		bal.Reset()
+		if err := b.addVirtio(root, mem, bal); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/balloon"
 	"github.com/gvmm-dev/gvmm/virtio/blk"
 )
 
@@ -67,6 +68,7 @@ type Machine struct {
 	stopOnce  sync.Once
 
 	disks   []*blk.Disk // open for the machine's lifetime: the image locks
+	balloon *balloon.Balloon
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -108,7 +110,10 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.input = make(chan []byte)
 		}
 		var b *bootedVM
-		if err = m.openDisks(); err == nil {
+		if err = m.openBalloon(); err == nil {
+			err = m.openDisks()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {

@@ -32,6 +32,14 @@ func runCmd(args []string) int {
 	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
 	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
 	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
+	fs.Func("balloon", "add a virtio-balloon device: --balloon (size 0) or --balloon size=SIZE", func(v string) error {
+		b, err := parseBalloon(v)
+		if err != nil {
+			return err
+		}
+		cfg.Balloon = b
+		return nil
+	})
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
 	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := parseDisk(v)
@@ -42,10 +50,10 @@ func runCmd(args []string) int {
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--balloon [size=SIZE]] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := fs.Parse(joinBalloonArgs(args)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -161,4 +169,39 @@ func parseDisk(v string) (machine.Disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// joinBalloonArgs lets "--balloon" stand alone, or take "size=SIZE" as
+// its next argument, as the flag package cannot.
+func joinBalloonArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--balloon" || a == "-balloon" {
+			if i+1 < len(args) && strings.HasPrefix(args[i+1], "size=") {
+				a += "=" + args[i+1]
+				i++
+			} else {
+				a += "=size=0"
+			}
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// parseBalloon parses "size=SIZE" ("size=0" for an empty balloon).
+func parseBalloon(v string) (*machine.BalloonConfig, error) {
+	size, ok := strings.CutPrefix(v, "size=")
+	if !ok {
+		return nil, fmt.Errorf("%q: want size=SIZE", v)
+	}
+	if size == "0" {
+		return &machine.BalloonConfig{}, nil
+	}
+	n, err := machine.ParseSize(size)
+	if err != nil {
+		return nil, err
+	}
+	return &machine.BalloonConfig{Size: n}, nil
 }

@@ -49,3 +49,28 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		assert.Equal(t, exitUsage, dispatch(args), "%v", args)
 	}
 }
+
+func TestBalloonFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"--balloon"}, []string{"--balloon=size=0"}},
+		{[]string{"--balloon", "size=384M", "--cpus", "1"}, []string{"--balloon=size=384M", "--cpus", "1"}},
+		{[]string{"--balloon", "--cpus", "1"}, []string{"--balloon=size=0", "--cpus", "1"}},
+		{[]string{"--balloon=size=1G"}, []string{"--balloon=size=1G"}},
+	}
+	for _, tt := range tests {
+		assert.Equal(t, tt.want, joinBalloonArgs(tt.args))
+	}
+	b, err := parseBalloon("size=384M")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(384<<20), b.Size)
+	b, err = parseBalloon("size=0")
+	require.NoError(t, err)
+	assert.Zero(t, b.Size)
+	for _, bad := range []string{"384M", "size=", "size=-1", "size=12Q"} {
+		_, err := parseBalloon(bad)
+		assert.Error(t, err, bad)
+	}
+}
