@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,7 +261,7 @@ func TestLibraryRunsMachinesSideBySide(t *testing.T) {
 		require.NoError(t, m.Start(context.Background()))
 		runs = append(runs, run{m, out})
 	}
-	require.NoError(t, runs[0].m.Wait())
+	require.NoError(t, runs[0].m.Wait(), "console:\n%s", runs[0].out.String())
 	assert.Equal(t, machine.ExitPowerOff, runs[0].m.ExitReason())
 	assert.Contains(t, runs[0].out.String(), "GVMMTEST ready=1")
 
@@ -270,10 +271,17 @@ func TestLibraryRunsMachinesSideBySide(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	runs[1].m.Stop()
-	require.NoError(t, runs[1].m.Wait())
+	require.NoError(t, runs[1].m.Wait(), "console:\n%s", runs[1].out.String())
 	assert.Equal(t, machine.ExitStopped, runs[1].m.ExitReason())
-	assert.Eventually(t, func() bool { return runtime.NumGoroutine() <= goroutines }, 5*time.Second, 50*time.Millisecond,
-		"goroutines leaked: %d before, %d after", goroutines, runtime.NumGoroutine())
+	// Polled here, not with assert.Eventually, whose own goroutines count.
+	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines && time.Now().Before(end); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !assert.LessOrEqual(t, runtime.NumGoroutine(), goroutines, "goroutines leaked") {
+		var stacks bytes.Buffer
+		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
+		t.Log(stacks.String())
+	}
 }
 
 type syncBuffer struct {
