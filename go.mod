@@ -2,7 +2,11 @@ module github.com/gvmm-dev/gvmm
 
 go 1.26.0
 
-require github.com/u-root/u-root v0.16.0
+require (
+	github.com/stretchr/testify v1.12.1
+	github.com/u-root/u-root v0.16.0
+	golang.org/x/sys v0.50.0
+)
 
 require (
 	github.com/atotto/clipboard v0.1.4 // indirect
@@ -30,7 +34,6 @@ require (
 	github.com/rck/unit v0.0.3 // indirect
 	github.com/rivo/uniseg v0.4.4 // indirect
 	github.com/sahilm/fuzzy v0.1.0 // indirect
-	github.com/stretchr/testify v1.12.1 // indirect
 	github.com/therootcompany/xz v1.0.1 // indirect
 	github.com/u-root/gobusybox/src v0.0.0-20250101170133-2e884e4509c7 // indirect
 	github.com/u-root/mkuimage v0.0.0-20250905073043-9a40452f5d3b // indirect
@@ -42,7 +45,6 @@ require (
 	golang.org/x/exp v0.0.0-20250305212735-054e65f0b394 // indirect
 	golang.org/x/mod v0.29.0 // indirect
 	golang.org/x/sync v0.18.0 // indirect
-	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/term v0.37.0 // indirect
 	golang.org/x/text v0.31.0 // indirect
 	golang.org/x/tools v0.38.0 // indirect
