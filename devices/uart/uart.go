@@ -257,7 +257,7 @@ func (u *UART) writeLocked(offset uint64, v byte) {
 			u.thrIRQ = true
 		}
 		u.ier = v & ierMask
-		if u.ier&ierRxData != 0 {
+		if u.listeningLocked() {
 			u.signalRoom()
 		}
 	case regIIR: // FCR
@@ -270,6 +270,9 @@ func (u *UART) writeLocked(offset uint64, v byte) {
 		u.lcr = v
 	case regMCR:
 		u.setMCRLocked(v & mcrMask)
+		if u.listeningLocked() {
+			u.signalRoom()
+		}
 	case regLSR, regMSR:
 		// Read-only on the 16550A (factory test only).
 	default: // regSCR
@@ -350,19 +353,24 @@ func (u *UART) pushLocked(p []byte) int {
 	return n
 }
 
+// listeningLocked says whether a driver takes input. Input waits in the
+// host until then: the guest clears the FIFO while it probes and opens
+// the port, which would lose what came before. A driver that wants input
+// enables the receive interrupt and, on a PC, OUT2, which connects the
+// UART's interrupt line; Linux's probe sets IER alone, briefly. In
+// loopback the line is disconnected.
+func (u *UART) listeningLocked() bool {
+	return u.ier&ierRxData != 0 && u.mcr&(mcrOUT2|mcrLoop) == mcrOUT2
+}
+
 // Receive delivers host input to the guest. It blocks while the FIFO is
-// full or no driver has enabled the receive interrupt, and returns ctx's
-// error if ctx ends first.
+// full or no driver listens, and returns ctx's error if ctx ends first.
 func (u *UART) Receive(ctx context.Context, p []byte) error {
 	for len(p) > 0 {
 		u.mu.Lock()
 		before := u.pendingLocked()
 		n := 0
-		// Input waits in the host until a driver listens: the guest
-		// enables the receive interrupt when it opens the port, and
-		// clears the FIFO first, which would lose what came before. In
-		// loopback the line is disconnected.
-		if u.ier&ierRxData != 0 && u.mcr&mcrLoop == 0 {
+		if u.listeningLocked() {
 			n = u.pushLocked(p)
 		}
 		after := u.pendingLocked()

@@ -77,6 +77,7 @@ func TestTHREmptyInterrupt(t *testing.T) {
 
 func TestReceiveAndPriorities(t *testing.T) {
 	u, irq := newUART(&bytes.Buffer{})
+	wr(u, regMCR, mcrOUT2)
 	wr(u, regIER, ierRxData|ierTHREmpty|ierLineStatus)
 	require.NoError(t, u.Receive(context.Background(), []byte("ab")))
 	assert.Equal(t, byte(iirRxData), rd(u, regIIR), "received data outranks THR empty")
@@ -98,7 +99,15 @@ func TestReceiveWaitsForADriver(t *testing.T) {
 		t.Fatal("input was taken before the guest enabled receive interrupts")
 	case <-time.After(50 * time.Millisecond):
 	}
-	wr(u, regIIR, fcrEnable|fcrClearRx) // what Linux does when it opens the port
+	wr(u, regIER, 0x0f) // Linux's probe checks that IER exists...
+	select {
+	case <-done:
+		t.Fatal("input was taken while the guest probed the port")
+	case <-time.After(50 * time.Millisecond):
+	}
+	wr(u, regIER, 0)
+	wr(u, regIIR, fcrEnable|fcrClearRx) // ...and opening the port clears the FIFO
+	wr(u, regMCR, mcrOUT2|mcrRTS|mcrDTR)
 	wr(u, regIER, ierRxData)
 	require.NoError(t, <-done)
 	assert.Equal(t, byte('e'), rd(u, regData))
@@ -106,6 +115,7 @@ func TestReceiveWaitsForADriver(t *testing.T) {
 
 func TestReceiveBackPressure(t *testing.T) {
 	u, _ := newUART(&bytes.Buffer{})
+	wr(u, regMCR, mcrOUT2)
 	wr(u, regIER, ierRxData)
 	input := bytes.Repeat([]byte{'z'}, fifoSize+10)
 	done := make(chan error, 1)
