@@ -44,8 +44,10 @@ unit:
 
 # Integration tests run where /dev/kvm works, else inside the KVM test
 # host (see tests/kvmhost); GVMM_KVMHOST=always forces the test host.
+# One package at a time: each boots its own emulated test host, and two
+# at once on our two cores starve each other.
 integration:
-	$(GO) test -count=1 -v -timeout 20m ./tests/...
+	$(GO) test -count=1 -v -p 1 -timeout 20m ./tests/...
 
 test: deps vet unit integration
 

@@ -378,7 +378,7 @@ func TestFlushedWritesSurviveSIGKILL(t *testing.T) {
 			newImage(t, img, 64*mib, 0, 0)
 			v := start(t, nil, runArgs(t, initrd, []string{
 				"gvmm.steps=durable", "gvmm.seed=" + strconv.FormatUint(tc.seed, 10),
-				"gvmm.rounds=" + strconv.Itoa(rounds), "gvmm.chunkkib=1024", "gvmm.pausems=250",
+				"gvmm.rounds=" + strconv.Itoa(rounds), "gvmm.chunkkib=1024", "gvmm.pausems=0",
 			}, img)...)
 			flushed := v.waitFor(t, "flushed", func(vals []string) bool {
 				return len(vals) >= tc.killAfter

@@ -31,6 +31,9 @@
 //	                "rowrite=DEV:refused:CALL:ERRNO" or "rowrite=DEV:succeeded"
 //	mount-ext4      [vda] mount at /mnt, "hostfile=<host.txt>", write guest.txt, umount:
 //	                "guestfile=written"
+//	clock           the guest's clock source, how far CLOCK_MONOTONIC and the
+//	                local timer interrupts advance over a busy loop:
+//	                "clock=source=S monotonic_ns=N timer_irqs=BEFORE->AFTER"
 //	sleep           "sleeping=N", then sleep N seconds
 //	wait            "waiting=1", then wait for a console input line, at most
 //	                gvmm.sleep seconds: "waited=input" or "waited=timeout"
@@ -142,6 +145,8 @@ func runStep(a args, name, dev string) error {
 		report("rowrite", dev+":"+writeRO(path))
 	case "mount-ext4":
 		return mountExt4(path, a["gvmm.token"])
+	case "clock":
+		report("clock", clock())
 	case "sleep":
 		n := a.num("gvmm.sleep", 30)
 		report("sleeping", n)
@@ -482,4 +487,50 @@ func waitInput(limit time.Duration) string {
 	case <-time.After(limit):
 		return "timeout"
 	}
+}
+
+// clock reports whether guest time and timer interrupts advance over
+// about 100 ms of busy looping, without relying on timers itself: a guest
+// whose timer interrupts never arrive hangs in every sleep.
+func clock() string {
+	src := readTrim("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+	var t0, t unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t0)
+	irq0 := timerIRQs()
+	x := uint64(1)
+	for chunk := 0; chunk < 2000; chunk++ {
+		for i := 0; i < 1_000_000; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+		if _ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t); t.Nano()-t0.Nano() >= 100e6 {
+			break
+		}
+	}
+	irq1 := timerIRQs()
+	return fmt.Sprintf("source=%s monotonic_ns=%d timer_irqs=%d->%d spin=%x",
+		src, t.Nano()-t0.Nano(), irq0, irq1, x&0xf)
+}
+
+// timerIRQs sums the timer interrupts of /proc/interrupts: the local APIC
+// timers' (LOC) and the PIT's (IRQ 0), whichever the kernel uses.
+func timerIRQs() int64 {
+	data, err := os.ReadFile("/proc/interrupts")
+	if err != nil {
+		return -1
+	}
+	var sum int64
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || (f[0] != "LOC:" && f[0] != "0:") {
+			continue
+		}
+		for _, v := range f[1:] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				break
+			}
+			sum += n
+		}
+	}
+	return sum
 }

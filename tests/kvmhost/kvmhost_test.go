@@ -13,13 +13,15 @@ import (
 func TestForwardFlagsDropsHostFiles(t *testing.T) {
 	in := []string{"-test.v=true", "-test.testlogfile=/tmp/go-build1/testlog.txt", "-test.run=TestX",
 		"-test.coverprofile=/tmp/c.out", "-test.timeout=10m0s", "-test.paniconexit0"}
-	assert.Equal(t, []string{"-test.v=true", "-test.run=TestX", "-test.timeout=10m0s", "-test.paniconexit0"}, forwardFlags(in))
+	assert.Equal(t, []string{"-test.v=true", "-test.run=TestX", "-test.paniconexit0"}, forwardFlags(in))
 }
 
 func TestHostTimeout(t *testing.T) {
-	assert.Equal(t, 12*time.Minute, hostTimeout(nil))
-	assert.Equal(t, 22*time.Minute, hostTimeout([]string{"-test.timeout=20m0s"}))
-	assert.Equal(t, 12*time.Minute, hostTimeout([]string{"-test.timeout=0s"}), "no timeout still gets a bound")
+	assert.Equal(t, 9*time.Minute, hostTimeout(nil))
+	assert.Equal(t, 19*time.Minute, hostTimeout([]string{"-test.timeout=20m0s"}))
+	assert.Equal(t, 9*time.Minute, hostTimeout([]string{"-test.timeout=0s"}), "no timeout still gets a bound")
+	assert.Equal(t, time.Minute, hostTimeout([]string{"-test.timeout=30s"}))
+	assert.Equal(t, "-test.timeout=18m0s", innerTimeout(19*time.Minute))
 }
 
 func TestReport(t *testing.T) {

@@ -133,7 +133,7 @@ func mainStatus(m *testing.M, opts []Option) int {
 	fmt.Fprintf(os.Stderr, "kvmhost: /dev/kvm unusable here or %s=always: running %s inside the KVM test host\n", EnvMode, filepath.Base(self))
 	status, err := Run(context.Background(), Config{
 		Program: self,
-		Args:    forwardFlags(os.Args[1:]),
+		Args:    append(forwardFlags(os.Args[1:]), innerTimeout(hostTimeout(os.Args[1:]))),
 		Env:     passEnv(),
 		Assets:  assets,
 		Modules: o.modules,
@@ -181,13 +181,14 @@ func hardwareBackend() bool {
 }
 
 // forwardFlags keeps the -test.* flags but those naming files on this
-// machine, which do not exist inside the test host.
+// machine, which do not exist inside the test host, and the timeout,
+// which is given anew.
 func forwardFlags(args []string) []string {
 	var out []string
 	for _, a := range args {
 		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		switch name {
-		case "test.testlogfile", "test.gocoverdir", "test.coverprofile", "test.outputdir",
+		case "test.testlogfile", "test.gocoverdir", "test.timeout", "test.coverprofile", "test.outputdir",
 			"test.cpuprofile", "test.memprofile", "test.blockprofile", "test.mutexprofile", "test.trace":
 			continue
 		}
@@ -208,8 +209,10 @@ func passEnv() []string {
 	return env
 }
 
-// hostTimeout gives the test host the tests' own -test.timeout plus time
-// to boot, so that a stuck guest is cut and reported.
+// hostTimeout bounds the test host by the tests' own -test.timeout, less
+// a minute, so that a stuck host is cut and reported (with its console)
+// before go test kills this process without a word. The tests inside get
+// a minute less again, to report their own stacks first.
 func hostTimeout(args []string) time.Duration {
 	d := 10 * time.Minute
 	for _, a := range args {
@@ -219,5 +222,10 @@ func hostTimeout(args []string) time.Duration {
 			}
 		}
 	}
-	return d + 2*time.Minute
+	return max(d-time.Minute, time.Minute)
+}
+
+// innerTimeout is the -test.timeout the tests get inside the host.
+func innerTimeout(host time.Duration) string {
+	return "-test.timeout=" + max(host-time.Minute, 30*time.Second).String()
 }
