@@ -382,6 +382,9 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 		return nil, err
 	}
 	b.gsi = newGSIRoutes(b.vm)
+	if err := b.gsi.commit(); err != nil {
+		return nil, err
+	}
 	mem, err := b.setupMemory()
 	if err != nil {
 		return nil, err

@@ -78,6 +78,19 @@ func (g *gsiRoutes) setMSI(gsi uint32, addr uint64, data uint32) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.msi[gsi] = kvm.MSIRoute(gsi, addr, data)
+	return g.commitLocked()
+}
+
+// commit installs the table; the machine does it once at boot, because
+// KVM's default table routes the PIT (GSI 0) to IOAPIC pin 0, where the
+// MADT says IRQ 0 is on pin 2.
+func (g *gsiRoutes) commit() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.commitLocked()
+}
+
+func (g *gsiRoutes) commitLocked() error {
 	entries := make([]kvm.IRQRoutingEntry, 0, ioapicPins+2*picPins+len(g.msi))
 	for i := uint32(0); i < ioapicPins; i++ {
 		if i < 2*picPins {
@@ -87,13 +100,26 @@ func (g *gsiRoutes) setMSI(gsi uint32, addr uint64, data uint32) error {
 			}
 			entries = append(entries, kvm.IRQChipRoute(i, chip, i%picPins))
 		}
-		entries = append(entries, kvm.IRQChipRoute(i, kvm.IRQChipIOAPIC, i))
+		switch i {
+		case timerGSI:
+			entries = append(entries, kvm.IRQChipRoute(i, kvm.IRQChipIOAPIC, timerIOAPICPin))
+		case timerIOAPICPin:
+			// Pin 2 belongs to the timer; ISA IRQ 2 is the PIC cascade.
+		default:
+			entries = append(entries, kvm.IRQChipRoute(i, kvm.IRQChipIOAPIC, i))
+		}
 	}
 	for _, e := range g.msi {
 		entries = append(entries, e)
 	}
 	return g.vm.SetGSIRouting(entries)
 }
+
+// The ISA timer's interrupt source override (MADT): IRQ 0 on IOAPIC pin 2.
+const (
+	timerGSI       = 0
+	timerIOAPICPin = 2
+)
 
 // msiVectors delivers one PCI function's MSI-X vectors: vector i is an
 // irqfd on its own GSI, so a device goroutine raises it with one write.
