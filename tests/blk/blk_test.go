@@ -100,7 +100,7 @@ func runArgs(t *testing.T, initrd string, params []string, disks ...string) []st
 	t.Helper()
 	k, err := debkernel.Get()
 	require.NoError(t, err)
-	cmdline := strings.Join(append([]string{"console=ttyS0 reboot=k panic=1"}, params...), " ")
+	cmdline := strings.Join(append([]string{"console=ttyS0 reboot=k panic=1 quiet"}, params...), " ")
 	args := []string{"run", "--kernel", k.Vmlinuz, "--initrd", initrd, "--cmdline", cmdline}
 	for _, d := range disks {
 		args = append(args, "--disk", d)

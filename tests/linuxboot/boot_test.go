@@ -130,7 +130,7 @@ func TestGuestSeesTheMachine(t *testing.T) {
 			before := time.Now().Unix()
 			// The test host has 2 CPUs: 4 vCPUs is an over-commit.
 			r := gvmm(t, "", bootArgs(k, initrd, "--cpus", strconv.Itoa(tc.cpus), "--allow-cpu-overcommit",
-				"--memory", tc.memory, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.marker=xyzzy")...)
+				"--memory", tc.memory, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.marker=xyzzy")...)
 			after := time.Now().Unix()
 			require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 			assert.Contains(t, r.stderr, "powered off")
@@ -171,7 +171,7 @@ func TestGuestSeesTheMachine(t *testing.T) {
 func TestRebootExitsZero(t *testing.T) {
 	k, initrd := kernel(t), guestInitrd(t)
 	// Power-off is checked by every boot of TestGuestSeesTheMachine.
-	r := gvmm(t, "", bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.action=reboot")...)
+	r := gvmm(t, "", bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.action=reboot")...)
 	assert.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 	assert.Equal(t, "1", r.one(t, "ready"))
 	assert.Contains(t, r.stderr, "rebooted")
@@ -180,7 +180,7 @@ func TestRebootExitsZero(t *testing.T) {
 func TestPipedInputReachesGuest(t *testing.T) {
 	k, initrd := kernel(t), guestInitrd(t)
 	r := gvmm(t, "hello from the host\nsecond line\nquit\n",
-		bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 gvmm.action=echo")...)
+		bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.action=echo")...)
 	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 	assert.Equal(t, []string{"hello from the host", "second line"}, r.report["echo"])
 }
@@ -234,7 +234,7 @@ func TestELFVmlinuxBootsViaPVH(t *testing.T) {
 	vmlinux := filepath.Join(t.TempDir(), "vmlinux")
 	require.NoError(t, os.WriteFile(vmlinux, bz.KernelCode, 0o644))
 
-	r := gvmm(t, "", "run", "--kernel", vmlinux, "--initrd", initrd, "--cpus", "2")
+	r := gvmm(t, "", "run", "--kernel", vmlinux, "--initrd", initrd, "--cpus", "2", "--cmdline", "console=ttyS0 reboot=k panic=1 quiet")
 	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
 	assert.Equal(t, "2", r.one(t, "nproc"))
 	assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
@@ -252,7 +252,7 @@ func TestLibraryEmbedsMachines(t *testing.T) {
 		out := &syncBuffer{}
 		m, err := machine.New(machine.Config{
 			Kernel: k.Vmlinuz, Initrd: initrd, Memory: 256 << 20, Console: out,
-			Cmdline: "console=ttyS0 reboot=k panic=1 gvmm.action=" + action,
+			Cmdline: "console=ttyS0 reboot=k panic=1 quiet gvmm.action=" + action,
 		})
 		require.NoError(t, err)
 		require.NoError(t, m.Start(context.Background()))

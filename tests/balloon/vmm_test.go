@@ -1,0 +1,394 @@
+package balloon_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+// guestInitrd builds the guests' initramfs: guestmem as /init and the
+// modules it loads, in load order.
+func guestInitrd(t *testing.T) string {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	mods, err := k.Modules(guestModules...)
+	require.NoError(t, err)
+	a := initramfs.New()
+	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
+	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guestmem")))
+	var order strings.Builder
+	for _, m := range mods {
+		require.NoError(t, a.AddFile("lib/modules/"+m.Name+".ko", m.Path))
+		order.WriteString(m.Name + "\n")
+	}
+	require.NoError(t, a.AddData("etc/modules.order", []byte(order.String()), 0o644))
+	p := filepath.Join(t.TempDir(), "guest.cpio")
+	require.NoError(t, a.WriteFile(p))
+	return p
+}
+
+// machineSpec is one gvmm run of guestmem.
+type machineSpec struct {
+	cpus   int
+	memory string   // --memory
+	extra  []string // more flags of gvmm run
+	api    bool     // serve the control API on a socket
+}
+
+// vmm is a running gvmm whose guest takes commands on its console and
+// whose reports are collected live.
+type vmm struct {
+	name   string
+	cmd    *exec.Cmd
+	ctx    context.Context
+	stdin  io.WriteCloser
+	out    *lineRecorder // the guest's console
+	errb   *lineRecorder // gvmm's log
+	socket string        // "" without the API
+	client *api.Client
+
+	exited  chan struct{} // closed once gvmm ended
+	waitErr error         // set before exited is closed
+}
+
+// start boots guestmem with spec; runTimeout bounds the whole run.
+func start(t *testing.T, name, initrd string, spec machineSpec) *vmm {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	args := []string{"run", "--kernel", k.Vmlinuz, "--initrd", initrd,
+		"--cmdline", "console=ttyS0 reboot=k panic=1 quiet",
+		"--cpus", strconv.Itoa(spec.cpus), "--memory", spec.memory}
+	args = append(args, spec.extra...)
+	v := &vmm{name: name, out: &lineRecorder{}, errb: &lineRecorder{}, exited: make(chan struct{})}
+	if spec.api {
+		// A short path: a unix socket's is limited to 107 bytes.
+		dir, err := os.MkdirTemp("", "gvmm-api-")
+		require.NoError(t, err)
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		v.socket = filepath.Join(dir, "api.sock")
+		v.client = api.NewClient(v.socket)
+		t.Cleanup(v.client.Close)
+		args = append(args, "--api-socket", v.socket)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	v.ctx = ctx
+	v.cmd = exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...)
+	v.cmd.Stdout, v.cmd.Stderr = v.out, v.errb
+	v.cmd.WaitDelay = 5 * time.Second
+	v.stdin, err = v.cmd.StdinPipe()
+	require.NoError(t, err)
+	require.NoError(t, v.cmd.Start())
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		close(v.exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-v.exited
+		if t.Failed() {
+			t.Logf("%s: gvmm %s\n%s", v.name, strings.Join(args, " "), v.output())
+		}
+	})
+	return v
+}
+
+func (v *vmm) output() string {
+	return fmt.Sprintf("--- %s: guest console (gvmm stdout) ---\n%s--- %s: gvmm stderr ---\n%s",
+		v.name, v.out.String(), v.name, v.errb.String())
+}
+
+func (v *vmm) pid() int { return v.cmd.Process.Pid }
+
+// send writes a command line to the guest's console.
+func (v *vmm) send(t *testing.T, line string) {
+	t.Helper()
+	_, err := io.WriteString(v.stdin, line+"\n")
+	require.NoError(t, err, "%s: writing %q to the guest's console\n%s", v.name, line, v.output())
+}
+
+// waitFor waits up to d until the guest's values for key satisfy ok,
+// and returns them; gvmm ending first fails the test.
+func (v *vmm) waitFor(t *testing.T, key string, d time.Duration, ok func([]string) bool) []string {
+	t.Helper()
+	vals, err := v.await(key, d, ok)
+	require.NoError(t, err)
+	return vals
+}
+
+// await is waitFor for any goroutine: it returns an error (with the
+// machine's output) instead of failing the test.
+func (v *vmm) await(key string, d time.Duration, ok func([]string) bool) ([]string, error) {
+	deadline := time.Now().Add(d)
+	for {
+		vals := v.out.values(key)
+		if ok(vals) {
+			return vals, nil
+		}
+		select {
+		case <-v.exited:
+			return nil, fmt.Errorf("%s: gvmm ended (%v) before the guest reported the awaited %s (reports %q)\n%s",
+				v.name, v.waitErr, key, vals, v.output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("%s: the guest did not report the awaited %s in %s (reports %q)\n%s",
+				v.name, key, d, vals, v.output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// count is a waitFor condition: at least n values.
+func count(n int) func([]string) bool { return func(v []string) bool { return len(v) >= n } }
+
+// ready waits for the guest's init to take commands and checks it saw no
+// error on the way.
+func (v *vmm) ready(t *testing.T) {
+	t.Helper()
+	v.waitFor(t, "ready", bootTimeout, count(1))
+	require.Empty(t, v.out.values("error"), "%s: the guest reported errors\n%s", v.name, v.output())
+}
+
+// requireTimer fails the test at once when no timer interrupt reached
+// the guest over its ~100 ms busy loop: none of its sleeps would end,
+// nor would its kernel's delayed work (free page reporting waits 2 s),
+// nor would any goroutine of its init but the one blocked reading the
+// console (Go's sysmon, which hands the processor on, sleeps too).
+func (v *vmm) requireTimer(t *testing.T) {
+	t.Helper()
+	timer := v.one(t, "timer")
+	var before, after int64
+	for _, f := range strings.Fields(timer) {
+		if s, ok := strings.CutPrefix(f, "timer_irqs="); ok {
+			_, _ = fmt.Sscanf(s, "%d->%d", &before, &after)
+		}
+	}
+	require.Greater(t, after, before, "%s: no timer interrupt reached the guest over ~100 ms (%s): its sleeps never end\n%s",
+		v.name, timer, v.output())
+}
+
+// one returns the guest's only value for key.
+func (v *vmm) one(t *testing.T, key string) string {
+	t.Helper()
+	vals := v.out.values(key)
+	require.Len(t, vals, 1, "%s: GVMMTEST %s\n%s", v.name, key, v.output())
+	return vals[0]
+}
+
+// command sends cmd and returns the guest's next value for key.
+func (v *vmm) command(t *testing.T, cmd, key string, d time.Duration) string {
+	t.Helper()
+	n := len(v.out.values(key))
+	v.send(t, cmd)
+	return v.waitFor(t, key, d, count(n+1))[n]
+}
+
+// exit waits up to d for gvmm's end and returns its exit status.
+func (v *vmm) exit(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-v.exited:
+	case <-time.After(d):
+		t.Fatalf("%s: gvmm still runs %s on\n%s", v.name, d, v.output())
+	}
+	require.NoError(t, v.ctx.Err(), "%s: gvmm did not finish in %s\n%s", v.name, runTimeout, v.output())
+	var exit *exec.ExitError
+	switch {
+	case errors.As(v.waitErr, &exit):
+		return exit.ExitCode()
+	case v.waitErr != nil:
+		t.Fatalf("%s: running gvmm: %v\n%s", v.name, v.waitErr, v.output())
+	}
+	return 0
+}
+
+// quit powers the guest off from inside and expects gvmm to exit 0.
+func (v *vmm) quit(t *testing.T) {
+	t.Helper()
+	v.send(t, "quit")
+	require.Equal(t, 0, v.exit(t, exitTimeout), "%s: gvmm's exit status\n%s", v.name, v.output())
+}
+
+// rssMiB is gvmm's resident set size in MiB, from /proc/PID/status.
+func (v *vmm) rssMiB(t *testing.T) float64 {
+	t.Helper()
+	kb, err := statusKB(v.pid(), "VmRSS")
+	require.NoError(t, err, "%s\n%s", v.name, v.output())
+	return float64(kb) / 1024
+}
+
+func statusKB(pid int, field string) (uint64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			return strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+}
+
+// info asks the control API for the machine's state, waiting for the
+// socket to answer at first.
+func (v *vmm) info(t *testing.T) api.Info {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	i, err := v.client.Info(ctx)
+	require.NoError(t, err, "%s: GET /vm\n%s", v.name, v.output())
+	return i
+}
+
+// ctl runs "gvmm ctl" against the machine's socket and returns its
+// status and output.
+func (v *vmm) ctl(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), append([]string{"ctl", "--api-socket", v.socket}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	require.NoError(t, ctx.Err(), "gvmm ctl %v did not finish", args)
+	status := 0
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		status = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("running gvmm ctl %v: %v", args, err)
+	}
+	return status, out.String(), errb.String()
+}
+
+// rawResponse is an answer of the control socket read without api.Client.
+type rawResponse struct {
+	status      int
+	contentType string
+	body        []byte
+}
+
+// rawRequest sends one HTTP request over the control socket, writing the
+// body alongside reading the answer (the server may answer and close
+// before it has read all of a large body).
+func (v *vmm) rawRequest(t *testing.T, method, path string, body []byte) rawResponse {
+	t.Helper()
+	conn, err := net.DialTimeout("unix", v.socket, apiTimeout)
+	require.NoError(t, err)
+	defer conn.Close()
+	require.NoError(t, conn.SetDeadline(time.Now().Add(apiTimeout)))
+	head := fmt.Sprintf("%s %s HTTP/1.1\r\nHost: gvmm\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		method, path, len(body))
+	_, err = io.WriteString(conn, head)
+	require.NoError(t, err)
+	go func() { _, _ = conn.Write(body) }() // may fail once the server has answered
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	require.NoError(t, err, "%s %s: reading the answer", method, path)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	require.NoError(t, err)
+	return rawResponse{resp.StatusCode, resp.Header.Get("Content-Type"), b}
+}
+
+// ksm reads a KSM counter or setting of /sys/kernel/mm/ksm.
+func ksm(t *testing.T, name string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(ksmDir + name)
+	require.NoError(t, err)
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	require.NoError(t, err, "%s%s", ksmDir, name)
+	return n
+}
+
+func setKSM(t *testing.T, name string, v uint64) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(ksmDir+name, []byte(strconv.FormatUint(v, 10)), 0o644), "writing %s%s", ksmDir, name)
+}
+
+// ksmMergingPages is how many of pid's pages KSM merged.
+func ksmMergingPages(t *testing.T, pid int) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/ksm_merging_pages", pid))
+	require.NoError(t, err)
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	require.NoError(t, err)
+	return n
+}
+
+// decodeJSON decodes b strictly into v.
+func decodeJSON(t *testing.T, b []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	require.NoError(t, dec.Decode(v), "decoding %s", b)
+}
+
+// lineRecorder keeps a process's output and the guest's GVMMTEST reports.
+type lineRecorder struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	reports map[string][]string
+}
+
+func (l *lineRecorder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(l.partial[:i]), "\r")
+		l.partial = l.partial[i+1:]
+		if j := strings.Index(line, "GVMMTEST "); j >= 0 {
+			k, v, _ := strings.Cut(line[j+len("GVMMTEST "):], "=")
+			if l.reports == nil {
+				l.reports = map[string][]string{}
+			}
+			l.reports[k] = append(l.reports[k], v)
+		}
+	}
+	return len(p), nil
+}
+
+func (l *lineRecorder) values(key string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.reports[key]...)
+}
+
+func (l *lineRecorder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
