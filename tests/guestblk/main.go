@@ -53,6 +53,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 )
 
@@ -63,29 +65,13 @@ const (
 	guestFileText = "written by the gvmm guest: "
 )
 
-func report(key string, v any) { fmt.Printf("GVMMTEST %s=%v\n", key, v) }
-
 func main() {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		_ = os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			report("error", fmt.Sprintf("mount %s: %v", m.dst, err))
-		}
-	}
-	cmdline, err := os.ReadFile("/proc/cmdline")
-	if err != nil {
-		report("error", err)
-	}
-	a := args(parseCmdline(string(cmdline)))
+	a := args(guest.Setup())
 	if err := loadModules(modulesOrder); err != nil {
-		report("error", err)
+		guest.Report("error", err)
 	}
 	if err := waitDisks(a.num("gvmm.disks", 1), diskWait); err != nil {
-		report("error", err)
+		guest.Report("error", err)
 	}
 	for _, s := range strings.Split(a["gvmm.steps"], ",") {
 		if s == "" {
@@ -93,13 +79,13 @@ func main() {
 		}
 		name, dev, _ := strings.Cut(s, "@")
 		if err := runStep(a, name, dev); err != nil {
-			report("error", fmt.Sprintf("%s: %v", s, err))
+			guest.Report("error", fmt.Sprintf("%s: %v", s, err))
 		}
 	}
-	report("done", 1)
+	guest.Report("done", 1)
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		report("error", fmt.Sprintf("power off: %v", err))
+		guest.Report("error", fmt.Sprintf("power off: %v", err))
 	}
 	select {}
 }
@@ -122,38 +108,38 @@ func runStep(a args, name, dev string) error {
 		if err := writeDirect(path, seed, size); err != nil {
 			return err
 		}
-		report("written", fmt.Sprintf("%s:%d", dev, size))
+		guest.Report("written", fmt.Sprintf("%s:%d", dev, size))
 	case "write-buffered":
 		if err := writeBuffered(path, seed, size); err != nil {
 			return err
 		}
-		report("written", fmt.Sprintf("%s:%d", dev, size))
+		guest.Report("written", fmt.Sprintf("%s:%d", dev, size))
 	case "read-verify":
 		at, err := verify(path, seed, size)
 		if err != nil {
 			return err
 		}
 		if at < 0 {
-			report("verify", dev+":ok")
+			guest.Report("verify", dev+":ok")
 		} else {
-			report("verify", fmt.Sprintf("%s:mismatch at %d", dev, at))
+			guest.Report("verify", fmt.Sprintf("%s:mismatch at %d", dev, at))
 		}
 	case "durable":
 		return durable(path, seed, a.num("gvmm.rounds", 30), int64(a.num("gvmm.chunkkib", 1024))<<10,
 			time.Duration(a.num("gvmm.pausems", 200))*time.Millisecond)
 	case "write-ro":
-		report("rowrite", dev+":"+writeRO(path))
+		guest.Report("rowrite", dev+":"+writeRO(path))
 	case "mount-ext4":
 		return mountExt4(path, a["gvmm.token"])
 	case "clock":
-		report("clock", clock())
+		guest.Report("clock", clock())
 	case "sleep":
 		n := a.num("gvmm.sleep", 30)
-		report("sleeping", n)
+		guest.Report("sleeping", n)
 		time.Sleep(time.Duration(n) * time.Second)
 	case "wait":
-		report("waiting", 1)
-		report("waited", waitInput(time.Duration(a.num("gvmm.sleep", 30))*time.Second))
+		guest.Report("waiting", 1)
+		guest.Report("waited", waitInput(time.Duration(a.num("gvmm.sleep", 30))*time.Second))
 	default:
 		return errors.New("unknown step")
 	}
@@ -162,15 +148,6 @@ func runStep(a args, name, dev string) error {
 
 // args are the kernel command line's key=value pairs.
 type args map[string]string
-
-func parseCmdline(s string) args {
-	m := args{}
-	for _, f := range strings.Fields(s) {
-		k, v, _ := strings.Cut(f, "=")
-		m[k] = v
-	}
-	return m
-}
 
 // key returns the first of keys that is set, else the last.
 func (a args) key(keys ...string) string {
@@ -189,7 +166,7 @@ func (a args) num(key string, def int) int {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
-		report("error", fmt.Sprintf("%s=%q: want a non-negative number", key, v))
+		guest.Report("error", fmt.Sprintf("%s=%q: want a non-negative number", key, v))
 		return def
 	}
 	return n
@@ -202,7 +179,7 @@ func (a args) unum(key string, def uint64) uint64 {
 	}
 	n, err := strconv.ParseUint(v, 0, 64)
 	if err != nil {
-		report("error", fmt.Sprintf("%s=%q: want a number", key, v))
+		guest.Report("error", fmt.Sprintf("%s=%q: want a number", key, v))
 		return def
 	}
 	return n
@@ -214,21 +191,9 @@ func loadModules(list string) error {
 		return err
 	}
 	for _, name := range strings.Fields(string(data)) {
-		if err := loadModule("/lib/modules/" + name + ".ko"); err != nil {
+		if err := guest.LoadModule("/lib/modules/" + name + ".ko"); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-func loadModule(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("loading %s: %w", path, err)
 	}
 	return nil
 }
@@ -275,7 +240,7 @@ func info() error {
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			s = "error:" + err.Error()
 		}
-		report("disk", fmt.Sprintf("%s size=%s ro=%s serial=%s pci=%s",
+		guest.Report("disk", fmt.Sprintf("%s size=%s ro=%s serial=%s pci=%s",
 			name, readTrim(dir+"/size"), readTrim(dir+"/ro"), s, pciID(dir+"/device")))
 	}
 	return nil
@@ -408,7 +373,7 @@ func durable(path string, seed uint64, rounds int, chunk int64, pause time.Durat
 		if err := unix.Fdatasync(fd); err != nil {
 			return fmt.Errorf("fdatasync after round %d: %w", r, err)
 		}
-		report("flushed", r)
+		guest.Report("flushed", r)
 		time.Sleep(pause)
 	}
 	return nil
@@ -452,7 +417,7 @@ func mountExt4(dev, token string) error {
 		_ = unix.Unmount(mnt, 0)
 		return err
 	}
-	report("hostfile", strings.TrimSpace(string(host)))
+	guest.Report("hostfile", strings.TrimSpace(string(host)))
 	f, err := os.Create(mnt + "/guest.txt")
 	if err == nil {
 		_, err = f.WriteString(guestFileText + token + "\n")
@@ -470,7 +435,7 @@ func mountExt4(dev, token string) error {
 	if err != nil {
 		return err
 	}
-	report("guestfile", "written")
+	guest.Report("guestfile", "written")
 	return nil
 }
 

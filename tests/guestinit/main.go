@@ -6,12 +6,10 @@
 //	gvmm.action=reboot    reboot
 //	gvmm.action=echo      echo console input lines back as "GVMMTEST echo=..." until EOF or "quit"
 //	gvmm.action=hang      do nothing, forever
-//	gvmm.modules=a,b      load /lib/modules/a.ko ... before reporting
 package main
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -21,37 +19,21 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 )
 
-func report(key string, v any) { fmt.Printf("GVMMTEST %s=%v\n", key, v) }
-
 func main() {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		_ = os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			report("error", fmt.Sprintf("mount %s: %v", m.dst, err))
-		}
-	}
-	cmdline, _ := os.ReadFile("/proc/cmdline")
-	args := parseCmdline(string(cmdline))
-	for _, m := range strings.Split(args["gvmm.modules"], ",") {
-		if m != "" {
-			loadModule("/lib/modules/" + m + ".ko")
-		}
-	}
-	report("cmdline", strings.TrimSpace(string(cmdline)))
-	report("nproc", runtime.NumCPU())
-	report("online", readTrim("/sys/devices/system/cpu/online"))
-	report("memtotal_kb", memTotal())
-	report("ram_kb", systemRAM()/1024)
-	report("date_unix", time.Now().Unix())
-	report("rtc_unix", readTrim("/sys/class/rtc/rtc0/since_epoch"))
-	report("files", listFiles("/etc/gvmmtest"))
-	report("ready", 1)
+	args := guest.Setup()
+	guest.Report("cmdline", readTrim("/proc/cmdline"))
+	guest.Report("nproc", runtime.NumCPU())
+	guest.Report("online", readTrim("/sys/devices/system/cpu/online"))
+	guest.Report("memtotal_kb", memTotal())
+	guest.Report("ram_kb", systemRAM()/1024)
+	guest.Report("date_unix", time.Now().Unix())
+	guest.Report("rtc_unix", readTrim("/sys/class/rtc/rtc0/since_epoch"))
+	guest.Report("files", listFiles("/etc/gvmmtest"))
+	guest.Report("ready", 1)
 
 	switch args["gvmm.action"] {
 	case "reboot":
@@ -63,7 +45,7 @@ func main() {
 			if line == "quit" {
 				break
 			}
-			report("echo", line)
+			guest.Report("echo", line)
 		}
 		shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	case "hang":
@@ -76,18 +58,9 @@ func main() {
 func shutdown(cmd int) {
 	unix.Sync()
 	if err := unix.Reboot(cmd); err != nil {
-		report("error", fmt.Sprintf("reboot(%#x): %v", cmd, err))
+		guest.Report("error", fmt.Sprintf("reboot(%#x): %v", cmd, err))
 	}
 	select {}
-}
-
-func parseCmdline(s string) map[string]string {
-	m := map[string]string{}
-	for _, f := range strings.Fields(s) {
-		k, v, _ := strings.Cut(f, "=")
-		m[k] = v
-	}
-	return m
 }
 
 func readTrim(path string) string {
@@ -142,16 +115,4 @@ func listFiles(dir string) string {
 		return nil
 	})
 	return strings.Join(names, ",")
-}
-
-func loadModule(path string) {
-	f, err := os.Open(path)
-	if err != nil {
-		report("error", err)
-		return
-	}
-	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
-		report("error", fmt.Sprintf("loading %s: %v", path, err))
-	}
 }
