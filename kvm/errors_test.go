@@ -121,3 +121,35 @@ func TestDecodeAndMSRErrorMessages(t *testing.T) {
 		&MSRError{Op: "KVM_SET_MSRS", Index: 0xc0000080, Processed: 1, Requested: 3},
 		"kvm: KVM_SET_MSRS: MSR 0xc0000080 rejected (1 of 3 processed)")
 }
+
+func TestEINTRRestartsAllButRun(t *testing.T) {
+	tests := []struct {
+		name      string
+		req       request
+		wantCalls int
+		wantErr   error
+	}{
+		{"KVM_CREATE_VM restarts", ioctlCreateVM, 3, nil},
+		{"KVM_RUN returns EINTR", ioctlRun, 1, unix.EINTR},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tempSystem(t)
+			defer s.Close()
+			calls := 0
+			err := s.fd.control(tt.req, func(uintptr) unix.Errno {
+				calls++
+				if calls < 3 {
+					return unix.EINTR
+				}
+				return 0
+			})
+			assert.Equal(t, tt.wantCalls, calls)
+			if tt.wantErr == nil {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorIs(t, err, tt.wantErr)
+			}
+		})
+	}
+}

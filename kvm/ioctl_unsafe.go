@@ -83,13 +83,26 @@ func (k kvmFile) Close() error { return k.f.Close() }
 
 // control runs fn with the descriptor held open. A closed file has no
 // descriptor; report that as the EBADF an ioctl on it would give.
-func (k kvmFile) control(op string, fn func(fd uintptr) unix.Errno) error {
+//
+// Every ioctl but KVM_RUN is restarted after EINTR: the Go runtime's
+// preemption signals (SIGURG) interrupt sleeping ioctls such as
+// KVM_CREATE_VM, which then fail for no reason of the caller's. KVM_RUN's
+// EINTR is how a vCPU is kicked out, so it goes back to Run.
+func (k kvmFile) control(r request, fn func(fd uintptr) unix.Errno) error {
 	var errno unix.Errno
-	if err := k.rc.Control(func(fd uintptr) { errno = fn(fd) }); err != nil {
-		return &IoctlError{Op: op, Err: unix.EBADF}
+	err := k.rc.Control(func(fd uintptr) {
+		for {
+			errno = fn(fd)
+			if errno != unix.EINTR || r == ioctlRun {
+				return
+			}
+		}
+	})
+	if err != nil {
+		return &IoctlError{Op: r.name, Err: unix.EBADF}
 	}
 	if errno != 0 {
-		return &IoctlError{Op: op, Err: errno}
+		return &IoctlError{Op: r.name, Err: errno}
 	}
 	return nil
 }
@@ -97,7 +110,7 @@ func (k kvmFile) control(op string, fn func(fd uintptr) unix.Errno) error {
 // ioctl issues r with an integer argument and returns the kernel's result.
 func (k kvmFile) ioctl(r request, arg uintptr) (int, error) {
 	var ret uintptr
-	err := k.control(r.name, func(fd uintptr) unix.Errno {
+	err := k.control(r, func(fd uintptr) unix.Errno {
 		var errno unix.Errno
 		ret, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, r.num, arg)
 		return errno
@@ -110,7 +123,7 @@ func (k kvmFile) ioctl(r request, arg uintptr) (int, error) {
 // the whole allocation.
 func ioctlPtr[T any](k kvmFile, r request, arg *T) (int, error) {
 	var ret uintptr
-	err := k.control(r.name, func(fd uintptr) unix.Errno {
+	err := k.control(r, func(fd uintptr) unix.Errno {
 		var errno unix.Errno
 		// Converted inside the call expression, so arg stays live and
 		// unmoved for the duration of the syscall (unsafe.Pointer rule 4).
