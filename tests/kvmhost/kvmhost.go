@@ -7,6 +7,7 @@ package kvmhost
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,8 +56,12 @@ type Config struct {
 	Env     []string          // extra environment, KEY=VALUE
 	Assets  map[string]string // name -> host path, placed in AssetsDir
 	Modules []string          // guest kernel modules the payload needs (with dependencies)
-	CPUs    int               // default 2
-	MemMiB  int               // default 6144
+	// CPUs defaults to 1. With two vCPUs, QEMU 7.2's multi-threaded TCG
+	// froze the emulated host within minutes of running KVM guests (both
+	// vCPUs stuck in its kernel: soft lockups, RCU stalls), and
+	// single-threaded TCG left nested Linux guests without timer ticks.
+	CPUs    int
+	MemMiB  int // default 6144
 	Timeout time.Duration
 	Stdin   io.Reader // nil: no input
 	Stdout  io.Writer // the payload's output, streamed live
@@ -67,7 +72,7 @@ type Config struct {
 // program's exit status.
 func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.CPUs == 0 {
-		cfg.CPUs = 2
+		cfg.CPUs = 1
 	}
 	if cfg.MemMiB == 0 {
 		cfg.MemMiB = 6144
@@ -92,8 +97,39 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err := writeInitramfs(initrd, work, k, cfg); err != nil {
 		return 0, err
 	}
-	return boot(ctx, qemu, k, initrd, filepath.Join(work, "console.log"), cfg)
+	// One deadline for every attempt: the caller's timeout is the whole
+	// run's.
+	if cfg.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+	}
+	for attempt := 1; ; attempt++ {
+		status, err := boot(ctx, qemu, k, initrd, filepath.Join(work, fmt.Sprintf("console-%d.log", attempt)), cfg)
+		// A frozen host is the emulator's failure, not the payload's:
+		// the payload is run again from the start on a fresh host, where
+		// no input was consumed, and says so loudly.
+		if !errors.Is(err, ErrFroze) || cfg.Stdin != nil || attempt == frozenAttempts {
+			return status, err
+		}
+		fmt.Fprintf(cfg.Log, "kvmhost: %v\nkvmhost: RETRYING: the test host froze; running the program again on a fresh one (attempt %d of %d)\n", err, attempt+1, frozenAttempts)
+	}
 }
+
+// ErrFroze reports a test host whose user space stopped being scheduled:
+// QEMU 7.2's TCG sometimes freezes a host running KVM guests (soft
+// lockups, RCU stalls, or a halted vCPU that never wakes), which no
+// program inside can cause or survive.
+var ErrFroze = errors.New("the test host froze: its user space stopped showing signs of life")
+
+const (
+	// frozenAttempts bounds the runs when hosts freeze.
+	frozenAttempts = 2
+	// aliveBoot is how long a host may take to show its first sign of
+	// life, aliveGap how long it may then stay silent (AliveEvery is 5 s).
+	aliveBoot = 3 * time.Minute
+	aliveGap  = 90 * time.Second
+)
 
 func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {
 	init, err := BuildStatic(work, "github.com/gvmm-dev/gvmm/tests/kvmhost/hostinit")
@@ -192,21 +228,21 @@ func addRel(a *initramfs.Archive, k *debkernel.Kernel, dir, path string) error {
 }
 
 func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, consoleLog string, cfg Config) (int, error) {
-	if cfg.Timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
-		defer cancel()
-	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stopWatch := watchAlive(consoleLog, hostproto.AliveEvery, aliveBoot, aliveGap, func() {
+		cancel(ErrFroze)
+	})
+	defer stopWatch()
 	args := []string{
-		// Single-threaded TCG: with one host thread per vCPU (MTTCG)
-		// QEMU 7.2's emulated host froze within minutes of running KVM
-		// guests, both vCPUs stuck in the kernel; round-robin on one
-		// thread has not, and runs the kvmapi suite faster as well.
-		"-M", "q35", "-cpu", "max", "-accel", "tcg,thread=single",
+		"-M", "q35", "-cpu", "max", "-accel", "tcg",
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
 		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
 		"-kernel", k.Vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2",
+		// idle=poll: the host's vCPU never halts. With one vCPU, TCG
+		// sometimes missed the wake-up of a halted host, which then slept
+		// for good with its KVM guests and the tests' own timers.
+		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2 idle=poll",
 		"-serial", "file:" + consoleLog,
 		"-chardev", "stdio,id=payload,signal=off",
 		"-serial", "chardev:payload",
@@ -224,12 +260,41 @@ func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, console
 	status, reportErr := report(consoleLog)
 	switch {
 	case ctx.Err() != nil:
-		return 0, fmt.Errorf("kvmhost: the test host was stopped after %s: %w\n%s", time.Since(start).Round(time.Second), ctx.Err(), tail(consoleLog))
+		return 0, fmt.Errorf("kvmhost: the test host was stopped after %s: %w\n%s", time.Since(start).Round(time.Second), context.Cause(ctx), tail(consoleLog))
 	case reportErr != nil:
 		return 0, fmt.Errorf("kvmhost: %w (qemu: %v)\n%s", reportErr, runErr, tail(consoleLog))
 	}
 	fmt.Fprintf(cfg.Log, "kvmhost: the test host ran for %s\n", time.Since(start).Round(100*time.Millisecond))
 	return status, nil
+}
+
+// watchAlive checks the console log every period and calls froze once
+// when it shows no AliveMarker line within first, or no new one within
+// gap after that; stop ends the watch.
+func watchAlive(consoleLog string, period, first, gap time.Duration, froze func()) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		var seen int
+		last, wait := time.Now(), first
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			data, _ := os.ReadFile(consoleLog)
+			if n := bytes.Count(data, []byte(hostproto.AliveMarker)); n > seen {
+				seen, last, wait = n, time.Now(), gap
+			}
+			if time.Since(last) > wait {
+				froze()
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // report reads the status hostinit wrote on the console.
@@ -266,6 +331,13 @@ func tail(path string) string {
 	if err != nil {
 		return ""
 	}
+	var kept []byte
+	for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+		if !bytes.Contains(line, []byte(hostproto.AliveMarker)) {
+			kept = append(kept, line...)
+		}
+	}
+	data = kept
 	const max = 4000
 	if len(data) > max {
 		data = data[len(data)-max:]

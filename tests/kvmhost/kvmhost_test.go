@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/tests/kvmhost/hostproto"
 )
 
 func TestForwardFlagsDropsHostFiles(t *testing.T) {
@@ -48,6 +50,46 @@ func TestReport(t *testing.T) {
 			}
 			require.NoError(t, err)
 			assert.Equal(t, tt.status, status)
+		})
+	}
+}
+
+func TestWatchAliveSeesAFrozenHost(t *testing.T) {
+	tests := []struct {
+		name       string
+		aliveLines int // written every 10 ms, from the start
+		wantFroze  bool
+	}{
+		{"never alive", 0, true},
+		{"alive, then silent", 3, true},
+		{"alive throughout", 200, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := filepath.Join(t.TempDir(), "console.log")
+			require.NoError(t, os.WriteFile(log, nil, 0o644))
+			froze := make(chan struct{}, 2)
+			stop := watchAlive(log, 5*time.Millisecond, 250*time.Millisecond, 250*time.Millisecond, func() { froze <- struct{}{} })
+			defer stop()
+			f, err := os.OpenFile(log, os.O_APPEND|os.O_WRONLY, 0)
+			require.NoError(t, err)
+			defer f.Close()
+			deadline := time.After(time.Second)
+			for i := 0; ; i++ {
+				if i < tt.aliveLines {
+					_, err := f.WriteString("noise " + hostproto.AliveMarker + "\n")
+					require.NoError(t, err)
+				}
+				select {
+				case <-froze:
+					require.True(t, tt.wantFroze, "a live host was called frozen after %d lines", i)
+					return
+				case <-deadline:
+					require.False(t, tt.wantFroze, "a silent host was not called frozen")
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
 		})
 	}
 }

@@ -44,7 +44,7 @@ func WithModules(names ...string) Option {
 	return func(o *options) { o.modules = append(o.modules, names...) }
 }
 
-// WithCPUs sets the test host's vCPU count (default 2, as our machines).
+// WithCPUs sets the test host's vCPU count (default 1: see Config.CPUs).
 func WithCPUs(n int) Option { return func(o *options) { o.cpus = n } }
 
 // WithMemory sets the test host's memory in MiB.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -24,6 +25,7 @@ func main() {
 	if err != nil {
 		console = os.Stderr
 	}
+	go alive(console)
 	status, err := run()
 	if err != nil {
 		fmt.Fprintf(console, "%s%v\n", hostproto.ErrorMarker, err)
@@ -35,6 +37,14 @@ func main() {
 		fmt.Fprintf(console, "%spower off: %v\n", hostproto.ErrorMarker, err)
 	}
 	select {} // PID 1 must not exit: that panics the kernel
+}
+
+// alive shows the launcher that the host still schedules user space.
+// Each line is one write(2), which the tty keeps whole.
+func alive(console *os.File) {
+	for range time.Tick(hostproto.AliveEvery) {
+		fmt.Fprintln(console, hostproto.AliveMarker)
+	}
 }
 
 func run() (int, error) {

@@ -2,6 +2,8 @@
 // agree on: the configuration file and the lines reported on the console.
 package hostproto
 
+import "time"
+
 // ConfigPath is where the launcher puts Config in the initramfs.
 const ConfigPath = "/kvmhost.json"
 
@@ -9,7 +11,13 @@ const ConfigPath = "/kvmhost.json"
 const (
 	ExitMarker  = "GVMM-KVMHOST-EXIT "
 	ErrorMarker = "GVMM-KVMHOST-ERROR "
+	// AliveMarker is written every AliveEvery while the host runs: a
+	// host whose user space stops being scheduled is frozen.
+	AliveMarker = "GVMM-KVMHOST-ALIVE"
 )
+
+// AliveEvery is the period of the AliveMarker lines.
+const AliveEvery = 5 * time.Second
 
 // StatusSetupFailed is reported when the payload could not be run.
 const StatusSetupFailed = 125
