@@ -110,11 +110,13 @@ func runArgs(t *testing.T, initrd string, params []string, disks ...string) []st
 
 // vmm is a running gvmm whose guest's reports are collected live.
 type vmm struct {
-	cmd    *exec.Cmd
-	ctx    context.Context
-	cancel context.CancelFunc
-	out    *lineRecorder
-	errb   *lineRecorder
+	cmd     *exec.Cmd
+	ctx     context.Context
+	cancel  context.CancelFunc
+	out     *lineRecorder
+	errb    *lineRecorder
+	done    chan struct{} // closed when gvmm has ended; waitErr is then set
+	waitErr error
 }
 
 // start starts gvmm with args; stdin may be nil.
@@ -122,16 +124,17 @@ func start(t *testing.T, stdin io.Reader, args ...string) *vmm {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	v := &vmm{cmd: exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...), ctx: ctx, cancel: cancel,
-		out: &lineRecorder{}, errb: &lineRecorder{}}
+		out: &lineRecorder{}, errb: &lineRecorder{}, done: make(chan struct{})}
 	v.cmd.Stdin, v.cmd.Stdout, v.cmd.Stderr = stdin, v.out, v.errb
 	v.cmd.WaitDelay = 5 * time.Second
 	require.NoError(t, v.cmd.Start())
+	go func() {
+		v.waitErr = v.cmd.Wait()
+		close(v.done)
+	}()
 	t.Cleanup(func() {
 		cancel()
-		if v.cmd.ProcessState == nil {
-			_ = v.cmd.Process.Kill()
-			_ = v.cmd.Wait()
-		}
+		<-v.done
 	})
 	return v
 }
@@ -155,14 +158,20 @@ func (v *vmm) waitFor(t *testing.T, key string, ok func([]string) bool) []string
 			t.Fatalf("the guest did not report the awaited %s (reports %q)\nstdout:\n%s\nstderr:\n%s",
 				key, vals, v.out.String(), v.errb.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-v.done:
+			t.Fatalf("gvmm ended before the guest reported the awaited %s (reports %q): %v\nstdout:\n%s\nstderr:\n%s",
+				key, vals, v.waitErr, v.out.String(), v.errb.String())
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 }
 
 // wait waits for gvmm's end; a timeout fails the test.
 func (v *vmm) wait(t *testing.T) result {
 	t.Helper()
-	err := v.cmd.Wait()
+	<-v.done
+	err := v.waitErr
 	r := result{stdout: v.out.String(), stderr: v.errb.String(), rec: v.out}
 	require.NoError(t, v.ctx.Err(), "gvmm did not finish in %s\n%s", bootTimeout, r)
 	var exit *exec.ExitError
@@ -376,7 +385,7 @@ func TestFlushedWritesSurviveSIGKILL(t *testing.T) {
 		pauseMS   int
 		seed      uint64
 	}{{3, 0, 101}, {5, 100, 102}} {
-		t.Run(fmt.Sprintf("kill after round %d, pause %d ms", tc.killAfter, tc.pauseMS), func(t *testing.T) {
+		t.Run(fmt.Sprintf("kill after round %d with %d ms pauses", tc.killAfter, tc.pauseMS), func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "durable.img")
 			newImage(t, img, 64*mib, 0, 0)
 			v := start(t, nil, runArgs(t, initrd, []string{
