@@ -8,7 +8,7 @@ UROOT_CMDS := init gosh ls cat echo mount dmesg ps free uname date shutdown \
               cp mkdir rm lsmod insmod grep dd ip sleep hwclock
 UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 
-.PHONY: all build deps run test vet unit integration clean
+.PHONY: all build deps run test vet unit integration fuzz clean
 
 all: build
 
@@ -50,6 +50,21 @@ integration:
 	$(GO) test -count=1 -v -p 1 -timeout 20m ./tests/...
 
 test: deps vet unit integration
+
+# Every fuzz target outside tests/ (found with go test -list, so new ones
+# join by themselves), one after another for FUZZTIME each. go test saves
+# a crasher under the package's testdata/fuzz/; the other targets still
+# run, and make fails at the end naming those that failed.
+FUZZTIME ?= 20s
+fuzz:
+	@targets=$$($(GO) test -list '^Fuzz' $$($(GO) list ./... | grep -v '/tests/')) || { echo "$$targets"; exit 1; }; \
+	failed=; \
+	for t in $$(echo "$$targets" | awk '/^Fuzz/ { n[++c] = $$1; next } /^ok/ { for (i = 1; i <= c; i++) print $$2 ":" n[i]; c = 0 }'); do \
+		pkg=$${t%:*}; name=$${t#*:}; \
+		echo "== $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$name"; \
+	done; \
+	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
 
 clean:
 	rm -rf bin

@@ -3,6 +3,8 @@ package boot
 import (
 	"bytes"
 	"testing"
+
+	"github.com/gvmm-dev/gvmm/machine/memory"
 )
 
 // FuzzLoad feeds arbitrary kernel and initrd bytes to Load over a small
@@ -34,6 +36,17 @@ func FuzzLoad(f *testing.F) {
 		}
 		if e.Mode != Long64 && e.Mode != Protected32 {
 			t.Fatalf("entry with mode %v", e.Mode)
+		}
+		// The vCPU starts at an address in guest RAM, with its boot
+		// structure (boot_params in RSI or hvm_start_info in RBX) there.
+		info := e.RSI
+		if e.Mode == Protected32 {
+			info = e.RBX
+		}
+		for _, a := range []uint64{e.RIP, info} {
+			if _, err := mem.Slice(memory.GuestAddress(a), 1); err != nil {
+				t.Fatalf("entry %+v points outside guest memory: %v", e, err)
+			}
 		}
 	})
 }

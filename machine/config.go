@@ -80,6 +80,33 @@ const maxDisks = 16
 // ErrInvalidConfig is wrapped by every configuration error.
 var ErrInvalidConfig = errors.New("invalid machine configuration")
 
+// ConfigError names the Config field a configuration error is about, so
+// that a front end can point at where the value came from.
+type ConfigError struct {
+	Field  string // the Config field: "CPUs", "Memory", "Disks[1].Serial"
+	Reason string
+	Err    error // a sentinel such as ErrCPUOvercommit, or nil
+}
+
+func (e *ConfigError) Error() string { return ErrInvalidConfig.Error() + ": " + e.Reason }
+
+func (e *ConfigError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrInvalidConfig}
+	}
+	return []error{ErrInvalidConfig, e.Err}
+}
+
+func configError(field string, err error, format string, a ...any) *ConfigError {
+	return &ConfigError{Field: field, Reason: fmt.Sprintf(format, a...), Err: err}
+}
+
+// Validate checks c as New does, without looking at files.
+func (c *Config) Validate() error {
+	_, err := c.withDefaults()
+	return err
+}
+
 // ErrCPUOvercommit refuses a guest with more vCPUs than host CPUs.
 var ErrCPUOvercommit = errors.New("more vCPUs than host CPUs")
 
@@ -89,7 +116,7 @@ func hostCPUs() int { return runtime.NumCPU() }
 func (c *Config) withDefaults() (Config, error) {
 	out := *c
 	if out.Kernel == "" {
-		return out, fmt.Errorf("%w: no kernel", ErrInvalidConfig)
+		return out, configError("Kernel", nil, "no kernel")
 	}
 	if out.Cmdline == "" {
 		out.Cmdline = DefaultCmdline
@@ -98,34 +125,30 @@ func (c *Config) withDefaults() (Config, error) {
 		out.CPUs = DefaultCPUs
 	}
 	if out.CPUs < 1 || out.CPUs > MaxCPUs {
-		return out, fmt.Errorf("%w: %d vCPUs: want 1 to %d", ErrInvalidConfig, out.CPUs, MaxCPUs)
+		return out, configError("CPUs", nil, "%d vCPUs: want 1 to %d", out.CPUs, MaxCPUs)
 	}
-	if n := hostCPUs(); out.CPUs > n {
-		if !out.AllowCPUOvercommit {
-			return out, fmt.Errorf("%w: %w: %d vCPUs on a host with %d logical CPUs: the guest's vCPUs would compete for CPUs and it would run slower than with %d, and could stall the host (many single-vCPU guests are fine); allow it explicitly to go ahead", ErrInvalidConfig, ErrCPUOvercommit, out.CPUs, n, n)
-		}
-		defer func() {
-			out.Log.Warn("vCPU over-commit: the guest has more vCPUs than the host has CPUs", "vcpus", out.CPUs, "host_cpus", n)
-		}()
+	hostN := hostCPUs()
+	if out.CPUs > hostN && !out.AllowCPUOvercommit {
+		return out, configError("CPUs", ErrCPUOvercommit, "%s: %d vCPUs on a host with %d logical CPUs: the guest's vCPUs would compete for CPUs and it would run slower than with %d, and could stall the host (many single-vCPU guests are fine); allow it explicitly to go ahead", ErrCPUOvercommit, out.CPUs, hostN, hostN)
 	}
 	if out.Memory == 0 {
 		out.Memory = DefaultMemory
 	}
 	if out.Memory < MinMemory || out.Memory > MaxMemory {
-		return out, fmt.Errorf("%w: memory %d MiB: want %d MiB to %d GiB", ErrInvalidConfig, out.Memory/MiB, MinMemory/MiB, MaxMemory/GiB)
+		return out, configError("Memory", nil, "memory %d MiB: want %d MiB to %d GiB", out.Memory/MiB, MinMemory/MiB, MaxMemory/GiB)
 	}
 	if out.Memory%(4096) != 0 {
-		return out, fmt.Errorf("%w: memory %d bytes is not a whole number of 4 KiB pages", ErrInvalidConfig, out.Memory)
+		return out, configError("Memory", nil, "memory %d bytes is not a whole number of 4 KiB pages", out.Memory)
 	}
 	if len(out.Disks) > maxDisks {
-		return out, fmt.Errorf("%w: %d disks: at most %d", ErrInvalidConfig, len(out.Disks), maxDisks)
+		return out, configError("Disks", nil, "%d disks: at most %d", len(out.Disks), maxDisks)
 	}
-	for _, d := range out.Disks {
+	for i, d := range out.Disks {
 		if d.Path == "" {
-			return out, fmt.Errorf("%w: a disk without a path", ErrInvalidConfig)
+			return out, configError(fmt.Sprintf("Disks[%d].Path", i), nil, "a disk without a path")
 		}
 		if len(d.Serial) > 20 {
-			return out, fmt.Errorf("%w: disk %s: serial %q is longer than 20 bytes", ErrInvalidConfig, d.Path, d.Serial)
+			return out, configError(fmt.Sprintf("Disks[%d].Serial", i), nil, "disk %s: serial %q is longer than 20 bytes", d.Path, d.Serial)
 		}
 	}
 	if out.Console == nil {
@@ -136,6 +159,9 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if out.KVMDevice == "" {
 		out.KVMDevice = "/dev/kvm"
+	}
+	if out.CPUs > hostN {
+		out.Log.Warn("vCPU over-commit: the guest has more vCPUs than the host has CPUs", "vcpus", out.CPUs, "host_cpus", hostN)
 	}
 	return out, nil
 }

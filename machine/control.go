@@ -1,6 +1,9 @@
 package machine
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // State is a machine's run state.
 type State string
@@ -40,22 +43,49 @@ func (m *Machine) Uptime() time.Duration {
 	return 0
 }
 
-// Pause stops every vCPU outside the guest until Resume.
+// Pause stops every vCPU outside the guest until Resume, then quiesces
+// the disks: the request in progress completes, no other starts, and the
+// images are synced. A copy of the images is then consistent, as after a
+// crash at that instant (QEMU's stop drains and flushes alike).
 func (m *Machine) Pause() error {
+	m.pauseMu.Lock()
+	defer m.pauseMu.Unlock()
 	b := m.current()
 	if b == nil {
 		return ErrNotRunning
 	}
-	return b.gate.pause(len(b.vcpus), b.kick)
+	if err := b.gate.pause(len(b.vcpus), b.kick); err != nil {
+		return err
+	}
+	for i, d := range m.disks {
+		if err := d.Quiesce(); err != nil {
+			m.releaseDisks()
+			_ = b.gate.resume() // paused above, so it cannot fail
+			return fmt.Errorf("machine: quiescing disk %s: %w", m.cfg.Disks[i].Path, err)
+		}
+	}
+	return nil
 }
 
 // Resume lets a paused guest run again.
 func (m *Machine) Resume() error {
+	m.pauseMu.Lock()
+	defer m.pauseMu.Unlock()
 	b := m.current()
 	if b == nil {
 		return ErrNotRunning
 	}
+	if !b.gate.isPaused() {
+		return ErrState
+	}
+	m.releaseDisks()
 	return b.gate.resume()
+}
+
+func (m *Machine) releaseDisks() {
+	for _, d := range m.disks {
+		d.Release()
+	}
 }
 
 // Shutdown presses the ACPI power button: a guest that handles it shuts

@@ -68,6 +68,7 @@ type Machine struct {
 	stopOnce  sync.Once
 
 	disks   []*blk.Disk // open for the machine's lifetime: the image locks
+	pauseMu sync.Mutex  // serialises Pause and Resume
 	balloon *balloon.Balloon
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
@@ -145,6 +146,8 @@ func (m *Machine) openDisks() error {
 }
 
 func (m *Machine) closeDisks() {
+	m.pauseMu.Lock() // Pause may be quiescing them
+	defer m.pauseMu.Unlock()
 	for _, d := range m.disks {
 		if err := d.Close(); err != nil {
 			m.log.Warn("closing a disk", "err", err)

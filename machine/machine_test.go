@@ -2,6 +2,7 @@ package machine
 
 import (
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -46,22 +47,28 @@ func TestParseSize(t *testing.T) {
 
 func TestConfigValidation(t *testing.T) {
 	tests := []struct {
-		name string
-		cfg  Config
-		ok   bool
+		name  string
+		cfg   Config
+		field string // of the ConfigError; "" for a valid config
 	}{
-		{"defaults", Config{Kernel: "k"}, true},
-		{"no kernel", Config{}, false},
-		{"negative cpus", Config{Kernel: "k", CPUs: -1}, false},
-		{"too many cpus", Config{Kernel: "k", CPUs: MaxCPUs + 1}, false},
-		{"too little memory", Config{Kernel: "k", Memory: 16 * MiB}, false},
-		{"unaligned memory", Config{Kernel: "k", Memory: 512*MiB + 1}, false},
+		{"defaults", Config{Kernel: "k"}, ""},
+		{"no kernel", Config{}, "Kernel"},
+		{"negative cpus", Config{Kernel: "k", CPUs: -1}, "CPUs"},
+		{"too many cpus", Config{Kernel: "k", CPUs: MaxCPUs + 1}, "CPUs"},
+		{"too little memory", Config{Kernel: "k", Memory: 16 * MiB}, "Memory"},
+		{"unaligned memory", Config{Kernel: "k", Memory: 512*MiB + 1}, "Memory"},
+		{"disk without a path", Config{Kernel: "k", Disks: []Disk{{Path: "a"}, {}}}, "Disks[1].Path"},
+		{"long serial", Config{Kernel: "k", Disks: []Disk{{Path: "a", Serial: "123456789012345678901"}}}, "Disks[0].Serial"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := tt.cfg.withDefaults()
-			if !tt.ok {
+			if tt.field != "" {
 				assert.ErrorIs(t, err, ErrInvalidConfig)
+				ce, ok := errors.AsType[*ConfigError](err)
+				require.True(t, ok, "%v is not a *ConfigError", err)
+				assert.Equal(t, tt.field, ce.Field)
+				assert.Equal(t, err, tt.cfg.Validate())
 				return
 			}
 			require.NoError(t, err)
@@ -81,6 +88,9 @@ func TestCPUOvercommitGuard(t *testing.T) {
 	assert.ErrorContains(t, err, "logical CPUs")
 	_, err = (&Config{Kernel: "k", CPUs: n + 1, AllowCPUOvercommit: true}).withDefaults()
 	assert.NoError(t, err)
+	// Refused for its memory, with no logger yet: no warning, no panic.
+	_, err = (&Config{Kernel: "k", CPUs: n + 1, AllowCPUOvercommit: true, Memory: MiB}).withDefaults()
+	assert.ErrorIs(t, err, ErrInvalidConfig)
 }
 
 func TestRAMLayoutAndE820(t *testing.T) {

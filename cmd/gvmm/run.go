@@ -9,12 +9,16 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/machine/seccomp"
+	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
 
 func runCmd(args []string) int {
@@ -33,7 +37,7 @@ func runCmd(args []string) int {
 	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
 	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
 	fs.Func("balloon", "add a virtio-balloon device: --balloon (size 0) or --balloon size=SIZE", func(v string) error {
-		b, err := parseBalloon(v)
+		b, err := vmdef.ParseBalloon(v)
 		if err != nil {
 			return err
 		}
@@ -41,8 +45,12 @@ func runCmd(args []string) int {
 		return nil
 	})
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
+	configFile := fs.String("config", "", "boot the VM definition in this JSON file instead of the VM flags")
+	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
+	pidFile := fs.String("pid-file", "", "write the VMM's pid to this file, locked while it runs")
+	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs: on, or off for debugging")
 	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
-		d, err := parseDisk(v)
+		d, err := vmdef.ParseDisk(v)
 		if err != nil {
 			return err
 		}
@@ -51,6 +59,7 @@ func runCmd(args []string) int {
 	})
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--balloon [size=SIZE]] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "       gvmm run --config FILE [--api-socket PATH] [--console-socket PATH] [--pid-file PATH] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(joinBalloonArgs(args)); err != nil {
@@ -66,24 +75,15 @@ func runCmd(args []string) int {
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))
 	}
-	if cfg.Kernel == "" {
-		return usageErr("--kernel is required")
+	if *configFile != "" {
+		if err := configFromFile(fs, *configFile, &cfg); err != nil {
+			return usageErr("%v", err)
+		}
+	} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
+		return usageErr("%v", err)
 	}
-	if cfg.CPUs < 1 {
-		return usageErr("--cpus %d: a guest needs at least one vCPU", cfg.CPUs)
-	}
-	size, err := machine.ParseSize(*memory)
-	if err != nil {
-		return usageErr("--memory: %v", err)
-	}
-	cfg.Memory = size
-	switch *onReboot {
-	case "exit":
-		cfg.OnReboot = machine.RebootExit
-	case "restart":
-		cfg.OnReboot = machine.RebootRestart
-	default:
-		return usageErr("--on-reboot %q: want exit or restart", *onReboot)
+	if *seccompMode != "on" && *seccompMode != "off" {
+		return usageErr("--seccomp %q: want on or off", *seccompMode)
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -92,16 +92,39 @@ func runCmd(args []string) int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	cfg.Log = log
 	cfg.Console = os.Stdout
+	if *pidFile != "" {
+		pf, err := state.CreatePIDFile(*pidFile)
+		if err != nil {
+			log.Error("writing the pid file", "err", err)
+			return exitFault
+		}
+		defer func() {
+			if err := pf.Remove(); err != nil {
+				log.Warn("removing the pid file", "err", err)
+			}
+		}()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, quit := context.WithCancel(ctx)
 	defer quit()
 
-	// A terminal is switched to raw mode, so that every key reaches the
-	// guest, and restored on every way out; Ctrl-A x quits.
+	// With a console socket, its client is the console (and detaches
+	// with Ctrl-A x on its side). Otherwise stdin is: a terminal is
+	// switched to raw mode, so that every key reaches the guest, and
+	// restored on every way out; Ctrl-A x quits.
 	var in io.Reader = os.Stdin
-	if console.IsTerminal(os.Stdin) {
+	if *consoleSocket != "" {
+		hub, err := console.Listen(*consoleSocket, log)
+		if err != nil {
+			log.Error("opening the console socket", "err", err)
+			return exitFault
+		}
+		defer hub.Close()
+		cfg.Console = io.MultiWriter(os.Stdout, hub)
+		in = hub.Input()
+	} else if console.IsTerminal(os.Stdin) {
 		restore, err := console.MakeRaw(os.Stdin)
 		if err != nil {
 			log.Error("switching the terminal to raw mode", "err", err)
@@ -113,7 +136,10 @@ func runCmd(args []string) int {
 			}
 		}()
 	}
-	cfg.ConsoleIn = console.NewEscapeReader(in, quit)
+	if *consoleSocket == "" {
+		in = console.NewEscapeReader(in, quit)
+	}
+	cfg.ConsoleIn = in
 
 	m, err := machine.New(cfg)
 	if err != nil {
@@ -136,6 +162,18 @@ func runCmd(args []string) int {
 		log.Error("starting the machine", "err", err)
 		return exitFault
 	}
+	if *seccompMode == "on" {
+		// Everything is open and running: from here on a call outside
+		// the list ends the process with a line naming it.
+		rules := seccomp.VMM()
+		if err := seccomp.Install(rules); err != nil {
+			log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
+			m.Stop()
+			_ = m.Wait()
+			return exitFault
+		}
+		log.Debug("seccomp filter installed", "rules", len(rules))
+	}
 	if srv != nil {
 		go func() {
 			if err := srv.Serve(ctx); err != nil {
@@ -149,26 +187,6 @@ func runCmd(args []string) int {
 	}
 	log.Info("the machine ended", "reason", m.ExitReason().String())
 	return exitOK
-}
-
-// parseDisk parses FILE[,readonly][,serial=ID].
-func parseDisk(v string) (machine.Disk, error) {
-	parts := strings.Split(v, ",")
-	d := machine.Disk{Path: parts[0]}
-	if d.Path == "" {
-		return d, fmt.Errorf("%q: no file", v)
-	}
-	for _, opt := range parts[1:] {
-		switch key, val, hasVal := strings.Cut(opt, "="); {
-		case key == "readonly" && !hasVal:
-			d.ReadOnly = true
-		case key == "serial" && hasVal:
-			d.Serial = val
-		default:
-			return d, fmt.Errorf("%q: unknown option %q (want readonly or serial=ID)", v, opt)
-		}
-	}
-	return d, nil
 }
 
 // joinBalloonArgs lets "--balloon" stand alone, or take "size=SIZE" as
@@ -190,18 +208,51 @@ func joinBalloonArgs(args []string) []string {
 	return out
 }
 
-// parseBalloon parses "size=SIZE" ("size=0" for an empty balloon).
-func parseBalloon(v string) (*machine.BalloonConfig, error) {
-	size, ok := strings.CutPrefix(v, "size=")
-	if !ok {
-		return nil, fmt.Errorf("%q: want size=SIZE", v)
+// vmFlags are the flags a definition replaces.
+var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "balloon",
+	"mergeable", "hugepages", "allow-cpu-overcommit", "on-reboot"}
+
+// configFromFile reads the VM definition at path into cfg; VM flags
+// alongside it are refused rather than silently merged.
+func configFromFile(fs *flag.FlagSet, path string, cfg *machine.Config) error {
+	var conflict string
+	fs.Visit(func(f *flag.Flag) {
+		if conflict == "" && slices.Contains(vmFlags, f.Name) {
+			conflict = f.Name
+		}
+	})
+	if conflict != "" {
+		return fmt.Errorf("--%s: not with --config, the definition says it", conflict)
 	}
-	if size == "0" {
-		return &machine.BalloonConfig{}, nil
+	def, err := vmdef.ParseFile(path)
+	if err == nil {
+		err = def.CheckFiles()
 	}
-	n, err := machine.ParseSize(size)
+	if err == nil {
+		err = def.CheckHost()
+	}
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return &machine.BalloonConfig{Size: n}, nil
+	*cfg = def.Config
+	return nil
+}
+
+// configFromFlags completes cfg from the flags that need parsing.
+func configFromFlags(cfg *machine.Config, memory, onReboot string) error {
+	if cfg.Kernel == "" {
+		return errors.New("--kernel is required")
+	}
+	if cfg.CPUs < 1 {
+		return fmt.Errorf("--cpus %d: a guest needs at least one vCPU", cfg.CPUs)
+	}
+	size, err := machine.ParseSize(memory)
+	if err != nil {
+		return fmt.Errorf("--memory: %w", err)
+	}
+	cfg.Memory = size
+	if cfg.OnReboot, err = vmdef.ParseOnReboot(onReboot); err != nil {
+		return fmt.Errorf("--on-reboot %w", err)
+	}
+	return nil
 }

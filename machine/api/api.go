@@ -38,7 +38,8 @@ type VM interface {
 	SetBalloon(bytes uint64) error
 	// BalloonStats returns the guest's latest memory statistics.
 	BalloonStats() (BalloonStats, error)
-	// Pause stops the vCPUs; ErrConflict if already paused.
+	// Pause stops the vCPUs and quiesces the disks (nothing in flight,
+	// images synced); ErrConflict if already paused.
 	Pause() error
 	// Resume restarts paused vCPUs; ErrConflict if not paused.
 	Resume() error

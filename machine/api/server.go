@@ -8,17 +8,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/gvmm-dev/gvmm/machine/unixsock"
 )
 
 // ErrSocketInUse is returned by Listen when a server already answers on
 // the socket path.
-var ErrSocketInUse = errors.New("another server is listening on the socket")
+var ErrSocketInUse = unixsock.ErrInUse
 
 // Server timeouts. Every request is small and answered at once.
 const (
@@ -27,8 +25,6 @@ const (
 	writeTimeout      = 10 * time.Second
 	idleTimeout       = 60 * time.Second
 	closeTimeout      = 2 * time.Second // for requests in flight at Close
-	probeTimeout      = time.Second     // to ask an existing socket if it is alive
-	maxSocketPath     = len(unix.RawSockaddrUnix{}.Path) - 1
 )
 
 // Server serves the API on a unix socket that only its owner may use.
@@ -81,90 +77,21 @@ func (s *Server) Listen(path string) error {
 		return fmt.Errorf("api: already listening on %s", s.path)
 	case path == "":
 		return errors.New("api: empty socket path")
-	case len(path) > maxSocketPath:
-		return fmt.Errorf("api: socket path %q is %d bytes, longer than the %d a unix socket allows", path, len(path), maxSocketPath)
 	}
-	if err := s.removeStale(path); err != nil {
-		return err
-	}
-	ln, sock, err := listenPrivate(path)
+	removed, err := unixsock.RemoveStale(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("api: %w", err)
+	}
+	if removed {
+		s.log.Info("api removed a stale socket", "socket", path)
+	}
+	ln, sock, err := unixsock.Listen(path)
+	if err != nil {
+		return fmt.Errorf("api: %w", err)
 	}
 	s.ln, s.path, s.sock = ln, path, sock
 	s.log.Info("api listening", "socket", path)
 	return nil
-}
-
-// removeStale makes way for a new socket at path: nothing there is fine,
-// a socket that refuses connections is removed, anything else is kept and
-// reported.
-func (s *Server) removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("api: %w", err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("api: %s exists and is not a socket", path)
-	}
-	c, err := net.DialTimeout("unix", path, probeTimeout)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("api: %s: %w", path, ErrSocketInUse)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("api: %s exists and cannot be probed: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("api: removing stale socket: %w", err)
-	}
-	s.log.Info("api removed a stale socket", "socket", path)
-	return nil
-}
-
-// listenPrivate binds a listening unix socket at path that is never
-// reachable by others: the socket's mode is set to 0600 before bind, which
-// Linux uses (less the umask) for the file it creates, so there is no
-// window with the umask's looser mode; a chmod after bind undoes a
-// stricter umask. Bind fails if path was created meanwhile.
-func listenPrivate(path string) (net.Listener, fs.FileInfo, error) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, fmt.Errorf("api: socket: %w", err)
-	}
-	f := os.NewFile(uintptr(fd), path) // owns fd from here on
-	defer f.Close()                    // net.FileListener keeps a dup
-	if err := unix.Fchmod(fd, 0o600); err != nil {
-		return nil, nil, fmt.Errorf("api: fchmod socket: %w", err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: path}); err != nil {
-		return nil, nil, fmt.Errorf("api: bind %s: %w", path, err)
-	}
-	ln, sock, err := func() (net.Listener, fs.FileInfo, error) {
-		if err := os.Chmod(path, 0o600); err != nil {
-			return nil, nil, fmt.Errorf("api: %w", err)
-		}
-		sock, err := os.Lstat(path)
-		if err != nil {
-			return nil, nil, fmt.Errorf("api: %w", err)
-		}
-		if err := unix.Listen(fd, 64); err != nil {
-			return nil, nil, fmt.Errorf("api: listen %s: %w", path, err)
-		}
-		ln, err := net.FileListener(f)
-		if err != nil {
-			return nil, nil, fmt.Errorf("api: %w", err)
-		}
-		return ln, sock, nil
-	}()
-	if err != nil {
-		os.Remove(path)
-		return nil, nil, err
-	}
-	return ln, sock, nil
 }
 
 // Path is the socket's path, or "" before Listen.
@@ -229,10 +156,8 @@ func (s *Server) Close() error {
 	ln.Close() // if Serve never ran; otherwise already closed
 	// Remove the socket only if it is still ours: a server started after
 	// this one gave up may have replaced it.
-	if fi, statErr := os.Lstat(path); statErr == nil && os.SameFile(fi, sock) {
-		if rmErr := os.Remove(path); rmErr != nil && err == nil {
-			err = rmErr
-		}
+	if rmErr := unixsock.Remove(path, sock); rmErr != nil && err == nil {
+		err = rmErr
 	}
 	s.log.Info("api closed", "socket", path)
 	if err != nil {

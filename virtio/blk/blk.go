@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/machine/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
@@ -86,7 +87,9 @@ type Disk struct {
 	serial   [serialLen]byte
 	config   [configSize]byte
 	log      *slog.Logger
+	glog     *ratelog.Logger    // for failed requests: a guest can send them without end
 	datasync func(fd int) error // unix.Fdatasync; a test observes it
+	gate     ioGate
 
 	// Set by Activate before the workers start and cleared by Reset
 	// after they stopped (the virtio.Device contract), so unguarded.
@@ -116,6 +119,8 @@ func Open(path string, opts Options) (*Disk, error) {
 		return nil, fmt.Errorf("open disk image: %w", err)
 	}
 	d := &Disk{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, log: log.With("disk", path), datasync: unix.Fdatasync}
+	d.glog = ratelog.New(d.log)
+	d.gate.idle.L = &d.gate.mu
 	if err := unix.Flock(d.fd, lock|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
@@ -200,19 +205,27 @@ func (d *Disk) Reset() {
 func (d *Disk) Process(ctx context.Context, idx int) error {
 	q := d.queues[idx]
 	var c queue.Chain
-	for ctx.Err() == nil {
-		ok, err := q.Pop(&c)
-		if err != nil || !ok {
-			return err
-		}
-		if err := q.Push(c.Head, d.handle(&c)); err != nil {
-			return err
-		}
-		if err := q.SignalUsed(); err != nil {
+	for ctx.Err() == nil && d.gate.enter(ctx) {
+		done, err := d.next(q, &c)
+		d.gate.leave()
+		if done || err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// next completes the next available request, if any; done reports an
+// empty queue.
+func (d *Disk) next(q *queue.Queue, c *queue.Chain) (done bool, err error) {
+	ok, err := q.Pop(c)
+	if err != nil || !ok {
+		return true, err
+	}
+	if err := q.Push(c.Head, d.handle(c)); err != nil {
+		return true, err
+	}
+	return false, q.SignalUsed()
 }
 
 // handle executes one request and writes its status; it returns the
@@ -220,7 +233,7 @@ func (d *Disk) Process(ctx context.Context, idx int) error {
 func (d *Disk) handle(c *queue.Chain) uint32 {
 	req, err := ParseRequest(*c, d.mem, d.capacity)
 	if errors.Is(err, ErrNoStatus) {
-		d.log.Warn("dropping virtio-blk request without a status byte", "err", err)
+		d.glog.Warn("dropping virtio-blk request without a status byte", "err", err)
 		return 0
 	}
 	var n uint32
@@ -231,10 +244,10 @@ func (d *Disk) handle(c *queue.Chain) uint32 {
 	switch {
 	case errors.Is(err, ErrUnsupported):
 		status = StatusUnsupported
-		d.log.Debug("unsupported virtio-blk request", "err", err)
+		d.glog.Debug("unsupported virtio-blk request", "err", err)
 	case err != nil:
 		status = StatusIOErr
-		d.log.Warn("virtio-blk request failed", "type", req.Type, "sector", req.Sector, "err", err)
+		d.glog.Warn("virtio-blk request failed", "type", req.Type, "sector", req.Sector, "err", err)
 	}
 	if err := d.mem.WriteAt([]byte{status}, req.Status); err != nil {
 		d.log.Error("write virtio-blk status", "err", err) // ParseRequest checked it

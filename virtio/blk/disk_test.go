@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/machine/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
@@ -68,7 +70,9 @@ func newRig(t *testing.T, opts Options, features uint64) *rig {
 
 func startRig(t *testing.T, path string, opts Options, features uint64, gate chan struct{}) *rig {
 	t.Helper()
-	opts.Log = quiet
+	if opts.Log == nil {
+		opts.Log = quiet
+	}
 	d, err := Open(path, opts)
 	require.NoError(t, err)
 	r := &rig{disk: d, path: path, msi: virtiotest.NewMSI(), gate: gate}
@@ -287,6 +291,21 @@ func TestBadRequestsComplete(t *testing.T) {
 	assert.Equal(t, uint32(0), res.used)
 	assert.Zero(t, r.drv.Status()&virtio.StatusNeedsReset)
 	assert.Equal(t, byte(StatusOK), r.submit(t, TypeIn, 0, nil, 512).status, "still serving")
+}
+
+// TestBadRequestFloodLogsBounded: every bad request is answered, but a
+// guest sending them without end gets a bounded number of log lines.
+func TestBadRequestFloodLogsBounded(t *testing.T) {
+	var log bytes.Buffer // written by the queue worker only, read after it stopped
+	path, _ := newImage(t, diskBytes)
+	r := startRig(t, path, Options{Log: slog.New(slog.NewTextHandler(&log, nil))}, linuxFeatures, nil)
+	for i := 0; i < 200; i++ {
+		require.Equal(t, byte(StatusIOErr), r.submit(t, TypeIn, diskBytes/512, nil, 512).status)
+	}
+	res := r.send(t, []virtiotest.Buf{{Data: header(TypeIn, 0)}}) // no status byte
+	assert.Equal(t, uint32(0), res.used)
+	r.drv.SetStatus(0)
+	assert.LessOrEqual(t, strings.Count(log.String(), "level=WARN"), ratelog.Burst, "%s", log.String())
 }
 
 func TestBrokenChainNeedsReset(t *testing.T) {

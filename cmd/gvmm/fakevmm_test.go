@@ -1,0 +1,164 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
+	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/machine/vmdef"
+)
+
+// The test binary stands in for the VMM that gvmm start runs when
+// envFakeVMM is set, so that the lifecycle commands are tested without
+// /dev/kvm (tests/lifecycle runs the real one).
+const (
+	// envFakeVMM says how the fake guest takes the power button:
+	// "poweroff" or "ignore"; "fail" makes the VMM fail to start.
+	envFakeVMM = "GVMM_TEST_FAKE_VMM"
+	// envFakeEvents names a file the fake VMM appends its API calls to.
+	envFakeEvents = "GVMM_TEST_FAKE_EVENTS"
+	// fakeBalloonMiB is the balloon size the fake guest reports.
+	fakeBalloonMiB = 64
+)
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(envFakeVMM); mode != "" && len(os.Args) > 1 && os.Args[1] == "run" {
+		os.Exit(fakeVMM(mode, os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+// fakeVMM takes the arguments gvmm start gives "gvmm run" and does what
+// a VMM does with them, with a guest that echoes console lines.
+func fakeVMM(mode string, args []string) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	config := fs.String("config", "", "")
+	apiSocket := fs.String("api-socket", "", "")
+	consoleSocket := fs.String("console-socket", "", "")
+	pidFile := fs.String("pid-file", "", "")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if mode == "fail" {
+		log.Error("creating the machine", "err", "fake failure for the test")
+		return exitFault
+	}
+	def, err := vmdef.ParseFile(*config)
+	if err != nil {
+		log.Error("definition", "err", err)
+		return exitUsage
+	}
+	pf, err := state.CreatePIDFile(*pidFile)
+	if err != nil {
+		log.Error("pid file", "err", err)
+		return exitFault
+	}
+	defer pf.Remove()
+	hub, err := console.Listen(*consoleSocket, log)
+	if err != nil {
+		log.Error("console", "err", err)
+		return exitFault
+	}
+	defer hub.Close()
+	out := io.MultiWriter(os.Stdout, hub)
+	fmt.Fprintf(out, "fake guest %s booted\n", def.Name)
+	go func() {
+		sc := bufio.NewScanner(hub.Input())
+		for sc.Scan() {
+			fmt.Fprintf(out, "echo: %s\n", sc.Text())
+		}
+	}()
+
+	ctx, end := context.WithCancel(context.Background())
+	cpus, memory := sizeOf(def)
+	vm := &fakeGuest{end: end, mode: mode, events: os.Getenv(envFakeEvents), started: time.Now(),
+		info: api.Info{State: api.StateRunning, VCPUs: cpus, MemoryMiB: memory / api.MiB,
+			Balloon: &api.BalloonInfo{RequestedMiB: fakeBalloonMiB, ActualMiB: fakeBalloonMiB}}}
+	srv := api.NewServer(vm, log)
+	if err := srv.Listen(*apiSocket); err != nil {
+		log.Error("api", "err", err)
+		return exitFault
+	}
+	go srv.Serve(ctx)
+	<-ctx.Done()
+	srv.Close()
+	return exitOK
+}
+
+// fakeGuest is the fake VMM's machine.
+type fakeGuest struct {
+	end     context.CancelFunc
+	mode    string
+	events  string
+	started time.Time
+	mu      sync.Mutex
+	info    api.Info
+}
+
+func (g *fakeGuest) record(event string) {
+	if g.events == "" {
+		return
+	}
+	f, err := os.OpenFile(g.events, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintln(f, event)
+}
+
+func (g *fakeGuest) Info() api.Info {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := g.info
+	i.UptimeSeconds = time.Since(g.started).Seconds()
+	return i
+}
+
+func (g *fakeGuest) SetBalloon(uint64) error { return nil }
+
+func (g *fakeGuest) BalloonStats() (api.BalloonStats, error) { return api.BalloonStats{}, nil }
+
+func (g *fakeGuest) setState(from, to string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.info.State != from {
+		return api.ErrConflict
+	}
+	g.info.State = to
+	return nil
+}
+
+func (g *fakeGuest) Pause() error {
+	g.record("pause")
+	return g.setState(api.StateRunning, api.StatePaused)
+}
+
+func (g *fakeGuest) Resume() error {
+	g.record("resume")
+	return g.setState(api.StatePaused, api.StateRunning)
+}
+
+func (g *fakeGuest) Shutdown() error {
+	g.record("shutdown")
+	if g.mode == "poweroff" {
+		time.AfterFunc(100*time.Millisecond, g.end)
+	}
+	return nil
+}
+
+func (g *fakeGuest) Stop() {
+	g.record("stop")
+	g.end()
+}

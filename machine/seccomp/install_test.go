@@ -1,0 +1,199 @@
+package seccomp
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+)
+
+// childEnv makes the test binary a child that installs the VMM filter
+// and runs one case of childCases: the filter cannot be removed, so it
+// is tried in a process of its own.
+const childEnv = "GVMM_SECCOMP_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if name := os.Getenv(childEnv); name != "" {
+		os.Exit(child(name))
+	}
+	os.Exit(m.Run())
+}
+
+// childCases each call install, then make calls under the filter; a
+// case that survives prints what happened and exits 0.
+var childCases = map[string]func(install func() error) error{
+	"allowed": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		// The runtime at work: new OS threads (goroutines locked to a
+		// thread each, all at once), timers, the GC, memory, an eventfd
+		// through the poller.
+		const threads = 8
+		var locked, release sync.WaitGroup
+		locked.Add(threads)
+		release.Add(1)
+		for range threads {
+			go func() {
+				runtime.LockOSThread()
+				locked.Done()
+				release.Wait()
+			}()
+		}
+		locked.Wait()
+		release.Done()
+		time.Sleep(10 * time.Millisecond)
+		runtime.GC()
+		b, err := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		if err != nil {
+			return err
+		}
+		b[0] = 1
+		if err := unix.Madvise(b, unix.MADV_DONTNEED); err != nil {
+			return err
+		}
+		if err := unix.Munmap(b); err != nil {
+			return err
+		}
+		fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+		if err != nil {
+			return err
+		}
+		f := os.NewFile(uintptr(fd), "eventfd")
+		defer f.Close()
+		if _, err := f.Write([]byte{1, 0, 0, 0, 0, 0, 0, 0}); err != nil {
+			return err
+		}
+		_, err = f.Read(make([]byte, 8))
+		return err
+	},
+	"socket": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		_, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		return err
+	},
+	"ptrace": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		_, _, errno := unix.RawSyscall(unix.SYS_PTRACE, unix.PTRACE_TRACEME, 0, 0)
+		return errno
+	},
+	"fork": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		r, _, errno := unix.RawSyscall6(unix.SYS_CLONE, uintptr(unix.SIGCHLD), 0, 0, 0, 0, 0)
+		if errno == 0 && r == 0 {
+			unix.Exit(0) // the forked child, had the filter let it be
+		}
+		return errno
+	},
+	"kill another process": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		return unix.Kill(1, 0)
+	},
+	"executable memory": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		_, err := unix.Mmap(-1, 0, 4096, unix.PROT_READ|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+		return err
+	},
+	"clone3": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		_, _, errno := unix.RawSyscall(unix.SYS_CLONE3, 0, 0, 0)
+		if errno != unix.ENOSYS {
+			return fmt.Errorf("clone3: %v, want ENOSYS", errno)
+		}
+		return nil
+	},
+	// A thread that existed before Install is filtered too (TSYNC).
+	"socket from an older thread": func(install func() error) error {
+		locked, start, errc := make(chan struct{}), make(chan struct{}), make(chan error)
+		go func() {
+			runtime.LockOSThread()
+			close(locked)
+			<-start
+			_, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+			errc <- err
+		}()
+		<-locked
+		if err := install(); err != nil {
+			return err
+		}
+		close(start)
+		return <-errc
+	},
+}
+
+func child(name string) int {
+	fn, ok := childCases[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "no child case %q\n", name)
+		return 99
+	}
+	if err := fn(func() error { return Install(VMM()) }); err != nil {
+		fmt.Printf("survived: %v\n", err)
+		return 0
+	}
+	fmt.Println("survived")
+	return 0
+}
+
+func TestInstallDeniesAndReports(t *testing.T) {
+	tests := []struct {
+		name    string
+		status  int
+		stdout  string
+		syscall string // named in the log line; "" when the call is allowed
+	}{
+		{name: "allowed", stdout: "survived\n"},
+		{name: "clone3", stdout: "survived\n"},
+		{name: "socket", status: ExitStatus, syscall: "socket nr=41"},
+		{name: "ptrace", status: ExitStatus, syscall: "ptrace nr=101"},
+		{name: "fork", status: ExitStatus, syscall: "clone nr=56"},
+		{name: "kill another process", status: ExitStatus, syscall: "kill nr=62"},
+		{name: "executable memory", status: ExitStatus, syscall: "mmap nr=9"},
+		{name: "socket from an older thread", status: ExitStatus, syscall: "socket nr=41"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cmd := exec.Command(os.Args[0])
+			cmd.Env = append(os.Environ(), childEnv+"="+tt.name)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			status := 0
+			if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+				status = ee.ExitCode()
+			} else {
+				require.NoError(t, err)
+			}
+			assert.Equal(t, tt.status, status, "stdout %q stderr %q", stdout.String(), stderr.String())
+			if tt.syscall == "" {
+				assert.Equal(t, tt.stdout, stdout.String())
+				assert.Empty(t, stderr.String())
+				return
+			}
+			assert.Empty(t, stdout.String(), "the call returned")
+			assert.Equal(t, "level=ERROR msg=\"seccomp: system call not allowed; exiting\" syscall="+tt.syscall+"\n", stderr.String())
+		})
+	}
+}

@@ -1,0 +1,61 @@
+package vmdef
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/gvmm-dev/gvmm/machine"
+)
+
+// ParseDisk parses gvmm run's --disk value FILE[,readonly][,serial=ID].
+func ParseDisk(v string) (machine.Disk, error) {
+	parts := strings.Split(v, ",")
+	d := machine.Disk{Path: parts[0]}
+	if d.Path == "" {
+		return d, fmt.Errorf("%q: no file", v)
+	}
+	for _, opt := range parts[1:] {
+		switch key, val, hasVal := strings.Cut(opt, "="); {
+		case key == "readonly" && !hasVal:
+			d.ReadOnly = true
+		case key == "serial" && hasVal:
+			d.Serial = val
+		default:
+			return d, fmt.Errorf("%q: unknown option %q (want readonly or serial=ID)", v, opt)
+		}
+	}
+	return d, nil
+}
+
+// ParseBalloon parses gvmm run's --balloon value "size=SIZE".
+func ParseBalloon(v string) (*machine.BalloonConfig, error) {
+	size, ok := strings.CutPrefix(v, "size=")
+	if !ok {
+		return nil, fmt.Errorf("%q: want size=SIZE", v)
+	}
+	return ParseBalloonSize(size)
+}
+
+// ParseBalloonSize parses a balloon's size: "0" for an empty balloon, or
+// a size machine.ParseSize reads.
+func ParseBalloonSize(size string) (*machine.BalloonConfig, error) {
+	if size == "0" {
+		return &machine.BalloonConfig{}, nil
+	}
+	n, err := machine.ParseSize(size)
+	if err != nil {
+		return nil, err
+	}
+	return &machine.BalloonConfig{Size: n}, nil
+}
+
+// ParseOnReboot parses "exit" or "restart".
+func ParseOnReboot(s string) (machine.RebootAction, error) {
+	switch s {
+	case "exit":
+		return machine.RebootExit, nil
+	case "restart":
+		return machine.RebootRestart, nil
+	}
+	return 0, fmt.Errorf("%q: want exit or restart", s)
+}

@@ -1,0 +1,222 @@
+package vmdef
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/machine"
+)
+
+// example is the definition of the README.
+const example = `{"name": "web1", "kernel": "/srv/vm/vmlinuz", "initrd": "/srv/vm/initrd.img", "cmdline": "console=ttyS0", "cpus": 2, "memory": "512M", "disks": [{"path": "/srv/vm/web1.img", "readonly": false, "serial": "web1-root"}], "balloon": {"size": "0"}, "mergeable": true}`
+
+func TestParseExample(t *testing.T) {
+	d, err := Parse("web1.json", []byte(example), "/etc")
+	require.NoError(t, err)
+	assert.Equal(t, "web1", d.Name)
+	assert.Equal(t, machine.Config{
+		Kernel: "/srv/vm/vmlinuz", Initrd: "/srv/vm/initrd.img", Cmdline: "console=ttyS0",
+		CPUs: 2, Memory: 512 * machine.MiB,
+		Disks:     []machine.Disk{{Path: "/srv/vm/web1.img", Serial: "web1-root"}},
+		Balloon:   &machine.BalloonConfig{},
+		Mergeable: true,
+	}, d.Config)
+}
+
+func TestParseMinimalAndRelativePaths(t *testing.T) {
+	d, err := Parse("vm.json", []byte(`{"name":"a","kernel":"k/vmlinuz","disks":[{"path":"../img/a.img","readonly":true}],
+		"balloon":{},"on_reboot":"restart","hugepages":true,"allow_cpu_overcommit":true}`), "/srv/vm")
+	require.NoError(t, err)
+	assert.Equal(t, machine.Config{
+		Kernel: "/srv/vm/k/vmlinuz", Disks: []machine.Disk{{Path: "/srv/img/a.img", ReadOnly: true}},
+		Balloon: &machine.BalloonConfig{}, OnReboot: machine.RebootRestart, HugePages: true, AllowCPUOvercommit: true,
+	}, d.Config)
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	for _, src := range []string{
+		example,
+		`{"name":"b","kernel":"/k","memory":"1536M","balloon":{"size":"256M"},"on_reboot":"restart","cpus":1}`,
+		`{"name":"c","kernel":"/k","memory":"4G","disks":[{"path":"/a","readonly":true},{"path":"/b"}],"allow_cpu_overcommit":true,"hugepages":true}`,
+	} {
+		d, err := Parse("in.json", []byte(src), "/")
+		require.NoError(t, err)
+		out, err := d.Marshal()
+		require.NoError(t, err)
+		again, err := Parse("out.json", out, "/elsewhere")
+		require.NoError(t, err, "%s", out)
+		assert.Equal(t, d.Name, again.Name)
+		assert.Equal(t, d.Config, again.Config, "%s", out)
+	}
+}
+
+func TestFormatSize(t *testing.T) {
+	for n, want := range map[uint64]string{
+		512 * machine.MiB: "512M", 2 * machine.GiB: "2G", 1536 * machine.MiB: "1536M",
+		1 << 40: "1T", 68 << 10: "68K",
+	} {
+		assert.Equal(t, want, FormatSize(n))
+		back, err := machine.ParseSize(want)
+		require.NoError(t, err)
+		assert.Equal(t, n, back)
+	}
+}
+
+// TestParseErrors checks that each malformed definition is refused with
+// the place and the reason.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, src string
+		want      string // the whole message
+	}{
+		{"bad JSON", "{\"name\": \"a\",\n \"kernel\": /k}",
+			`vm.json:2:12: invalid JSON: invalid character '/' looking for beginning of value`},
+		{"truncated", `{"name": "a", "kernel": "/k"`, `vm.json:1:29: invalid JSON: the file ends early`},
+		{"empty", ``, `vm.json:1:1: invalid JSON: the file ends early`},
+		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
+		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
+		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot")`},
+		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
+		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
+			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},
+		{"memory number", `{"name": "a", "kernel": "/k", "memory": 512}`, `vm.json:1:41: memory: want a string, got 512`},
+		{"memory too small", `{"name": "a", "kernel": "/k", "memory": "16M"}`,
+			`vm.json:1:41: memory: memory 16 MiB: want 64 MiB to 1024 GiB`},
+		{"missing kernel", `  {"name": "a"}`, `vm.json:1:3: missing "kernel", the kernel to boot: a bzImage or an ELF vmlinux`},
+		{"missing name", `{"kernel": "/k"}`, `vm.json:1:1: missing "name", the VM's name`},
+		{"bad name", `{"name": "a/b", "kernel": "/k"}`,
+			`vm.json:1:10: name: name "a/b": want 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit`},
+		{"empty kernel", `{"name": "a", "kernel": ""}`, `vm.json:1:25: kernel: want a file path, got an empty string`},
+		{"cpus string", `{"name": "a", "kernel": "/k", "cpus": "two"}`, `vm.json:1:39: cpus: want a whole number of vCPUs, got "two"`},
+		{"cpus fraction", `{"name": "a", "kernel": "/k", "cpus": 1.5}`, `vm.json:1:39: cpus: want a whole number of vCPUs from 1 to 254, got 1.5`},
+		{"cpus zero", `{"name": "a", "kernel": "/k", "cpus": 0}`, `vm.json:1:39: cpus: 0 vCPUs: want 1 to 254`},
+		{"cpus too many", `{"name": "a", "kernel": "/k", "cpus": 255}`, `vm.json:1:39: cpus: 255 vCPUs: want 1 to 254`},
+		{"bool as string", `{"name": "a", "kernel": "/k", "mergeable": "yes"}`, `vm.json:1:44: mergeable: want true or false, got "yes"`},
+		{"null", `{"name": "a", "kernel": null}`, `vm.json:1:25: kernel: want a string, got null`},
+		{"disks not a list", `{"name": "a", "kernel": "/k", "disks": {"path": "/d"}}`, `vm.json:1:40: disks: want a list of disks, got an object`},
+		{"disk unknown field", "{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": [\n {\"path\": \"/d\"},\n {\"path\": \"/e\", \"ro\": true}]}",
+			`vm.json:3:17: disks[1]: unknown field "ro" (known: "path", "readonly", "serial")`},
+		{"disk without path", "{\"name\": \"a\", \"kernel\": \"/k\", \"disks\": [{\"serial\": \"x\"}]}",
+			`vm.json:1:41: disks[0]: missing "path", the disk's raw image`},
+		{"disk not an object", `{"name": "a", "kernel": "/k", "disks": ["/d"]}`, `vm.json:1:41: disks[0]: want an object, got "/d"`},
+		{"long serial", `{"name": "a", "kernel": "/k", "disks": [{"path": "/d", "serial": "123456789012345678901"}]}`,
+			`vm.json:1:66: disks[0].serial: disk /d: serial "123456789012345678901" is longer than 20 bytes`},
+		{"balloon size", `{"name": "a", "kernel": "/k", "balloon": {"size": "-1"}}`,
+			`vm.json:1:51: balloon.size: size "-1": want a positive whole number with an optional K, M, G or T suffix`},
+		{"balloon field", `{"name": "a", "kernel": "/k", "balloon": {"target": "1G"}}`,
+			`vm.json:1:43: balloon: unknown field "target" (known: "size")`},
+		{"on_reboot", `{"name": "a", "kernel": "/k", "on_reboot": "halt"}`, `vm.json:1:44: on_reboot: "halt": want exit or restart`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("vm.json", []byte(tt.src), "/")
+			require.Error(t, err)
+			var e *Error
+			require.True(t, errors.As(err, &e), "%T %v", err, err)
+			assert.Equal(t, tt.want, err.Error())
+		})
+	}
+}
+
+func TestParseFileLimitsAndPaths(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "vm.json")
+	require.NoError(t, os.WriteFile(p, []byte(`{"name":"a","kernel":"vmlinuz"}`), 0o600))
+	d, err := ParseFile(p)
+	require.NoError(t, err)
+	assert.Equal(t, filepath.Join(dir, "vmlinuz"), d.Config.Kernel)
+
+	require.NoError(t, os.WriteFile(p, []byte(strings.Repeat(" ", MaxFileBytes+1)), 0o600))
+	_, err = ParseFile(p)
+	assert.ErrorContains(t, err, "larger than")
+	_, err = ParseFile(filepath.Join(dir, "nope.json"))
+	assert.ErrorIs(t, err, os.ErrNotExist)
+}
+
+func TestCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"vmlinuz", "a.img"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, f), nil, 0o600))
+	}
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "d"), 0o700))
+	tests := []struct{ src, want string }{
+		{`{"name":"a","kernel":"vmlinuz","disks":[{"path":"a.img"}]}`, ""},
+		{`{"name":"a","kernel":"nope"}`, "vm.json:1:22: kernel: stat " + filepath.Join(dir, "nope") + ": no such file or directory"},
+		{`{"name":"a","kernel":"vmlinuz","initrd":"d"}`, "vm.json:1:41: initrd: " + filepath.Join(dir, "d") + " is not a regular file"},
+		{`{"name":"a","kernel":"vmlinuz","disks":[{"path":"a.img"},{"path":"b.img"}]}`,
+			"vm.json:1:66: disks[1].path: stat " + filepath.Join(dir, "b.img") + ": no such file or directory"},
+	}
+	for _, tt := range tests {
+		d, err := Parse("vm.json", []byte(tt.src), dir)
+		require.NoError(t, err)
+		err = d.CheckFiles()
+		if tt.want == "" {
+			assert.NoError(t, err)
+			continue
+		}
+		assert.EqualError(t, err, tt.want)
+	}
+}
+
+func TestCheckHost(t *testing.T) {
+	n := runtime.NumCPU()
+	src := `{"name":"a","kernel":"/k","cpus":` + strconv.Itoa(n+1) + `}`
+	d, err := Parse("vm.json", []byte(src), "/")
+	require.NoError(t, err, "a definition is not bound to this host")
+	err = d.CheckHost()
+	assert.ErrorIs(t, err, machine.ErrCPUOvercommit)
+	assert.ErrorContains(t, err, "vm.json:1:34: cpus: more vCPUs than host CPUs")
+
+	d.Config.AllowCPUOvercommit = true
+	assert.NoError(t, d.CheckHost())
+}
+
+func TestFlagParsers(t *testing.T) {
+	disks := []struct {
+		in   string
+		want machine.Disk
+		ok   bool
+	}{
+		{"a.img", machine.Disk{Path: "a.img"}, true},
+		{"a.img,readonly", machine.Disk{Path: "a.img", ReadOnly: true}, true},
+		{"a.img,serial=web1,readonly", machine.Disk{Path: "a.img", ReadOnly: true, Serial: "web1"}, true},
+		{"", machine.Disk{}, false},
+		{"a.img,rw", machine.Disk{}, false},
+		{"a.img,readonly=yes", machine.Disk{}, false},
+	}
+	for _, tt := range disks {
+		d, err := ParseDisk(tt.in)
+		if !tt.ok {
+			assert.Error(t, err, tt.in)
+			continue
+		}
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, d)
+	}
+
+	b, err := ParseBalloon("size=384M")
+	require.NoError(t, err)
+	assert.Equal(t, uint64(384<<20), b.Size)
+	b, err = ParseBalloon("size=0")
+	require.NoError(t, err)
+	assert.Zero(t, b.Size)
+	for _, bad := range []string{"384M", "size=", "size=-1", "size=12Q"} {
+		_, err := ParseBalloon(bad)
+		assert.Error(t, err, bad)
+	}
+
+	r, err := ParseOnReboot("restart")
+	require.NoError(t, err)
+	assert.Equal(t, machine.RebootRestart, r)
+	_, err = ParseOnReboot("Exit")
+	assert.Error(t, err)
+}
