@@ -121,8 +121,33 @@ type FailEntryExit struct {
 // InternalErrorExit is an error inside KVM, typically an instruction it
 // could not emulate.
 type InternalErrorExit struct {
-	Suberror uint32   // KVM_INTERNAL_ERROR_*
+	Suberror InternalSuberror
 	Data     []uint64 // suberror-specific; valid until the next Run
+}
+
+// InternalSuberror says what went wrong in an internal error exit
+// (KVM_INTERNAL_ERROR_*).
+type InternalSuberror uint32
+
+const (
+	InternalEmulation       InternalSuberror = 1 // KVM_INTERNAL_ERROR_EMULATION
+	InternalSimultaneousExc InternalSuberror = 2 // KVM_INTERNAL_ERROR_SIMUL_EX
+	InternalDeliveryEvent   InternalSuberror = 3 // KVM_INTERNAL_ERROR_DELIVERY_EV
+	InternalUnexpectedExit  InternalSuberror = 4 // KVM_INTERNAL_ERROR_UNEXPECTED_EXIT_REASON
+)
+
+var internalSuberrorNames = map[InternalSuberror]string{
+	InternalEmulation:       "instruction emulation failed",
+	InternalSimultaneousExc: "exception while delivering an exception",
+	InternalDeliveryEvent:   "event delivery failed",
+	InternalUnexpectedExit:  "unexpected exit reason",
+}
+
+func (s InternalSuberror) String() string {
+	if n, ok := internalSuberrorNames[s]; ok {
+		return n
+	}
+	return fmt.Sprintf("suberror %d", uint32(s))
 }
 
 // SystemEventExit is a guest-initiated shutdown, reset or crash report.
@@ -225,7 +250,7 @@ func decodeExit(mapping []byte) (Exit, error) {
 		if err != nil {
 			return Exit{}, err
 		}
-		e.Internal = InternalErrorExit{Suberror: in.suberror, Data: data}
+		e.Internal = InternalErrorExit{Suberror: InternalSuberror(in.suberror), Data: data}
 	case ExitSystemEvent:
 		se := run.systemEvent()
 		data, err := words(e.Reason, "system_event.ndata", &se.data, se.ndata)

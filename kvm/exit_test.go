@@ -31,6 +31,12 @@ func TestExitString(t *testing.T) {
 	}
 }
 
+func TestInternalSuberrorString(t *testing.T) {
+	assert.Equal(t, "instruction emulation failed", InternalEmulation.String())
+	assert.Equal(t, "unexpected exit reason", InternalUnexpectedExit.String())
+	assert.Equal(t, "suberror 9", InternalSuberror(9).String())
+}
+
 func TestIODirectionString(t *testing.T) {
 	assert.Equal(t, "in", IOIn.String())
 	assert.Equal(t, "out", IOOut.String())

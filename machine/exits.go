@@ -44,7 +44,10 @@ func (b *bootedVM) handleExit(v *vcpu, exit kvm.Exit) bool {
 		b.fault(v, fmt.Errorf("%w: vcpu %d: triple fault", ErrGuestFault, v.id))
 		return true
 	case kvm.ExitInternalError:
-		b.fault(v, fmt.Errorf("%w: vcpu %d: KVM internal error, suberror %d", ErrGuestFault, v.id, exit.Internal.Suberror))
+		// Named: "suberror 1" tells a user nothing about a guest that, say,
+		// jumped to where no RAM is.
+		b.fault(v, fmt.Errorf("%w: vcpu %d: KVM internal error: %v (suberror %d)",
+			ErrGuestFault, v.id, exit.Internal.Suberror, uint32(exit.Internal.Suberror)))
 		return true
 	case kvm.ExitFailEntry:
 		b.fault(v, fmt.Errorf("%w: vcpu %d: VM entry failed, hardware reason %#x", ErrGuestFault, v.id, exit.FailEntry.HardwareReason))

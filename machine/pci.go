@@ -8,6 +8,7 @@ import (
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
+	"github.com/gvmm-dev/gvmm/machine/ratelog"
 	"github.com/gvmm-dev/gvmm/virtio"
 )
 
@@ -170,9 +171,10 @@ func (v *msiVectors) Trigger(vector int) error {
 // guest's queue notification wakes the device goroutine without stopping
 // the vCPU.
 type notifiers struct {
-	b  *bootedVM
-	mu sync.Mutex
-	on map[notifyKey]*kvm.EventFD
+	b    *bootedVM
+	mu   sync.Mutex
+	on   map[notifyKey]*kvm.EventFD
+	glog *ratelog.Logger // made on first use
 }
 
 type notifyKey struct {
@@ -200,9 +202,22 @@ func (n *notifiers) barMapped(dev pci.Device, bar int, addr, _ uint64, mapped bo
 			err = n.remove(key)
 		}
 		if err != nil {
-			n.b.m.log.Warn("virtio notify eventfd", "addr", fmt.Sprintf("%#x", key.addr), "err", err)
+			n.warn("virtio notify eventfd", "addr", fmt.Sprintf("%#x", key.addr), "err", err)
 		}
 	}
+}
+
+// warn logs, rate-limited, a failure the guest can repeat at will: laying
+// two BARs over each other, whose notify addresses then collide (EEXIST),
+// and toggling decoding.
+func (n *notifiers) warn(msg string, args ...any) {
+	n.mu.Lock()
+	if n.glog == nil {
+		n.glog = ratelog.New(n.b.m.log)
+	}
+	l := n.glog
+	n.mu.Unlock()
+	l.Warn(msg, args...)
 }
 
 func (n *notifiers) add(key notifyKey, q int) error {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/machine/ratelog"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 
@@ -121,6 +122,7 @@ type PCIDevice struct {
 	dev      Device
 	mem      *memory.Memory
 	log      *slog.Logger
+	glog     *ratelog.Logger // for what the guest provokes, which it may repeat without end
 	cs       *pci.ConfigSpace
 	msix     *pci.MSIX
 	maxSizes []uint16
@@ -179,6 +181,7 @@ func NewPCI(dev Device, opts PCIOptions) (*PCIDevice, error) {
 		queueVectors: make([]atomic.Uint32, len(sizes)),
 		queues:       make([]queueConfig, len(sizes)),
 	}
+	p.glog = ratelog.New(p.log)
 	for i := range p.kicks {
 		p.kicks[i] = make(chan struct{}, 1)
 	}
@@ -472,7 +475,7 @@ func (p *PCIDevice) writeCommon(off uint64, data []byte) {
 			*field = *field&^(mask<<shift) | (v&mask)<<shift
 		}
 	default:
-		p.log.Debug("ignored common configuration write", "offset", off, "width", w)
+		p.glog.Debug("ignored common configuration write", "offset", off, "width", w)
 	}
 }
 
@@ -511,13 +514,13 @@ func (p *PCIDevice) setStatus(v uint8) {
 	}
 	v &^= StatusNeedsReset // the device's bit, not the driver's
 	if v&p.status != p.status {
-		p.log.Warn("driver cleared device status bits without a reset", "old", p.status, "new", v)
+		p.glog.Warn("driver cleared device status bits without a reset", "old", p.status, "new", v)
 		return
 	}
 	added := v &^ p.status
 	if added&StatusFeaturesOK != 0 {
 		if err := p.checkFeatures(); err != nil {
-			p.log.Warn("feature negotiation failed", "err", err)
+			p.glog.Warn("feature negotiation failed", "err", err)
 			v &^= StatusFeaturesOK // the driver reads back and gives up
 		}
 	}
@@ -615,7 +618,7 @@ func (p *PCIDevice) worker(ctx context.Context, i int) {
 // DRIVER_OK, tells it through a configuration change (spec 2.1.2). Workers
 // call it too, so it touches only atomic state.
 func (p *PCIDevice) broken(err error, driverOK bool) {
-	p.log.Warn("virtio device needs reset", "err", err)
+	p.glog.Warn("virtio device needs reset", "err", err)
 	p.needsReset.Store(true)
 	if driverOK {
 		if err := (configInterrupt{p}).Trigger(); err != nil {

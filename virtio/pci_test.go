@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
+	"github.com/gvmm-dev/gvmm/machine/ratelog"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
@@ -300,8 +302,10 @@ func TestNotifyRunsWorker(t *testing.T) {
 func TestProcessErrorNeedsReset(t *testing.T) {
 	f := newFixture(t, 8)
 	f.dev.fail = errors.New("broken chain")
-	require.NoError(t, f.drv.Start(virtio.FeatureVersion1, ringBase))
+	// Read before Start: activation already kicks the worker, which may
+	// break the device before the Kick below.
 	gen := f.drv.ReadCommon(virtiotest.CommonConfigGeneration, 1)
+	require.NoError(t, f.drv.Start(virtio.FeatureVersion1, ringBase))
 	f.drv.Kick(0)
 	require.True(t, f.msi.Wait(1, waitFor), "configuration change vector")
 	assert.NotZero(t, f.drv.Status()&virtio.StatusNeedsReset)
@@ -391,4 +395,43 @@ func TestEveryOffsetEveryWidth(t *testing.T) {
 			f.fn.ConfigSpace().Write(off, buf)
 		}
 	}
+}
+
+// TestGuestProvokedWarningsAreBounded: a driver that breaks the device
+// over and over, as a hostile guest can at the rate of its register
+// writes, gets a bounded number of log lines for it.
+func TestGuestProvokedWarningsAreBounded(t *testing.T) {
+	var log syncBuffer
+	mem := virtiotest.NewMemory(4 << 20)
+	fn, err := virtio.NewPCI(newFakeDevice(8), virtio.PCIOptions{Mem: mem, MSI: virtiotest.NewMSI(),
+		Log: slog.New(slog.NewTextHandler(&log, nil))})
+	require.NoError(t, err)
+	drv, err := virtiotest.NewPCIDriver(fn, mem)
+	require.NoError(t, err)
+	for i := 0; i < 500; i++ {
+		drv.SetStatus(statusAck | statusDriver)
+		drv.SetStatus(statusAck) // clears a bit without a reset
+		drv.SetStatus(statusAck | statusDriver | statusDriverOK)
+		require.NotZero(t, drv.Status()&virtio.StatusNeedsReset, "DRIVER_OK without FEATURES_OK")
+		drv.SetStatus(0)
+	}
+	assert.LessOrEqual(t, strings.Count(log.String(), "level=WARN"), ratelog.Burst, "%s", log.String())
+	assert.Contains(t, log.String(), "virtio device needs reset")
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -1,0 +1,743 @@
+// Package hostile_test runs guests that attack gvmm and checks that the
+// VMM neither panics nor grows without bound, keeps serving, and ends
+// with a clear message where the guest broke itself.
+//
+// TestHostileGuest boots the stock Debian kernel with tests/guesthostile
+// as init: root user space that hammers every I/O port, the MMIO hole,
+// the PCI configuration and BARs of the devices it unbinds, drives a
+// virtio-blk queue by hand with hostile rings, and finally triple-faults
+// the machine through the kernel's reboot=t path. TestGuestBreaksItself
+// boots tiny hand-made PVH kernels that break the machine at once, and
+// TestRebootLoop one that resets it as soon as it runs, forever.
+//
+// Exits cost hundreds of microseconds in the emulated KVM test host, so
+// the guest samples where it could be exhaustive (see its command line
+// keys, which GVMM_HOSTILE_ARGS adds to); REP INS brings the accesses
+// into millions.
+package hostile_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/machine/ratelog"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+// guestModules are what the hostile guest loads: the PCI transport and
+// the disk driver (dependencies resolved by debkernel).
+var guestModules = []string{"virtio_pci", "virtio_blk"}
+
+func TestMain(m *testing.M) {
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guesthostile", "github.com/gvmm-dev/gvmm/tests/guesthostile"),
+		kvmhost.WithModules(guestModules...),
+	)
+}
+
+// envGuestArgs adds keys to the hostile guest's command line (see
+// tests/guesthostile), e.g. to rerun a few phases: "gvmm.phases=ports,break".
+const envGuestArgs = "GVMM_HOSTILE_ARGS"
+
+const (
+	mib = 1 << 20
+	// runTimeout bounds one gvmm run; a stuck guest fails the test.
+	runTimeout = 8 * time.Minute
+	guestMiB   = 256
+	diskBytes  = 16 * mib
+	// Bounds on the VMM while the guest attacks it: guest RAM it may
+	// have touched plus a fixed allowance for the VMM itself, threads,
+	// descriptors and log output (info level, where one line per
+	// refused request or register write ran into megabytes).
+	rssSlackMiB = 64
+	maxThreads  = 48
+	maxFDs      = 64
+	maxStderr   = 32 << 10
+)
+
+// phases are what the guest reports, in order, before it breaks the
+// machine.
+var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "rebind", "verify"}
+
+// queueOutcomes is what the device must answer to each hand-made queue
+// case of tests/guesthostile/queue.go: well-formed requests are answered
+// (status 0 OK, 1 IOERR, 2 UNSUPP; a request without a status byte is
+// returned unanswered), broken chains and queue setups put the device in
+// NEEDS_RESET, and the device works again after every reset.
+var queueOutcomes = map[string]string{
+	"good-read":                     "used:status=0:data=ok",
+	"good-read-indirect":            "used:status=0:len=513",
+	"get-id":                        "used:status=0:len=21",
+	"past-end":                      "used:status=1:len=1",
+	"sector-overflow":               "used:status=1:len=1",
+	"unknown-type":                  "used:status=2:len=1",
+	"odd-length":                    "used:status=1:len=1",
+	"wrong-direction":               "used:status=1:len=1",
+	"short-header":                  "used:status=1:len=1",
+	"no-status":                     "used:status=238:len=0",
+	"loop":                          "needs-reset",
+	"self-loop":                     "needs-reset",
+	"next-out-of-range":             "needs-reset",
+	"head-out-of-range":             "needs-reset",
+	"beyond-ram":                    "needs-reset",
+	"mmio-hole":                     "needs-reset",
+	"own-bar":                       "needs-reset",
+	"wraps":                         "needs-reset",
+	"huge-length":                   "needs-reset",
+	"readable-after-writable":       "needs-reset",
+	"avail-jump":                    "needs-reset",
+	"indirect-len-zero":             "needs-reset",
+	"indirect-len-unaligned":        "needs-reset",
+	"indirect-too-long":             "needs-reset",
+	"indirect-beyond-ram":           "needs-reset",
+	"indirect-with-next":            "needs-reset",
+	"indirect-nested":               "needs-reset",
+	"indirect-loop":                 "needs-reset",
+	"indirect-not-negotiated":       "needs-reset",
+	"size-not-power-of-two":         "needs-reset",
+	"size-too-large":                "needs-reset",
+	"desc-misaligned":               "needs-reset",
+	"ring-beyond-ram":               "needs-reset",
+	"ring-in-mmio-hole":             "needs-reset",
+	"ring-wraps":                    "needs-reset",
+	"enable-before-features-ok":     "needs-reset",
+	"driver-ok-without-features-ok": "needs-reset",
+	"features-not-offered":          "refused",
+	"no-version-1":                  "refused",
+	"queue-select-out-of-range":     "ready:status=0xf",
+	"clear-status-bits":             "status=0xf:used:status=0:data=ok",
+	"notify-storm":                  "used:status=0:data=ok",
+	"reset-in-flight":               "ok",
+	"flood-bad-requests":            "used=5120:ioerr=5120",
+	"flood-broken-chains":           "needs-reset=200",
+	"good-read-after":               "used:status=0:data=ok",
+}
+
+// TestHostileGuest runs the hostile guest once, with two disks (vda is
+// attacked, vdb left alone), a balloon and the control API, sampling the
+// VMM's resident memory, threads and descriptors all along and querying
+// the API after every phase. The guest ends with a triple fault, which
+// gvmm must report as such with exit status 1.
+func TestHostileGuest(t *testing.T) {
+	dir := t.TempDir()
+	seeds := map[string]uint64{"vda": 11, "vdb": 22}
+	images := map[string]string{}
+	for name, seed := range seeds {
+		images[name] = filepath.Join(dir, name+".img")
+		writePattern(t, images[name], seed, diskBytes)
+	}
+	sock := filepath.Join(dir, "api.sock")
+	k := kernel(t)
+	cmdline := fmt.Sprintf("console=ttyS0 reboot=t panic=1 quiet gvmm.attack=vda gvmm.keep=vdb "+
+		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d", seeds["vda"], seeds["vdb"], diskBytes/mib)
+	if extra := os.Getenv(envGuestArgs); extra != "" {
+		cmdline += " " + extra
+		t.Logf("%s: %s", envGuestArgs, extra)
+	}
+	start := time.Now()
+	v := startVMM(t, "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t), "--memory", strconv.Itoa(guestMiB)+"M",
+		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock)
+	samples := sample(v)
+	apiStates := watchPhases(v, sock)
+	r := v.wait(t)
+	res, states := samples(), apiStates()
+	elapsed := time.Since(start)
+
+	t.Logf("gvmm ran %s; peak VmRSS %d MiB (VmHWM %d MiB) for %d MiB of guest RAM, %d threads, %d fds; stderr %d bytes",
+		elapsed.Round(time.Second), res.rssKB>>10, res.hwmKB>>10, guestMiB, res.threads, res.fds, len(r.stderr))
+	t.Logf("gvmm's log messages by count:\n%s", topLines(r.stderr, 12))
+	for _, p := range r.values("phase") {
+		t.Logf("phase %s", p)
+	}
+	for _, key := range []string{"functions", "kmsg", "mmio", "config", "overlap", "bar", "msix"} {
+		for _, val := range r.values(key) {
+			t.Logf("%s: %s", key, val)
+		}
+	}
+
+	requireNoPanic(t, r)
+	assert.Empty(t, r.values("error"), "the guest reported errors\n%s", r)
+	var got []string
+	for _, p := range r.values("phase") {
+		name, _, _ := strings.Cut(p, " ")
+		got = append(got, name)
+	}
+	require.Equal(t, phases, got, "phases the guest reported\n%s", r)
+	assert.Equal(t, []string{"triple-fault"}, r.values("breaking"), "%s", r)
+
+	t.Run("exits 1 naming the triple fault", func(t *testing.T) {
+		assert.Equal(t, 1, r.status, "%s", r)
+		assert.Contains(t, r.stderr, "triple fault")
+	})
+	t.Run("control API answered after every phase", func(t *testing.T) {
+		for _, p := range phases {
+			assert.Equal(t, "running", states[p], "GET /vm after phase %s", p)
+		}
+		assert.Equal(t, "paused", states["storm+pause"], "PUT /vm/pause during the attack")
+	})
+	t.Run("queue attacks refused, device usable after each", func(t *testing.T) {
+		outcomes := map[string]string{}
+		for _, val := range r.values("vq") {
+			name, out, _ := strings.Cut(val, ":")
+			outcomes[name] = out
+		}
+		assert.Equal(t, queueOutcomes, outcomes)
+	})
+	t.Run("MSI-X held while masked, delivered when unmasked", func(t *testing.T) {
+		msix := r.values("msix")
+		assert.Len(t, msix, 2, "the attacked disk and the balloon")
+		for _, v := range msix {
+			assert.True(t, strings.HasSuffix(v, ":signals=50 pending=50 delivered=50"), "%s", v)
+		}
+	})
+	t.Run("attacked disk works again, kept disk intact", func(t *testing.T) {
+		assert.Equal(t, []string{"vda:ok"}, r.values("recovered"), "%s", r)
+		assert.Equal(t, []string{"vdb:ok"}, r.values("verify"), "%s", r)
+		for name, seed := range seeds {
+			assert.Equal(t, patternSum(seed, diskBytes), fileSum(t, images[name]), "%s was changed", name)
+		}
+	})
+	t.Run("bounded", func(t *testing.T) {
+		assert.LessOrEqual(t, res.rssKB, int64(guestMiB+rssSlackMiB)<<10, "peak VmRSS (KiB)")
+		assert.LessOrEqual(t, res.hwmKB, int64(guestMiB+rssSlackMiB)<<10, "VmHWM (KiB)")
+		assert.LessOrEqual(t, res.threads, maxThreads, "threads")
+		assert.LessOrEqual(t, res.fds, maxFDs, "open descriptors")
+		assert.LessOrEqual(t, len(r.stderr), maxStderr, "stderr bytes; its most frequent messages:\n%s", topLines(r.stderr, 8))
+		// One line per toggle of the overlapping BARs before the VMM
+		// limited it; its budget allows two windows in the phase.
+		assert.LessOrEqual(t, strings.Count(r.stderr, `msg="virtio notify eventfd"`), 2*ratelog.Burst,
+			"the guest toggled overlapping BARs %v", r.values("overlap"))
+	})
+}
+
+// requireNoPanic fails on a Go panic or runtime error in gvmm's output.
+func requireNoPanic(t *testing.T, r result) {
+	t.Helper()
+	for _, s := range []string{"panic:", "goroutine ", "fatal error:", "SIGSEGV"} {
+		require.NotContains(t, r.stderr, s, "gvmm crashed\n%s", r)
+	}
+}
+
+// TestGuestBreaksItself boots hand-made PVH kernels (32-bit code entered
+// with paging off) that end the machine at once, and checks gvmm's exit
+// status and message for each; the last sweeps unclaimed ports and
+// addresses at debug level, where the buses log each unclaimed address
+// once, at most 4096 per bus.
+func TestGuestBreaksItself(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		code   []byte
+		args   []string
+		status int
+		msg    string
+	}{
+		{"triple fault", tripleFault, nil, 1, "triple fault"},
+		{"execute from the MMIO hole", execMMIO, nil, 1, "KVM internal error: instruction emulation failed"},
+		{"i8042 reset", i8042Reset, nil, 0, "reboot"},
+		{"ACPI soft-off", acpiPowerOff, nil, 0, "power"},
+		{"unclaimed sweep, then triple fault", unclaimedSweep, []string{"--log-level", "debug"}, 1, "triple fault"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kernel := filepath.Join(t.TempDir(), "payload.elf")
+			require.NoError(t, os.WriteFile(kernel, pvhELF(tc.code), 0o644))
+			start := time.Now()
+			r := startVMM(t, append([]string{"run", "--kernel", kernel, "--memory", "64M"}, tc.args...)...).wait(t)
+			t.Logf("%s: exit %d after %s, stderr %d bytes", tc.name, r.status, time.Since(start).Round(time.Millisecond), len(r.stderr))
+			requireNoPanic(t, r)
+			assert.Equal(t, tc.status, r.status, "%s", r)
+			assert.Contains(t, r.stderr, tc.msg)
+			if tc.args != nil {
+				for _, bus := range []string{"pio", "mmio"} {
+					addrs := unclaimed(r.stderr, bus)
+					t.Logf("%s: %d unclaimed-access lines", bus, len(addrs))
+					assert.Len(t, addrs, missedLimit, "%s: lines of unclaimed accesses, at most %d", bus, missedLimit)
+					for a, n := range addrs {
+						if !assert.Equal(t, 1, n, "%s: unclaimed access at %s logged more than once", bus, a) {
+							break
+						}
+					}
+				}
+				assert.Less(t, len(r.stderr), 2<<20)
+			}
+		})
+	}
+}
+
+// TestRebootLoop boots a guest that resets the machine as soon as it
+// runs, with --on-reboot restart: gvmm builds a new VM for each boot, and
+// its descriptors, threads and memory must not grow with the count. The
+// control API stops it.
+func TestRebootLoop(t *testing.T) {
+	dir := t.TempDir()
+	kernel, sock := filepath.Join(dir, "payload.elf"), filepath.Join(dir, "api.sock")
+	require.NoError(t, os.WriteFile(kernel, pvhELF(i8042Reset), 0o644))
+	v := startVMM(t, "run", "--kernel", kernel, "--memory", "64M", "--on-reboot", "restart", "--api-socket", sock)
+	reboots := func() int { return strings.Count(v.errb.String(), "guest rebooted") }
+	waitReboots := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); reboots() < n; time.Sleep(20 * time.Millisecond) {
+			require.True(t, time.Now().Before(deadline), "%d reboots after a minute\n%s", reboots(), v.errb.String())
+		}
+	}
+	waitReboots(5)
+	early := snapshot(v)
+	waitReboots(105)
+	late := snapshot(v)
+	c := api.NewClient(sock)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	require.NoError(t, c.Stop(ctx))
+	r := v.wait(t)
+	t.Logf("%d reboots; after 5: %+v, after 105: %+v", reboots(), early, late)
+	requireNoPanic(t, r)
+	assert.Equal(t, 0, r.status, "%s", r)
+	assert.LessOrEqual(t, late.fds, early.fds+2, "descriptors")
+	assert.LessOrEqual(t, late.threads, early.threads+2, "threads")
+	assert.LessOrEqual(t, late.rssKB, early.rssKB+16<<10, "VmRSS (KiB)")
+}
+
+// snapshot reads the VMM's usage once.
+func snapshot(v *vmm) usage {
+	pid := v.cmd.Process.Pid
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	return usage{rssKB: statusField(status, "VmRSS"), hwmKB: statusField(status, "VmHWM"),
+		threads: int(statusField(status, "Threads")), fds: len(fds)}
+}
+
+// missedLimit is how many unclaimed addresses a bus logs (devices/bus.go).
+const missedLimit = 4096
+
+var unclaimedLine = regexp.MustCompile(`msg="unclaimed access" bus=(\w+) .*addr=(0x[0-9a-f]+)`)
+
+// unclaimed counts the debug lines of unclaimed accesses on bus by address.
+func unclaimed(log, bus string) map[string]int {
+	out := map[string]int{}
+	for _, m := range unclaimedLine.FindAllStringSubmatch(log, -1) {
+		if m[1] == bus {
+			out[m[2]]++
+		}
+	}
+	return out
+}
+
+// Payloads, 32-bit code at pvhEntry (assembled with GNU as; the bytes
+// follow their listing).
+var (
+	// lidt [pvhEntry+0x100] (an empty IDT: the 6 zero bytes there); int3:
+	// the breakpoint cannot be delivered, nor the #GP, nor the #DF.
+	tripleFault = []byte{
+		0x0f, 0x01, 0x1d, 0x00, 0x01, 0x20, 0x00, // lidt 0x200100
+		0xcc, // int3
+	}
+	// mov eax, 0xc0000000; jmp eax: fetch instructions where no RAM is.
+	execMMIO = []byte{
+		0xb8, 0x00, 0x00, 0x00, 0xc0, // mov eax, 0xc0000000
+		0xff, 0xe0, // jmp eax
+	}
+	// mov al, 0xfe; out 0x64, al: pulse the reset line; hlt forever.
+	i8042Reset = []byte{
+		0xb0, 0xfe, // mov al, 0xfe
+		0xe6, 0x64, // out 0x64, al
+		0xf4,       // hlt
+		0xeb, 0xfd, // jmp hlt
+	}
+	// mov dx, 0x604; mov ax, SLP_EN | SLP_TYP=5; out dx, ax: ACPI S5.
+	acpiPowerOff = []byte{
+		0x66, 0xba, 0x04, 0x06, // mov dx, 0x604
+		0x66, 0xb8, 0x00, 0x34, // mov ax, 0x3400
+		0x66, 0xef, // out dx, ax
+		0xf4,       // hlt
+		0xeb, 0xfd, // jmp hlt
+	}
+	// Read ports 0x1000-0x17ff twice, then 0x1800-0x27ff once; read a
+	// dword in each of the 2048 pages from 256 MiB up (no RAM there with
+	// 64 MiB) twice, then in the 4096 pages after once. Each bus sees
+	// 2048 unclaimed addresses twice, then more than its log allows.
+	// Then the triple fault.
+	unclaimedSweep = []byte{
+		0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+		0xba, 0x00, 0x10, 0x00, 0x00, // a: mov edx, 0x1000
+		0xec,                               // b: in al, dx
+		0x42,                               // inc edx
+		0x81, 0xfa, 0x00, 0x18, 0x00, 0x00, // cmp edx, 0x1800
+		0x72, 0xf6, // jb b
+		0xe2, 0xef, // loop a
+		0xec,                               // c: in al, dx
+		0x42,                               // inc edx
+		0x81, 0xfa, 0x00, 0x28, 0x00, 0x00, // cmp edx, 0x2800
+		0x72, 0xf6, // jb c
+		0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx, 2
+		0xbe, 0x00, 0x00, 0x00, 0x10, // e: mov esi, 0x10000000
+		0x8b, 0x06, // f: mov eax, [esi]
+		0x81, 0xc6, 0x00, 0x10, 0x00, 0x00, // add esi, 0x1000
+		0x81, 0xfe, 0x00, 0x00, 0x80, 0x10, // cmp esi, 0x10800000
+		0x72, 0xf0, // jb f
+		0xe2, 0xe9, // loop e
+		0x8b, 0x06, // g: mov eax, [esi]
+		0x81, 0xc6, 0x00, 0x10, 0x00, 0x00, // add esi, 0x1000
+		0x81, 0xfe, 0x00, 0x00, 0x80, 0x11, // cmp esi, 0x11800000
+		0x72, 0xf0, // jb g
+		0x0f, 0x01, 0x1d, 0x00, 0x01, 0x20, 0x00, // lidt 0x200100
+		0xcc, // int3
+	}
+)
+
+// pvhEntry is where payloads are loaded and entered; 0x100 bytes in lie
+// the zeros the triple fault loads as its IDT register.
+const pvhEntry = 0x200000
+
+// pvhELF wraps 32-bit code in the smallest ELF gvmm boots: one PT_LOAD
+// segment at pvhEntry and a PT_NOTE with XEN_ELFNOTE_PHYS32_ENTRY.
+func pvhELF(code []byte) []byte {
+	const (
+		ehdrSize  = 64
+		phdrSize  = 56
+		noteOff   = ehdrSize + 2*phdrSize
+		codeOff   = 0x1000
+		segSize   = 0x1000
+		xenPhys32 = 18 // XEN_ELFNOTE_PHYS32_ENTRY
+	)
+	var note bytes.Buffer
+	for _, v := range []uint32{4, 4, xenPhys32} { // namesz, descsz, type
+		_ = binary.Write(&note, binary.LittleEndian, v)
+	}
+	note.WriteString("Xen\x00")
+	_ = binary.Write(&note, binary.LittleEndian, uint32(pvhEntry))
+
+	var f bytes.Buffer
+	hdr := elf.Header64{
+		Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
+		Entry: pvhEntry, Phoff: ehdrSize, Ehsize: ehdrSize, Phentsize: phdrSize, Phnum: 2,
+	}
+	copy(hdr.Ident[:], elf.ELFMAG)
+	hdr.Ident[elf.EI_CLASS] = byte(elf.ELFCLASS64)
+	hdr.Ident[elf.EI_DATA] = byte(elf.ELFDATA2LSB)
+	hdr.Ident[elf.EI_VERSION] = byte(elf.EV_CURRENT)
+	progs := []elf.Prog64{
+		{Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Off: codeOff,
+			Vaddr: pvhEntry, Paddr: pvhEntry, Filesz: segSize, Memsz: segSize, Align: 0x1000},
+		{Type: uint32(elf.PT_NOTE), Flags: uint32(elf.PF_R), Off: noteOff,
+			Filesz: uint64(note.Len()), Memsz: uint64(note.Len()), Align: 4},
+	}
+	_ = binary.Write(&f, binary.LittleEndian, hdr)
+	_ = binary.Write(&f, binary.LittleEndian, progs)
+	f.Write(note.Bytes())
+	f.Write(make([]byte, codeOff-f.Len()))
+	seg := make([]byte, segSize) // zeros: the empty IDT register at +0x100
+	copy(seg, code)
+	f.Write(seg)
+	return f.Bytes()
+}
+
+func kernel(t *testing.T) *debkernel.Kernel {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	return k
+}
+
+// guestInitrd builds the hostile guest's initramfs: guesthostile as
+// /init and the modules it loads, in load order.
+func guestInitrd(t *testing.T) string {
+	t.Helper()
+	mods, err := kernel(t).Modules(guestModules...)
+	require.NoError(t, err)
+	a := initramfs.New()
+	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
+	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guesthostile")))
+	var order strings.Builder
+	for _, m := range mods {
+		require.NoError(t, a.AddFile("lib/modules/"+m.Name+".ko", m.Path))
+		order.WriteString(m.Name + "\n")
+	}
+	require.NoError(t, a.AddData("etc/modules.order", []byte(order.String()), 0o644))
+	p := filepath.Join(t.TempDir(), "guest.cpio")
+	require.NoError(t, a.WriteFile(p))
+	return p
+}
+
+func writePattern(t *testing.T, path string, seed uint64, n int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	require.NoError(t, err)
+	defer f.Close()
+	_, err = io.Copy(f, pattern.Reader(seed, 0, n))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+}
+
+func patternSum(seed uint64, n int64) [32]byte {
+	h := sha256.New()
+	_, _ = io.Copy(h, pattern.Reader(seed, 0, n))
+	return [32]byte(h.Sum(nil))
+}
+
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return sha256.Sum256(data)
+}
+
+// vmm is a running gvmm whose output is recorded live.
+type vmm struct {
+	cmd  *exec.Cmd
+	ctx  context.Context
+	out  *lineRecorder
+	errb *lineRecorder
+}
+
+func startVMM(t *testing.T, args ...string) *vmm {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
+	v := &vmm{cmd: exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...), ctx: ctx,
+		out: &lineRecorder{}, errb: &lineRecorder{}}
+	v.cmd.Stdout, v.cmd.Stderr = v.out, v.errb
+	v.cmd.WaitDelay = 5 * time.Second
+	require.NoError(t, v.cmd.Start())
+	t.Cleanup(func() {
+		cancel()
+		if v.cmd.ProcessState == nil {
+			_ = v.cmd.Process.Kill()
+			_ = v.cmd.Wait()
+		}
+	})
+	return v
+}
+
+type result struct {
+	status int
+	stdout string
+	stderr string
+	rec    *lineRecorder
+}
+
+func (r result) String() string {
+	out := r.stdout
+	if len(out) > 32<<10 {
+		out = "...\n" + out[len(out)-32<<10:]
+	}
+	errs := r.stderr
+	if len(errs) > 16<<10 {
+		errs = errs[:8<<10] + "\n...\n" + errs[len(errs)-8<<10:]
+	}
+	return "--- gvmm stdout (guest console) ---\n" + out + "--- gvmm stderr ---\n" + errs
+}
+
+func (r result) values(key string) []string { return r.rec.values(key) }
+
+func (v *vmm) wait(t *testing.T) result {
+	t.Helper()
+	err := v.cmd.Wait()
+	r := result{stdout: v.out.String(), stderr: v.errb.String(), rec: v.out}
+	require.NoError(t, v.ctx.Err(), "gvmm did not finish in %s\n%s", runTimeout, r)
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.status = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("running gvmm: %v\n%s", err, r)
+	}
+	return r
+}
+
+// usage is the peak of what sample saw of the VMM process.
+type usage struct {
+	rssKB, hwmKB int64
+	threads, fds int
+}
+
+// sample reads the VMM's VmRSS, VmHWM, thread count and open descriptors
+// every 200 ms until it exits; the returned function stops sampling and
+// returns the peaks.
+func sample(v *vmm) func() usage {
+	var (
+		mu   sync.Mutex
+		peak usage
+		stop = make(chan struct{})
+		done = make(chan struct{})
+	)
+	pid := v.cmd.Process.Pid
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			if err == nil {
+				fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+				mu.Lock()
+				peak.rssKB = max(peak.rssKB, statusField(status, "VmRSS"))
+				peak.hwmKB = max(peak.hwmKB, statusField(status, "VmHWM"))
+				peak.threads = max(peak.threads, int(statusField(status, "Threads")))
+				peak.fds = max(peak.fds, len(fds))
+				mu.Unlock()
+			}
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return func() usage {
+		close(stop)
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
+}
+
+var statusLine = regexp.MustCompile(`(?m)^(\w+):\s+(\d+)`)
+
+// statusField returns a number of /proc/PID/status (kB for sizes).
+func statusField(status []byte, name string) int64 {
+	for _, m := range statusLine.FindAllSubmatch(status, -1) {
+		if string(m[1]) == name {
+			n, _ := strconv.ParseInt(string(m[2]), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+// watchPhases asks the control API for the VM's state each time the
+// guest reports a phase done, and pauses and resumes the VM once, after
+// the storm; the returned function gives the states by phase.
+func watchPhases(v *vmm, sock string) func() map[string]string {
+	states := map[string]string{}
+	c := api.NewClient(sock)
+	query := func(key string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		info, err := c.Info(ctx)
+		state := info.State
+		if err != nil {
+			state = "error: " + err.Error()
+		}
+		states[key] = state
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.Close()
+		seen := 0
+		for {
+			ps := v.out.values("phase")
+			for ; seen < len(ps); seen++ {
+				name, _, _ := strings.Cut(ps[seen], " ")
+				query(name)
+				if name == "storm" {
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					if err := c.Pause(ctx); err == nil {
+						query("storm+pause")
+						_ = c.Resume(ctx)
+					}
+					cancel()
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	return func() map[string]string {
+		close(stop)
+		<-done
+		return states // the goroutine is done with it
+	}
+}
+
+var logMsg = regexp.MustCompile(`msg=("[^"]*"|\S+)`)
+
+// topLines returns the most frequent messages of a log and their counts.
+func topLines(log string, n int) string {
+	counts := map[string]int{}
+	for _, m := range logMsg.FindAllStringSubmatch(log, -1) {
+		counts[m[1]]++
+	}
+	msgs := make([]string, 0, len(counts))
+	for m := range counts {
+		msgs = append(msgs, m)
+	}
+	sort.Slice(msgs, func(i, j int) bool { return counts[msgs[i]] > counts[msgs[j]] })
+	var b strings.Builder
+	for _, m := range msgs[:min(n, len(msgs))] {
+		fmt.Fprintf(&b, "%8d %s\n", counts[m], m)
+	}
+	return b.String()
+}
+
+// lineRecorder keeps a process's output and the guest's GVMMTEST reports.
+type lineRecorder struct {
+	mu      sync.Mutex
+	all     bytes.Buffer
+	partial []byte
+	reports map[string][]string
+}
+
+func (l *lineRecorder) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.all.Write(p)
+	l.partial = append(l.partial, p...)
+	for {
+		i := bytes.IndexByte(l.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := strings.TrimRight(string(l.partial[:i]), "\r")
+		l.partial = l.partial[i+1:]
+		if j := strings.Index(line, "GVMMTEST "); j >= 0 {
+			k, v, _ := strings.Cut(line[j+len("GVMMTEST "):], "=")
+			if l.reports == nil {
+				l.reports = map[string][]string{}
+			}
+			l.reports[k] = append(l.reports[k], v)
+		}
+	}
+	return len(p), nil
+}
+
+func (l *lineRecorder) values(key string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.reports[key]...)
+}
+
+func (l *lineRecorder) has(key string) bool { return len(l.values(key)) > 0 }
+
+func (l *lineRecorder) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.all.String()
+}
