@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -113,8 +113,8 @@ type vmm struct {
 	cmd     *exec.Cmd
 	ctx     context.Context
 	cancel  context.CancelFunc
-	out     *lineRecorder
-	errb    *lineRecorder
+	out     *guest.Recorder
+	errb    *guest.Recorder
 	done    chan struct{} // closed when gvmm has ended; waitErr is then set
 	waitErr error
 }
@@ -124,7 +124,7 @@ func start(t *testing.T, stdin io.Reader, args ...string) *vmm {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	v := &vmm{cmd: exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...), ctx: ctx, cancel: cancel,
-		out: &lineRecorder{}, errb: &lineRecorder{}, done: make(chan struct{})}
+		out: &guest.Recorder{}, errb: &guest.Recorder{}, done: make(chan struct{})}
 	v.cmd.Stdin, v.cmd.Stdout, v.cmd.Stderr = stdin, v.out, v.errb
 	v.cmd.WaitDelay = 5 * time.Second
 	require.NoError(t, v.cmd.Start())
@@ -150,11 +150,11 @@ func (v *vmm) waitFor(t *testing.T, key string, ok func([]string) bool) []string
 	t.Helper()
 	deadline := time.Now().Add(bootTimeout)
 	for {
-		vals := v.out.values(key)
+		vals := v.out.Values(key)
 		if ok(vals) {
 			return vals
 		}
-		if v.out.has("done") || time.Now().After(deadline) {
+		if v.out.Has("done") || time.Now().After(deadline) {
 			t.Fatalf("the guest did not report the awaited %s (reports %q)\nstdout:\n%s\nstderr:\n%s",
 				key, vals, v.out.String(), v.errb.String())
 		}
@@ -190,14 +190,14 @@ type result struct {
 	signaled bool
 	stdout   string
 	stderr   string
-	rec      *lineRecorder
+	rec      *guest.Recorder
 }
 
 func (r result) String() string {
 	return "--- gvmm stdout (guest console) ---\n" + r.stdout + "--- gvmm stderr ---\n" + r.stderr
 }
 
-func (r result) values(key string) []string { return r.rec.values(key) }
+func (r result) values(key string) []string { return r.rec.Values(key) }
 
 // requireClean checks that gvmm exited 0 after the guest ran all its
 // steps without reporting an error.
@@ -206,51 +206,6 @@ func (r result) requireClean(t *testing.T) {
 	require.Equal(t, 0, r.status, "gvmm's exit status\n%s", r)
 	require.Equal(t, []string{"1"}, r.values("done"), "the guest did not finish its steps\n%s", r)
 	require.Empty(t, r.values("error"), "the guest reported errors\n%s", r)
-}
-
-// lineRecorder keeps a process's output and the guest's GVMMTEST reports.
-type lineRecorder struct {
-	mu      sync.Mutex
-	all     bytes.Buffer
-	partial []byte
-	reports map[string][]string
-}
-
-func (l *lineRecorder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.all.Write(p)
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimRight(string(l.partial[:i]), "\r")
-		l.partial = l.partial[i+1:]
-		if j := strings.Index(line, "GVMMTEST "); j >= 0 {
-			k, v, _ := strings.Cut(line[j+len("GVMMTEST "):], "=")
-			if l.reports == nil {
-				l.reports = map[string][]string{}
-			}
-			l.reports[k] = append(l.reports[k], v)
-		}
-	}
-	return len(p), nil
-}
-
-func (l *lineRecorder) values(key string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.reports[key]...)
-}
-
-func (l *lineRecorder) has(key string) bool { return len(l.values(key)) > 0 }
-
-func (l *lineRecorder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.all.String()
 }
 
 // newImage creates a raw image of size bytes: the pattern for seed over
@@ -434,7 +389,7 @@ func TestReadOnlyDiskAndWriteLock(t *testing.T) {
 	assert.NotEqual(t, 0, second.status, "a second gvmm ran on an image another one holds writable\n%s", second)
 	assert.Contains(t, second.stderr, "in use")
 	assert.NotContains(t, second.stderr, "panic")
-	assert.False(t, second.rec.has("done"), "the second gvmm booted its guest\n%s", second)
+	assert.False(t, second.rec.Has("done"), "the second gvmm booted its guest\n%s", second)
 
 	_, err := io.WriteString(feed, "go\n")
 	require.NoError(t, err)

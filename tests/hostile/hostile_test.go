@@ -44,6 +44,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -509,15 +510,15 @@ func fileSum(t *testing.T, path string) [32]byte {
 type vmm struct {
 	cmd  *exec.Cmd
 	ctx  context.Context
-	out  *lineRecorder
-	errb *lineRecorder
+	out  *guest.Recorder
+	errb *guest.Recorder
 }
 
 func startVMM(t *testing.T, args ...string) *vmm {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), runTimeout)
 	v := &vmm{cmd: exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...), ctx: ctx,
-		out: &lineRecorder{}, errb: &lineRecorder{}}
+		out: &guest.Recorder{}, errb: &guest.Recorder{}}
 	v.cmd.Stdout, v.cmd.Stderr = v.out, v.errb
 	v.cmd.WaitDelay = 5 * time.Second
 	require.NoError(t, v.cmd.Start())
@@ -535,7 +536,7 @@ type result struct {
 	status int
 	stdout string
 	stderr string
-	rec    *lineRecorder
+	rec    *guest.Recorder
 }
 
 func (r result) String() string {
@@ -550,7 +551,7 @@ func (r result) String() string {
 	return "--- gvmm stdout (guest console) ---\n" + out + "--- gvmm stderr ---\n" + errs
 }
 
-func (r result) values(key string) []string { return r.rec.values(key) }
+func (r result) values(key string) []string { return r.rec.Values(key) }
 
 func (v *vmm) wait(t *testing.T) result {
 	t.Helper()
@@ -650,7 +651,7 @@ func watchPhases(v *vmm, sock string) func() map[string]string {
 		defer c.Close()
 		seen := 0
 		for {
-			ps := v.out.values("phase")
+			ps := v.out.Values("phase")
 			for ; seen < len(ps); seen++ {
 				name, _, _ := strings.Cut(ps[seen], " ")
 				query(name)
@@ -695,49 +696,4 @@ func topLines(log string, n int) string {
 		fmt.Fprintf(&b, "%8d %s\n", counts[m], m)
 	}
 	return b.String()
-}
-
-// lineRecorder keeps a process's output and the guest's GVMMTEST reports.
-type lineRecorder struct {
-	mu      sync.Mutex
-	all     bytes.Buffer
-	partial []byte
-	reports map[string][]string
-}
-
-func (l *lineRecorder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.all.Write(p)
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimRight(string(l.partial[:i]), "\r")
-		l.partial = l.partial[i+1:]
-		if j := strings.Index(line, "GVMMTEST "); j >= 0 {
-			k, v, _ := strings.Cut(line[j+len("GVMMTEST "):], "=")
-			if l.reports == nil {
-				l.reports = map[string][]string{}
-			}
-			l.reports[k] = append(l.reports[k], v)
-		}
-	}
-	return len(p), nil
-}
-
-func (l *lineRecorder) values(key string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.reports[key]...)
-}
-
-func (l *lineRecorder) has(key string) bool { return len(l.values(key)) > 0 }
-
-func (l *lineRecorder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.all.String()
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // Report prints one result line for the test on the host.
-func Report(key string, v any) { fmt.Printf("GVMMTEST %s=%v\n", key, v) }
+func Report(key string, v any) { fmt.Printf(reportPrefix+"%s=%v\n", key, v) }
 
 // Setup mounts proc, sysfs and devtmpfs, reporting failures, and returns
 // the kernel command line as key=value pairs.
