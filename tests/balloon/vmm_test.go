@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,24 +174,6 @@ func (v *vmm) ready(t *testing.T) {
 	require.Empty(t, v.out.values("error"), "%s: the guest reported errors\n%s", v.name, v.output())
 }
 
-// requireTimer fails the test at once when no timer interrupt reached
-// the guest over its ~100 ms busy loop: none of its sleeps would end,
-// nor would its kernel's delayed work (free page reporting waits 2 s),
-// nor would any goroutine of its init but the one blocked reading the
-// console (Go's sysmon, which hands the processor on, sleeps too).
-func (v *vmm) requireTimer(t *testing.T) {
-	t.Helper()
-	timer := v.one(t, "timer")
-	var before, after int64
-	for _, f := range strings.Fields(timer) {
-		if s, ok := strings.CutPrefix(f, "timer_irqs="); ok {
-			_, _ = fmt.Sscanf(s, "%d->%d", &before, &after)
-		}
-	}
-	require.Greater(t, after, before, "%s: no timer interrupt reached the guest over ~100 ms (%s): its sleeps never end\n%s",
-		v.name, timer, v.output())
-}
-
 // one returns the guest's only value for key.
 func (v *vmm) one(t *testing.T, key string) string {
 	t.Helper()
@@ -202,8 +186,31 @@ func (v *vmm) one(t *testing.T, key string) string {
 func (v *vmm) command(t *testing.T, cmd, key string, d time.Duration) string {
 	t.Helper()
 	n := len(v.out.values(key))
+	fmt.Printf("[%s] >> %s\n", time.Now().Format("15:04:05.000"), cmd) // DEBUG-REMOVE
 	v.send(t, cmd)
 	return v.waitFor(t, key, d, count(n+1))[n]
+}
+
+// alloc has the guest touch n MiB more and hold them.
+func (v *vmm) alloc(t *testing.T, n int) {
+	t.Helper()
+	require.Equal(t, "ok", v.command(t, fmt.Sprintf("alloc %d", n), "alloc", allocTimeout), "%s: alloc %d\n%s", v.name, n, v.output())
+}
+
+// meminfo returns the guest's MemTotal, MemFree and MemAvailable as
+// total_kb, free_kb and available_kb.
+func (v *vmm) meminfo(t *testing.T) map[string]uint64 {
+	t.Helper()
+	s := v.command(t, "meminfo", "meminfo", apiTimeout)
+	out := map[string]uint64{}
+	for _, f := range strings.Fields(s) {
+		k, val, ok := strings.Cut(f, "=")
+		require.True(t, ok, "meminfo %q", s)
+		n, err := strconv.ParseUint(val, 10, 64)
+		require.NoError(t, err, "meminfo %q", s)
+		out[k] = n
+	}
+	return out
 }
 
 // exit waits up to d for gvmm's end and returns its exit status.
@@ -342,6 +349,53 @@ func ksmMergingPages(t *testing.T, pid int) uint64 {
 	return n
 }
 
+// mergeableFrames finds gvmm's memory marked for KSM (MADV_MERGEABLE,
+// "mg" among the VmFlags of /proc/PID/smaps: its guest RAM) and returns
+// the host page frames of its resident pages, from /proc/PID/pagemap
+// (which shows frame numbers to root only). ok is false when no mapping
+// is marked. Pages that KSM merged between two processes are the same
+// frames in both.
+func mergeableFrames(t *testing.T, pid int) (frames map[uint64]bool, ok bool) {
+	t.Helper()
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	require.NoError(t, err)
+	pagemap, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	require.NoError(t, err)
+	defer pagemap.Close()
+	const (
+		page       = 4096
+		present    = 1 << 63
+		frameMask  = 1<<55 - 1
+		entryBytes = 8
+	)
+	frames = map[uint64]bool{}
+	var start, end uint64
+	for _, line := range strings.Split(string(smaps), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			lo, hi, _ := strings.Cut(f[0], "-")
+			start, err = strconv.ParseUint(lo, 16, 64)
+			require.NoError(t, err, "smaps: %q", line)
+			end, err = strconv.ParseUint(hi, 16, 64)
+			require.NoError(t, err, "smaps: %q", line)
+			continue
+		}
+		if len(f) == 0 || f[0] != "VmFlags:" || !slices.Contains(f[1:], "mg") {
+			continue
+		}
+		ok = true
+		buf := make([]byte, (end-start)/page*entryBytes)
+		_, err := pagemap.ReadAt(buf, int64(start/page*entryBytes))
+		require.NoError(t, err, "pagemap of [%#x, %#x)", start, end)
+		for i := 0; i < len(buf); i += entryBytes {
+			if e := binary.LittleEndian.Uint64(buf[i:]); e&present != 0 && e&frameMask != 0 {
+				frames[e&frameMask] = true
+			}
+		}
+	}
+	return frames, ok
+}
+
 // decodeJSON decodes b strictly into v.
 func decodeJSON(t *testing.T, b []byte, v any) {
 	t.Helper()
@@ -362,6 +416,9 @@ func (l *lineRecorder) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.all.Write(p)
+	if os.Getenv("GVMM_DEBUG_ECHO") != "" { // DEBUG-REMOVE
+		fmt.Fprintf(os.Stdout, "[%s] %s", time.Now().Format("15:04:05.000"), p) // DEBUG-REMOVE
+	} // DEBUG-REMOVE
 	l.partial = append(l.partial, p...)
 	for {
 		i := bytes.IndexByte(l.partial, '\n')

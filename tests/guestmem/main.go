@@ -1,29 +1,28 @@
 // Command guestmem is the init of the memory tests' guests (tests/balloon).
-// It mounts proc, sys and devtmpfs, loads the modules /etc/modules.order
-// lists (one name a line, files /lib/modules/NAME.ko, dependencies
-// first), reports what it sees as "GVMMTEST key=value" lines on the
-// console, prints "GVMMTEST ready=1" and then obeys commands read line by
-// line from the console:
+// It loads the modules /etc/modules.order lists (one name a line, files
+// /lib/modules/NAME.ko, dependencies first), reports what it sees as
+// "GVMMTEST key=value" lines on the console, prints "GVMMTEST ready=1"
+// and then obeys commands read line by line from the console:
 //
-//	alloc N   map N MiB of anonymous memory and write to every page:
-//	          "alloc=ok" or "alloc=failed:<error>"
-//	free      unmap everything alloc mapped: "freed=1"
-//	meminfo   "meminfo=total_kb=T free_kb=F available_kb=A"
-//	ticks     start printing "tick=<n>" (from 1) every 500 ms
-//	quit      power off
+//	alloc N    map N MiB of anonymous memory and write its number (from
+//	           1) at the start of every page, so that no two pages of it
+//	           are alike but those of another guest's alloc N are:
+//	           "alloc=ok" or "alloc=failed:<error>"
+//	fragment   free all but one page in every 256 KiB of what alloc mapped:
+//	           "fragmented=MiB"
+//	free       unmap everything alloc mapped: "freed=1"
+//	meminfo    "meminfo=total_kb=T free_kb=F available_kb=A"
+//	ticks      start printing "tick=<n>" (from 1) every 500 ms
+//	quit       power off
 //
 // Unknown commands are answered "error=unknown command ...". At start it
-// reports "nproc=N", "memtotal_kb=N", "balloon=bound|unbound|absent" (the
-// virtio-balloon PCI function and whether virtio_balloon drives it),
-// "balloon_features=BITS" (the negotiated feature bits, bit 0 first, as
-// the virtio core shows them), "timer=source=S clockevent=E
-// monotonic_ns=N timer_irqs=A->B" (the clock source, CPU 0's clock event
-// device, and the timer interrupts counted
-// over a ~100 ms busy loop: if none arrive, no sleep in the guest ever
-// ends) and "inputs=..." (the input devices' names). Whenever an input device
-// reports the power key pressed (EV_KEY KEY_POWER 1, what the ACPI button
-// driver sends when the power button is pressed), it prints
-// "powerbutton=1", syncs and powers off.
+// reports "nproc=N", "balloon=bound|unbound|absent" (the virtio-balloon
+// PCI function and whether virtio_balloon drives it), "balloon_features=BITS"
+// (the negotiated feature bits, bit 0 first, as the virtio core shows
+// them) and "inputs=..." (the input devices' names). Whenever an input
+// device reports the power key pressed (what the ACPI button driver sends
+// when the power button is pressed), it prints "powerbutton=1", syncs and
+// powers off.
 package main
 
 import (
@@ -37,75 +36,70 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 )
 
 const (
-	mib          = 1 << 20
-	modulesOrder = "/etc/modules.order"
-	tickEvery    = 500 * time.Millisecond
-	balloonWait  = 10 * time.Second
-	inputRescan  = 250 * time.Millisecond
+	mib           = 1 << 20
+	hugePage      = 2 * mib
+	fragmentBlock = 256 << 10
+	modulesOrder  = "/etc/modules.order"
+	tickEvery     = 500 * time.Millisecond
+	balloonWait   = 10 * time.Second
+	inputRescan   = 250 * time.Millisecond
 
 	// The virtio-balloon PCI function: Red Hat's vendor ID, device 0x1040
 	// + 5 (virtio 1.0) or the transitional 0x1002.
 	virtioVendor          = "0x1af4"
 	balloonModern         = "0x1045"
 	balloonTransitional   = "0x1002"
-	inputEventSize        = 24 // struct input_event on x86-64: timeval, u16 type, u16 code, s32 value
-	evKey                 = 1
-	keyPower              = 116
-	keyPressed            = 1
 	balloonDriverBindings = "/sys/bus/virtio/drivers/virtio_balloon"
+
+	inputEventSize = 24 // struct input_event on x86-64: timeval, u16 type, u16 code, s32 value
+	evKey          = 1
+	keyPower       = 116
+	keyPressed     = 1
 )
 
-var outMu sync.Mutex
-
-func report(key string, v any) {
-	outMu.Lock()
-	defer outMu.Unlock()
-	fmt.Printf("GVMMTEST %s=%v\n", key, v)
-}
-
 func main() {
-	for _, m := range []struct{ src, dst, fstype string }{
-		{"proc", "/proc", "proc"},
-		{"sysfs", "/sys", "sysfs"},
-		{"devtmpfs", "/dev", "devtmpfs"},
-	} {
-		_ = os.MkdirAll(m.dst, 0o755)
-		if err := unix.Mount(m.src, m.dst, m.fstype, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
-			report("error", fmt.Sprintf("mount %s: %v", m.dst, err))
-		}
-	}
+	guest.Setup()
 	noEcho(os.Stdin)
 	if err := loadModules(modulesOrder); err != nil {
-		report("error", err)
+		guest.Report("error", err)
 	}
 	go watchPowerButton()
-	report("nproc", runtime.NumCPU())
-	mi, err := meminfo()
-	if err != nil {
-		report("error", err)
-	}
-	report("memtotal_kb", mi["MemTotal"])
-	report("timer", timerCheck())
-	report("balloon", balloonState(balloonWait))
-	report("balloon_features", balloonFeatures())
-	report("inputs", inputNames())
-	report("ready", 1)
+	guest.Report("nproc", runtime.NumCPU())
+	guest.Report("balloon", balloonState(balloonWait))
+	guest.Report("balloon_features", balloonFeatures())
+	guest.Report("inputs", inputNames())
+	guest.Report("ready", 1)
 	commands(os.Stdin)
 	powerOff()
+}
+
+func loadModules(list string) error {
+	data, err := os.ReadFile(list)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(data)) {
+		if err := guest.LoadModule("/lib/modules/" + name + ".ko"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commands runs the console's commands until "quit" or the end of input.
 func commands(in io.Reader) {
 	var (
-		mappings [][]byte
-		ticking  bool
+		regions []region
+		ticking bool
 	)
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -117,35 +111,37 @@ func commands(in io.Reader) {
 		case cmd == "alloc" && len(fields) == 2:
 			n, err := strconv.Atoi(fields[1])
 			if err != nil || n <= 0 {
-				report("alloc", fmt.Sprintf("failed:bad size %q", fields[1]))
+				guest.Report("alloc", fmt.Sprintf("failed:bad size %q", fields[1]))
 				continue
 			}
-			m, err := alloc(n)
+			r, err := alloc(n)
 			if err != nil {
-				report("alloc", "failed:"+err.Error())
+				guest.Report("alloc", "failed:"+err.Error())
 				continue
 			}
-			mappings = append(mappings, m)
-			report("alloc", "ok")
+			regions = append(regions, r)
+			guest.Report("alloc", "ok")
+		case cmd == "fragment":
+			freed, err := fragment(regions)
+			if err != nil {
+				guest.Report("error", err)
+			}
+			guest.Report("fragmented", freed/mib)
 		case cmd == "free":
-			var merr error
-			for _, m := range mappings {
-				if err := unix.Munmap(m); err != nil && merr == nil {
-					merr = err
+			for _, r := range regions {
+				if err := unix.Munmap(r.mapping); err != nil {
+					guest.Report("error", fmt.Sprintf("munmap: %v", err))
 				}
 			}
-			mappings = nil
-			if merr != nil {
-				report("error", fmt.Sprintf("munmap: %v", merr))
-			}
-			report("freed", 1)
+			regions = nil
+			guest.Report("freed", 1)
 		case cmd == "meminfo":
 			mi, err := meminfo()
 			if err != nil {
-				report("error", err)
+				guest.Report("error", err)
 				continue
 			}
-			report("meminfo", fmt.Sprintf("total_kb=%d free_kb=%d available_kb=%d", mi["MemTotal"], mi["MemFree"], mi["MemAvailable"]))
+			guest.Report("meminfo", fmt.Sprintf("total_kb=%d free_kb=%d available_kb=%d", mi["MemTotal"], mi["MemFree"], mi["MemAvailable"]))
 		case cmd == "ticks":
 			if !ticking {
 				ticking = true
@@ -154,25 +150,76 @@ func commands(in io.Reader) {
 		case cmd == "quit":
 			return
 		default:
-			report("error", fmt.Sprintf("unknown command %q", sc.Text()))
+			guest.Report("error", fmt.Sprintf("unknown command %q", sc.Text()))
 		}
 	}
 	if err := sc.Err(); err != nil {
-		report("error", fmt.Sprintf("reading the console: %v", err))
+		guest.Report("error", fmt.Sprintf("reading the console: %v", err))
 	}
 }
 
-// alloc maps n MiB and writes to every page, so that each is backed.
-func alloc(n int) ([]byte, error) {
-	m, err := unix.Mmap(-1, 0, n*mib, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+// region is what one alloc mapped and the 2 MiB-aligned n MiB of it
+// that it uses.
+type region struct{ mapping, used []byte }
+
+// alloc maps n MiB and writes to every page, so that each is backed. The
+// pages used are aligned to 2 MiB, so that transparent huge pages back
+// all of them: they are quick to fault in, and physically contiguous,
+// which fragment relies on.
+func alloc(n int) (region, error) {
+	m, err := unix.Mmap(-1, 0, n*mib+hugePage, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
-		return nil, fmt.Errorf("mmap %d MiB: %w", n, err)
+		return region{}, fmt.Errorf("mmap %d MiB: %w", n, err)
+	}
+	head := int(-uintptr(unsafe.Pointer(&m[0])) & (hugePage - 1))
+	r := region{mapping: m, used: m[head : head+n*mib]}
+	page := os.Getpagesize()
+	for i := 0; i < len(r.used); i += page {
+		binary.LittleEndian.PutUint64(r.used[i:], uint64(i/page+1))
+	}
+	return r, nil
+}
+
+// fragment frees all but the first page of every 256 KiB of the regions
+// and returns the bytes freed. Split huge pages leave those 256 KiB
+// physically contiguous, so the guest's free memory grows by pieces of
+// 128 KiB and less: free page reporting (2 MiB blocks and up) never sees
+// them, while the balloon driver's page allocations, smallest free block
+// first, take them before anything else.
+func fragment(regions []region) (int, error) {
+	for _, r := range regions {
+		// Else khugepaged would collapse the pieces into huge pages again.
+		if err := unix.Madvise(r.used, unix.MADV_NOHUGEPAGE); err != nil {
+			return 0, fmt.Errorf("madvise(MADV_NOHUGEPAGE): %w", err)
+		}
+	}
+	if err := splitHugePages(); err != nil {
+		return 0, err
 	}
 	page := os.Getpagesize()
-	for i := 0; i < len(m); i += page {
-		m[i] = byte(i/page) | 1 // not zero: a written page
+	freed := 0
+	for _, r := range regions {
+		for off := 0; off+fragmentBlock <= len(r.used); off += fragmentBlock {
+			if err := unix.Madvise(r.used[off+page:off+fragmentBlock], unix.MADV_DONTNEED); err != nil {
+				return freed, fmt.Errorf("madvise(MADV_DONTNEED): %w", err)
+			}
+			freed += fragmentBlock - page
+		}
 	}
-	return m, nil
+	return freed, nil
+}
+
+// splitHugePages has the kernel split every transparent huge page into
+// small pages, still mapped.
+func splitHugePages() error {
+	const debugfs = "/sys/kernel/debug"
+	if err := unix.Mount("debugfs", debugfs, "debugfs", 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+		return fmt.Errorf("mount %s: %w", debugfs, err)
+	}
+	if err := os.WriteFile(debugfs+"/split_huge_pages", []byte("1"), 0); err != nil {
+		return fmt.Errorf("splitting huge pages: %w", err)
+	}
+	return nil
 }
 
 func ticks() {
@@ -180,14 +227,14 @@ func ticks() {
 	defer t.Stop()
 	for n := 1; ; n++ {
 		<-t.C
-		report("tick", n)
+		guest.Report("tick", n)
 	}
 }
 
 func powerOff() {
 	unix.Sync()
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
-		report("error", fmt.Sprintf("power off: %v", err))
+		guest.Report("error", fmt.Sprintf("power off: %v", err))
 	}
 	select {}
 }
@@ -197,33 +244,13 @@ func powerOff() {
 func noEcho(f *os.File) {
 	t, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	if err != nil {
-		report("error", fmt.Sprintf("console termios: %v", err))
+		guest.Report("error", fmt.Sprintf("console termios: %v", err))
 		return
 	}
 	t.Lflag &^= unix.ECHO | unix.ECHONL
 	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, t); err != nil {
-		report("error", fmt.Sprintf("console termios: %v", err))
+		guest.Report("error", fmt.Sprintf("console termios: %v", err))
 	}
-}
-
-func loadModules(list string) error {
-	data, err := os.ReadFile(list)
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Fields(string(data)) {
-		path := "/lib/modules/" + name + ".ko"
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("loading %s: %w", path, err)
-		}
-	}
-	return nil
 }
 
 // meminfo returns /proc/meminfo's values in kB by name.
@@ -280,51 +307,6 @@ func balloonFeatures() string {
 	return readTrim(m[0])
 }
 
-// timerCheck spins for ~100 ms of CLOCK_MONOTONIC and counts the timer
-// interrupts meanwhile.
-func timerCheck() string {
-	src := readTrim("/sys/devices/system/clocksource/clocksource0/current_clocksource")
-	var t0, t unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t0)
-	irq0 := timerIRQs()
-	x := uint64(1)
-	// Bounded, should the clock not advance either.
-	for chunk := 0; chunk < 2000; chunk++ {
-		for i := 0; i < 1_000_000; i++ {
-			x = x*6364136223846793005 + 1442695040888963407
-		}
-		if _ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &t); t.Nano()-t0.Nano() >= 100e6 {
-			break
-		}
-	}
-	return fmt.Sprintf("source=%s clockevent=%s monotonic_ns=%d timer_irqs=%d->%d spin=%x", src,
-		readTrim("/sys/devices/system/clockevents/clockevent0/current_device"), t.Nano()-t0.Nano(), irq0, timerIRQs(), x&0xf)
-}
-
-// timerIRQs sums the local APIC timers' (LOC) and the PIT's (IRQ 0)
-// interrupts of /proc/interrupts.
-func timerIRQs() int64 {
-	data, err := os.ReadFile("/proc/interrupts")
-	if err != nil {
-		return -1
-	}
-	var sum int64
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || (f[0] != "LOC:" && f[0] != "0:") {
-			continue
-		}
-		for _, v := range f[1:] {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				break
-			}
-			sum += n
-		}
-	}
-	return sum
-}
-
 func inputNames() string {
 	names, _ := filepath.Glob("/sys/class/input/input*/name")
 	var out []string
@@ -359,7 +341,7 @@ func watchPowerButton() {
 		}
 		select {
 		case <-pressed:
-			report("powerbutton", 1)
+			guest.Report("powerbutton", 1)
 			powerOff()
 		case <-t.C:
 		}
@@ -369,14 +351,14 @@ func watchPowerButton() {
 func readEvents(path string, pressed chan<- struct{}) {
 	f, err := os.Open(path)
 	if err != nil {
-		report("error", fmt.Sprintf("input: %v", err))
+		guest.Report("error", fmt.Sprintf("input: %v", err))
 		return
 	}
 	defer f.Close()
 	ev := make([]byte, inputEventSize)
 	for {
 		if _, err := io.ReadFull(f, ev); err != nil {
-			report("error", fmt.Sprintf("input %s: %v", path, err))
+			guest.Report("error", fmt.Sprintf("input %s: %v", path, err))
 			return
 		}
 		typ := binary.LittleEndian.Uint16(ev[16:])
