@@ -5,7 +5,8 @@
 // statistics, pause and resume, the ACPI power button, KSM sharing
 // between guests, the vCPU over-commit rule and the API's answers to bad
 // requests. The guest's init is tests/guestmem; the VMM's resident memory
-// is read from /proc/PID/status of the gvmm process each test starts.
+// is read from /proc/PID/status of the gvmm process each test starts, the
+// pages KSM merged from its /proc/PID/pagemap.
 package balloon_test
 
 import (
@@ -40,8 +41,7 @@ func TestMain(m *testing.M) {
 
 const (
 	// runTimeout bounds one gvmm run; bootTimeout the wait for its guest
-	// to take commands (boots take 20-40 s in the KVM test host, longer
-	// when several guests boot at once).
+	// to take commands (boots take 20-40 s in the KVM test host).
 	runTimeout  = 6 * time.Minute
 	bootTimeout = 3 * time.Minute
 	// allocTimeout bounds touching a few hundred MiB in the guest.
@@ -181,7 +181,7 @@ func TestBalloonAndControlSocket(t *testing.T) {
 			balloonMiB = 192
 			// reuseMiB is more than the guest has free with the balloon
 			// inflated.
-			reuseMiB   = 400
+			reuseMiB   = 320
 			minDropMiB = balloonMiB * 8 / 10
 			inflateBy  = 15 * time.Second
 			deflateBy  = 30 * time.Second
@@ -244,9 +244,9 @@ func TestBalloonAndControlSocket(t *testing.T) {
 		assert.Equal(t, api.StatePaused, v.info(t).State)
 		// Let output already written by the paused guest reach us.
 		time.Sleep(200 * time.Millisecond)
-		n := len(v.out.values("tick"))
+		n := len(v.out.Values("tick"))
 		time.Sleep(2 * time.Second)
-		assert.Len(t, v.out.values("tick"), n, "ticks while paused")
+		assert.Len(t, v.out.Values("tick"), n, "ticks while paused")
 		var apiErr *api.Error
 		if assert.ErrorAs(t, v.client.Pause(ctx), &apiErr, "pausing twice") {
 			assert.Equal(t, 409, apiErr.StatusCode)
@@ -265,10 +265,10 @@ func TestBalloonAndControlSocket(t *testing.T) {
 		pressed := time.Now()
 		require.Equal(t, 0, v.exit(t, exitTimeout), "gvmm's exit status after the power button\n%s", v.output())
 		t.Logf("powered off %s after the button", time.Since(pressed).Round(10*time.Millisecond))
-		assert.Equal(t, []string{"1"}, v.out.values("powerbutton"), "the guest saw the power button")
+		assert.Equal(t, []string{"1"}, v.out.Values("powerbutton"), "the guest saw the power button")
 		assert.Contains(t, v.errb.String(), "powered off")
 	})
-	assert.Empty(t, v.out.values("error"), "the guest reported errors\n%s", v.output())
+	assert.Empty(t, v.out.Values("error"), "the guest reported errors\n%s", v.output())
 }
 
 // TestKSMMergesGuests runs two guests marked --mergeable side by side,
@@ -276,8 +276,8 @@ func TestBalloonAndControlSocket(t *testing.T) {
 // writes the same 64 MiB, no two pages of it alike, so that only pages of
 // two guests can merge; the host's KSM is to back most of them with the
 // same pages in the first two guests, and none of the third. The three
-// have one vCPU each, more in all than the test host's CPUs: the
-// over-commit rule is for one guest's vCPUs, not for guests side by side.
+// have one vCPU each, more in all than the test host has CPUs, which the
+// over-commit rule allows: it is about one guest's vCPUs.
 func TestKSMMergesGuests(t *testing.T) {
 	const (
 		touchMiB  = 64
@@ -301,17 +301,22 @@ func TestKSMMergesGuests(t *testing.T) {
 		if name != "unmarked" {
 			extra = append(extra, "--mergeable")
 		}
-		vms = append(vms, start(t, name, initrd, machineSpec{cpus: 1, memory: "256M", extra: extra}))
-	}
-	for _, v := range vms {
+		// One guest runs at a time, the others paused: the emulated test
+		// host freezes when KVM guests run side by side on its vCPU. KSM
+		// merges the memory of paused guests all the same.
+		v := start(t, name, initrd, machineSpec{cpus: 1, memory: "256M", extra: extra, api: true})
 		v.ready(t)
 		assert.Equal(t, "1", v.one(t, "nproc"))
 		v.alloc(t, touchMiB)
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		require.NoError(t, v.client.Pause(ctx))
+		cancel()
+		vms = append(vms, v)
 	}
 	_, marked := mergeableFrames(t, vms[2].pid())
 	require.False(t, marked, "the guest without --mergeable has memory marked mergeable")
 
-	// Scanning only now leaves the test host's CPU to the boots.
+	// Scanning only now leaves the test host's CPU to the guests.
 	baseline := ksm(t, "pages_sharing")
 	setKSM(t, "sleep_millisecs", 20)
 	setKSM(t, "pages_to_scan", 4000)
@@ -341,6 +346,9 @@ func TestKSMMergesGuests(t *testing.T) {
 	assert.Greater(t, ksm(t, "pages_sharing"), baseline+uint64(minShared))
 	assert.Zero(t, ksmMergingPages(t, vms[2].pid()), "the guest without --mergeable has no merged pages")
 	for _, v := range vms {
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		require.NoError(t, v.client.Resume(ctx))
+		cancel()
 		v.quit(t)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -66,11 +66,12 @@ type vmm struct {
 	cmd    *exec.Cmd
 	ctx    context.Context
 	stdin  io.WriteCloser
-	out    *lineRecorder // the guest's console
-	errb   *lineRecorder // gvmm's log
-	socket string        // "" without the API
+	out    *guest.Recorder // the guest's console
+	errb   *guest.Recorder // gvmm's log
+	socket string          // "" without the API
 	client *api.Client
 
+	started time.Time
 	exited  chan struct{} // closed once gvmm ended
 	waitErr error         // set before exited is closed
 }
@@ -84,7 +85,7 @@ func start(t *testing.T, name, initrd string, spec machineSpec) *vmm {
 		"--cmdline", "console=ttyS0 reboot=k panic=1 quiet",
 		"--cpus", strconv.Itoa(spec.cpus), "--memory", spec.memory}
 	args = append(args, spec.extra...)
-	v := &vmm{name: name, out: &lineRecorder{}, errb: &lineRecorder{}, exited: make(chan struct{})}
+	v := &vmm{name: name, out: &guest.Recorder{}, errb: &guest.Recorder{}, exited: make(chan struct{})}
 	if spec.api {
 		// A short path: a unix socket's is limited to 107 bytes.
 		dir, err := os.MkdirTemp("", "gvmm-api-")
@@ -103,6 +104,7 @@ func start(t *testing.T, name, initrd string, spec machineSpec) *vmm {
 	v.stdin, err = v.cmd.StdinPipe()
 	require.NoError(t, err)
 	require.NoError(t, v.cmd.Start())
+	v.started = time.Now()
 	go func() {
 		v.waitErr = v.cmd.Wait()
 		close(v.exited)
@@ -145,7 +147,7 @@ func (v *vmm) waitFor(t *testing.T, key string, d time.Duration, ok func([]strin
 func (v *vmm) await(key string, d time.Duration, ok func([]string) bool) ([]string, error) {
 	deadline := time.Now().Add(d)
 	for {
-		vals := v.out.values(key)
+		vals := v.out.Values(key)
 		if ok(vals) {
 			return vals, nil
 		}
@@ -171,13 +173,14 @@ func count(n int) func([]string) bool { return func(v []string) bool { return le
 func (v *vmm) ready(t *testing.T) {
 	t.Helper()
 	v.waitFor(t, "ready", bootTimeout, count(1))
-	require.Empty(t, v.out.values("error"), "%s: the guest reported errors\n%s", v.name, v.output())
+	t.Logf("%s: ready %s after gvmm started", v.name, time.Since(v.started).Round(100*time.Millisecond))
+	require.Empty(t, v.out.Values("error"), "%s: the guest reported errors\n%s", v.name, v.output())
 }
 
 // one returns the guest's only value for key.
 func (v *vmm) one(t *testing.T, key string) string {
 	t.Helper()
-	vals := v.out.values(key)
+	vals := v.out.Values(key)
 	require.Len(t, vals, 1, "%s: GVMMTEST %s\n%s", v.name, key, v.output())
 	return vals[0]
 }
@@ -185,8 +188,7 @@ func (v *vmm) one(t *testing.T, key string) string {
 // command sends cmd and returns the guest's next value for key.
 func (v *vmm) command(t *testing.T, cmd, key string, d time.Duration) string {
 	t.Helper()
-	n := len(v.out.values(key))
-	fmt.Printf("[%s] >> %s\n", time.Now().Format("15:04:05.000"), cmd) // DEBUG-REMOVE
+	n := len(v.out.Values(key))
 	v.send(t, cmd)
 	return v.waitFor(t, key, d, count(n+1))[n]
 }
@@ -402,50 +404,4 @@ func decodeJSON(t *testing.T, b []byte, v any) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	require.NoError(t, dec.Decode(v), "decoding %s", b)
-}
-
-// lineRecorder keeps a process's output and the guest's GVMMTEST reports.
-type lineRecorder struct {
-	mu      sync.Mutex
-	all     bytes.Buffer
-	partial []byte
-	reports map[string][]string
-}
-
-func (l *lineRecorder) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.all.Write(p)
-	if os.Getenv("GVMM_DEBUG_ECHO") != "" { // DEBUG-REMOVE
-		fmt.Fprintf(os.Stdout, "[%s] %s", time.Now().Format("15:04:05.000"), p) // DEBUG-REMOVE
-	} // DEBUG-REMOVE
-	l.partial = append(l.partial, p...)
-	for {
-		i := bytes.IndexByte(l.partial, '\n')
-		if i < 0 {
-			break
-		}
-		line := strings.TrimRight(string(l.partial[:i]), "\r")
-		l.partial = l.partial[i+1:]
-		if j := strings.Index(line, "GVMMTEST "); j >= 0 {
-			k, v, _ := strings.Cut(line[j+len("GVMMTEST "):], "=")
-			if l.reports == nil {
-				l.reports = map[string][]string{}
-			}
-			l.reports[k] = append(l.reports[k], v)
-		}
-	}
-	return len(p), nil
-}
-
-func (l *lineRecorder) values(key string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]string(nil), l.reports[key]...)
-}
-
-func (l *lineRecorder) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.all.String()
 }
