@@ -97,23 +97,12 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if err := writeInitramfs(initrd, work, k, cfg); err != nil {
 		return 0, err
 	}
-	// One deadline for every attempt: the caller's timeout is the whole
-	// run's.
 	if cfg.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
-	for attempt := 1; ; attempt++ {
-		status, err := boot(ctx, qemu, k, initrd, filepath.Join(work, fmt.Sprintf("console-%d.log", attempt)), cfg)
-		// A frozen host is the emulator's failure, not the payload's:
-		// the payload is run again from the start on a fresh host, where
-		// no input was consumed, and says so loudly.
-		if !errors.Is(err, ErrFroze) || cfg.Stdin != nil || attempt == frozenAttempts {
-			return status, err
-		}
-		fmt.Fprintf(cfg.Log, "kvmhost: %v\nkvmhost: RETRYING: the test host froze; running the program again on a fresh one (attempt %d of %d)\n", err, attempt+1, frozenAttempts)
-	}
+	return boot(ctx, qemu, k, initrd, filepath.Join(work, "console.log"), cfg)
 }
 
 // ErrFroze reports a test host whose user space stopped being scheduled:
@@ -123,12 +112,10 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 var ErrFroze = errors.New("the test host froze: its user space stopped showing signs of life")
 
 const (
-	// frozenAttempts bounds the runs when hosts freeze.
-	frozenAttempts = 2
 	// aliveBoot is how long a host may take to show its first sign of
 	// life, aliveGap how long it may then stay silent (AliveEvery is 5 s).
-	aliveBoot = 3 * time.Minute
-	aliveGap  = 90 * time.Second
+	aliveBoot = 2 * time.Minute
+	aliveGap  = time.Minute
 )
 
 func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {

@@ -1,8 +1,10 @@
 package kvmhost
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,6 +92,38 @@ func TestWatchAliveSeesAFrozenHost(t *testing.T) {
 				case <-time.After(10 * time.Millisecond):
 				}
 			}
+		})
+	}
+}
+
+func TestResultsSkipThePassedTests(t *testing.T) {
+	tests := []struct {
+		name       string
+		output     []string // as written, in pieces
+		args       []string
+		wantSkip   []string
+		wantFailed bool
+	}{
+		{"nothing passed", []string{"=== RUN   TestA\n"}, nil, nil, false},
+		{"top-level passes only", []string{"--- PASS: TestA (1.00s)\n    --- PASS: TestB/sub (0.1s)\n--- PA", "SS: TestC (2s)\n"},
+			nil, []string{"-test.skip=^(TestA|TestC)$"}, false},
+		{"merged with the caller's skip", []string{"--- PASS: TestA (1s)\n"},
+			[]string{"-test.skip=TestZ"}, []string{"-test.skip=TestZ|^(TestA)$"}, false},
+		{"a failure is noted", []string{"--- PASS: TestA (1s)\n--- FAIL: TestB (1s)\n"},
+			nil, []string{"-test.skip=^(TestA)$"}, true},
+		{"a subtest failure counts before its parent ends", []string{"    --- FAIL: TestB/x (1s)\n"}, nil, nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			r := &testResults{w: &out}
+			for _, s := range tt.output {
+				_, err := r.Write([]byte(s))
+				require.NoError(t, err)
+			}
+			assert.Equal(t, strings.Join(tt.output, ""), out.String(), "the output passes through")
+			assert.Equal(t, tt.wantSkip, r.skipPassed(tt.args))
+			assert.Equal(t, tt.wantFailed, r.anyFailed())
 		})
 	}
 }

@@ -1,13 +1,17 @@
 package kvmhost
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,23 +135,104 @@ func mainStatus(m *testing.M, opts []Option) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "kvmhost: /dev/kvm unusable here or %s=always: running %s inside the KVM test host\n", EnvMode, filepath.Base(self))
-	status, err := Run(context.Background(), Config{
-		Program: self,
-		Args:    append(forwardFlags(os.Args[1:]), innerTimeout(hostTimeout(os.Args[1:]))),
-		Env:     passEnv(),
-		Assets:  assets,
-		Modules: o.modules,
-		CPUs:    o.cpus,
-		MemMiB:  o.memMiB,
-		Timeout: hostTimeout(os.Args[1:]),
-		Stdout:  os.Stdout,
-		Log:     os.Stderr,
-	})
+	deadline := time.Now().Add(hostTimeout(os.Args[1:]))
+	results := &testResults{w: os.Stdout}
+	for attempt := 1; ; attempt++ {
+		remaining := time.Until(deadline)
+		status, err := Run(context.Background(), Config{
+			Program: self,
+			Args:    append(append(forwardFlags(os.Args[1:]), innerTimeout(remaining)), results.skipPassed(os.Args[1:])...),
+			Env:     passEnv(),
+			Assets:  assets,
+			Modules: o.modules,
+			CPUs:    o.cpus,
+			MemMiB:  o.memMiB,
+			Timeout: remaining,
+			Stdout:  results,
+			Log:     os.Stderr,
+		})
+		// A frozen host is the emulator's failure, not the tests': those
+		// that had not passed run again on a fresh host. A test that had
+		// failed fails the run, whatever happens next.
+		if errors.Is(err, ErrFroze) && !results.anyFailed() && attempt < frozenAttempts && time.Until(deadline) > minAttempt {
+			fmt.Fprintf(os.Stderr, "kvmhost: %v\nkvmhost: RETRYING on a fresh test host (attempt %d of %d); the tests that passed are skipped\n", err, attempt+1, frozenAttempts)
+			continue
+		}
+		return exitStatus(status, err)
+	}
+}
+
+const (
+	// frozenAttempts bounds the test hosts one test binary boots when
+	// they freeze; minAttempt is the least time worth another one.
+	frozenAttempts = 4
+	minAttempt     = 2 * time.Minute
+)
+
+func exitStatus(status int, err error) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 		return 1
 	}
 	return status
+}
+
+// testResults passes a test binary's output on and notes the top-level
+// tests that passed and whether any test failed, from go test -v's
+// "--- PASS: " and "--- FAIL: " lines (indented for subtests).
+type testResults struct {
+	w       io.Writer
+	mu      sync.Mutex
+	partial []byte
+	passed  []string
+	failed  bool
+}
+
+func (r *testResults) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	r.partial = append(r.partial, p...)
+	for {
+		i := bytes.IndexByte(r.partial, '\n')
+		if i < 0 {
+			break
+		}
+		line := string(r.partial[:i])
+		r.partial = r.partial[i+1:]
+		if rest, ok := strings.CutPrefix(line, "--- PASS: "); ok {
+			r.passed = append(r.passed, strings.Fields(rest)[0])
+		}
+		// A subtest's failure counts at once: its parent may not end.
+		r.failed = r.failed || strings.HasPrefix(strings.TrimSpace(line), "--- FAIL: ")
+	}
+	r.mu.Unlock()
+	return r.w.Write(p)
+}
+
+func (r *testResults) anyFailed() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed
+}
+
+// skipPassed returns the -test.skip flag that leaves out the tests that
+// passed, merged with the one in args, if any; none when none passed.
+func (r *testResults) skipPassed(args []string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.passed) == 0 {
+		return nil
+	}
+	names := make([]string, len(r.passed))
+	for i, n := range r.passed {
+		names[i] = regexp.QuoteMeta(n)
+	}
+	skip := "^(" + strings.Join(names, "|") + ")$"
+	for _, a := range args {
+		if v, ok := strings.CutPrefix(strings.TrimLeft(a, "-"), "test.skip="); ok && v != "" {
+			skip = v + "|" + skip
+		}
+	}
+	return []string{"-test.skip=" + skip}
 }
 
 // KVMWorks reports why /dev/kvm cannot run a stock kernel here, or nil.
