@@ -115,7 +115,7 @@ const (
 	// aliveBoot is how long a host may take to show its first sign of
 	// life, aliveGap how long it may then stay silent (AliveEvery is 5 s).
 	aliveBoot = 2 * time.Minute
-	aliveGap  = time.Minute
+	aliveGap  = 90 * time.Second
 )
 
 func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {

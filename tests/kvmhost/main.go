@@ -165,7 +165,7 @@ func mainStatus(m *testing.M, opts []Option) int {
 const (
 	// frozenAttempts bounds the test hosts one test binary boots when
 	// they freeze; minAttempt is the least time worth another one.
-	frozenAttempts = 4
+	frozenAttempts = 8
 	minAttempt     = 2 * time.Minute
 )
 
