@@ -37,17 +37,8 @@ func guestInitrd(t *testing.T) string {
 	require.NoError(t, err)
 	mods, err := k.Modules(guestModules...)
 	require.NoError(t, err)
-	a := initramfs.New()
-	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
-	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guestmem")))
-	var order strings.Builder
-	for _, m := range mods {
-		require.NoError(t, a.AddFile("lib/modules/"+m.Name+".ko", m.Path))
-		order.WriteString(m.Name + "\n")
-	}
-	require.NoError(t, a.AddData("etc/modules.order", []byte(order.String()), 0o644))
 	p := filepath.Join(t.TempDir(), "guest.cpio")
-	require.NoError(t, a.WriteFile(p))
+	require.NoError(t, initramfs.WriteGuest(p, kvmhost.Asset("guestmem"), mods))
 	return p
 }
 

@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
 )
 
 // Archive collects the records of one initramfs. Parent directories are
@@ -206,4 +208,28 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// WriteGuest writes an integration guest's initramfs to path: a console
+// node, init as /init, and the modules as /lib/modules/NAME.ko, named in
+// load order in /etc/modules.order for the init to load.
+func WriteGuest(path, init string, mods []debkernel.Module) error {
+	a := New()
+	if err := a.AddCharDev("dev/console", 0o600, 5, 1); err != nil {
+		return err
+	}
+	if err := a.AddProgram("init", init); err != nil {
+		return err
+	}
+	var order strings.Builder
+	for _, m := range mods {
+		if err := a.AddFile("lib/modules/"+m.Name+".ko", m.Path); err != nil {
+			return err
+		}
+		order.WriteString(m.Name + "\n")
+	}
+	if err := a.AddData("etc/modules.order", []byte(order.String()), 0o644); err != nil {
+		return err
+	}
+	return a.WriteFile(path)
 }

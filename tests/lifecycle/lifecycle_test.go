@@ -61,16 +61,7 @@ func guestInitrd(t *testing.T, path string) {
 	require.NoError(t, err)
 	mods, err := k.Modules(guestModules...)
 	require.NoError(t, err)
-	a := initramfs.New()
-	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
-	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guestblk")))
-	var order strings.Builder
-	for _, m := range mods {
-		require.NoError(t, a.AddFile("lib/modules/"+m.Name+".ko", m.Path))
-		order.WriteString(m.Name + "\n")
-	}
-	require.NoError(t, a.AddData("etc/modules.order", []byte(order.String()), 0o644))
-	require.NoError(t, a.WriteFile(path))
+	require.NoError(t, initramfs.WriteGuest(path, kvmhost.Asset("guestblk"), mods))
 }
 
 // gvmm is the command line in one state folder.
