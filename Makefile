@@ -8,7 +8,7 @@ UROOT_CMDS := init gosh ls cat echo mount dmesg ps free uname date shutdown \
               cp mkdir rm lsmod insmod grep dd ip sleep hwclock
 UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 
-.PHONY: all build deps run test vet unit integration fuzz clean
+.PHONY: all build deps run test vet unit integration fuzz bench clean
 
 all: build
 
@@ -65,6 +65,19 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg || failed="$$failed $$name"; \
 	done; \
 	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
+
+# Benchmarks: the Go hot paths, then gvmm against QEMU's microvm in the
+# same KVM host (tests/bench, about 15 min in the test host). The
+# comparison is printed as a Markdown table and kept in bin/bench.json;
+# GVMM_BENCH_ROUNDS sets the runs of each VMM (default 5 boots, 3 disk runs).
+bench: deps
+	$(GO) test -run '^$$' -bench . -benchmem ./virtio/... ./devices/...
+	@mkdir -p bin
+	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 80m ./tests/bench | tee bin/bench.log
+	@{ echo; echo '| benchmark | metric | gvmm | QEMU | gvmm/QEMU | target |'; echo '| --- | --- | ---: | ---: | ---: | --- |'; \
+		sed -n 's/^BENCHMD //p' bin/bench.log; } | tee bin/bench.md
+	@sed -n 's/^BENCHJSON //p' bin/bench.log | awk 'BEGIN { print "[" } { printf "%s  %s", (NR > 1 ? ",\n" : ""), $$0 } END { print "\n]" }' > bin/bench.json
+	@echo "bench: bin/bench.md, bin/bench.json"
 
 clean:
 	rm -rf bin

@@ -16,6 +16,7 @@ const (
 	cpuidTopologyV2    = 0x1f
 	cpuidExtTopology   = 0x80000008
 	featureECXHypervis = 1 << 31 // "running under a hypervisor": the guest looks for KVM's leaves
+	featureECXTSCDline = 1 << 24 // the LAPIC timer's TSC-deadline mode
 	featureEDXHTT      = 1 << 28 // more than one logical processor per package
 	topologyLevelSMT   = 1
 	topologyLevelCore  = 2
@@ -25,8 +26,11 @@ const (
 // and a topology of n single-thread cores in one package, which matches
 // the MADT. KVM's own leaves (0x40000000, "KVMKVMKVM", kvmclock and
 // friends) are kept, so the guest uses kvmclock rather than calibrating
-// against the PIT.
-func guestCPUID(supported []kvm.CPUIDEntry, id, n int) []kvm.CPUIDEntry {
+// against the PIT. KVM emulates the TSC-deadline timer without listing
+// it as supported; tscDeadline (KVM_CAP_TSC_DEADLINE_TIMER) offers it, as
+// QEMU and Firecracker do: one MSR write arms the guest's timer, where
+// the LAPIC's one-shot mode costs two.
+func guestCPUID(supported []kvm.CPUIDEntry, id, n int, tscDeadline bool) []kvm.CPUIDEntry {
 	out := append([]kvm.CPUIDEntry(nil), supported...)
 	apicID := uint32(id)
 	coreBits := uint32(bits.Len(uint(n - 1)))
@@ -37,6 +41,9 @@ func guestCPUID(supported []kvm.CPUIDEntry, id, n int) []kvm.CPUIDEntry {
 			// EBX[31:24] initial APIC ID, EBX[23:16] logical processors.
 			e.EBX = e.EBX&0xffff | apicID<<24 | uint32(n)<<16
 			e.ECX |= featureECXHypervis
+			if tscDeadline {
+				e.ECX |= featureECXTSCDline
+			}
 			if n > 1 {
 				e.EDX |= featureEDXHTT
 			} else {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/devices/boottimer"
 	"github.com/gvmm-dev/gvmm/devices/cmos"
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/devices/pm"
@@ -68,6 +69,9 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 		{uint64(cmos.DefaultBase), cmos.Size, cmos.New(time.Now)},
 		{postPort, 1, ignored{}},
 		{uint64(pm.DefaultBase), pm.Size, b.power},
+		{boottimer.Port, boottimer.Size, boottimer.New(func() {
+			log.Info("boot timer: guest user space reached", "since_boot", time.Since(b.begun).Round(time.Microsecond))
+		})},
 	} {
 		if err := b.pio.Insert(d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("machine: %w", err)

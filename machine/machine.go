@@ -24,6 +24,7 @@ import (
 	"github.com/gvmm-dev/gvmm/devices/uart"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/machine/mptable"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
 	"github.com/gvmm-dev/gvmm/virtio/blk"
@@ -111,6 +112,8 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.input = make(chan []byte)
 		}
 		var b *bootedVM
+		// Before the vCPU threads start: see reserveProcs.
+		reserveProcs(m.cfg.CPUs)
 		if err = m.openBalloon(); err == nil {
 			err = m.openDisks()
 		}
@@ -118,6 +121,7 @@ func (m *Machine) Start(ctx context.Context) error {
 			b, err = m.boot()
 		}
 		if err != nil {
+			releaseProcs(m.cfg.CPUs)
 			m.finish(ExitFault, err)
 			m.closeDisks()
 			close(m.done)
@@ -229,6 +233,7 @@ func (m *Machine) finish(r ExitReason, err error) {
 // reboot when asked to, then releases everything.
 func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 	defer close(m.done)
+	defer releaseProcs(m.cfg.CPUs)
 	for {
 		var r vmResult
 		select {
@@ -283,6 +288,7 @@ type bootedVM struct {
 	virtio    []*virtio.PCIDevice
 
 	closers []func() error
+	begun   time.Time // when this boot began: the boot timer's origin
 }
 
 type vcpu struct {
@@ -355,7 +361,7 @@ func (b *bootedVM) release() {
 // boot creates the VM, loads the kernel and starts the vCPUs.
 func (m *Machine) boot() (_ *bootedVM, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel, gate: newPauseGate()}
+	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel, gate: newPauseGate(), begun: time.Now()}
 	b.notifiers = &notifiers{b: b, on: map[notifyKey]*kvm.EventFD{}}
 	defer func() {
 		if err != nil {
@@ -400,6 +406,13 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// Linux looks for an MP table before it reads ACPI; finding one at the
+	// EBDA spares it a remapping scan of the whole BIOS area.
+	if err := mptable.Write(mem, mptable.Config{
+		CPUs: m.cfg.CPUs, LAPICAddr: LAPICAddr, IOAPICAddr: IOAPICAddr, SCI: sciIRQ,
+	}); err != nil {
+		return nil, fmt.Errorf("machine: %w", err)
+	}
 	entry, err := m.loadKernel(mem, e820, rsdp)
 	if err != nil {
 		return nil, err
@@ -431,11 +444,11 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 func (b *bootedVM) setupMemory() (*memory.Memory, error) {
 	var regions []memory.Region
 	for slot, r := range ramLayout(b.m.cfg.Memory) {
-		data, err := unix.Mmap(-1, 0, int(r.size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
+		data, unmap, err := memory.MapRAM(r.size)
 		if err != nil {
-			return nil, fmt.Errorf("machine: mapping %d MiB of guest RAM: %w", r.size/MiB, err)
+			return nil, fmt.Errorf("machine: guest RAM: %w", err)
 		}
-		b.closers = append(b.closers, func() error { return unix.Munmap(data) })
+		b.closers = append(b.closers, unmap)
 		if err := b.m.adviseRAM(data); err != nil {
 			return nil, err
 		}
@@ -498,7 +511,11 @@ func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.En
 		return nil, err
 	}
 	b.closers = append(b.closers, cpu.Close)
-	if err := cpu.SetCPUID(guestCPUID(supported, id, b.m.cfg.CPUs)); err != nil {
+	deadline, err := b.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
+	if err != nil {
+		return nil, err
+	}
+	if err := cpu.SetCPUID(guestCPUID(supported, id, b.m.cfg.CPUs, deadline > 0)); err != nil {
 		return nil, err
 	}
 	if err := cpu.SetMSRs(bootMSRs()); err != nil {

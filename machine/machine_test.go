@@ -146,8 +146,11 @@ func TestGuestCPUID(t *testing.T) {
 		{Function: 0xb, Index: 0}, {Function: 0xb, Index: 1}, {Function: 0xb, Index: 2, ECX: 2},
 		{Function: 0x40000000, EBX: 0x4b4d564b},
 	}
-	for _, tt := range []struct{ id, n int }{{0, 1}, {1, 2}, {3, 4}} {
-		out := guestCPUID(supported, tt.id, tt.n)
+	for _, tt := range []struct {
+		id, n       int
+		tscDeadline bool
+	}{{0, 1, false}, {1, 2, true}, {3, 4, false}} {
+		out := guestCPUID(supported, tt.id, tt.n, tt.tscDeadline)
 		require.Len(t, out, len(supported))
 		leaf1 := out[0]
 		assert.Equal(t, uint32(tt.id), leaf1.EBX>>24, "initial APIC ID")
@@ -155,6 +158,7 @@ func TestGuestCPUID(t *testing.T) {
 		assert.Equal(t, uint32(0x0800), leaf1.EBX&0xffff, "CLFLUSH size kept")
 		assert.NotZero(t, leaf1.ECX&featureECXHypervis, "hypervisor bit")
 		assert.Equal(t, tt.n > 1, leaf1.EDX&featureEDXHTT != 0)
+		assert.Equal(t, tt.tscDeadline, leaf1.ECX&featureECXTSCDline != 0, "TSC-deadline timer")
 		for _, e := range out[1:4] {
 			assert.Equal(t, uint32(tt.id), e.EDX, "x2APIC ID in leaf 0xb")
 		}

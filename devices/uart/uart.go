@@ -105,6 +105,7 @@ type UART struct {
 	rxHead   int
 	rxLen    int
 	writeErr bool
+	tx       [1]byte       // the byte being sent: a []byte{v} literal would escape through out
 	room     chan struct{} // signalled when the guest drains the FIFO
 }
 
@@ -326,7 +327,8 @@ func (u *UART) transmitLocked(v byte) {
 		u.pushLocked([]byte{v})
 		return
 	}
-	if _, err := u.out.Write([]byte{v}); err != nil && !u.writeErr {
+	u.tx[0] = v
+	if _, err := u.out.Write(u.tx[:]); err != nil && !u.writeErr {
 		u.writeErr = true // once: a closed console must not flood the log
 		u.log.Warn("uart: console output failed; dropping output", "err", err)
 	}

@@ -190,15 +190,3 @@ func FuzzRegisters(f *testing.F) {
 		assert.LessOrEqual(t, u.rxLen, fifoSize)
 	})
 }
-
-func BenchmarkUARTOutput(b *testing.B) {
-	u := New(&countIRQ{}, discard{}, slog.New(slog.DiscardHandler))
-	c := []byte{'x'}
-	for b.Loop() {
-		u.Write(regData, c)
-	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }

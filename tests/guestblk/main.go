@@ -60,14 +60,13 @@ import (
 
 const (
 	mib           = 1 << 20
-	modulesOrder  = "/etc/modules.order"
 	diskWait      = 20 * time.Second
 	guestFileText = "written by the gvmm guest: "
 )
 
 func main() {
 	a := args(guest.Setup())
-	if err := loadModules(modulesOrder); err != nil {
+	if err := guest.LoadModules(); err != nil {
 		guest.Report("error", err)
 	}
 	if err := waitDisks(a.num("gvmm.disks", 1), diskWait); err != nil {
@@ -183,19 +182,6 @@ func (a args) unum(key string, def uint64) uint64 {
 		return def
 	}
 	return n
-}
-
-func loadModules(list string) error {
-	data, err := os.ReadFile(list)
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Fields(string(data)) {
-		if err := guest.LoadModule("/lib/modules/" + name + ".ko"); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func disks() []string {

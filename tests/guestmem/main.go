@@ -48,7 +48,6 @@ const (
 	mib           = 1 << 20
 	hugePage      = 2 * mib
 	fragmentBlock = 256 << 10
-	modulesOrder  = "/etc/modules.order"
 	tickEvery     = 500 * time.Millisecond
 	balloonWait   = 10 * time.Second
 	inputRescan   = 250 * time.Millisecond
@@ -69,7 +68,7 @@ const (
 func main() {
 	guest.Setup()
 	noEcho(os.Stdin)
-	if err := loadModules(modulesOrder); err != nil {
+	if err := guest.LoadModules(); err != nil {
 		guest.Report("error", err)
 	}
 	go watchPowerButton()
@@ -80,19 +79,6 @@ func main() {
 	guest.Report("ready", 1)
 	commands(os.Stdin)
 	powerOff()
-}
-
-func loadModules(list string) error {
-	data, err := os.ReadFile(list)
-	if err != nil {
-		return err
-	}
-	for _, name := range strings.Fields(string(data)) {
-		if err := guest.LoadModule("/lib/modules/" + name + ".ko"); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // commands runs the console's commands until "quit" or the end of input.

@@ -24,6 +24,7 @@ type Option func(*options)
 type options struct {
 	builds   map[string]string
 	programs map[string]string
+	files    map[string]string
 	modules  []string
 	cpus     int
 	memMiB   int
@@ -40,6 +41,12 @@ func WithBinary(name, pkg string) Option {
 // inside the test host. A program that cannot be found fails the tests.
 func WithHostProgram(name string) Option {
 	return func(o *options) { o.programs[filepath.Base(name)] = name }
+}
+
+// WithHostFile makes the host file path (data, such as firmware)
+// available as Asset(name). A missing file fails the tests.
+func WithHostFile(name, path string) Option {
+	return func(o *options) { o.files[name] = path }
 }
 
 // WithModules carries the named guest kernel modules (and their
@@ -69,7 +76,7 @@ func Main(m *testing.M, opts ...Option) {
 }
 
 func mainStatus(m *testing.M, opts []Option) int {
-	o := options{builds: map[string]string{}, programs: map[string]string{}}
+	o := options{builds: map[string]string{}, programs: map[string]string{}, files: map[string]string{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -117,6 +124,13 @@ func mainStatus(m *testing.M, opts []Option) int {
 		p, err := exec.LookPath(prog)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: the tests need %s: %v\n", prog, err)
+			return 1
+		}
+		o.files[name] = p
+	}
+	for name, p := range o.files {
+		if _, err := os.Stat(p); err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: the tests need %s: %v\n", p, err)
 			return 1
 		}
 		if err := os.Symlink(p, filepath.Join(assetDir, name)); err != nil {

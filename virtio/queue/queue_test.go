@@ -408,23 +408,3 @@ func TestMisalignedAvailRing(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, uint16(1), ev)
 }
-
-func BenchmarkQueuePopPush(b *testing.B) {
-	drv, q, _ := newQueue(b, 256, true, true)
-	head, _ := drv.AddChain([]virtiotest.Buf{{Data: make([]byte, 16)}, {Len: 4096, Write: true}, {Len: 1, Write: true}})
-	var c queue.Chain
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if i > 0 {
-			drv.Publish(head)
-		}
-		ok, err := q.Pop(&c)
-		if err != nil || !ok {
-			b.Fatalf("pop: %v %v", ok, err)
-		}
-		if err := q.Push(c.Head, 4097); err != nil {
-			b.Fatal(err)
-		}
-	}
-}

@@ -52,3 +52,21 @@ func LoadModule(path string) error {
 	}
 	return nil
 }
+
+// ModulesOrder lists the modules of an initramfs.WriteGuest image, one
+// name a line, dependencies first; each is /lib/modules/NAME.ko.
+const ModulesOrder = "/etc/modules.order"
+
+// LoadModules loads the modules ModulesOrder lists, in order.
+func LoadModules() error {
+	data, err := os.ReadFile(ModulesOrder)
+	if err != nil {
+		return err
+	}
+	for _, name := range strings.Fields(string(data)) {
+		if err := LoadModule("/lib/modules/" + name + ".ko"); err != nil {
+			return err
+		}
+	}
+	return nil
+}

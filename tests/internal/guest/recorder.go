@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"sync"
+	"time"
 )
 
 // reportPrefix starts every Report line.
@@ -17,6 +18,7 @@ type Recorder struct {
 	all     bytes.Buffer
 	partial []byte
 	reports map[string][]string
+	first   map[string]time.Time // when each key was first reported
 }
 
 func (r *Recorder) Write(p []byte) (int, error) {
@@ -36,6 +38,10 @@ func (r *Recorder) Write(p []byte) (int, error) {
 			k, v, _ := strings.Cut(line[j+len(reportPrefix):], "=")
 			if r.reports == nil {
 				r.reports = map[string][]string{}
+				r.first = map[string]time.Time{}
+			}
+			if _, ok := r.first[k]; !ok {
+				r.first[k] = time.Now()
 			}
 			r.reports[k] = append(r.reports[k], v)
 		}
@@ -48,6 +54,14 @@ func (r *Recorder) Values(key string) []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return append([]string(nil), r.reports[key]...)
+}
+
+// FirstAt returns when key was first reported (as the line arrived).
+func (r *Recorder) FirstAt(key string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.first[key]
+	return t, ok
 }
 
 // Has tells whether key was reported.

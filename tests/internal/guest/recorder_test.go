@@ -2,6 +2,7 @@ package guest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 )
@@ -34,4 +35,19 @@ func TestRecorderCollectsReports(t *testing.T) {
 			assert.Equal(t, all, r.String())
 		})
 	}
+}
+
+func TestRecorderNotesWhenAKeyFirstArrived(t *testing.T) {
+	var r Recorder
+	_, ok := r.FirstAt("a")
+	assert.False(t, ok)
+	before := time.Now()
+	r.Write([]byte("GVMMTEST a=1\n"))
+	first, ok := r.FirstAt("a")
+	assert.True(t, ok)
+	assert.False(t, first.Before(before))
+	time.Sleep(time.Millisecond)
+	r.Write([]byte("GVMMTEST a=2\n"))
+	again, _ := r.FirstAt("a")
+	assert.Equal(t, first, again)
 }

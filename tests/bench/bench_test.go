@@ -1,0 +1,472 @@
+// Package bench compares gvmm with QEMU (-M microvm, from Debian) booting
+// the same stock kernel and initramfs with the same vCPUs and memory in
+// the same KVM host, one run of each after the other: boot time, VM exits
+// by reason, the VMM's own memory, virtio-blk throughput and ten guests
+// at once. make bench runs it; each benchmark prints its figures as
+// Markdown table rows ("BENCHMD ") and JSON objects ("BENCHJSON ").
+//
+// Without /dev/kvm it runs inside the KVM test host, where everything is
+// emulated: times are slow and noisy, while counts (exits, bytes) are
+// stable and the ratios between the two VMMs are what matters.
+package bench
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gvmm-dev/gvmm/kvm"
+	"github.com/gvmm-dev/gvmm/tests/bench/measure"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+const (
+	qemuBinary = "qemu-system-x86_64"
+	// qemuFirmware is microvm's firmware (qboot), where Debian puts it.
+	qemuFirmware = "bios-microvm.bin"
+	qemuDataDir  = "/usr/share/qemu"
+
+	guestCPUs = 1
+	guestMiB  = 256
+	// quiet: the kernel's boot messages would otherwise dominate the
+	// exits of both VMMs (each byte to the UART is two exits).
+	cmdline   = "console=ttyS0 reboot=k panic=1 quiet"
+	vmTimeout = 10 * time.Minute
+	mib       = 1 << 20
+	// concurrent is how many guests BenchmarkStartTogether starts at once.
+	concurrent = 10
+)
+
+// guestModules are the virtio drivers of both VMMs' disks: PCI (gvmm)
+// and MMIO (QEMU's microvm), loaded by guestbench in its blk mode.
+var guestModules = []string{"virtio_blk", "virtio_pci", "virtio_mmio"}
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	// The package has benchmarks only: without -test.bench (as in make
+	// test) there is nothing to run, and no test host to boot for it.
+	if flag.Lookup("test.bench").Value.String() == "" {
+		os.Exit(m.Run())
+	}
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guestbench", "github.com/gvmm-dev/gvmm/tests/guestbench"),
+		kvmhost.WithHostProgram(qemuBinary),
+		kvmhost.WithHostFile(qemuFirmware, filepath.Join(qemuDataDir, qemuFirmware)),
+		kvmhost.WithModules(guestModules...),
+	)
+}
+
+// rounds is how many runs of each VMM a benchmark makes, alternating.
+func rounds(key string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(key)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+var (
+	initrdOnce sync.Once
+	initrdPath string
+	initrdErr  error
+)
+
+// spec returns the guest both VMMs boot, with the command line keys.
+func spec(b *testing.B, keys ...string) guestSpec {
+	b.Helper()
+	k, err := debkernel.Get()
+	if err != nil {
+		b.Fatal(err)
+	}
+	initrdOnce.Do(func() {
+		var mods []debkernel.Module
+		if mods, initrdErr = k.Modules(guestModules...); initrdErr != nil {
+			return
+		}
+		dir, err := os.MkdirTemp("", "gvmm-bench-")
+		if err != nil {
+			initrdErr = err
+			return
+		}
+		initrdPath = filepath.Join(dir, "guest.cpio")
+		initrdErr = initramfs.WriteGuest(initrdPath, kvmhost.Asset("guestbench"), mods)
+	})
+	if initrdErr != nil {
+		b.Fatal(initrdErr)
+	}
+	base := cmdline
+	if c := os.Getenv("GVMM_BENCH_CMDLINE"); c != "" {
+		base = c // to look into a boot, e.g. without quiet
+	}
+	return guestSpec{kernel: k.Vmlinuz, initrd: initrdPath, cmdline: strings.Join(append([]string{base}, keys...), " ")}
+}
+
+// samples collects one figure per run and VMM.
+type samples map[string]map[string][]float64 // metric -> VMM -> values
+
+func (s samples) add(metric, vmm string, v float64) {
+	if s[metric] == nil {
+		s[metric] = map[string][]float64{}
+	}
+	s[metric][vmm] = append(s[metric][vmm], v)
+}
+
+// addCounts adds a run's counts under prefix+name(key).
+func (s samples) addCounts(prefix, vmm string, c measure.Counts, name func(string) string) {
+	for k, n := range c {
+		s.add(prefix+name(k), vmm, float64(n))
+	}
+}
+
+// row is one line of the results.
+type row struct {
+	Benchmark string   `json:"benchmark"`
+	Metric    string   `json:"metric"`
+	Unit      string   `json:"unit"`
+	Runs      int      `json:"runs"`
+	GVMM      float64  `json:"gvmm"`
+	QEMU      *float64 `json:"qemu,omitempty"`
+	Ratio     *float64 `json:"ratio,omitempty"` // gvmm/QEMU, medians
+	Target    string   `json:"target,omitempty"`
+	Met       *bool    `json:"met,omitempty"`
+}
+
+// target is a goal for one metric: on the ratio gvmm/QEMU or, with
+// absolute set, on gvmm's own figure.
+type target struct {
+	desc     string
+	absolute bool
+	ok       func(float64) bool
+}
+
+var (
+	atMost08   = target{desc: "ratio ≤ 0.8", ok: func(r float64) bool { return r <= 0.8 }}
+	atMost07   = target{desc: "ratio ≤ 0.7", ok: func(r float64) bool { return r <= 0.7 }}
+	atLeast1   = target{desc: "ratio ≥ 1.0", ok: func(r float64) bool { return r >= 1.0 }}
+	atMost5MiB = target{desc: "gvmm ≤ 5 MiB", absolute: true, ok: func(v float64) bool { return v <= 5 }}
+)
+
+// emit prints the medians of metric as a row, reports them as benchmark
+// metrics, and returns the row.
+func emit(b *testing.B, s samples, metric, unit string, t *target) {
+	b.Helper()
+	per := s[metric]
+	r := row{Benchmark: strings.TrimPrefix(b.Name(), "Benchmark"), Metric: metric, Unit: unit,
+		Runs: len(per[gvmm.name]), GVMM: measure.Median(per[gvmm.name])}
+	if q, ok := per[qemu.name]; ok {
+		qm := measure.Median(q)
+		r.QEMU = &qm
+		if qm != 0 {
+			ratio := r.GVMM / qm
+			r.Ratio = &ratio
+		}
+	}
+	if t != nil {
+		r.Target = t.desc
+		switch {
+		case t.absolute:
+			met := t.ok(r.GVMM)
+			r.Met = &met
+		case r.Ratio != nil:
+			met := t.ok(*r.Ratio)
+			r.Met = &met
+		}
+	}
+	js, err := json.Marshal(r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	fmt.Printf("BENCHJSON %s\n", js)
+	cell := func(p *float64) string {
+		if p == nil {
+			return "–"
+		}
+		return strconv.FormatFloat(*p, 'f', -1, 64)
+	}
+	met := ""
+	if r.Met != nil {
+		met = map[bool]string{true: "met", false: "**not met**"}[*r.Met]
+	}
+	fmt.Printf("BENCHMD | %s | %s (%s) | %s | %s | %s | %s %s |\n", r.Benchmark, metric, unit,
+		strconv.FormatFloat(round(r.GVMM), 'f', -1, 64), cell(roundPtr(r.QEMU)), cell(roundPtr(r.Ratio)), r.Target, met)
+	unitName := strings.NewReplacer(" ", "-", "(", "", ")", "", "/", "-per-").Replace(metric + "-" + unit)
+	b.ReportMetric(r.GVMM, "gvmm-"+unitName)
+	if r.QEMU != nil {
+		b.ReportMetric(*r.QEMU, "qemu-"+unitName)
+	}
+}
+
+func round(v float64) float64 {
+	if v >= 100 || v <= -100 {
+		return float64(int64(v + 0.5))
+	}
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(v, 'g', 3, 64), 64)
+	return f
+}
+
+func roundPtr(p *float64) *float64 {
+	if p == nil {
+		return nil
+	}
+	v := round(*p)
+	return &v
+}
+
+// top returns the metrics of prefix whose median, for either VMM, is at
+// least share of total's, largest first.
+func top(s samples, prefix string, total float64, share float64) []string {
+	var out []string
+	for m, per := range s {
+		if !strings.HasPrefix(m, prefix) {
+			continue
+		}
+		for _, v := range per {
+			if measure.Median(v) >= share*total {
+				out = append(out, m)
+				break
+			}
+		}
+	}
+	largest := func(m string) float64 {
+		return max(measure.Median(s[m][gvmm.name]), measure.Median(s[m][qemu.name]))
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if d := largest(b) - largest(a); d != 0 {
+			if d > 0 {
+				return 1
+			}
+			return -1
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
+// pad fills in zero for the runs in which a counted key never occurred,
+// so that medians are over every run.
+func pad(s samples, prefix string, runs int) {
+	for m, per := range s {
+		if !strings.HasPrefix(m, prefix) {
+			continue
+		}
+		for _, v := range vmms {
+			for len(per[v.name]) < runs {
+				per[v.name] = append(per[v.name], 0)
+			}
+		}
+	}
+}
+
+// Hist triggers for the exits of a boot.
+var (
+	exitHist  = measure.Hist{Event: "kvm/kvm_exit", Keys: []string{"exit_reason"}}
+	userHist  = measure.Hist{Event: "kvm/kvm_userspace_exit", Keys: []string{"reason"}}
+	pioHist   = measure.Hist{Event: "kvm/kvm_pio", Keys: []string{"port", "rw"}}
+	msrHist   = measure.Hist{Event: "kvm/kvm_msr", Keys: []string{"ecx", "write"}}
+	mmioHist  = measure.Hist{Event: "kvm/kvm_mmio", Keys: []string{"type"}}
+	bootHists = []measure.Hist{exitHist, userHist, pioHist, msrHist, mmioHist}
+)
+
+// BenchmarkBoot boots each VMM in turn, GVMM_BENCH_ROUNDS times each
+// (default 5), to the guest's init, which then waits: the exits and the
+// VMM's memory are read there, then the guest is told to power off.
+func BenchmarkBoot(b *testing.B) {
+	tr, err := measure.FindTracing()
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, svm := os.Stat("/sys/module/kvm_amd")
+	isSVM := svm == nil
+	n := rounds("GVMM_BENCH_ROUNDS", 5)
+	g := spec(b, "gvmm.bench=wait")
+	s := samples{}
+	for range b.N {
+		for i := 0; i < n; i++ {
+			for _, v := range vmms {
+				bootOnce(b, tr, isSVM, v, g, s)
+			}
+		}
+	}
+	for _, p := range []string{"exit ", "user exit ", "port ", "msr ", "mmio "} {
+		pad(s, p, n*b.N)
+	}
+	b.ReportMetric(0, "ns/op")
+	emit(b, s, "process start to init, from the console", "ms", &atMost08)
+	emit(b, s, "process start to init, gvmm's boot timer port", "ms", nil)
+	emit(b, s, "power-off, request to VMM exit", "ms", nil)
+	emit(b, s, "VM exits until init", "exits", &atMost07)
+	total := measure.Median(s["VM exits until init"][qemu.name])
+	for _, m := range top(s, "exit ", total, 0.01) {
+		emit(b, s, m, "exits", nil)
+	}
+	emit(b, s, "exits to user space", "exits", nil)
+	for _, m := range top(s, "user exit ", 1, 1) {
+		emit(b, s, m, "exits", nil)
+	}
+	for _, m := range top(s, "port ", total, 0.002) {
+		emit(b, s, m, "accesses", nil)
+	}
+	for _, m := range top(s, "msr ", total, 0.002) {
+		emit(b, s, m, "accesses", nil)
+	}
+	for _, m := range top(s, "mmio ", 1, 1) {
+		emit(b, s, m, "accesses", nil)
+	}
+	emit(b, s, "VMM own memory (RSS − guest RAM)", "MiB", &atMost5MiB)
+	emit(b, s, "VMM own memory: file-backed (program, libraries)", "MiB", nil)
+	emit(b, s, "VMM own memory: anonymous (heap, stacks)", "MiB", nil)
+	emit(b, s, "VMM RSS", "MiB", nil)
+}
+
+func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s samples) {
+	for _, h := range bootHists {
+		if err := tr.Start(h); err != nil {
+			b.Fatal(err)
+		}
+		defer tr.Stop(h)
+	}
+	r := start(b, v, g)
+	r.waitReport(b, "waiting")
+	counts := map[string]measure.Counts{}
+	for _, h := range bootHists {
+		c, err := tr.Read(h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		counts[h.Event] = c
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", r.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mem, err := measure.ReadSmaps(f, guestMiB*mib)
+	f.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	off := time.Now()
+	if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
+		b.Fatal(err)
+	}
+	r.wait(b)
+	if os.Getenv("GVMM_BENCH_CONSOLE") != "" {
+		b.Logf("%s console:\n%s", v.name, r.out.String())
+	}
+	atInit, _ := r.out.FirstAt("init")
+	s.add("process start to init, from the console", v.name, ms(atInit.Sub(r.start)))
+	if v.name == gvmm.name {
+		t, err := r.bootTimer()
+		if err != nil {
+			b.Fatalf("%v\n%s", err, r.output())
+		}
+		s.add("process start to init, gvmm's boot timer port", v.name, ms(t.Sub(r.start)))
+	}
+	s.add("power-off, request to VMM exit", v.name, ms(r.exited.Sub(off)))
+	s.add("VM exits until init", v.name, float64(counts[exitHist.Event].Total()))
+	s.add("exits to user space", v.name, float64(counts[userHist.Event].Total()))
+	s.addCounts("exit ", v.name, counts[exitHist.Event], func(k string) string {
+		code, _ := strconv.ParseUint(k, 10, 64)
+		return measure.ExitName(svm, code)
+	})
+	s.addCounts("user exit ", v.name, counts[userHist.Event], func(k string) string {
+		code, _ := strconv.ParseUint(k, 10, 32)
+		return kvm.ExitReason(code).String()
+	})
+	s.addCounts("", v.name, counts[pioHist.Event], hexPort)
+	s.addCounts("msr ", v.name, counts[msrHist.Event], func(k string) string {
+		ecx, w, _ := strings.Cut(k, ",")
+		n, _ := strconv.ParseUint(ecx, 10, 32)
+		return fmt.Sprintf("%#x %s", n, map[string]string{"0": "read", "1": "write"}[w])
+	})
+	s.addCounts("mmio ", v.name, counts[mmioHist.Event], func(k string) string {
+		return map[string]string{"0": "unsatisfied read", "1": "read", "2": "write"}[k]
+	})
+	s.add("VMM own memory (RSS − guest RAM)", v.name, float64(mem.Own())/mib)
+	s.add("VMM own memory: file-backed (program, libraries)", v.name, float64(mem.FileRSS)/mib)
+	s.add("VMM own memory: anonymous (heap, stacks)", v.name, float64(mem.Own()-mem.FileRSS)/mib)
+	s.add("VMM RSS", v.name, float64(mem.RSS)/mib)
+}
+
+// BenchmarkBlk measures virtio-blk inside the guest, on one image file
+// for both VMMs: sequential write and read of 128 MiB in 1 MiB blocks and
+// 4 KiB random reads for 5 s, all O_DIRECT, GVMM_BENCH_ROUNDS times each
+// (default 3).
+func BenchmarkBlk(b *testing.B) {
+	n := rounds("GVMM_BENCH_ROUNDS", 3)
+	g := spec(b, "gvmm.bench=blk", "gvmm.mib=128", "gvmm.randsec=5")
+	g.disk = filepath.Join(b.TempDir(), "bench.img")
+	// Written out in full: reads must not be served from holes.
+	if err := os.WriteFile(g.disk, make([]byte, 160*mib), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	s := samples{}
+	for range b.N {
+		for i := 0; i < n; i++ {
+			for _, v := range vmms {
+				r := start(b, v, g)
+				r.wait(b)
+				s.add("sequential write", v.name, r.report(b, "write_mbps"))
+				s.add("sequential read", v.name, r.report(b, "read_mbps"))
+				s.add("4 KiB random read", v.name, r.report(b, "randread_iops"))
+			}
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	emit(b, s, "sequential write", "MB/s", &atLeast1)
+	emit(b, s, "sequential read", "MB/s", &atLeast1)
+	emit(b, s, "4 KiB random read", "IOPS", &atLeast1)
+}
+
+// BenchmarkStartTogether starts ten guests of one VMM at once and times
+// them until every one reached init, and until every one powered off;
+// GVMM_BENCH_ROUNDS10 rounds of each VMM (default 1).
+func BenchmarkStartTogether(b *testing.B) {
+	n := rounds("GVMM_BENCH_ROUNDS10", 1)
+	g := spec(b, "gvmm.bench=off")
+	s := samples{}
+	for range b.N {
+		for i := 0; i < n; i++ {
+			for _, v := range vmms {
+				t0 := time.Now()
+				rs := make([]*running, concurrent)
+				for j := range rs {
+					rs[j] = start(b, v, g)
+				}
+				var lastInit, lastExit time.Time
+				for _, r := range rs {
+					r.wait(b)
+					at, ok := r.out.FirstAt("init")
+					if !ok {
+						b.Fatalf("%s: a guest powered off without reaching init\n%s", v.name, r.output())
+					}
+					lastInit = maxTime(lastInit, at)
+					lastExit = maxTime(lastExit, r.exited)
+				}
+				s.add(fmt.Sprintf("%d guests: all at init", concurrent), v.name, ms(lastInit.Sub(t0)))
+				s.add(fmt.Sprintf("%d guests: all powered off", concurrent), v.name, ms(lastExit.Sub(t0)))
+			}
+		}
+	}
+	b.ReportMetric(0, "ns/op")
+	for _, m := range slices.Sorted(maps.Keys(s)) {
+		emit(b, s, m, "ms", nil)
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}

@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+// guestSpec is what both VMMs boot: the same files, vCPUs and memory.
+type guestSpec struct {
+	kernel, initrd, cmdline string
+	disk                    string // raw image as the first virtio-blk disk; "" for none
+}
+
+// vmm is one of the two VMMs compared.
+type vmm struct {
+	name string
+	argv func(g guestSpec) []string
+}
+
+var (
+	gvmm = vmm{"gvmm", func(g guestSpec) []string {
+		a := []string{kvmhost.Asset("gvmm"), "run", "--kernel", g.kernel, "--initrd", g.initrd,
+			"--cmdline", g.cmdline, "--cpus", strconv.Itoa(guestCPUs), "--memory", strconv.Itoa(guestMiB)}
+		if g.disk != "" {
+			a = append(a, "--disk", g.disk)
+		}
+		// Extra flags, to compare settings (e.g. --seccomp=off).
+		return append(a, strings.Fields(os.Getenv("GVMM_BENCH_GVMM_FLAGS"))...)
+	}}
+	// QEMU's microvm machine with its ACPI tables, its fastest setup for
+	// a Linux guest: no PCI, no firmware but qboot, virtio over MMIO.
+	qemu = vmm{"QEMU", func(g guestSpec) []string {
+		a := []string{kvmhost.Asset(qemuBinary), "-M", "microvm", "-accel", "kvm", "-cpu", "host",
+			"-smp", strconv.Itoa(guestCPUs), "-m", strconv.Itoa(guestMiB),
+			"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+			"-L", filepath.Dir(kvmhost.Asset(qemuFirmware)),
+			"-kernel", g.kernel, "-initrd", g.initrd, "-append", g.cmdline}
+		if g.disk != "" {
+			// QEMU's defaults (cache=writeback, aio=threads) match gvmm:
+			// the host page cache, flushes through fdatasync.
+			a = append(a, "-drive", "id=vda,file="+g.disk+",format=raw,if=none",
+				"-device", "virtio-blk-device,drive=vda")
+		}
+		return a
+	}}
+	vmms = []vmm{gvmm, qemu}
+)
+
+// running is one VMM process whose guest reports are collected live.
+type running struct {
+	vmm     vmm
+	cmd     *exec.Cmd
+	start   time.Time
+	out     *guest.Recorder
+	log     *guest.Recorder
+	stdin   io.WriteCloser
+	done    chan struct{} // closed at exit; then waitErr and exited are set
+	waitErr error
+	exited  time.Time
+	cancel  context.CancelFunc
+}
+
+func start(b *testing.B, v vmm, g guestSpec) *running {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), vmTimeout)
+	argv := v.argv(g)
+	r := &running{vmm: v, out: &guest.Recorder{}, log: &guest.Recorder{}, done: make(chan struct{}), cancel: cancel}
+	r.cmd = exec.CommandContext(ctx, argv[0], argv[1:]...)
+	if v.name == gvmm.name {
+		// Extra environment, to compare settings (e.g. GOMAXPROCS=2).
+		r.cmd.Env = append(os.Environ(), strings.Fields(os.Getenv("GVMM_BENCH_GVMM_ENV"))...)
+	}
+	r.cmd.Stdout = r.out
+	r.cmd.Stderr = r.log
+	var err error
+	if r.stdin, err = r.cmd.StdinPipe(); err != nil {
+		b.Fatal(err)
+	}
+	r.start = time.Now()
+	if err := r.cmd.Start(); err != nil {
+		cancel()
+		b.Fatalf("%s: %v", v.name, err)
+	}
+	go func() {
+		r.waitErr = r.cmd.Wait()
+		r.exited = time.Now()
+		close(r.done)
+	}()
+	b.Cleanup(func() {
+		cancel()
+		<-r.done
+	})
+	return r
+}
+
+// waitReport waits for the guest to report key; it fails at once when
+// the VMM ends first, or the guest reports an error.
+func (r *running) waitReport(b *testing.B, key string) time.Time {
+	b.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if at, ok := r.out.FirstAt(key); ok {
+			return at
+		}
+		if r.out.Has("error") {
+			b.Fatalf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
+		}
+		select {
+		case <-r.done:
+			b.Fatalf("%s ended (%v) before the guest reported %s\n%s", r.vmm.name, r.waitErr, key, r.output())
+		case <-tick.C:
+		}
+	}
+}
+
+// wait waits for the VMM to end and requires a clean exit.
+func (r *running) wait(b *testing.B) {
+	b.Helper()
+	<-r.done
+	if r.waitErr != nil {
+		b.Fatalf("%s: %v\n%s", r.vmm.name, r.waitErr, r.output())
+	}
+	if r.out.Has("error") {
+		b.Fatalf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
+	}
+}
+
+func (r *running) output() string {
+	return "--- console:\n" + tail(r.out.String()) + "\n--- stderr:\n" + tail(r.log.String())
+}
+
+func tail(s string) string {
+	if len(s) > 4000 {
+		return "..." + s[len(s)-4000:]
+	}
+	return s
+}
+
+// report is the float value the guest reported for key.
+func (r *running) report(b *testing.B, key string) float64 {
+	b.Helper()
+	v := r.out.Values(key)
+	if len(v) != 1 {
+		b.Fatalf("%s: guest reported %s %d times\n%s", r.vmm.name, key, len(v), r.output())
+	}
+	f, err := strconv.ParseFloat(v[0], 64)
+	if err != nil {
+		b.Fatalf("%s: %s=%q: %v", r.vmm.name, key, v[0], err)
+	}
+	return f
+}
+
+// bootTimer is when gvmm logged the guest's write to its boot timer
+// port, from the "time=" of that log line.
+func (r *running) bootTimer() (time.Time, error) {
+	sc := bufio.NewScanner(strings.NewReader(r.log.String()))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, `msg="boot timer: guest user space reached"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "time="); ok {
+				return time.Parse(time.RFC3339Nano, v)
+			}
+		}
+	}
+	return time.Time{}, errors.New("gvmm logged no boot timer line")
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+func hexPort(s string) string {
+	port, rw, _ := strings.Cut(s, ",")
+	n, _ := strconv.Atoi(port)
+	dir := "in"
+	if rw == "1" {
+		dir = "out"
+	}
+	return fmt.Sprintf("port %#x %s", n, dir)
+}

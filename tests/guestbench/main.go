@@ -1,0 +1,148 @@
+// Command guestbench is the init of the benchmark guests, the same image
+// under gvmm and under QEMU. Its first act marks the start of user space
+// twice: a write of the boot timer's magic value to its port (gvmm logs
+// the time; QEMU ignores the port) and the line "GVMMTEST init=1" on the
+// serial console, which the benchmark times for both VMMs alike.
+//
+// Command line keys:
+//
+//	gvmm.bench=wait  wait for a line on the console, then power off (default)
+//	gvmm.bench=off   power off at once
+//	gvmm.bench=blk   measure /dev/vda, report, power off
+//	gvmm.mib=N       blk: MiB written and read sequentially (default 128)
+//	gvmm.randsec=N   blk: seconds of 4 KiB random reads (default 5)
+//
+// blk reports "GVMMTEST write_mbps=", "read_mbps=" and "randread_iops=",
+// measured with O_DIRECT so that the guest's page cache stays out of it.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/devices/boottimer"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+)
+
+func outb(port uint16, val uint8)
+
+func main() {
+	if err := unix.Ioperm(boottimer.Port, boottimer.Size, 1); err == nil {
+		outb(boottimer.Port, boottimer.Magic)
+	}
+	guest.Report("init", 1)
+	args := guest.Setup()
+	if a := args["gvmm.sym"]; a != "" {
+		data, _ := os.ReadFile("/proc/kallsyms")
+		var last string
+		for _, l := range strings.Split(string(data), "\n") {
+			if len(l) > 16 && l[:16] > a {
+				guest.Report("sym", last)
+				break
+			}
+			last = l
+		}
+	}
+	switch args["gvmm.bench"] {
+	case "off":
+	case "blk":
+		if err := blk(num(args, "gvmm.mib", 128), num(args, "gvmm.randsec", 5)); err != nil {
+			guest.Report("error", err)
+		}
+	default:
+		guest.Report("waiting", 1)
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
+		guest.Report("error", fmt.Sprintf("power off: %v", err))
+	}
+	select {}
+}
+
+func num(args map[string]string, key string, def int) int {
+	if n, err := strconv.Atoi(args[key]); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
+
+const (
+	mib       = 1 << 20
+	seqBlock  = mib
+	randBlock = 4096
+)
+
+func blk(mibs, randSec int) error {
+	if err := guest.LoadModules(); err != nil {
+		return err
+	}
+	f, err := openDisk("/dev/vda", 20*time.Second)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	size := int64(mibs) * mib
+	// An anonymous mapping is page-aligned, as O_DIRECT requires.
+	buf, err := unix.Mmap(-1, 0, seqBlock, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return err
+	}
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	start := time.Now()
+	for off := int64(0); off < size; off += seqBlock {
+		if _, err := f.WriteAt(buf, off); err != nil {
+			return fmt.Errorf("write at %d: %w", off, err)
+		}
+	}
+	if err := unix.Fdatasync(int(f.Fd())); err != nil {
+		return fmt.Errorf("fdatasync: %w", err)
+	}
+	guest.Report("write_mbps", rate(size, time.Since(start)))
+	start = time.Now()
+	for off := int64(0); off < size; off += seqBlock {
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	guest.Report("read_mbps", rate(size, time.Since(start)))
+	// A fixed seed: both VMMs read the same blocks in the same order.
+	r := rand.New(rand.NewPCG(1, 2))
+	small := buf[:randBlock]
+	n := 0
+	start = time.Now()
+	for limit := time.Duration(randSec) * time.Second; time.Since(start) < limit; n++ {
+		off := r.Int64N(size/randBlock) * randBlock
+		if _, err := f.ReadAt(small, off); err != nil {
+			return fmt.Errorf("read at %d: %w", off, err)
+		}
+	}
+	guest.Report("randread_iops", fmt.Sprintf("%.0f", float64(n)/time.Since(start).Seconds()))
+	return nil
+}
+
+func rate(n int64, d time.Duration) string {
+	return fmt.Sprintf("%.2f", float64(n)/mib/d.Seconds())
+}
+
+// openDisk waits for the disk's node (the driver probes it
+// asynchronously) and opens it for direct I/O.
+func openDisk(path string, limit time.Duration) (*os.File, error) {
+	deadline := time.Now().Add(limit)
+	for {
+		f, err := os.OpenFile(path, os.O_RDWR|unix.O_DIRECT, 0)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
+			return f, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
