@@ -78,6 +78,7 @@ bench: deps
 		sed -n 's/^BENCHMD //p' bin/bench.log; } | tee bin/bench.md
 	@sed -n 's/^BENCHJSON //p' bin/bench.log | awk 'BEGIN { print "[" } { printf "%s  %s", (NR > 1 ? ",\n" : ""), $$0 } END { print "\n]" }' > bin/bench.json
 	@echo "bench: bin/bench.md, bin/bench.json"
+	@! grep -q '^FAIL' bin/bench.log || { echo "bench: a benchmark failed; its figures above are partial (bin/bench.log)"; exit 1; }
 
 clean:
 	rm -rf bin

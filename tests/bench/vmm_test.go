@@ -130,13 +130,23 @@ func (r *running) waitReport(b *testing.B, key string) time.Time {
 // wait waits for the VMM to end and requires a clean exit.
 func (r *running) wait(b *testing.B) {
 	b.Helper()
+	if err := r.result(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// result waits for the VMM to end and says what went wrong, if anything.
+func (r *running) result() error {
 	<-r.done
-	if r.waitErr != nil {
-		b.Fatalf("%s: %v\n%s", r.vmm.name, r.waitErr, r.output())
+	switch {
+	case r.waitErr != nil:
+		return fmt.Errorf("%s: %w\n%s", r.vmm.name, r.waitErr, r.output())
+	case r.out.Has("error"):
+		return fmt.Errorf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
+	case !r.out.Has("init"):
+		return fmt.Errorf("%s: the guest never reached init\n%s", r.vmm.name, r.output())
 	}
-	if r.out.Has("error") {
-		b.Fatalf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
-	}
+	return nil
 }
 
 func (r *running) output() string {

@@ -10,10 +10,12 @@
 //	gvmm.bench=off   power off at once
 //	gvmm.bench=blk   measure /dev/vda, report, power off
 //	gvmm.mib=N       blk: MiB written and read sequentially (default 128)
-//	gvmm.randsec=N   blk: seconds of 4 KiB random reads (default 5)
+//	gvmm.randops=N   blk: 4 KiB random reads (default 3000)
 //
-// blk reports "GVMMTEST write_mbps=", "read_mbps=" and "randread_iops=",
-// measured with O_DIRECT so that the guest's page cache stays out of it.
+// blk opens the disk, reports "GVMMTEST ready=1" and waits for a line on
+// the console; then it reports "write_mbps=", "read_mbps=",
+// and "randread_iops=", measured with O_DIRECT so that the
+// guest's page cache stays out of it.
 package main
 
 import (
@@ -54,7 +56,7 @@ func main() {
 	switch args["gvmm.bench"] {
 	case "off":
 	case "blk":
-		if err := blk(num(args, "gvmm.mib", 128), num(args, "gvmm.randsec", 5)); err != nil {
+		if err := blk(num(args, "gvmm.mib", 128), num(args, "gvmm.randops", 3000)); err != nil {
 			guest.Report("error", err)
 		}
 	default:
@@ -80,7 +82,7 @@ const (
 	randBlock = 4096
 )
 
-func blk(mibs, randSec int) error {
+func blk(mibs, randOps int) error {
 	if err := guest.LoadModules(); err != nil {
 		return err
 	}
@@ -89,6 +91,10 @@ func blk(mibs, randSec int) error {
 		return err
 	}
 	defer f.Close()
+	guest.Report("ready", 1)
+	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+		return fmt.Errorf("waiting for the go-ahead: %w", err)
+	}
 	size := int64(mibs) * mib
 	// An anonymous mapping is page-aligned, as O_DIRECT requires.
 	buf, err := unix.Mmap(-1, 0, seqBlock, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
@@ -118,15 +124,14 @@ func blk(mibs, randSec int) error {
 	// A fixed seed: both VMMs read the same blocks in the same order.
 	r := rand.New(rand.NewPCG(1, 2))
 	small := buf[:randBlock]
-	n := 0
 	start = time.Now()
-	for limit := time.Duration(randSec) * time.Second; time.Since(start) < limit; n++ {
+	for range randOps {
 		off := r.Int64N(size/randBlock) * randBlock
 		if _, err := f.ReadAt(small, off); err != nil {
 			return fmt.Errorf("read at %d: %w", off, err)
 		}
 	}
-	guest.Report("randread_iops", fmt.Sprintf("%.0f", float64(n)/time.Since(start).Seconds()))
+	guest.Report("randread_iops", fmt.Sprintf("%.0f", float64(randOps)/time.Since(start).Seconds()))
 	return nil
 }
 
