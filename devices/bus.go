@@ -6,8 +6,10 @@ package devices
 import (
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // Device is an emulated device region. Offsets are relative to the base
@@ -31,11 +33,15 @@ type busRange struct {
 
 // Bus maps non-overlapping address ranges to devices. It is safe for
 // concurrent use by several vCPU threads; devices do their own locking.
+// Lookups, one per exit, read an immutable snapshot of the ranges without
+// a lock: a shared read lock cost 96 ns an access from two threads at
+// once, against 17 ns from one (BenchmarkBusDispatchParallel). Insert and
+// Remove, rare (BAR moves), copy it.
 type Bus struct {
 	name   string
 	log    *slog.Logger
-	mu     sync.RWMutex
-	ranges []busRange // sorted by base
+	mu     sync.Mutex                 // serialises Insert and Remove
+	ranges atomic.Pointer[[]busRange] // sorted by base; never modified in place
 
 	missMu sync.Mutex
 	missed map[uint64]bool // addresses whose unclaimed access was logged
@@ -56,16 +62,16 @@ func (b *Bus) Insert(base, size uint64, dev Device) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base >= base })
-	if i > 0 && b.ranges[i-1].base+b.ranges[i-1].size > base {
-		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, b.ranges[i-1].base, b.ranges[i-1].size)
+	ranges := b.snapshot()
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base >= base })
+	if i > 0 && ranges[i-1].base+ranges[i-1].size > base {
+		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, ranges[i-1].base, ranges[i-1].size)
 	}
-	if i < len(b.ranges) && base+size > b.ranges[i].base {
-		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, b.ranges[i].base, b.ranges[i].size)
+	if i < len(ranges) && base+size > ranges[i].base {
+		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, ranges[i].base, ranges[i].size)
 	}
-	b.ranges = append(b.ranges, busRange{})
-	copy(b.ranges[i+1:], b.ranges[i:])
-	b.ranges[i] = busRange{base: base, size: size, dev: dev}
+	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev})
+	b.ranges.Store(&next)
 	return nil
 }
 
@@ -73,22 +79,31 @@ func (b *Bus) Insert(base, size uint64, dev Device) error {
 func (b *Bus) Remove(base uint64) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base >= base })
-	if i == len(b.ranges) || b.ranges[i].base != base {
+	ranges := b.snapshot()
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base >= base })
+	if i == len(ranges) || ranges[i].base != base {
 		return fmt.Errorf("%s bus: no range at %#x", b.name, base)
 	}
-	b.ranges = append(b.ranges[:i], b.ranges[i+1:]...)
+	next := slices.Delete(slices.Clone(ranges), i, i+1)
+	b.ranges.Store(&next)
+	return nil
+}
+
+// snapshot returns the current ranges, which nobody may modify.
+func (b *Bus) snapshot() []busRange {
+	if p := b.ranges.Load(); p != nil {
+		return *p
+	}
 	return nil
 }
 
 func (b *Bus) lookup(addr uint64, n int) (Device, uint64, bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	i := sort.Search(len(b.ranges), func(i int) bool { return b.ranges[i].base+b.ranges[i].size > addr })
-	if i == len(b.ranges) || addr < b.ranges[i].base {
+	ranges := b.snapshot()
+	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base+ranges[i].size > addr })
+	if i == len(ranges) || addr < ranges[i].base {
 		return nil, 0, false
 	}
-	r := b.ranges[i]
+	r := ranges[i]
 	off := addr - r.base
 	if uint64(n) > r.size-off {
 		return nil, 0, false

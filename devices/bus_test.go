@@ -1,0 +1,122 @@
+package devices_test
+
+import (
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/devices"
+)
+
+// offsets records the offsets a device is accessed at.
+type offsets struct {
+	mu   sync.Mutex
+	seen []uint64
+}
+
+func (o *offsets) Read(off uint64, data []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen = append(o.seen, off)
+	clear(data)
+}
+
+func (o *offsets) Write(off uint64, _ []byte) { o.Read(off, make([]byte, 1)) }
+
+func TestBusInsertRejectsBadRanges(t *testing.T) {
+	bus := devices.NewBus("pio", slog.New(slog.DiscardHandler))
+	require.NoError(t, bus.Insert(0x10, 0x10, &reg{}))
+	for _, tt := range []struct {
+		name       string
+		base, size uint64
+		ok         bool
+	}{
+		{"zero size", 0x40, 0, false},
+		{"overflow", ^uint64(0) - 1, 4, false},
+		{"overlaps the start", 0x8, 0x9, false},
+		{"overlaps the end", 0x1f, 2, false},
+		{"inside", 0x14, 1, false},
+		{"covers", 0x0, 0x40, false},
+		{"adjacent below", 0x8, 0x8, true},
+		{"adjacent above", 0x20, 0x8, true},
+		{"ending at 2^64", ^uint64(0) - 3, 4, false}, // its end is not representable
+		{"near the top", ^uint64(0) - 7, 4, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := bus.Insert(tt.base, tt.size, &reg{})
+			if tt.ok {
+				assert.NoError(t, err)
+			} else {
+				assert.Error(t, err)
+			}
+		})
+	}
+}
+
+func TestBusDispatchesByOffsetAndMissesReadAllOnes(t *testing.T) {
+	h := &countHandler{}
+	bus := devices.NewBus("pio", slog.New(h))
+	dev := &offsets{}
+	require.NoError(t, bus.Insert(0x3f8, 8, dev))
+
+	data := []byte{0x55}
+	bus.Read(0x3fd, data)
+	assert.Equal(t, []byte{0}, data)
+	bus.Write(0x3f8, []byte{'x'})
+	assert.Equal(t, []uint64{5, 0}, dev.seen)
+
+	// Straddling the range's end, or outside it: nobody decodes it.
+	for _, a := range []struct {
+		addr uint64
+		n    int
+	}{{0x3fe, 4}, {0x3f0, 1}, {0x400, 2}} {
+		data := []byte{0, 0, 0, 0}[:a.n]
+		bus.Read(a.addr, data)
+		assert.Equal(t, []byte{0xff, 0xff, 0xff, 0xff}[:a.n], data, "%#x", a.addr)
+	}
+	bus.Read(0x3f0, []byte{0})
+	bus.Write(0x3f0, []byte{0})
+	assert.Equal(t, int64(3), h.n.Load(), "each missed address is logged once")
+	assert.Len(t, dev.seen, 2)
+
+	require.NoError(t, bus.Remove(0x3f8))
+	assert.Error(t, bus.Remove(0x3f8))
+	bus.Read(0x3fd, data)
+	assert.Equal(t, []byte{0xff}, data, "removed")
+}
+
+// Lookups run on vCPU threads while BARs move: they see either the old
+// ranges or the new, never a half-updated table (go test -race).
+func TestBusLookupsDuringInsertAndRemove(t *testing.T) {
+	bus := devices.NewBus("mmio", slog.New(slog.DiscardHandler))
+	require.NoError(t, bus.Insert(0x1000, 0x100, &reg{v: 1}))
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 2 {
+		wg.Go(func() {
+			data := []byte{0}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				bus.Read(0x1010, data)
+				if data[0] != 1 {
+					t.Errorf("a fixed range read %#x", data[0])
+					return
+				}
+			}
+		})
+	}
+	for i := range 1000 {
+		base := 0x2000 + uint64(i%8)*0x100
+		require.NoError(t, bus.Insert(base, 0x100, &reg{}))
+		require.NoError(t, bus.Remove(base))
+	}
+	close(stop)
+	wg.Wait()
+}
