@@ -43,7 +43,7 @@ const (
 	// quiet: the kernel's boot messages would otherwise dominate the
 	// exits of both VMMs (each byte to the UART is two exits).
 	cmdline   = "console=ttyS0 reboot=k panic=1 quiet"
-	vmTimeout = 10 * time.Minute
+	vmTimeout = 6 * time.Minute
 	mib       = 1 << 20
 	// concurrent is how many guests BenchmarkStartTogether starts at once.
 	concurrent = 10
@@ -435,16 +435,32 @@ func BenchmarkBlk(b *testing.B) {
 				// The guest waits, disk open, for the go-ahead: the exits
 				// counted are the disk test's alone.
 				r.waitReport(b, "ready")
+				var cpu measure.CPU
 				counts := count(b, tr, []measure.Hist{exitHist, userHist}, func() {
+					before := r.cpu(b)
 					if _, err := r.stdin.Write([]byte("go\n")); err != nil {
 						b.Fatal(err)
 					}
-					r.waitReport(b, "randread_iops")
+					r.waitReport(b, "waiting")
+					cpu = r.cpu(b).Sub(before)
 				})
+				if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
+					b.Fatal(err)
+				}
 				r.wait(b)
 				s.add("sequential write", v.name, r.report(b, "write_mbps"))
 				s.add("sequential read", v.name, r.report(b, "read_mbps"))
 				s.add("4 KiB random read", v.name, r.report(b, "randread_iops"))
+				s.add("VMM CPU time outside the guest during the disk test", v.name, ms(cpu.Host()))
+				s.add("guest CPU time during the disk test", v.name, ms(cpu.Guest))
+				reads, writes, _ := strings.Cut(strings.Join(r.out.Values("requests"), ""), "+")
+				for _, rw := range []struct{ name, n string }{{"read", reads}, {"write", writes}} {
+					n, err := strconv.Atoi(rw.n)
+					if err != nil {
+						b.Fatalf("%s: guest requests %q: %v", v.name, r.out.Values("requests"), err)
+					}
+					s.add(rw.name+" requests the guest sent", v.name, float64(n))
+				}
 				s.add("VM exits during the disk test", v.name, float64(counts[exitHist.Event].Total()))
 				s.add("exits to user space during the disk test", v.name, float64(counts[userHist.Event].Total()))
 			}
@@ -454,8 +470,12 @@ func BenchmarkBlk(b *testing.B) {
 	emit(b, s, "sequential write", "MB/s", &atLeast1)
 	emit(b, s, "sequential read", "MB/s", &atLeast1)
 	emit(b, s, "4 KiB random read", "IOPS", &atLeast1)
+	emit(b, s, "read requests the guest sent", "requests", nil)
+	emit(b, s, "write requests the guest sent", "requests", nil)
 	emit(b, s, "VM exits during the disk test", "exits", nil)
 	emit(b, s, "exits to user space during the disk test", "exits", nil)
+	emit(b, s, "VMM CPU time outside the guest during the disk test", "ms", nil)
+	emit(b, s, "guest CPU time during the disk test", "ms", nil)
 }
 
 // BenchmarkStartTogether starts ten guests of one VMM at once and times

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gvmm-dev/gvmm/tests/bench/measure"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
@@ -190,6 +191,20 @@ func (r *running) bootTimer() (time.Time, error) {
 		}
 	}
 	return time.Time{}, errors.New("gvmm logged no boot timer line")
+}
+
+// cpu reads the VMM's CPU time so far.
+func (r *running) cpu(b *testing.B) measure.CPU {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	c, err := measure.ParseStat(string(stat))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -8,7 +8,7 @@
 //
 //	gvmm.bench=wait  wait for a line on the console, then power off (default)
 //	gvmm.bench=off   power off at once
-//	gvmm.bench=blk   measure /dev/vda, report, power off
+//	gvmm.bench=blk   measure /dev/vda, report, then wait as gvmm.bench=wait
 //	gvmm.mib=N       blk: MiB written and read sequentially (default 128)
 //	gvmm.randops=N   blk: 4 KiB random reads (default 3000)
 //
@@ -53,15 +53,17 @@ func main() {
 			last = l
 		}
 	}
+	in := bufio.NewReader(os.Stdin)
 	switch args["gvmm.bench"] {
 	case "off":
 	case "blk":
-		if err := blk(num(args, "gvmm.mib", 128), num(args, "gvmm.randops", 3000)); err != nil {
+		if err := blk(in, num(args, "gvmm.mib", 128), num(args, "gvmm.randops", 3000)); err != nil {
 			guest.Report("error", err)
 		}
+		fallthrough
 	default:
 		guest.Report("waiting", 1)
-		bufio.NewReader(os.Stdin).ReadString('\n')
+		in.ReadString('\n')
 	}
 	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
 		guest.Report("error", fmt.Sprintf("power off: %v", err))
@@ -82,7 +84,7 @@ const (
 	randBlock = 4096
 )
 
-func blk(mibs, randOps int) error {
+func blk(in *bufio.Reader, mibs, randOps int) error {
 	if err := guest.LoadModules(); err != nil {
 		return err
 	}
@@ -92,7 +94,7 @@ func blk(mibs, randOps int) error {
 	}
 	defer f.Close()
 	guest.Report("ready", 1)
-	if _, err := bufio.NewReader(os.Stdin).ReadString('\n'); err != nil {
+	if _, err := in.ReadString('\n'); err != nil {
 		return fmt.Errorf("waiting for the go-ahead: %w", err)
 	}
 	size := int64(mibs) * mib
@@ -132,6 +134,13 @@ func blk(mibs, randOps int) error {
 		}
 	}
 	guest.Report("randread_iops", fmt.Sprintf("%.0f", float64(randOps)/time.Since(start).Seconds()))
+	// Requests the block layer sent to the device (its splitting depends
+	// on the limits the device advertises): fields 1 and 5 of the stat.
+	if st, err := os.ReadFile("/sys/block/vda/stat"); err == nil {
+		if f := strings.Fields(string(st)); len(f) > 4 {
+			guest.Report("requests", f[0]+"+"+f[4])
+		}
+	}
 	return nil
 }
 

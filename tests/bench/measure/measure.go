@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Median of xs; NaN-free input assumed, 0 for none.
@@ -98,4 +99,45 @@ func rangeSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("smaps: bad address range %q", s)
 	}
 	return b - a, nil
+}
+
+// CPU is a process's CPU time so far, from /proc/PID/stat.
+type CPU struct {
+	User, System, Guest time.Duration // Guest (in guest mode) is part of User
+}
+
+// Host is the time spent outside guest mode: the VMM's own work and the
+// host kernel's on its behalf.
+func (c CPU) Host() time.Duration { return c.User + c.System - c.Guest }
+
+// Sub is the CPU time between two readings.
+func (c CPU) Sub(d CPU) CPU {
+	return CPU{User: c.User - d.User, System: c.System - d.System, Guest: c.Guest - d.Guest}
+}
+
+// clockTick is USER_HZ, the unit of /proc/PID/stat's times, 100 on x86.
+const clockTick = 10 * time.Millisecond
+
+// ParseStat reads utime, stime and guest_time (fields 14, 15 and 43) of
+// a /proc/PID/stat line.
+func ParseStat(line string) (CPU, error) {
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := strings.LastIndexByte(line, ')')
+	if i < 0 {
+		return CPU{}, fmt.Errorf("measure: stat line %q", line)
+	}
+	f := strings.Fields(line[i+1:]) // from field 3 on
+	if len(f) < 41 {
+		return CPU{}, fmt.Errorf("measure: stat line has %d fields", len(f)+2)
+	}
+	var ticks [3]uint64
+	for j, idx := range []int{14, 15, 43} {
+		n, err := strconv.ParseUint(f[idx-3], 10, 64)
+		if err != nil {
+			return CPU{}, fmt.Errorf("measure: stat field %d: %w", idx, err)
+		}
+		ticks[j] = n
+	}
+	return CPU{User: time.Duration(ticks[0]) * clockTick, System: time.Duration(ticks[1]) * clockTick,
+		Guest: time.Duration(ticks[2]) * clockTick}, nil
 }

@@ -3,6 +3,7 @@ package measure
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -97,5 +98,25 @@ func TestExitName(t *testing.T) {
 		{false, 99, "VMX_99"},
 	} {
 		assert.Equal(t, tt.want, ExitName(tt.svm, tt.code))
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	// Fields 14, 15 and 43 are 250, 40 and 200; the name has a space.
+	fields := make([]string, 52)
+	for i := range fields {
+		fields[i] = "0"
+	}
+	fields[14-1], fields[15-1], fields[43-1] = "250", "40", "200"
+	line := "1234 (gvmm run) " + strings.Join(fields[2:], " ")
+	c, err := ParseStat(line)
+	require.NoError(t, err)
+	assert.Equal(t, CPU{User: 2500 * time.Millisecond, System: 400 * time.Millisecond, Guest: 2 * time.Second}, c)
+	assert.Equal(t, 900*time.Millisecond, c.Host())
+	assert.Equal(t, CPU{User: time.Second}, c.Sub(CPU{User: 1500 * time.Millisecond, System: 400 * time.Millisecond, Guest: 2 * time.Second}))
+
+	for _, bad := range []string{"", "1 (x) 1 2 3", strings.Replace(line, " 250 ", " x ", 1)} {
+		_, err := ParseStat(bad)
+		assert.Error(t, err, "%q", bad)
 	}
 }
