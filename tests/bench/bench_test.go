@@ -11,6 +11,7 @@
 package bench
 
 import (
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -19,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -78,12 +78,6 @@ func rounds(key string, def int) int {
 	return def
 }
 
-var (
-	initrdOnce sync.Once
-	initrdPath string
-	initrdErr  error
-)
-
 // spec returns the guest both VMMs boot, with the command line keys.
 func spec(b *testing.B, keys ...string) guestSpec {
 	b.Helper()
@@ -91,27 +85,19 @@ func spec(b *testing.B, keys ...string) guestSpec {
 	if err != nil {
 		b.Fatal(err)
 	}
-	initrdOnce.Do(func() {
-		var mods []debkernel.Module
-		if mods, initrdErr = k.Modules(guestModules...); initrdErr != nil {
-			return
-		}
-		dir, err := os.MkdirTemp("", "gvmm-bench-")
-		if err != nil {
-			initrdErr = err
-			return
-		}
-		initrdPath = filepath.Join(dir, "guest.cpio")
-		initrdErr = initramfs.WriteGuest(initrdPath, kvmhost.Asset("guestbench"), mods)
-	})
-	if initrdErr != nil {
-		b.Fatal(initrdErr)
+	mods, err := k.Modules(guestModules...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	initrd := filepath.Join(b.TempDir(), "guest.cpio")
+	if err := initramfs.WriteGuest(initrd, kvmhost.Asset("guestbench"), mods); err != nil {
+		b.Fatal(err)
 	}
 	base := cmdline
 	if c := os.Getenv("GVMM_BENCH_CMDLINE"); c != "" {
 		base = c // to look into a boot, e.g. without quiet
 	}
-	return guestSpec{kernel: k.Vmlinuz, initrd: initrdPath, cmdline: strings.Join(append([]string{base}, keys...), " ")}
+	return guestSpec{kernel: k.Vmlinuz, initrd: initrd, cmdline: strings.Join(append([]string{base}, keys...), " ")}
 }
 
 // samples collects one figure per run and VMM.
@@ -245,13 +231,7 @@ func top(s samples, prefix string, total float64, share float64) []string {
 		return max(measure.Median(s[m][gvmm.name]), measure.Median(s[m][qemu.name]))
 	}
 	slices.SortFunc(out, func(a, b string) int {
-		if d := largest(b) - largest(a); d != 0 {
-			if d > 0 {
-				return 1
-			}
-			return -1
-		}
-		return strings.Compare(a, b)
+		return cmp.Or(cmp.Compare(largest(b), largest(a)), strings.Compare(a, b))
 	})
 	return out
 }
@@ -310,8 +290,9 @@ func BenchmarkBoot(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, svm := os.Stat("/sys/module/kvm_amd")
-	isSVM := svm == nil
+	// kvm_exit's reasons are SVM exit codes on AMD, VMX reasons on Intel.
+	_, amdErr := os.Stat("/sys/module/kvm_amd")
+	isSVM := amdErr == nil
 	n := rounds("GVMM_BENCH_ROUNDS", 5)
 	g := spec(b, "gvmm.bench=wait")
 	s := samples{}

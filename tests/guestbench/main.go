@@ -14,8 +14,8 @@
 //
 // blk opens the disk, reports "GVMMTEST ready=1" and waits for a line on
 // the console; then it reports "write_mbps=", "read_mbps=",
-// and "randread_iops=", measured with O_DIRECT so that the
-// guest's page cache stays out of it.
+// "randread_iops=" (measured with O_DIRECT, so that the guest's page
+// cache stays out of it) and "requests=READS+WRITES" the disk received.
 package main
 
 import (
@@ -42,17 +42,6 @@ func main() {
 	}
 	guest.Report("init", 1)
 	args := guest.Setup()
-	if a := args["gvmm.sym"]; a != "" {
-		data, _ := os.ReadFile("/proc/kallsyms")
-		var last string
-		for _, l := range strings.Split(string(data), "\n") {
-			if len(l) > 16 && l[:16] > a {
-				guest.Report("sym", last)
-				break
-			}
-			last = l
-		}
-	}
 	in := bufio.NewReader(os.Stdin)
 	switch args["gvmm.bench"] {
 	case "off":
