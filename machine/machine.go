@@ -424,8 +424,12 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 	if err != nil {
 		return nil, err
 	}
+	deadline, err := b.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
+	if err != nil {
+		return nil, err
+	}
 	for id := 0; id < m.cfg.CPUs; id++ {
-		v, err := b.createVCPU(id, supported, entry)
+		v, err := b.createVCPU(id, guestCPUID(supported, id, m.cfg.CPUs, deadline > 0), entry)
 		if err != nil {
 			return nil, err
 		}
@@ -505,17 +509,13 @@ func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp mem
 	return entry, nil
 }
 
-func (b *bootedVM) createVCPU(id int, supported []kvm.CPUIDEntry, entry *boot.Entry) (*vcpu, error) {
+func (b *bootedVM) createVCPU(id int, cpuid []kvm.CPUIDEntry, entry *boot.Entry) (*vcpu, error) {
 	cpu, err := b.vm.CreateVCPU(uint32(id))
 	if err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, cpu.Close)
-	deadline, err := b.sys.CheckExtension(kvm.CapTSCDeadlineTimer)
-	if err != nil {
-		return nil, err
-	}
-	if err := cpu.SetCPUID(guestCPUID(supported, id, b.m.cfg.CPUs, deadline > 0)); err != nil {
+	if err := cpu.SetCPUID(cpuid); err != nil {
 		return nil, err
 	}
 	if err := cpu.SetMSRs(bootMSRs()); err != nil {

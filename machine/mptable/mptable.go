@@ -47,9 +47,6 @@ type Config struct {
 // ErrInvalidConfig is wrapped by every *ConfigError.
 var ErrInvalidConfig = errors.New("mptable: invalid configuration")
 
-// ErrNoSpace is wrapped by every *SpaceError.
-var ErrNoSpace = errors.New("mptable: table does not fit")
-
 // ConfigError names the configuration field Build rejected.
 type ConfigError struct {
 	Field  string
@@ -61,17 +58,6 @@ func (e *ConfigError) Error() string {
 }
 
 func (e *ConfigError) Unwrap() error { return ErrInvalidConfig }
-
-// SpaceError reports a table larger than RegionSize.
-type SpaceError struct {
-	Need, Have uint64
-}
-
-func (e *SpaceError) Error() string {
-	return fmt.Sprintf("mptable: table needs %d bytes, region has %d", e.Need, e.Have)
-}
-
-func (e *SpaceError) Unwrap() error { return ErrNoSpace }
 
 // MP floating pointer structure (MP Spec 1.4, 4.1). Feature byte 1 = 0
 // means "a configuration table is present"; feature byte 2 bit 7 = 0
@@ -184,9 +170,6 @@ func (c *Config) validate() error {
 func Build(cfg Config) ([]byte, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
-	}
-	if need := Size(cfg.CPUs); need > RegionSize {
-		return nil, &SpaceError{Need: need, Have: RegionSize}
 	}
 	le := binary.LittleEndian
 	ioapicID := byte(cfg.CPUs) // the first APIC ID no vCPU has

@@ -32,13 +32,12 @@ import (
 
 	"github.com/gvmm-dev/gvmm/devices/boottimer"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/pio"
 )
-
-func outb(port uint16, val uint8)
 
 func main() {
 	if err := unix.Ioperm(boottimer.Port, boottimer.Size, 1); err == nil {
-		outb(boottimer.Port, boottimer.Magic)
+		pio.Outb(boottimer.Port, boottimer.Magic)
 	}
 	guest.Report("init", 1)
 	args := guest.Setup()

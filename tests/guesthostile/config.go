@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/pio"
 )
 
 // PCI configuration registers and capability IDs.
@@ -269,19 +271,19 @@ func hammerFunction(fn *function, rng *rng) (int, error) {
 // port writes the kernel may run its own configuration cycle and leave
 // CONFIG_ADDRESS pointing at a function the guest still uses.
 func hammerConfigAddress(rng *rng) int {
-	saved := inl(configAddr)
+	saved := pio.Inl(configAddr)
 	n := 0
 	for i := 0; i < 512; i++ {
 		size := []int{1, 2, 4}[i%3]
 		p := configAddr + uint16(rng.u32()%4)&^uint16(size-1)
-		out(p, size, rng.u32())
+		pio.Out(p, size, rng.u32())
 		for d := uint16(4); d < 8; d++ {
-			inb(configAddr + d)
+			pio.Inb(configAddr + d)
 		}
-		inl(configAddr + 4)
+		pio.Inl(configAddr + 4)
 		n += 6
 	}
-	outl(configAddr, saved)
+	pio.Outl(configAddr, saved)
 	return n + 1
 }
 

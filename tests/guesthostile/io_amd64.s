@@ -1,49 +1,7 @@
 #include "textflag.h"
 
-// Port I/O and uncached memory accesses of exact widths: Go has no in/out
+// REP INS and uncached memory accesses of exact widths: Go has no in/out
 // instructions, and the compiler may merge or split plain loads and stores.
-
-// func inb(port uint16) uint8
-TEXT ·inb(SB), NOSPLIT, $0-9
-	MOVW port+0(FP), DX
-	INB
-	MOVB AX, ret+8(FP)
-	RET
-
-// func inw(port uint16) uint16
-TEXT ·inw(SB), NOSPLIT, $0-10
-	MOVW port+0(FP), DX
-	INW
-	MOVW AX, ret+8(FP)
-	RET
-
-// func inl(port uint16) uint32
-TEXT ·inl(SB), NOSPLIT, $0-12
-	MOVW port+0(FP), DX
-	INL
-	MOVL AX, ret+8(FP)
-	RET
-
-// func outb(port uint16, v uint8)
-TEXT ·outb(SB), NOSPLIT, $0-3
-	MOVW port+0(FP), DX
-	MOVB v+2(FP), AX
-	OUTB
-	RET
-
-// func outw(port uint16, v uint16)
-TEXT ·outw(SB), NOSPLIT, $0-4
-	MOVW port+0(FP), DX
-	MOVW v+2(FP), AX
-	OUTW
-	RET
-
-// func outl(port uint16, v uint32)
-TEXT ·outl(SB), NOSPLIT, $0-8
-	MOVW port+0(FP), DX
-	MOVL v+4(FP), AX
-	OUTL
-	RET
 
 // func repIns(port uint16, size int, buf unsafe.Pointer, count int)
 // REP INS{B,W,L}: KVM hands up to a page of elements to the VMM per exit.

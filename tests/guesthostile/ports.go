@@ -6,36 +6,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/pio"
 )
-
-// Port I/O helpers in io_amd64.s.
-func inb(port uint16) uint8
-func inw(port uint16) uint16
-func inl(port uint16) uint32
-func outb(port uint16, v uint8)
-func outw(port uint16, v uint16)
-func outl(port uint16, v uint32)
-
-func in(port uint16, size int) uint32 {
-	switch size {
-	case 1:
-		return uint32(inb(port))
-	case 2:
-		return uint32(inw(port))
-	}
-	return inl(port)
-}
-
-func out(port uint16, size int, v uint32) {
-	switch size {
-	case 1:
-		outb(port, uint8(v))
-	case 2:
-		outw(port, uint16(v))
-	default:
-		outl(port, v)
-	}
-}
 
 // Ports the phases leave alone or treat specially.
 const (
@@ -110,9 +83,9 @@ func hammerPorts(stride int) (int, error) {
 				return
 			}
 		}
-		in(port, size)
+		pio.In(port, size)
 		if v, ok := tame(port, size, v); ok {
-			out(port, size, v)
+			pio.Out(port, size, v)
 			n++
 		}
 		n++
@@ -164,11 +137,11 @@ func hammerUART() (int, error) {
 		return 0, fmt.Errorf("draining the console: %w", err)
 	}
 	time.Sleep(50 * time.Millisecond)
-	lcr := inb(com1 + uartLCR)
-	ier, mcr, scr := inb(com1+uartIER), inb(com1+uartMCR), inb(com1+uartSCR)
-	outb(com1+uartLCR, lcr|lcrDLAB)
-	dll, dlm := inb(com1+uartData), inb(com1+uartIER)
-	outb(com1+uartLCR, lcr)
+	lcr := pio.Inb(com1 + uartLCR)
+	ier, mcr, scr := pio.Inb(com1+uartIER), pio.Inb(com1+uartMCR), pio.Inb(com1+uartSCR)
+	pio.Outb(com1+uartLCR, lcr|lcrDLAB)
+	dll, dlm := pio.Inb(com1+uartData), pio.Inb(com1+uartIER)
+	pio.Outb(com1+uartLCR, lcr)
 
 	n := 0
 	for _, dlab := range []uint8{0, lcrDLAB} {
@@ -178,10 +151,10 @@ func hammerUART() (int, error) {
 			}
 			for v := 0; v < 256; v++ {
 				if reg != uartLCR {
-					outb(com1+uartLCR, uint8(v)&^lcrDLAB|dlab)
+					pio.Outb(com1+uartLCR, uint8(v)&^lcrDLAB|dlab)
 				}
-				outb(com1+reg, uint8(v))
-				inb(com1 + reg)
+				pio.Outb(com1+reg, uint8(v))
+				pio.Inb(com1 + reg)
 				n += 3
 			}
 		}
@@ -189,22 +162,22 @@ func hammerUART() (int, error) {
 	// Wider accesses, which a 16550A does not decode; 0xa5 keeps DLAB set.
 	for _, size := range []int{2, 4} {
 		for r := uint16(1); r+uint16(size) <= 8; r++ {
-			in(com1+r, size)
-			out(com1+r, size, 0xa5a5a5a5)
+			pio.In(com1+r, size)
+			pio.Out(com1+r, size, 0xa5a5a5a5)
 			n += 2
 		}
 	}
 
-	outb(com1+uartLCR, lcr|lcrDLAB)
-	outb(com1+uartData, dll)
-	outb(com1+uartIER, dlm)
-	outb(com1+uartLCR, lcr)
-	outb(com1+uartFCR, fcrFIFOs)
-	outb(com1+uartMCR, mcr)
-	outb(com1+uartSCR, scr)
-	outb(com1+uartIER, ier)
+	pio.Outb(com1+uartLCR, lcr|lcrDLAB)
+	pio.Outb(com1+uartData, dll)
+	pio.Outb(com1+uartIER, dlm)
+	pio.Outb(com1+uartLCR, lcr)
+	pio.Outb(com1+uartFCR, fcrFIFOs)
+	pio.Outb(com1+uartMCR, mcr)
+	pio.Outb(com1+uartSCR, scr)
+	pio.Outb(com1+uartIER, ier)
 	for r := uint16(0); r < 8; r++ {
-		inb(com1 + r) // clear what the garbage left pending
+		pio.Inb(com1 + r) // clear what the garbage left pending
 	}
 	n += 17
 	time.Sleep(50 * time.Millisecond)
