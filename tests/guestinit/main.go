@@ -5,6 +5,7 @@
 //	gvmm.action=poweroff  power off (the default)
 //	gvmm.action=reboot    reboot
 //	gvmm.action=echo      echo console input lines back as "GVMMTEST echo=..." until EOF or "quit"
+//	gvmm.action=shell     run /bin/sh on the console, report its exit status, power off
 //	gvmm.action=hang      do nothing, forever
 package main
 
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -33,6 +35,8 @@ func main() {
 	guest.Report("date_unix", time.Now().Unix())
 	guest.Report("rtc_unix", readTrim("/sys/class/rtc/rtc0/since_epoch"))
 	guest.Report("files", listFiles("/etc/gvmmtest"))
+	guest.Report("uarts", uarts())
+	guest.Report("clocksources", readTrim("/sys/devices/system/clocksource/clocksource0/available_clocksource"))
 	guest.Report("ready", 1)
 
 	switch args["gvmm.action"] {
@@ -46,6 +50,15 @@ func main() {
 				break
 			}
 			guest.Report("echo", line)
+		}
+		shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	case "shell":
+		sh := exec.Command("/bin/sh")
+		sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
+		if err := sh.Run(); sh.ProcessState == nil {
+			guest.Report("error", fmt.Sprintf("/bin/sh: %v", err))
+		} else {
+			guest.Report("shell_exit", sh.ProcessState.ExitCode())
 		}
 		shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	case "hang":
@@ -104,6 +117,24 @@ func systemRAM() uint64 {
 		}
 	}
 	return total
+}
+
+// uarts lists the 8250 driver's ports as "line:type", in line order:
+// a port no UART answers at is "unknown".
+func uarts() string {
+	data, err := os.ReadFile("/proc/tty/driver/serial")
+	if err != nil {
+		return "error:" + err.Error()
+	}
+	var ports []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !strings.HasSuffix(f[0], ":") || !strings.HasPrefix(f[1], "uart:") {
+			continue
+		}
+		ports = append(ports, strings.TrimSuffix(f[0], ":")+":"+strings.TrimPrefix(f[1], "uart:"))
+	}
+	return strings.Join(ports, ",")
 }
 
 func listFiles(dir string) string {

@@ -17,11 +17,8 @@
 package hostile_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"debug/elf"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -45,6 +42,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/payload"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -264,7 +262,7 @@ func TestGuestBreaksItself(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kernel := filepath.Join(t.TempDir(), "payload.elf")
-			require.NoError(t, os.WriteFile(kernel, pvhELF(tc.code), 0o644))
+			require.NoError(t, os.WriteFile(kernel, payload.PVH(tc.code), 0o644))
 			start := time.Now()
 			r := startVMM(t, append([]string{"run", "--kernel", kernel, "--memory", "64M"}, tc.args...)...).wait(t)
 			t.Logf("%s: exit %d after %s, stderr %d bytes", tc.name, r.status, time.Since(start).Round(time.Millisecond), len(r.stderr))
@@ -283,6 +281,9 @@ func TestGuestBreaksItself(t *testing.T) {
 					}
 				}
 				assert.Less(t, len(r.stderr), 2<<20)
+				// At debug level, a fault shows the vCPU's registers.
+				assert.Contains(t, r.stderr, `msg="vcpu registers"`)
+				assert.Contains(t, r.stderr, `msg="vcpu system registers"`)
 			}
 		})
 	}
@@ -295,7 +296,7 @@ func TestGuestBreaksItself(t *testing.T) {
 func TestRebootLoop(t *testing.T) {
 	dir := t.TempDir()
 	kernel, sock := filepath.Join(dir, "payload.elf"), filepath.Join(dir, "api.sock")
-	require.NoError(t, os.WriteFile(kernel, pvhELF(i8042Reset), 0o644))
+	require.NoError(t, os.WriteFile(kernel, payload.PVH(i8042Reset), 0o644))
 	v := startVMM(t, "run", "--kernel", kernel, "--memory", "64M", "--on-reboot", "restart", "--api-socket", sock)
 	reboots := func() int { return strings.Count(v.errb.String(), "guest rebooted") }
 	waitReboots := func(n int) {
@@ -347,10 +348,10 @@ func unclaimed(log, bus string) map[string]int {
 	return out
 }
 
-// Payloads, 32-bit code at pvhEntry (assembled with GNU as; the bytes
+// Payloads, 32-bit code at payload.Entry (assembled with GNU as; the bytes
 // follow their listing).
 var (
-	// lidt [pvhEntry+0x100] (an empty IDT: the 6 zero bytes there); int3:
+	// lidt [payload.Entry+0x100] (an empty IDT: the 6 zero bytes there); int3:
 	// the breakpoint cannot be delivered, nor the #GP, nor the #DF.
 	tripleFault = []byte{
 		0x0f, 0x01, 0x1d, 0x00, 0x01, 0x20, 0x00, // lidt 0x200100
@@ -408,53 +409,6 @@ var (
 		0xcc, // int3
 	}
 )
-
-// pvhEntry is where payloads are loaded and entered; 0x100 bytes in lie
-// the zeros the triple fault loads as its IDT register.
-const pvhEntry = 0x200000
-
-// pvhELF wraps 32-bit code in the smallest ELF gvmm boots: one PT_LOAD
-// segment at pvhEntry and a PT_NOTE with XEN_ELFNOTE_PHYS32_ENTRY.
-func pvhELF(code []byte) []byte {
-	const (
-		ehdrSize  = 64
-		phdrSize  = 56
-		noteOff   = ehdrSize + 2*phdrSize
-		codeOff   = 0x1000
-		segSize   = 0x1000
-		xenPhys32 = 18 // XEN_ELFNOTE_PHYS32_ENTRY
-	)
-	var note bytes.Buffer
-	for _, v := range []uint32{4, 4, xenPhys32} { // namesz, descsz, type
-		_ = binary.Write(&note, binary.LittleEndian, v)
-	}
-	note.WriteString("Xen\x00")
-	_ = binary.Write(&note, binary.LittleEndian, uint32(pvhEntry))
-
-	var f bytes.Buffer
-	hdr := elf.Header64{
-		Type: uint16(elf.ET_EXEC), Machine: uint16(elf.EM_X86_64), Version: uint32(elf.EV_CURRENT),
-		Entry: pvhEntry, Phoff: ehdrSize, Ehsize: ehdrSize, Phentsize: phdrSize, Phnum: 2,
-	}
-	copy(hdr.Ident[:], elf.ELFMAG)
-	hdr.Ident[elf.EI_CLASS] = byte(elf.ELFCLASS64)
-	hdr.Ident[elf.EI_DATA] = byte(elf.ELFDATA2LSB)
-	hdr.Ident[elf.EI_VERSION] = byte(elf.EV_CURRENT)
-	progs := []elf.Prog64{
-		{Type: uint32(elf.PT_LOAD), Flags: uint32(elf.PF_R | elf.PF_X), Off: codeOff,
-			Vaddr: pvhEntry, Paddr: pvhEntry, Filesz: segSize, Memsz: segSize, Align: 0x1000},
-		{Type: uint32(elf.PT_NOTE), Flags: uint32(elf.PF_R), Off: noteOff,
-			Filesz: uint64(note.Len()), Memsz: uint64(note.Len()), Align: 4},
-	}
-	_ = binary.Write(&f, binary.LittleEndian, hdr)
-	_ = binary.Write(&f, binary.LittleEndian, progs)
-	f.Write(note.Bytes())
-	f.Write(make([]byte, codeOff-f.Len()))
-	seg := make([]byte, segSize) // zeros: the empty IDT register at +0x100
-	copy(seg, code)
-	f.Write(seg)
-	return f.Bytes()
-}
 
 func kernel(t *testing.T) *debkernel.Kernel {
 	t.Helper()

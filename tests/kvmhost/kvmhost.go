@@ -382,9 +382,10 @@ func ensureQEMU() (string, error) {
 	return exec.LookPath(bin)
 }
 
-// BuildStatic compiles a package of this module into a static binary in
-// dir and returns its path; go's build cache makes repeats cheap.
-func BuildStatic(dir, pkg string) (string, error) {
+// BuildStatic compiles a package of this module or its dependencies,
+// with the build tags given, into a static binary in dir and returns its
+// path; go's build cache makes repeats cheap.
+func BuildStatic(dir, pkg string, tags ...string) (string, error) {
 	root, err := debkernel.ModuleRoot()
 	if err != nil {
 		return "", err
@@ -394,7 +395,7 @@ func BuildStatic(dir, pkg string) (string, error) {
 	if _, err := os.Stat(gobin); err != nil {
 		gobin = "go"
 	}
-	cmd := exec.Command(gobin, "build", "-o", out, pkg)
+	cmd := exec.Command(gobin, "build", "-tags", strings.Join(tags, ","), "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if msg, err := cmd.CombinedOutput(); err != nil {

@@ -22,7 +22,7 @@ import (
 type Option func(*options)
 
 type options struct {
-	builds   map[string]string
+	builds   map[string]build
 	programs map[string]string
 	files    map[string]string
 	modules  []string
@@ -30,10 +30,17 @@ type options struct {
 	memMiB   int
 }
 
+// build is a package to compile, with its build tags.
+type build struct {
+	pkg  string
+	tags []string
+}
+
 // WithBinary makes a static build of package pkg (an import path of this
-// module) available to the tests as Asset(name).
-func WithBinary(name, pkg string) Option {
-	return func(o *options) { o.builds[name] = pkg }
+// module or of its dependencies), with the build tags given, available
+// to the tests as Asset(name).
+func WithBinary(name, pkg string, tags ...string) Option {
+	return func(o *options) { o.builds[name] = build{pkg, tags} }
 }
 
 // WithHostProgram makes the host program named name (looked up in PATH
@@ -76,7 +83,7 @@ func Main(m *testing.M, opts ...Option) {
 }
 
 func mainStatus(m *testing.M, opts []Option) int {
-	o := options{builds: map[string]string{}, programs: map[string]string{}, files: map[string]string{}}
+	o := options{builds: map[string]build{}, programs: map[string]string{}, files: map[string]string{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -106,8 +113,8 @@ func mainStatus(m *testing.M, opts []Option) int {
 	}
 	defer os.RemoveAll(assetDir)
 	assets := map[string]string{}
-	for name, pkg := range o.builds {
-		p, err := BuildStatic(assetDir, pkg)
+	for name, b := range o.builds {
+		p, err := BuildStatic(assetDir, b.pkg, b.tags...)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 			return 1

@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ import (
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/payload"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -34,6 +37,10 @@ func TestMain(m *testing.M) {
 	kvmhost.Main(m,
 		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
 		kvmhost.WithBinary("guestinit", "github.com/gvmm-dev/gvmm/tests/guestinit"),
+		// u-root's shell, the one make run boots, without its full-screen
+		// line editor (which waits for a terminal to answer its queries):
+		// a prompt and lines read from the serial console.
+		kvmhost.WithBinary("sh", "github.com/u-root/u-root/cmds/core/gosh", "goshsmall"),
 		// Room for a 3.5 GiB guest next to the host's own use.
 		kvmhost.WithMemory(8192),
 	)
@@ -42,12 +49,14 @@ func TestMain(m *testing.M) {
 // bootTimeout bounds one guest boot; a stuck guest fails the test.
 const bootTimeout = 4 * time.Minute
 
-// guestInitrd builds the guest's initramfs: our init and a few files.
+// guestInitrd builds the guest's initramfs: our init, a shell and a few
+// files.
 func guestInitrd(t *testing.T) string {
 	t.Helper()
 	a := initramfs.New()
 	require.NoError(t, a.AddCharDev("dev/console", 0o600, 5, 1))
 	require.NoError(t, a.AddProgram("init", kvmhost.Asset("guestinit")))
+	require.NoError(t, a.AddProgram("bin/sh", kvmhost.Asset("sh")))
 	require.NoError(t, a.AddData("etc/gvmmtest/a.txt", []byte("alpha\n"), 0o644))
 	require.NoError(t, a.AddData("etc/gvmmtest/b.txt", []byte("beta\n"), 0o644))
 	p := filepath.Join(t.TempDir(), "guest.cpio")
@@ -157,6 +166,10 @@ func TestGuestSeesTheMachine(t *testing.T) {
 
 			assert.Contains(t, r.one(t, "cmdline"), "gvmm.marker=xyzzy")
 			assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
+			// COM1 is a 16550A; nothing answers at COM2-4.
+			assert.Equal(t, "0:16550A,1:unknown,2:unknown,3:unknown", r.one(t, "uarts"))
+			// The KVM CPUID leaves are seen: kvmclock is registered.
+			assert.Contains(t, strings.Fields(r.one(t, "clocksources")), "kvm-clock")
 			date, err := strconv.ParseInt(r.one(t, "date_unix"), 10, 64)
 			require.NoError(t, err)
 			assert.GreaterOrEqual(t, date, before-5, "the guest's clock is the host's")
@@ -177,12 +190,63 @@ func TestRebootExitsZero(t *testing.T) {
 	assert.Contains(t, r.stderr, "rebooted")
 }
 
+// TestPipedInputReachesGuest pipes commands into gvmm, as in
+// "echo ... | gvmm run": the guest's shell reads them from its serial
+// console and its answers come back on stdout.
 func TestPipedInputReachesGuest(t *testing.T) {
 	k, initrd := kernel(t), guestInitrd(t)
-	r := gvmm(t, "hello from the host\nsecond line\nquit\n",
-		bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.action=echo")...)
+	r := gvmm(t, "read x < /etc/gvmmtest/a.txt\necho GVMMTEST shell=$((6*7)) $x\nexit\n",
+		bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.action=shell")...)
 	require.Equal(t, 0, r.status, "stderr:\n%s", r.stderr)
-	assert.Equal(t, []string{"hello from the host", "second line"}, r.report["echo"])
+	// The terminal echoes the command line too, unexpanded.
+	assert.Contains(t, r.report["shell"], "42 alpha", "stdout:\n%s", r.stdout)
+	assert.Equal(t, "0", r.one(t, "shell_exit"))
+}
+
+// TestSignalsStopTheVMM sends SIGINT and SIGTERM to a gvmm whose guest
+// runs on: each ends every vCPU, blocked in KVM_RUN or not, and gvmm
+// exits with status 0 saying the machine was stopped.
+func TestSignalsStopTheVMM(t *testing.T) {
+	k, initrd := kernel(t), guestInitrd(t)
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			cmd := exec.Command(kvmhost.Asset("gvmm"),
+				bootArgs(k, initrd, "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.action=hang")...)
+			out := &syncBuffer{}
+			var errb bytes.Buffer
+			cmd.Stdout, cmd.Stderr = out, &errb
+			require.NoError(t, cmd.Start())
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			waitFor(t, out, "GVMMTEST ready=1", done)
+
+			require.NoError(t, cmd.Process.Signal(sig))
+			select {
+			case err := <-done:
+				require.NoError(t, err, "stderr:\n%s", errb.String())
+			case <-time.After(time.Minute):
+				_ = cmd.Process.Kill()
+				t.Fatalf("gvmm still runs a minute after %v\nstderr:\n%s", sig, errb.String())
+			}
+			assert.Contains(t, errb.String(), `reason=stopped`)
+		})
+	}
+}
+
+// waitFor polls out until it holds want; a process that ends first (done)
+// or a boot that takes longer than bootTimeout fails the test.
+func waitFor(t *testing.T, out *syncBuffer, want string, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(bootTimeout)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case err := <-done:
+			t.Fatalf("ended (%v) before %q:\n%s", err, want, out.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "no %q in %s:\n%s", want, bootTimeout, out.String())
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func TestBadInputIsRefused(t *testing.T) {
@@ -242,39 +306,55 @@ func TestELFVmlinuxBootsViaPVH(t *testing.T) {
 	assert.Equal(t, "a.txt,b.txt", r.one(t, "files"))
 }
 
-// TestLibraryEmbedsMachines boots machines through the library, as a
-// sandbox runner would: one powers off by itself, the next would run
-// forever and Stop ends it, and no goroutine is left behind. (They run
-// one after the other: two VMs at once in one process have crashed the
-// emulated test host's kvm_amd in svm_vcpu_enter_exit.)
+// TestLibraryEmbedsMachines runs machines through the library, as a
+// sandbox runner would: a Linux guest that powers off by itself; then two
+// machines at once in this process, one ended by Stop while its vCPU is
+// halted and one by cancelling its context while its vCPU spins in guest
+// mode. No goroutine or file descriptor is left behind. (The two at once
+// run payloads of a few instructions, not Linux: two Linux guests at once
+// have crashed in the emulated test host, as QEMU's do, see the README.)
 func TestLibraryEmbedsMachines(t *testing.T) {
 	k, initrd := kernel(t), guestInitrd(t)
-	goroutines := runtime.NumGoroutine()
-	boot := func(action string) (*machine.Machine, *syncBuffer) {
+	// A pipe makes the runtime open its poller's descriptors, which it
+	// keeps, before the count.
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	require.NoError(t, errors.Join(r.Close(), w.Close()))
+	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+
+	start := func(ctx context.Context, cfg machine.Config) (*machine.Machine, *syncBuffer) {
 		out := &syncBuffer{}
-		m, err := machine.New(machine.Config{
-			Kernel: k.Vmlinuz, Initrd: initrd, Memory: 256 << 20, Console: out,
-			Cmdline: "console=ttyS0 reboot=k panic=1 quiet gvmm.action=" + action,
-		})
+		cfg.Console = out
+		m, err := machine.New(cfg)
 		require.NoError(t, err)
-		require.NoError(t, m.Start(context.Background()))
+		require.NoError(t, m.Start(ctx))
 		return m, out
 	}
-
-	m, out := boot("poweroff")
+	m, out := start(context.Background(), machine.Config{Kernel: k.Vmlinuz, Initrd: initrd, Memory: 256 << 20,
+		Cmdline: "console=ttyS0 reboot=k panic=1 quiet gvmm.action=poweroff"})
 	require.NoError(t, m.Wait(), "console:\n%s", out.String())
 	assert.Equal(t, machine.ExitPowerOff, m.ExitReason())
 	assert.Contains(t, out.String(), "GVMMTEST ready=1")
 
-	m, out = boot("hang")
-	deadline := time.Now().Add(bootTimeout)
-	for !strings.Contains(out.String(), "GVMMTEST ready=1") {
-		require.True(t, time.Now().Before(deadline), "the guest never got ready:\n%s", out.String())
-		time.Sleep(100 * time.Millisecond)
+	dir := t.TempDir()
+	payloadMachine := func(ctx context.Context, name string, tail []byte) (*machine.Machine, *syncBuffer) {
+		kernel := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(kernel, payload.PVH(printThen(name+" ready\n", tail)), 0o644))
+		return start(ctx, machine.Config{Kernel: kernel, Memory: 64 << 20})
 	}
-	m.Stop()
-	require.NoError(t, m.Wait(), "console:\n%s", out.String())
-	assert.Equal(t, machine.ExitStopped, m.ExitReason())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	halted, haltedOut := payloadMachine(context.Background(), "halted", haltForever)
+	spinning, spinningOut := payloadMachine(ctx, "spinning", spinForever)
+	waitFor(t, haltedOut, "halted ready", nil)
+	waitFor(t, spinningOut, "spinning ready", nil)
+	halted.Stop()
+	cancel()
+	for _, m := range []*machine.Machine{halted, spinning} {
+		require.NoError(t, m.Wait())
+		assert.Equal(t, machine.ExitStopped.String(), m.ExitReason().String())
+	}
+
 	// Polled here, not with assert.Eventually, whose own goroutines count.
 	for end := time.Now().Add(5 * time.Second); runtime.NumGoroutine() > goroutines && time.Now().Before(end); {
 		time.Sleep(50 * time.Millisecond)
@@ -284,6 +364,48 @@ func TestLibraryEmbedsMachines(t *testing.T) {
 		_ = pprof.Lookup("goroutine").WriteTo(&stacks, 1)
 		t.Log(stacks.String())
 	}
+	assert.Equal(t, fds, openFDs(t), "file descriptors leaked")
+}
+
+// Payload code, 32-bit (assembled with GNU as; the bytes follow their
+// listing).
+var (
+	haltForever = []byte{0xf4, 0xeb, 0xfd} // hlt; jmp hlt (interrupts are off)
+	spinForever = []byte{0xeb, 0xfe}       // jmp .
+)
+
+// printThen returns code that writes msg to COM1, then runs tail.
+func printThen(msg string, tail []byte) []byte {
+	const msgOff = 0x200
+	code := []byte{
+		0xfc,                         // cld
+		0xbe, 0x00, 0x00, 0x00, 0x00, // mov esi, msg (below)
+		0x66, 0xba, 0xf8, 0x03, // mov dx, 0x3f8
+		0xac,       // next: lodsb
+		0x84, 0xc0, // test al, al
+		0x74, 0x03, // jz tail
+		0xee,       // out dx, al
+		0xeb, 0xf8, // jmp next
+	}
+	binary.LittleEndian.PutUint32(code[2:], payload.Entry+msgOff)
+	code = append(code, tail...)
+	code = append(code, make([]byte, msgOff-len(code))...)
+	return append(append(code, msg...), 0)
+}
+
+// openFDs lists this process's open file descriptors and what they are.
+func openFDs(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	var fds []string
+	for _, e := range entries {
+		// The directory's own descriptor is gone by now.
+		if target, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil {
+			fds = append(fds, e.Name()+" "+target)
+		}
+	}
+	return fds
 }
 
 type syncBuffer struct {
