@@ -49,7 +49,7 @@ func runCmd(args []string) int {
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to this file, locked while it runs")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs: on, or off for debugging")
-	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID] (repeatable; vda, vdb, ...)", func(v string) error {
+	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID]; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := vmdef.ParseDisk(v)
 		if err != nil {
 			return err

@@ -8,8 +8,9 @@ import (
 )
 
 // ParseDisk parses gvmm run's --disk value FILE[,readonly][,serial=ID].
+// As in QEMU's options, ",," is a comma within the file name or the ID.
 func ParseDisk(v string) (machine.Disk, error) {
-	parts := strings.Split(v, ",")
+	parts := splitOptions(v)
 	d := machine.Disk{Path: parts[0]}
 	if d.Path == "" {
 		return d, fmt.Errorf("%q: no file", v)
@@ -25,6 +26,25 @@ func ParseDisk(v string) (machine.Disk, error) {
 		}
 	}
 	return d, nil
+}
+
+// splitOptions splits v at single commas; ",," stands for a comma.
+func splitOptions(v string) []string {
+	var parts []string
+	var cur strings.Builder
+	for i := 0; i < len(v); i++ {
+		switch {
+		case v[i] != ',':
+			cur.WriteByte(v[i])
+		case i+1 < len(v) && v[i+1] == ',':
+			cur.WriteByte(',')
+			i++
+		default:
+			parts = append(parts, cur.String())
+			cur.Reset()
+		}
+	}
+	return append(parts, cur.String())
 }
 
 // ParseBalloon parses gvmm run's --balloon value "size=SIZE".

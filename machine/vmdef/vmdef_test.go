@@ -192,6 +192,12 @@ func TestFlagParsers(t *testing.T) {
 		{"", machine.Disk{}, false},
 		{"a.img,rw", machine.Disk{}, false},
 		{"a.img,readonly=yes", machine.Disk{}, false},
+		{"disks/a,,b.img,readonly", machine.Disk{Path: "disks/a,b.img", ReadOnly: true}, true},
+		{"a.img,serial=x,,y", machine.Disk{Path: "a.img", Serial: "x,y"}, true},
+		{"a,,,,.img", machine.Disk{Path: "a,,.img"}, true},
+		{"a.img,,,readonly", machine.Disk{Path: "a.img,", ReadOnly: true}, true},
+		{"a.img,", machine.Disk{}, false},
+		{",,", machine.Disk{Path: ","}, true},
 	}
 	for _, tt := range disks {
 		d, err := ParseDisk(tt.in)
