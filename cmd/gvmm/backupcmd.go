@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -143,7 +144,7 @@ type restoreItem struct {
 	placed bool
 }
 
-func restoreCmd(env cmdEnv, args []string) int {
+func restoreCmd(env cmdEnv, args []string) (code int) {
 	c := newVMCommand(env, "restore", "[--state-dir DIR] [--name NEW] [--disk-dir DIR] DEST")
 	newName := c.fs.String("name", "", "define the VM as NEW instead of the backup's name")
 	diskDir := c.fs.String("disk-dir", "", "restore the images into DIR instead of where the definition had them")
@@ -166,9 +167,16 @@ func restoreCmd(env cmdEnv, args []string) int {
 	if *newName != "" {
 		name = *newName
 	}
+	// A failed restore leaves no folder of its own behind.
+	var dirs madeDirs
+	defer func() {
+		if code != exitOK {
+			dirs.removeEmpty()
+		}
+	}()
 	if *diskDir != "" {
 		if *diskDir, err = filepath.Abs(*diskDir); err == nil {
-			err = os.MkdirAll(*diskDir, 0o700)
+			err = dirs.mkdirAll(*diskDir)
 		}
 		if err != nil {
 			return c.fail(err)
@@ -194,7 +202,7 @@ func restoreCmd(env cmdEnv, args []string) int {
 			p.total += it.file.Size
 		}
 	}
-	err = copyRestore(ctx, src, items, p)
+	err = copyRestore(ctx, src, items, p, &dirs)
 	if err == nil {
 		err = placeRestore(items)
 	}
@@ -304,20 +312,20 @@ func planRestore(ctx context.Context, src string, m *backup.Manifest, def *vmdef
 
 // copyRestore copies every file to a temporary file next to its target,
 // checking each against the manifest as it is read.
-func copyRestore(ctx context.Context, src string, items []*restoreItem, p *progress) error {
+func copyRestore(ctx context.Context, src string, items []*restoreItem, p *progress, dirs *madeDirs) error {
 	for _, it := range items {
 		if it.reuse {
 			continue
 		}
-		if err := copyOne(ctx, src, it, p); err != nil {
+		if err := copyOne(ctx, src, it, p, dirs); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func copyOne(ctx context.Context, src string, it *restoreItem, p *progress) error {
-	if err := os.MkdirAll(filepath.Dir(it.target), 0o700); err != nil {
+func copyOne(ctx context.Context, src string, it *restoreItem, p *progress, dirs *madeDirs) error {
+	if err := dirs.mkdirAll(filepath.Dir(it.target)); err != nil {
 		return err
 	}
 	out, err := os.CreateTemp(filepath.Dir(it.target), "."+filepath.Base(it.target)+".restore-*")
@@ -366,6 +374,37 @@ func undoRestore(items []*restoreItem) {
 		if it.placed {
 			os.Remove(it.target)
 		}
+	}
+}
+
+// madeDirs are the folders a command created, in the order it did.
+type madeDirs []string
+
+// mkdirAll is os.MkdirAll, noting the folders it creates.
+func (d *madeDirs) mkdirAll(path string) error {
+	var missing []string // deepest first
+	for p := path; ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := os.MkdirAll(path, 0o700); err != nil {
+		return err
+	}
+	slices.Reverse(missing)
+	*d = append(*d, missing...)
+	return nil
+}
+
+// removeEmpty removes the folders, deepest first, that are still empty:
+// whatever someone else put in one keeps it.
+func (d madeDirs) removeEmpty() {
+	for _, p := range slices.Backward(d) {
+		_ = os.Remove(p)
 	}
 }
 

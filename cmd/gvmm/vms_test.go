@@ -434,14 +434,24 @@ func TestRestoreRefusesDamagedBackups(t *testing.T) {
 			w.ok("backup", "web1", dest)
 			require.NoError(t, os.Remove(filepath.Join(w.imgs, "vmlinuz"))) // restored too, so checked
 			tt.damage(t, dest)
-			restored := filepath.Join(w.dir, "restored")
+			restored := filepath.Join(w.dir, "restored", "disks")
 			code, out, errOut := w.gvmm("restore", dest, "--name", "web2", "--disk-dir", restored)
 			assert.Equal(t, exitFault, code)
 			assert.Empty(t, out)
 			assert.Contains(t, errOut, filepath.Join(dest, tt.want))
 			assert.Len(t, w.list(), 1, "nothing is defined")
-			ents, _ := os.ReadDir(restored)
-			assert.Empty(t, ents, "nothing is left in the disk folder")
+			assert.NoDirExists(t, filepath.Join(w.dir, "restored"), "the folders the restore made are gone")
+
+			// A folder that was there stays, with what it held.
+			require.NoError(t, os.MkdirAll(restored, 0o700))
+			kept := filepath.Join(restored, "notes.txt")
+			require.NoError(t, os.WriteFile(kept, []byte("mine"), 0o600))
+			code, _, _ = w.gvmm("restore", dest, "--name", "web2", "--disk-dir", restored)
+			assert.Equal(t, exitFault, code)
+			ents, err := os.ReadDir(restored)
+			require.NoError(t, err)
+			require.Len(t, ents, 1, "nothing but what was there is left in the disk folder")
+			assert.Equal(t, "notes.txt", ents[0].Name())
 		})
 	}
 
