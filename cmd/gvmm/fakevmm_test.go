@@ -45,6 +45,7 @@ func fakeVMM(mode string, args []string) int {
 	config := fs.String("config", "", "")
 	apiSocket := fs.String("api-socket", "", "")
 	consoleSocket := fs.String("console-socket", "", "")
+	consoleLog := fs.String("console-log", "", "")
 	pidFile := fs.String("pid-file", "", "")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -71,7 +72,13 @@ func fakeVMM(mode string, args []string) int {
 		return exitFault
 	}
 	defer hub.Close()
-	out := io.MultiWriter(os.Stdout, hub)
+	lf, err := console.OpenLog(*consoleLog, console.LogLimit, log)
+	if err != nil {
+		log.Error("console log", "err", err)
+		return exitFault
+	}
+	defer lf.Close()
+	out := io.MultiWriter(hub, lf, os.Stdout)
 	fmt.Fprintf(out, "fake guest %s booted\n", def.Name)
 	go func() {
 		sc := bufio.NewScanner(hub.Input())

@@ -76,11 +76,6 @@ func startCmd(env cmdEnv, args []string) int {
 // console to the log and the console socket, and waits until the guest
 // runs: the VMM's pid file is locked and its API says "running".
 func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout time.Duration) (int, error) {
-	consoleLog, err := os.OpenFile(p.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return 0, err
-	}
-	defer consoleLog.Close()
 	vmmLog, err := os.OpenFile(p.VMMLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err
@@ -90,9 +85,11 @@ func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout
 	if err != nil {
 		return 0, err
 	}
+	// The VMM writes the console log itself, rotating it: a guest that
+	// writes without end must not fill the disk.
 	cmd := exec.Command(self, "run", "--config", dir.DefinitionPath(l.Name()),
-		"--api-socket", p.API, "--console-socket", p.Console, "--pid-file", p.PID)
-	cmd.Stdout, cmd.Stderr, cmd.Dir = consoleLog, vmmLog, "/"
+		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID)
+	cmd.Stderr, cmd.Dir = vmmLog, "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, err

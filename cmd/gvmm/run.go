@@ -47,6 +47,7 @@ func runCmd(args []string) int {
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
 	configFile := fs.String("config", "", "boot the VM definition in this JSON file instead of the VM flags")
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
+	consoleLog := fs.String("console-log", "", "also write the console's output to this file, rotated to FILE.1 at 16 MiB")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to this file, locked while it runs")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs: on, or off for debugging")
 	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID]; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
@@ -110,6 +111,17 @@ func runCmd(args []string) int {
 	ctx, quit := context.WithCancel(ctx)
 	defer quit()
 
+	// The console's copies go before stdout, whose failure (a closed
+	// pipe) would stop io.MultiWriter before them.
+	if *consoleLog != "" {
+		lf, err := console.OpenLog(*consoleLog, console.LogLimit, log)
+		if err != nil {
+			log.Error("opening the console log", "err", err)
+			return exitFault
+		}
+		defer lf.Close()
+		cfg.Console = io.MultiWriter(lf, cfg.Console)
+	}
 	// With a console socket, its client is the console (and detaches
 	// with Ctrl-A x on its side). Otherwise stdin is: a terminal is
 	// switched to raw mode, so that every key reaches the guest, and
@@ -122,7 +134,7 @@ func runCmd(args []string) int {
 			return exitFault
 		}
 		defer hub.Close()
-		cfg.Console = io.MultiWriter(os.Stdout, hub)
+		cfg.Console = io.MultiWriter(hub, cfg.Console)
 		in = hub.Input()
 	} else if console.IsTerminal(os.Stdin) {
 		restore, err := console.MakeRaw(os.Stdin)

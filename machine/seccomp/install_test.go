@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
@@ -20,6 +21,9 @@ import (
 // and runs one case of childCases: the filter cannot be removed, so it
 // is tried in a process of its own.
 const childEnv = "GVMM_SECCOMP_TEST_CHILD"
+
+// childDirEnv names a folder the child may write in.
+const childDirEnv = "GVMM_SECCOMP_TEST_DIR"
 
 func TestMain(m *testing.M) {
 	if name := os.Getenv(childEnv); name != "" {
@@ -75,6 +79,30 @@ var childCases = map[string]func(install func() error) error{
 		}
 		_, err = f.Read(make([]byte, 8))
 		return err
+	},
+	// What the console log's rotation does, in the folder the parent
+	// names.
+	"rotate a file": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		path := filepath.Join(os.Getenv(childDirEnv), "console.log")
+		for range 2 {
+			f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+			if err != nil {
+				return err
+			}
+			if _, err := f.WriteString("output\n"); err != nil {
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.Rename(path, path+".1"); err != nil {
+				return err
+			}
+		}
+		return nil
 	},
 	"socket": func(install func() error) error {
 		if err := install(); err != nil {
@@ -165,6 +193,7 @@ func TestInstallDeniesAndReports(t *testing.T) {
 	}{
 		{name: "allowed", stdout: "survived\n"},
 		{name: "clone3", stdout: "survived\n"},
+		{name: "rotate a file", stdout: "survived\n"},
 		{name: "socket", status: ExitStatus, syscall: "socket nr=41"},
 		{name: "ptrace", status: ExitStatus, syscall: "ptrace nr=101"},
 		{name: "fork", status: ExitStatus, syscall: "clone nr=56"},
@@ -176,7 +205,7 @@ func TestInstallDeniesAndReports(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			cmd := exec.Command(os.Args[0])
-			cmd.Env = append(os.Environ(), childEnv+"="+tt.name)
+			cmd.Env = append(os.Environ(), childEnv+"="+tt.name, childDirEnv+"="+t.TempDir())
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()

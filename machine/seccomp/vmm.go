@@ -60,6 +60,7 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_GETSOCKOPT},
 		{Syscall: unix.SYS_SHUTDOWN},
 		{Syscall: unix.SYS_UNLINKAT}, // the socket file, at exit
+		{Syscall: unix.SYS_RENAMEAT}, // the console log's rotation
 		// Memory: the Go heap, guest RAM and kvm_run on a reboot, balloon
 		// pages given back (MADV_DONTNEED); glibc's allocator and thread
 		// stacks in a cgo build. Nothing is ever mapped executable.
