@@ -4,7 +4,6 @@
 //
 //	gvmm.action=poweroff  power off (the default)
 //	gvmm.action=reboot    reboot
-//	gvmm.action=echo      echo console input lines back as "GVMMTEST echo=..." until EOF or "quit"
 //	gvmm.action=shell     run /bin/sh on the console, report its exit status, power off
 //	gvmm.action=hang      do nothing, forever
 package main
@@ -42,16 +41,6 @@ func main() {
 	switch args["gvmm.action"] {
 	case "reboot":
 		shutdown(unix.LINUX_REBOOT_CMD_RESTART)
-	case "echo":
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			line := strings.TrimRight(sc.Text(), "\r")
-			if line == "quit" {
-				break
-			}
-			guest.Report("echo", line)
-		}
-		shutdown(unix.LINUX_REBOOT_CMD_POWER_OFF)
 	case "shell":
 		sh := exec.Command("/bin/sh")
 		sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, os.Stdout, os.Stderr
