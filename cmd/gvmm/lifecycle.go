@@ -76,6 +76,13 @@ func startCmd(env cmdEnv, args []string) int {
 // console to the log and the console socket, and waits until the guest
 // runs: the VMM's pid file is locked and its API says "running".
 func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout time.Duration) (int, error) {
+	// vmm.log is kept across starts; once past the console log's limit it
+	// moves to vmm.log.1, so that years of restarts cannot fill the disk.
+	if st, err := os.Stat(p.VMMLog); err == nil && st.Size() >= console.LogLimit {
+		if err := os.Rename(p.VMMLog, p.VMMLog+".1"); err != nil {
+			return 0, err
+		}
+	}
 	vmmLog, err := os.OpenFile(p.VMMLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return 0, err

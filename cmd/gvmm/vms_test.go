@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/backup"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 )
 
@@ -211,6 +212,36 @@ func events(t *testing.T, path string) []string {
 	}
 	require.NoError(t, err)
 	return strings.Fields(string(b))
+}
+
+func TestStartRotatesAFullVMMLog(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	w := newWorld(t)
+	w.define("web1")
+	dir, err := state.Open(w.state)
+	require.NoError(t, err)
+	p := dir.Paths("web1")
+	require.NoError(t, os.MkdirAll(filepath.Dir(p.VMMLog), 0o700))
+	for _, size := range []int64{console.LogLimit - 1, console.LogLimit} {
+		f, err := os.Create(p.VMMLog)
+		require.NoError(t, err)
+		require.NoError(t, f.Truncate(size))
+		require.NoError(t, f.Close())
+
+		w.ok("start", "web1")
+		w.ok("destroy", "web1")
+		st, err := os.Stat(p.VMMLog)
+		require.NoError(t, err)
+		if size < console.LogLimit {
+			assert.Greater(t, st.Size(), size, "appended to")
+			assert.NoFileExists(t, p.VMMLog+".1")
+			continue
+		}
+		assert.Less(t, st.Size(), int64(console.LogLimit), "started anew")
+		old, err := os.Stat(p.VMMLog + ".1")
+		require.NoError(t, err)
+		assert.Equal(t, size, old.Size(), "the full log, moved")
+	}
 }
 
 func TestLifecycleWithAFakeVMM(t *testing.T) {
