@@ -75,7 +75,7 @@ fuzz:
 	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
 
 # Benchmarks: the Go hot paths, then gvmm against QEMU's microvm in the
-# same KVM host (tests/bench, about 12 min in the test host). The
+# same KVM host (tests/bench, 11 to 14 min in the test host). The
 # comparison is printed as a Markdown table and kept in bin/bench.json;
 # GVMM_BENCH_ROUNDS sets the runs of each VMM (default 5 boots, 3 disk runs).
 bench: deps

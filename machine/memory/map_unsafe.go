@@ -1,7 +1,6 @@
 package memory
 
 import (
-	"errors"
 	"fmt"
 	"unsafe"
 
@@ -20,7 +19,7 @@ const RAMAlign = 2 << 20
 // touched. unmap releases it.
 func MapRAM(size uint64) (data []byte, unmap func() error, err error) {
 	if size == 0 || size%uint64(unix.Getpagesize()) != 0 || size > 1<<47 {
-		return nil, nil, fmt.Errorf("memory: mapping %d bytes of RAM: %w", size, errors.New("size not a positive multiple of the page size"))
+		return nil, nil, fmt.Errorf("memory: mapping %d bytes of RAM: size not a positive multiple of the page size", size)
 	}
 	total := uintptr(size) + RAMAlign
 	p, err := unix.MmapPtr(-1, 0, nil, total, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_NORESERVE)
