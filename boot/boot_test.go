@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 func bytesConfig(kernel, initrd []byte, cmdline string) Config {

@@ -6,7 +6,7 @@ import (
 	"io"
 	"math"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 // Offsets into struct boot_params (arch/x86/include/uapi/asm/bootparam.h,

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 // PVH boot ABI (Xen include/xen/interface/hvm/start_info.h and

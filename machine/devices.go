@@ -15,7 +15,7 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 )
 

@@ -6,9 +6,9 @@ import (
 	"sync"
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
-	"github.com/gvmm-dev/gvmm/machine/ratelog"
 	"github.com/gvmm-dev/gvmm/virtio"
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
-	"github.com/gvmm-dev/gvmm/machine/ratelog"
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
 )
 
 // TestNotifyEventFDWarningsAreBounded: a guest that lays one virtio BAR

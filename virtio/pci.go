@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
-	"github.com/gvmm-dev/gvmm/machine/memory"
-	"github.com/gvmm-dev/gvmm/machine/ratelog"
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 

@@ -8,7 +8,7 @@ import (
 	"context"
 
 	"github.com/gvmm-dev/gvmm/devices"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 // The region the machine reserves for the tables (e820 reserved): the

@@ -6,7 +6,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 // Identification written into every table header.

@@ -16,7 +16,7 @@ import (
 	"fmt"
 
 	"github.com/gvmm-dev/gvmm/boot"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 // The region the machine reserves for the table, inside the e820

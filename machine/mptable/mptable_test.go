@@ -12,7 +12,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/boot"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 var le = binary.LittleEndian

@@ -36,8 +36,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/machine/api"
-	"github.com/gvmm-dev/gvmm/machine/ratelog"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"

@@ -24,7 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/devices"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )

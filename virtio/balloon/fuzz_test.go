@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 

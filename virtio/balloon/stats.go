@@ -3,7 +3,7 @@ package balloon
 import (
 	"encoding/binary"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 

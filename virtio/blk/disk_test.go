@@ -15,8 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/gvmm-dev/gvmm/machine/memory"
-	"github.com/gvmm-dev/gvmm/machine/ratelog"
+	"github.com/gvmm-dev/gvmm/internal/ratelog"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
 )

@@ -11,7 +11,7 @@ import (
 	"fmt"
 
 	"github.com/gvmm-dev/gvmm/devices"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/internal/ringmem"
 )
 

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
-	"github.com/gvmm-dev/gvmm/machine/memory"
+	"github.com/gvmm-dev/gvmm/memory"
 )
 
 var _ pci.MSIRouter = (*MSI)(nil)
