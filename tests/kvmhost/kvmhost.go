@@ -104,6 +104,11 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		ctx, cancel = context.WithTimeout(ctx, cfg.Timeout)
 		defer cancel()
 	}
+	unlock, err := lockMachine(ctx, cfg.Log)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
 	return boot(ctx, qemu, k, initrd, filepath.Join(work, "console.log"), cfg)
 }
 
@@ -263,6 +268,36 @@ func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, console
 	}
 	fmt.Fprintf(cfg.Log, "kvmhost: the test host ran for %s\n", time.Since(start).Round(100*time.Millisecond))
 	return status, nil
+}
+
+// lockMachine waits until no other test host runs on this machine, from
+// any checkout or process: two emulated hosts on our two cores starve
+// each other until their guests' timers fire late and tests time out.
+func lockMachine(ctx context.Context, log io.Writer) (unlock func(), err error) {
+	path := filepath.Join(os.TempDir(), "gvmm-kvmhost.lock")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("kvmhost: %w", err)
+	}
+	for waited := false; ; waited = true {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("kvmhost: locking %s: %w", path, err)
+		}
+		if !waited {
+			fmt.Fprintf(log, "kvmhost: another test host runs on this machine; waiting for it (%s)\n", path)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("kvmhost: waiting for another test host: %w", context.Cause(ctx))
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // lastCPU is the highest-numbered CPU this process may run on.
