@@ -31,13 +31,6 @@ import (
 )
 
 const (
-	qemuBinary = "qemu-system-x86_64"
-	// qemuFirmware is microvm's firmware (qboot), where Debian puts it.
-	qemuFirmware = "bios-microvm.bin"
-	// qemuLoader is the option ROM through which QEMU loads -kernel.
-	qemuLoader  = "linuxboot_dma.bin"
-	qemuDataDir = "/usr/share/qemu"
-
 	guestCPUs = 1
 	guestMiB  = 256
 	// quiet: the kernel's boot messages would otherwise dominate the
@@ -63,9 +56,7 @@ func TestMain(m *testing.M) {
 	kvmhost.Main(m,
 		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
 		kvmhost.WithBinary("guestbench", "github.com/gvmm-dev/gvmm/tests/guestbench"),
-		kvmhost.WithHostProgram(qemuBinary),
-		kvmhost.WithHostFile(qemuFirmware, filepath.Join(qemuDataDir, qemuFirmware)),
-		kvmhost.WithHostFile(qemuLoader, filepath.Join(qemuDataDir, qemuLoader)),
+		kvmhost.WithQEMU(),
 		kvmhost.WithModules(guestModules...),
 	)
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -44,11 +43,10 @@ var (
 	// QEMU's microvm machine with its ACPI tables, its fastest setup for
 	// a Linux guest: no PCI, no firmware but qboot, virtio over MMIO.
 	qemu = vmm{"QEMU", func(g guestSpec) []string {
-		a := []string{kvmhost.Asset(qemuBinary), "-M", "microvm", "-accel", "kvm", "-cpu", "host",
+		a := append(kvmhost.QEMU(), "-M", "microvm", "-accel", "kvm", "-cpu", "host",
 			"-smp", strconv.Itoa(guestCPUs), "-m", strconv.Itoa(guestMiB),
 			"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-			"-L", filepath.Dir(kvmhost.Asset(qemuFirmware)),
-			"-kernel", g.kernel, "-initrd", g.initrd, "-append", g.cmdline}
+			"-kernel", g.kernel, "-initrd", g.initrd, "-append", g.cmdline)
 		if g.disk != "" {
 			// QEMU's defaults (cache=writeback, aio=threads) match gvmm:
 			// the host page cache, flushes through fdatasync.

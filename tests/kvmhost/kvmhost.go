@@ -27,6 +27,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost/hostproto"
+	"github.com/gvmm-dev/gvmm/tests/qemu"
 )
 
 // hostModules give the emulated host its /dev/kvm (dependencies are
@@ -42,6 +43,8 @@ const (
 	EnvInside = "GVMM_KVMHOST_INSIDE"
 	// EnvAssets names the folder holding the assets a test declared.
 	EnvAssets = "GVMM_ASSETS"
+	// EnvQEMU names the folder holding the tests' QEMU (see WithQEMU).
+	EnvQEMU = "GVMM_QEMU"
 )
 
 // Where things are inside the host.
@@ -49,6 +52,7 @@ const (
 	kernelDir  = "/kernel"
 	assetsDir  = "/assets"
 	payloadTTY = "/dev/ttyS1"
+	qemuDir    = "/qemu"
 )
 
 // Config describes one run of the test host.
@@ -58,10 +62,9 @@ type Config struct {
 	Env     []string          // extra environment, KEY=VALUE
 	Assets  map[string]string // name -> host path, placed in AssetsDir
 	Modules []string          // guest kernel modules the payload needs (with dependencies)
-	// CPUs defaults to 1. With two vCPUs, QEMU 7.2's multi-threaded TCG
-	// froze the emulated host within minutes of running KVM guests (both
-	// vCPUs stuck in its kernel: soft lockups, RCU stalls), and
-	// single-threaded TCG left nested Linux guests without timer ticks.
+	QEMU    bool              // carry the tests' QEMU in, for the payload (see WithQEMU)
+	// CPUs defaults to the CPUs this process may use, each a thread of
+	// QEMU's multi-threaded TCG.
 	CPUs    int
 	MemMiB  int // default 6144
 	Timeout time.Duration
@@ -74,7 +77,7 @@ type Config struct {
 // program's exit status.
 func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.CPUs == 0 {
-		cfg.CPUs = 1
+		cfg.CPUs = runtime.NumCPU()
 	}
 	if cfg.MemMiB == 0 {
 		cfg.MemMiB = 6144
@@ -82,7 +85,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	qemu, err := ensureQEMU()
+	emu, err := qemu.Get()
 	if err != nil {
 		return 0, err
 	}
@@ -96,7 +99,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 	}
 	defer os.RemoveAll(work)
 	initrd := filepath.Join(work, "host.cpio")
-	if err := writeInitramfs(initrd, work, k, cfg); err != nil {
+	if err := writeInitramfs(initrd, work, k, emu, cfg); err != nil {
 		return 0, err
 	}
 	if cfg.Timeout > 0 {
@@ -109,7 +112,7 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 		return 0, err
 	}
 	defer unlock()
-	return boot(ctx, qemu, k, initrd, filepath.Join(work, "console.log"), cfg)
+	return boot(ctx, emu, k, initrd, filepath.Join(work, "console.log"), cfg)
 }
 
 // ErrFroze reports a test host whose user space stopped being scheduled:
@@ -125,7 +128,7 @@ const (
 	aliveGap  = 90 * time.Second
 )
 
-func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {
+func writeInitramfs(path, work string, k *debkernel.Kernel, emu *qemu.QEMU, cfg Config) error {
 	init, err := BuildStatic(work, "github.com/gvmm-dev/gvmm/tests/kvmhost/hostinit")
 	if err != nil {
 		return err
@@ -174,18 +177,32 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {
 			return err
 		}
 	}
+	var env []string
+	if cfg.QEMU {
+		files, err := emu.Files()
+		if err != nil {
+			return err
+		}
+		for _, rel := range files {
+			if err := a.AddFile(qemuDir+"/"+rel, filepath.Join(emu.Root, rel)); err != nil {
+				return err
+			}
+		}
+		env = append(env, EnvQEMU+"="+qemuDir)
+	}
 	prog := "/payload/" + filepath.Base(cfg.Program)
 	if err := a.AddProgram(prog, cfg.Program); err != nil {
 		return err
 	}
-	env := append([]string{
+	env = append(env,
 		"PATH=/payload:/usr/bin:/bin",
 		"HOME=/tmp",
 		"TMPDIR=/tmp",
-		EnvInside + "=1",
-		debkernel.EnvDir + "=" + kernelDir,
-		EnvAssets + "=" + assetsDir,
-	}, cfg.Env...)
+		EnvInside+"=1",
+		debkernel.EnvDir+"="+kernelDir,
+		EnvAssets+"="+assetsDir,
+	)
+	env = append(env, cfg.Env...)
 	conf, err := json.Marshal(hostproto.Config{
 		Modules: modPaths,
 		TTY:     payloadTTY,
@@ -221,35 +238,24 @@ func addRel(a *initramfs.Archive, k *debkernel.Kernel, dir, path string) error {
 	return a.AddFile(dir+"/"+rel, path)
 }
 
-func boot(ctx context.Context, qemu string, k *debkernel.Kernel, initrd, consoleLog string, cfg Config) (int, error) {
+func boot(ctx context.Context, emu *qemu.QEMU, k *debkernel.Kernel, initrd, consoleLog string, cfg Config) (int, error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopWatch := watchAlive(consoleLog, hostproto.AliveEvery, aliveBoot, aliveGap, func() {
 		cancel(ErrFroze)
 	})
 	defer stopWatch()
-	args := []string{
+	args := append(qemu.Argv(emu.Root),
 		"-M", "q35", "-cpu", "max", "-accel", "tcg",
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
 		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
 		"-kernel", k.Vmlinuz, "-initrd", initrd,
-		// idle=poll: the host's vCPU never halts. With one vCPU, TCG
-		// sometimes missed the wake-up of a halted host, which then slept
-		// for good with its KVM guests and the tests' own timers.
-		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2 idle=poll",
-		"-serial", "file:" + consoleLog,
+		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2",
+		"-serial", "file:"+consoleLog,
 		"-chardev", "stdio,id=payload,signal=off",
 		"-serial", "chardev:payload",
-	}
-	// QEMU runs on one host core: with its threads truly in parallel the
-	// emulated host froze far more often (TestHostileGuest: 4 hosts of 4
-	// froze on a quiet machine, 0 of 1 pinned; helpers' runs on a loaded
-	// machine froze less). taskset is util-linux's, on every Debian.
-	cpu, err := lastCPU()
-	if err != nil {
-		return 0, err
-	}
-	cmd := exec.CommandContext(ctx, "taskset", append([]string{"-c", strconv.Itoa(cpu), qemu}, args...)...)
+	)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.Stdout = cfg.Stdout
 	cmd.Stderr = cfg.Log
 	cmd.Stdin = cfg.Stdin
@@ -298,20 +304,6 @@ func lockMachine(ctx context.Context, log io.Writer) (unlock func(), err error) 
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// lastCPU is the highest-numbered CPU this process may run on.
-func lastCPU() (int, error) {
-	var set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &set); err != nil {
-		return 0, fmt.Errorf("kvmhost: sched_getaffinity: %w", err)
-	}
-	for cpu := len(set)*64 - 1; cpu >= 0; cpu-- {
-		if set.IsSet(cpu) {
-			return cpu, nil
-		}
-	}
-	return 0, errors.New("kvmhost: no CPU in this process's affinity mask")
 }
 
 // watchAlive checks the console log every period and calls froze once
@@ -389,32 +381,6 @@ func tail(path string) string {
 		data = data[len(data)-max:]
 	}
 	return "--- test host console (tail) ---\n" + string(data)
-}
-
-// ensureQEMU finds qemu-system-x86_64, installing Debian's package when
-// running as root.
-func ensureQEMU() (string, error) {
-	const bin, pkg = "qemu-system-x86_64", "qemu-system-x86"
-	if p, err := exec.LookPath(bin); err == nil {
-		return p, nil
-	}
-	if os.Geteuid() != 0 {
-		return "", fmt.Errorf("kvmhost: %s not found; install it with: sudo apt-get install -y %s", bin, pkg)
-	}
-	install := func() ([]byte, error) {
-		c := exec.Command("apt-get", "install", "-y", "-q", "--no-install-recommends", pkg)
-		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-		return c.CombinedOutput()
-	}
-	if _, err := install(); err != nil {
-		if out, err := exec.Command("apt-get", "update", "-q").CombinedOutput(); err != nil {
-			return "", fmt.Errorf("kvmhost: apt-get update: %w\n%s", err, out)
-		}
-		if out, err := install(); err != nil {
-			return "", fmt.Errorf("kvmhost: apt-get install %s: %w\n%s", pkg, err, out)
-		}
-	}
-	return exec.LookPath(bin)
 }
 
 // BuildStatic compiles a package of this module or its dependencies,

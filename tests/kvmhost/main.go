@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gvmm-dev/gvmm/kvm"
+	"github.com/gvmm-dev/gvmm/tests/qemu"
 )
 
 // Option configures Main.
@@ -24,10 +25,10 @@ type Option func(*options)
 type options struct {
 	builds   map[string]build
 	programs map[string]string
-	files    map[string]string
 	modules  []string
 	cpus     int
 	memMiB   int
+	qemu     bool
 }
 
 // build is a package to compile, with its build tags.
@@ -50,19 +51,22 @@ func WithHostProgram(name string) Option {
 	return func(o *options) { o.programs[filepath.Base(name)] = name }
 }
 
-// WithHostFile makes the host file path (data, such as firmware)
-// available as Asset(name). A missing file fails the tests.
-func WithHostFile(name, path string) Option {
-	return func(o *options) { o.files[name] = path }
-}
-
 // WithModules carries the named guest kernel modules (and their
 // dependencies) into the test host.
 func WithModules(names ...string) Option {
 	return func(o *options) { o.modules = append(o.modules, names...) }
 }
 
-// WithCPUs sets the test host's vCPU count (default 1: see Config.CPUs).
+// WithQEMU makes the tests' QEMU (package qemu: Debian 13's, with its
+// libraries and firmware) available to the tests: QEMU returns the start
+// of its command line.
+func WithQEMU() Option { return func(o *options) { o.qemu = true } }
+
+// QEMU is the start of a command line that runs the tests' QEMU, for a
+// package whose TestMain asked for it with WithQEMU.
+func QEMU() []string { return qemu.Argv(os.Getenv(EnvQEMU)) }
+
+// WithCPUs sets the test host's vCPU count (default: see Config.CPUs).
 func WithCPUs(n int) Option { return func(o *options) { o.cpus = n } }
 
 // WithMemory sets the test host's memory in MiB.
@@ -83,7 +87,7 @@ func Main(m *testing.M, opts ...Option) {
 }
 
 func mainStatus(m *testing.M, opts []Option) int {
-	o := options{builds: map[string]build{}, programs: map[string]string{}, files: map[string]string{}}
+	o := options{builds: map[string]build{}, programs: map[string]string{}}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -133,13 +137,6 @@ func mainStatus(m *testing.M, opts []Option) int {
 			fmt.Fprintf(os.Stderr, "FAIL: the tests need %s: %v\n", prog, err)
 			return 1
 		}
-		o.files[name] = p
-	}
-	for name, p := range o.files {
-		if _, err := os.Stat(p); err != nil {
-			fmt.Fprintf(os.Stderr, "FAIL: the tests need %s: %v\n", p, err)
-			return 1
-		}
 		if err := os.Symlink(p, filepath.Join(assetDir, name)); err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 			return 1
@@ -147,6 +144,14 @@ func mainStatus(m *testing.M, opts []Option) int {
 		assets[name] = p
 	}
 	if direct {
+		if o.qemu {
+			q, err := qemu.Get()
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				return 1
+			}
+			os.Setenv(EnvQEMU, q.Root)
+		}
 		os.Setenv(EnvAssets, assetDir)
 		return m.Run()
 	}
@@ -166,6 +171,7 @@ func mainStatus(m *testing.M, opts []Option) int {
 			Env:     passEnv(),
 			Assets:  assets,
 			Modules: o.modules,
+			QEMU:    o.qemu,
 			CPUs:    o.cpus,
 			MemMiB:  o.memMiB,
 			Timeout: remaining,

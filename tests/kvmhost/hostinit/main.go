@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -100,10 +98,23 @@ func run() (int, error) {
 	}
 	status := reap(cmd.Process.Pid)
 	// Let the payload's last bytes leave the UART before power-off.
-	if err := unix.IoctlSetInt(int(tty.Fd()), unix.TCSBRK, 1); err != nil {
+	if err := drain(tty); err != nil {
 		return status, fmt.Errorf("draining %s: %w", cfg.TTY, err)
 	}
 	return status, nil
+}
+
+// drain waits until the port has sent what was written to it (tcdrain),
+// again when a signal interrupts the wait: a child exiting sends PID 1
+// SIGCHLD, which the Go runtime takes with SA_RESTART, but TCSBRK is not
+// restarted (seen: "draining /dev/ttyS1: interrupted system call").
+func drain(tty *os.File) error {
+	for {
+		err := unix.IoctlSetInt(int(tty.Fd()), unix.TCSBRK, 1)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
 }
 
 // reap waits for pid, also collecting orphans re-parented to PID 1.
@@ -124,16 +135,13 @@ func reap(pid int) int {
 	}
 }
 
-// moduleParams are given to modules as they load.
-var moduleParams = map[string]string{"kvm_amd": "npt=0"}
-
 func loadModule(path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if err := unix.FinitModule(int(f.Fd()), moduleParams[strings.TrimSuffix(filepath.Base(path), ".ko")], 0); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("loading %s: %w", path, err)
 	}
 	return nil

@@ -29,7 +29,7 @@ func main() {
 
 func run() int {
 	auto := flag.Bool("auto", false, "run directly when /dev/kvm works here")
-	cpus := flag.Int("cpus", 1, "test host vCPUs (more can freeze it: see kvmhost.Config)")
+	cpus := flag.Int("cpus", 0, "test host vCPUs (0: as many as this machine has)")
 	mem := flag.Int("memory", 6144, "test host memory in MiB")
 	timeout := flag.Duration("timeout", 0, "stop the test host after this long (0: never)")
 	var assets, modules multi
