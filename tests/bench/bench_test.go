@@ -463,8 +463,8 @@ func BenchmarkBlk(b *testing.B) {
 // them until every one reached init, and until every one powered off;
 // GVMM_BENCH_ROUNDS10 rounds of each VMM (default 1). A guest that fails
 // fails the benchmark, but the other VMM's figures are still reported:
-// under emulation, ten KVM guests at once have made the test host's SVM
-// misbehave (see the README).
+// under QEMU 7.2's emulation, ten KVM guests at once made the test host's
+// SVM misbehave (see docs/benchmarks.md).
 func BenchmarkStartTogether(b *testing.B) {
 	n := rounds("GVMM_BENCH_ROUNDS10", 1)
 	g := spec(b, "gvmm.bench=off")

@@ -116,9 +116,9 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 }
 
 // ErrFroze reports a test host whose user space stopped being scheduled:
-// QEMU 7.2's TCG sometimes freezes a host running KVM guests (soft
-// lockups, RCU stalls, or a halted vCPU that never wakes), which no
-// program inside can cause or survive.
+// TCG has frozen hosts running KVM guests (QEMU 7.2 often; 10.0 seldom,
+// see docs/kvm-test-host.md), which no program inside can cause or
+// survive.
 var ErrFroze = errors.New("the test host froze: its user space stopped showing signs of life")
 
 const (
