@@ -186,6 +186,9 @@ func runCmd(args []string) int {
 		// Everything is open and running: from here on a call outside
 		// the list ends the process with a line naming it.
 		rules := seccomp.VMM()
+		if len(m.Config().Shares) > 0 {
+			rules = append(rules, seccomp.Shares()...)
+		}
 		if err := seccomp.Install(rules); err != nil {
 			log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
 			m.Stop()
