@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // 9P2000.L message types (the kernel's include/net/9p/9p.h).
@@ -43,6 +44,9 @@ const (
 // HeaderSize is size[4] type[1] tag[2].
 const HeaderSize = 7
 
+// dotL is the protocol version served.
+const dotL = "9P2000.L"
+
 // noTag is the tag of Tversion.
 const noTag = 0xffff
 
@@ -63,7 +67,7 @@ var layouts = map[uint8]string{
 	msgTrename:      "44s",
 	msgTreadlink:    "4",
 	msgTgetattr:     "48",
-	msgTsetattr:     "44444888888",
+	msgTsetattr:     "4444488888",
 	msgTxattrwalk:   "44s",
 	msgTxattrcreate: "4s84",
 	msgTreaddir:     "484",
@@ -133,6 +137,12 @@ func ParseRequest(msg []byte, msize, maxMsize uint32) (Request, error) {
 	switch r.Type {
 	case msgTversion:
 		le.PutUint32(body, min(le.Uint32(body), maxMsize))
+		if version := string(body[6:]); strings.HasPrefix(version, dotL+".") {
+			// The server's own extensions (9P2000.L.Google.N) are for
+			// its own client; the kernel's 9P2000.L is what is served.
+			r.Msg = append(le.AppendUint16(append(msg[:HeaderSize:HeaderSize], body[:4]...), uint16(len(dotL))), dotL...)
+			le.PutUint32(r.Msg, uint32(len(r.Msg)))
+		}
 	case msgTread, msgTreaddir:
 		if limit := msize - rreadHeader; le.Uint32(body[12:]) > limit {
 			le.PutUint32(body[12:], limit)

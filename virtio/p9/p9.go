@@ -225,7 +225,7 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		}
 		p.slots, p.version = MaxInFlight, true
 	}
-	s.msgs <- msg // never blocks: at most MaxInFlight are queued
+	s.msgs <- req.Msg // never blocks: at most MaxInFlight are queued
 	return nil
 }
 

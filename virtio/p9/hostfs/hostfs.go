@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/hugelgupf/p9/fsimpl/templatefs"
+	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
 )
@@ -91,6 +92,15 @@ func (s *Share) newFile(fd int) (*File, error) {
 	return &File{share: s, path: os.NewFile(uintptr(fd), "share"), mode: st.Mode & unix.S_IFMT, dev: st.Dev}, nil
 }
 
+// toErrno hands the server an errno it sends as is: it maps Go's error
+// classes first, which would turn EPERM into EACCES and ENOTEMPTY into
+// EEXIST.
+func toErrno(err *error) {
+	if e, ok := errors.AsType[unix.Errno](*err); ok {
+		*err = linux.Errno(e)
+	}
+}
+
 func (f *File) fd() int { return int(f.path.Fd()) }
 
 // procPath names the node through /proc for the calls that have no
@@ -136,7 +146,8 @@ func (f *File) child(name string) (*File, error) {
 }
 
 // Walk implements p9.File.
-func (f *File) Walk(names []string) ([]p9.QID, p9.File, error) {
+func (f *File) Walk(names []string) (_ []p9.QID, _ p9.File, err error) {
+	defer toErrno(&err)
 	if len(names) == 0 {
 		// A copy of f: O_PATH descriptors carry no offset to share.
 		fd, err := unix.FcntlInt(uintptr(f.fd()), unix.F_DUPFD_CLOEXEC, 0)
@@ -182,7 +193,8 @@ func qidOf(st *unix.Stat_t) p9.QID {
 }
 
 // GetAttr implements p9.File.
-func (f *File) GetAttr(req p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
+func (f *File) GetAttr(req p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err error) {
+	defer toErrno(&err)
 	qid, st, err := f.stat()
 	if err != nil {
 		return p9.QID{}, p9.AttrMask{}, p9.Attr{}, err
@@ -210,7 +222,8 @@ func (f *File) GetAttr(req p9.AttrMask) (p9.QID, p9.AttrMask, p9.Attr, error) {
 
 // SetAttr implements p9.File. Ownership changes are accepted and ignored:
 // the share's files belong to the VMM's user.
-func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
+func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) (err error) {
+	defer toErrno(&err)
 	if valid.Permissions || valid.Size || valid.ATime || valid.MTime {
 		if err := f.writable(); err != nil {
 			return err
@@ -253,7 +266,8 @@ func timespec(given bool, sec, nsec uint64) unix.Timespec {
 }
 
 // Close implements p9.File.
-func (f *File) Close() error {
+func (f *File) Close() (err error) {
+	defer toErrno(&err)
 	if f.open != nil {
 		f.open.Close()
 	}
@@ -261,7 +275,8 @@ func (f *File) Close() error {
 }
 
 // Open implements p9.File: only regular files and folders.
-func (f *File) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
+func (f *File) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
+	defer toErrno(&err)
 	qid, st, err := f.stat()
 	if err != nil {
 		return p9.QID{}, 0, err
@@ -289,7 +304,8 @@ func (f *File) Open(mode p9.OpenFlags) (p9.QID, uint32, error) {
 }
 
 // ReadAt implements p9.File.
-func (f *File) ReadAt(p []byte, off int64) (int, error) {
+func (f *File) ReadAt(p []byte, off int64) (_ int, err error) {
+	defer toErrno(&err)
 	if f.open == nil {
 		return 0, unix.EBADF
 	}
@@ -298,7 +314,8 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 }
 
 // WriteAt implements p9.File.
-func (f *File) WriteAt(p []byte, off int64) (int, error) {
+func (f *File) WriteAt(p []byte, off int64) (_ int, err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return 0, err
 	}
@@ -310,7 +327,8 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 }
 
 // FSync implements p9.File.
-func (f *File) FSync() error {
+func (f *File) FSync() (err error) {
+	defer toErrno(&err)
 	if f.open == nil {
 		return unix.EBADF
 	}
@@ -318,7 +336,8 @@ func (f *File) FSync() error {
 }
 
 // StatFS implements p9.File.
-func (f *File) StatFS() (p9.FSStat, error) {
+func (f *File) StatFS() (_ p9.FSStat, err error) {
+	defer toErrno(&err)
 	var s unix.Statfs_t
 	if err := unix.Fstatfs(f.fd(), &s); err != nil {
 		return p9.FSStat{}, err
@@ -331,12 +350,14 @@ func (f *File) StatFS() (p9.FSStat, error) {
 
 // Lock implements p9.File. Locks are the guest's own business, as with
 // QEMU's local back end: granted, not taken on the host.
-func (f *File) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (p9.LockStatus, error) {
+func (f *File) Lock(int, p9.LockType, p9.LockFlags, uint64, uint64, string) (_ p9.LockStatus, err error) {
+	defer toErrno(&err)
 	return p9.LockStatusOK, nil
 }
 
 // Create implements p9.File: a new regular file, opened.
-func (f *File) Create(name string, mode p9.OpenFlags, perm p9.FileMode, _ p9.UID, _ p9.GID) (p9.File, p9.QID, uint32, error) {
+func (f *File) Create(name string, mode p9.OpenFlags, perm p9.FileMode, _ p9.UID, _ p9.GID) (_ p9.File, _ p9.QID, _ uint32, err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return nil, p9.QID{}, 0, err
 	}
@@ -375,7 +396,8 @@ func (f *File) made(name string) (p9.QID, error) {
 }
 
 // Mkdir implements p9.File.
-func (f *File) Mkdir(name string, perm p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID, error) {
+func (f *File) Mkdir(name string, perm p9.FileMode, _ p9.UID, _ p9.GID) (_ p9.QID, err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return p9.QID{}, err
 	}
@@ -390,7 +412,8 @@ func (f *File) Mkdir(name string, perm p9.FileMode, _ p9.UID, _ p9.GID) (p9.QID,
 
 // Symlink implements p9.File. The target is only text: the server never
 // follows it.
-func (f *File) Symlink(target, name string, _ p9.UID, _ p9.GID) (p9.QID, error) {
+func (f *File) Symlink(target, name string, _ p9.UID, _ p9.GID) (_ p9.QID, err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return p9.QID{}, err
 	}
@@ -404,7 +427,8 @@ func (f *File) Symlink(target, name string, _ p9.UID, _ p9.GID) (p9.QID, error) 
 }
 
 // Link implements p9.File.
-func (f *File) Link(target p9.File, name string) error {
+func (f *File) Link(target p9.File, name string) (err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -423,7 +447,8 @@ func (f *File) Link(target p9.File, name string) error {
 
 // Mknod implements p9.File: no device nodes, FIFOs or sockets are made
 // on the host.
-func (f *File) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QID, error) {
+func (f *File) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (_ p9.QID, err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return p9.QID{}, err
 	}
@@ -434,7 +459,8 @@ func (f *File) Mknod(string, p9.FileMode, uint32, uint32, p9.UID, p9.GID) (p9.QI
 func (f *File) Rename(p9.File, string) error { return unix.ENOSYS }
 
 // RenameAt implements p9.File.
-func (f *File) RenameAt(oldName string, newDir p9.File, newName string) error {
+func (f *File) RenameAt(oldName string, newDir p9.File, newName string) (err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -449,7 +475,8 @@ func (f *File) RenameAt(oldName string, newDir p9.File, newName string) error {
 }
 
 // UnlinkAt implements p9.File.
-func (f *File) UnlinkAt(name string, flags uint32) error {
+func (f *File) UnlinkAt(name string, flags uint32) (err error) {
+	defer toErrno(&err)
 	if err := f.writable(); err != nil {
 		return err
 	}
@@ -460,7 +487,8 @@ func (f *File) UnlinkAt(name string, flags uint32) error {
 }
 
 // Readlink implements p9.File.
-func (f *File) Readlink() (string, error) {
+func (f *File) Readlink() (_ string, err error) {
+	defer toErrno(&err)
 	if f.mode != unix.S_IFLNK {
 		return "", unix.EINVAL
 	}

@@ -25,7 +25,8 @@ const (
 
 // Readdir implements p9.File: the entries from offset, a cookie the host
 // file system gave as d_off (0 for the start), for about count bytes.
-func (f *File) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
+func (f *File) Readdir(offset uint64, count uint32) (_ p9.Dirents, err error) {
+	defer toErrno(&err)
 	if f.open == nil || f.mode != unix.S_IFDIR {
 		return nil, unix.EBADF
 	}
