@@ -39,6 +39,7 @@ const (
 
 	msgRlerror  = 7
 	msgRversion = 101
+	msgRflush   = 109
 )
 
 // HeaderSize is size[4] type[1] tag[2].
@@ -217,5 +218,14 @@ func lerror(tag uint16, errno uint32) []byte {
 	b[4] = msgRlerror
 	binary.LittleEndian.PutUint16(b[5:], tag)
 	binary.LittleEndian.PutUint32(b[HeaderSize:], errno)
+	return b
+}
+
+// rflush encodes the Rflush answering tag.
+func rflush(tag uint16) []byte {
+	b := make([]byte, HeaderSize)
+	binary.LittleEndian.PutUint32(b, uint32(len(b)))
+	b[4] = msgRflush
+	binary.LittleEndian.PutUint16(b[5:], tag)
 	return b
 }

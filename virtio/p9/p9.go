@@ -196,7 +196,8 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 	if err == nil {
 		req, err = ParseRequest(msg, msize, MaxMessageSize)
 	}
-	p := &pending{head: c.Head, writable: append([]queue.Buffer(nil), c.Writable...), slots: 1}
+	p := &pending{head: c.Head, tag: req.Tag, writable: append([]queue.Buffer(nil), c.Writable...), slots: 1,
+		isFlush: req.Type == msgTflush}
 	if err == nil && !s.track(req.Tag, p) {
 		err = fmt.Errorf("9p: tag %d already in use", req.Tag)
 	}
@@ -211,6 +212,9 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 			return s.complete(p, nil)
 		}
 		return s.complete(p, lerror(req.Tag, errno))
+	}
+	if req.Type == msgTflush {
+		return s.flush(p, binary.LittleEndian.Uint16(req.Msg[HeaderSize:]))
 	}
 	if req.Type == msgTversion {
 		// The server resets the session on Tversion and may change msize:
@@ -252,6 +256,9 @@ func (d *Device) gather(bufs []queue.Buffer, msize uint32) ([]byte, error) {
 // pending is a request the server works on.
 type pending struct {
 	head      uint16
+	tag       uint16
+	flushers  []*pending // Tflush requests answered after this one
+	isFlush   bool       // a Tflush, answered by the session itself
 	writable  []queue.Buffer
 	written   int   // bytes of the answer in writable
 	truncated bool  // the answer did not fit
@@ -403,9 +410,6 @@ func (s *session) begin() {
 	size, tag := le.Uint32(s.head[:]), le.Uint16(s.head[5:])
 	s.mu.Lock()
 	p, ended := s.pending[tag], s.ended
-	// The server cleared the tag before sending: the guest may reuse it
-	// once the answer is pushed.
-	delete(s.pending, tag)
 	s.mu.Unlock()
 	if p == nil && !ended {
 		// ParseRequest admits only what the server decodes, so every
@@ -445,9 +449,37 @@ func (s *session) finish() {
 	if p == nil {
 		return
 	}
+	// The server cleared the tag before sending: the guest may reuse it
+	// once the answer is pushed. A Tflush for it now finds it gone.
+	s.mu.Lock()
+	delete(s.pending, p.tag)
+	flushers := p.flushers
+	s.mu.Unlock()
 	if err := s.complete(p, nil); err != nil {
 		s.d.glog.Warn("virtio-9p: completing a request", "err", err)
 	}
+	for _, f := range flushers {
+		s.untrack(f.tag)
+		if err := s.complete(f, rflush(f.tag)); err != nil {
+			s.d.glog.Warn("virtio-9p: completing a flush", "err", err)
+		}
+	}
+}
+
+// flush answers Tflush p for oldTag here rather than in the server, whose
+// Tflush waits for the old tag and so could wait for itself or for
+// another Tflush: at once if the server is not working on oldTag,
+// otherwise right after oldTag's answer, as the protocol requires.
+func (s *session) flush(p *pending, oldTag uint16) error {
+	s.mu.Lock()
+	if old := s.pending[oldTag]; old != nil && !old.isFlush {
+		old.flushers = append(old.flushers, p)
+		s.mu.Unlock()
+		return nil
+	}
+	delete(s.pending, p.tag)
+	s.mu.Unlock()
+	return s.complete(p, rflush(p.tag))
 }
 
 // complete writes resp into the chain's writable buffers, as much as

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hugelgupf/p9/linux"
 	p9srv "github.com/hugelgupf/p9/p9"
@@ -71,7 +72,7 @@ func TestClientSession(t *testing.T) {
 	big := bytes.Repeat([]byte("0123456789abcdef"), 256<<10) // 4 MiB
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "big"), big, 0o644))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "hello"), []byte("hello\n"), 0o644))
-	r := newRig(t, dir, false, clientMsize)
+	r := newRig(t, dir, false, clientMsize, 256<<20)
 	c, root := newClient(t, r)
 	defer c.Close()
 
@@ -137,7 +138,7 @@ func TestConfinement(t *testing.T) {
 	require.NoError(t, os.Symlink("../secret", filepath.Join(dir, "rel")))
 	require.NoError(t, os.Symlink(filepath.Join(root, "secret"), filepath.Join(dir, "abs")))
 	require.NoError(t, os.Symlink("/etc", filepath.Join(dir, "etc")))
-	r := newRig(t, dir, false, clientMsize)
+	r := newRig(t, dir, false, clientMsize, 256<<20)
 	c, top := newClient(t, r)
 	defer c.Close()
 
@@ -170,7 +171,7 @@ func TestReadOnly(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644))
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "d"), 0o755))
-	r := newRig(t, dir, true, clientMsize)
+	r := newRig(t, dir, true, clientMsize, 64<<20)
 	c, top := newClient(t, r)
 	defer c.Close()
 
@@ -203,12 +204,15 @@ func TestReadOnly(t *testing.T) {
 	assert.Len(t, entries, 2, "the read-only folder changed")
 }
 
+// rflushed stands for an Rflush answer in TestHostileMessages.
+const rflushed = ^uint32(0)
+
 // TestHostileMessages sends what no kernel sends: each gets an Rlerror
 // or an empty answer, and the session goes on.
 func TestHostileMessages(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644))
-	r := newRig(t, dir, false, 4096)
+	r := newRig(t, dir, false, 4096, 4<<20)
 	resp := r.roundTrip(msg(msgTversion, noTag, uint32(1<<30), "9P2000.L"))
 	require.Equal(t, uint8(msgRversion), resp[4])
 	assert.Equal(t, uint32(MaxMessageSize), binary.LittleEndian.Uint32(resp[HeaderSize:]), "msize capped")
@@ -231,16 +235,32 @@ func TestHostileMessages(t *testing.T) {
 		{"walk through a slash", msg(msgTwalk, 9, uint32(1), uint32(2), uint16(1), "../etc"), uint32(unix.EINVAL)},
 		{"unknown fid", msg(msgTlopen, 10, uint32(77), uint32(0)), uint32(unix.EBADF)},
 		{"huge read count", msg(msgTread, 11, uint32(1), uint64(0), uint32(0xffffffff)), uint32(unix.EINVAL)},
+		{"Tflush of itself", msg(msgTflush, 12, uint16(12)), rflushed},
+		{"Tflush of nothing", msg(msgTflush, 13, uint16(999)), rflushed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := r.roundTrip(tt.msg)
-			if tt.errno == 0 {
+			switch tt.errno {
+			case 0:
 				assert.Empty(t, resp)
+				return
+			case rflushed:
+				assert.Equal(t, rflush(binary.LittleEndian.Uint16(tt.msg[5:])), resp)
 				return
 			}
 			assert.Equal(t, tt.errno, lerrno(resp), "answer %x", resp)
 		})
+	}
+	// Two Tflush naming each other, posted together: both answered.
+	a, b := r.submit(msg(msgTflush, 30, uint16(31))), r.submit(msg(msgTflush, 31, uint16(30)))
+	for _, ch := range []<-chan []byte{a, b} {
+		select {
+		case resp := <-ch:
+			assert.Equal(t, uint8(msgRflush), resp[4])
+		case <-time.After(waitFor):
+			t.Fatal("a Tflush naming another Tflush was never answered")
+		}
 	}
 	// The session still works: walk to f, open and read it.
 	require.Zero(t, lerrno(r.roundTrip(msg(msgTwalk, 20, uint32(1), uint32(3), uint16(1), "f"))))

@@ -17,9 +17,8 @@ import (
 )
 
 const (
-	rigMemSize = 256 << 20
-	ringBase   = 0x1000
-	waitFor    = 10 * time.Second
+	ringBase = 0x1000
+	waitFor  = 10 * time.Second
 )
 
 // rig is a share driven through a real queue by a mock driver: each
@@ -39,11 +38,13 @@ type rig struct {
 	done    sync.WaitGroup
 }
 
-func newRig(t *testing.T, dir string, readOnly bool, room uint32) *rig {
+// newRig serves dir; memSize bounds the bytes of all messages and answers
+// the rig will post, which its driver never reuses.
+func newRig(t *testing.T, dir string, readOnly bool, room uint32, memSize int) *rig {
 	t.Helper()
 	dev, err := New(dir, Options{Tag: "t", ReadOnly: readOnly})
 	require.NoError(t, err)
-	mem := virtiotest.NewMemory(rigMemSize)
+	mem := virtiotest.NewMemory(memSize)
 	drv := virtiotest.NewDriver(mem, QueueSize, ringBase)
 	irq := virtiotest.NewInterrupt()
 	q, err := queue.New(mem, drv.Config(false, false), irq)
