@@ -12,8 +12,9 @@ UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 
 all: build
 
+# gvmm is static (no cgo): gvmm exec copies it into its guest as /init.
 build:
-	$(GO) build -o bin/gvmm ./cmd/gvmm
+	CGO_ENABLED=0 $(GO) build -o bin/gvmm ./cmd/gvmm
 	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
 
 bin/uroot.cpio: go.mod go.sum
@@ -28,11 +29,12 @@ run: build bin/uroot.cpio
 		bin/gvmm run --kernel {kernel} --initrd {asset:uroot.cpio} --memory 512M
 
 # Debian packages the tests use: QEMU for the KVM test host (which also
-# installs it by itself when run as root) and e2fsprogs for disk images.
+# installs it by itself when run as root), e2fsprogs for disk images and
+# busybox-static for the shell gvmm exec runs in the test host.
 deps:
-	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null || { \
+	@command -v qemu-system-x86_64 >/dev/null && command -v mkfs.ext4 >/dev/null && command -v busybox >/dev/null || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			qemu-system-x86 e2fsprogs; }
+			qemu-system-x86 e2fsprogs busybox-static; }
 
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

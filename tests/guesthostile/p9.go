@@ -56,12 +56,12 @@ func p9msg(typ uint8, tag uint16, fields ...any) []byte {
 	return b
 }
 
-// p9ask posts msg as one chain, the answer room in the data pages, and
+// p9ask posts msg as one chain, the answer room in the first data page, and
 // describes the answer: "type=T:errno=E" for an Rlerror, "type=T" else,
 // "len=0" for an empty one, or how the device refused.
 func p9ask(q *vq, msg []byte, room uint32) (string, []byte) {
 	copy(q.mem.page(pgHeader), msg)
-	out := q.mem.b[pgData*pageSize : (pgData+4)*pageSize]
+	out := q.mem.page(pgData)
 	clear(out)
 	head := chain(q.mem.page(pgDesc), 0, seg{q.mem.addr(pgHeader, 0), uint32(len(msg)), false},
 		seg{q.mem.addr(pgData, 0), room, true})
@@ -118,7 +118,7 @@ func (h *hostile) attackShare() (int, error) {
 	}
 	n := 0
 	ask := func(name string, msg []byte) []byte {
-		res, resp := p9ask(q, msg, 4*pageSize)
+		res, resp := p9ask(q, msg, pageSize)
 		guest.Report("p9", name+":"+res)
 		n++
 		return resp
@@ -153,8 +153,9 @@ func (h *hostile) attackShare() (int, error) {
 	n++
 	guest.Report("p9", "flood:"+p9flood(q))
 	n += p9FloodReqs
+	err = b.reset()
 	b.unmap()
-	if err := b.reset(); err != nil {
+	if err != nil {
 		return n, err
 	}
 	if err := bind(fn.dir); err != nil {
@@ -173,7 +174,8 @@ func p9flood(q *vq) string {
 		copy(q.mem.page(pgHeader)[slot*i:], m)
 		heads = append(heads, chain(q.mem.page(pgDesc), 2*i,
 			seg{q.mem.addr(pgHeader, slot*i), uint32(len(m)), false},
-			seg{q.mem.addr(pgData, 256*i), 256, true}))
+			// Pages are not contiguous in physical memory: 16 slots a page.
+			seg{q.mem.addr(pgData+i/16, 256*(i%16)), 256, true}))
 	}
 	q.post(heads...)
 	res := q.await(p9FloodReqs, awaitLimit)
