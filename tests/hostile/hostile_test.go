@@ -5,7 +5,8 @@
 // TestHostileGuest boots the stock Debian kernel with tests/guesthostile
 // as init: root user space that hammers every I/O port, the MMIO hole,
 // the PCI configuration and BARs of the devices it unbinds, drives a
-// virtio-blk queue by hand with hostile rings, and finally triple-faults
+// virtio-blk queue by hand with hostile rings and the virtio-9p share's
+// with hostile 9P messages, and finally triple-faults
 // the machine through the kernel's reboot=t path. TestGuestBreaksItself
 // boots tiny hand-made PVH kernels that break the machine at once, and
 // TestRebootLoop one that resets it as soon as it runs, forever.
