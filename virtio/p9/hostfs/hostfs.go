@@ -47,7 +47,14 @@ func Open(dir string, readOnly bool) (*Share, error) {
 	if err != nil {
 		return nil, fmt.Errorf("share %s: %w", dir, err)
 	}
-	return &Share{root: os.NewFile(uintptr(fd), dir), readOnly: readOnly}, nil
+	s := &Share{root: os.NewFile(uintptr(fd), dir), readOnly: readOnly}
+	// Files are reopened through /proc/self/fd: without /proc no file
+	// could be opened, which is better said now.
+	if _, err := os.Stat("/proc/self/fd/" + strconv.Itoa(fd)); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("share %s: files are opened through /proc/self/fd, which is missing (is /proc mounted?): %w", dir, err)
+	}
+	return s, nil
 }
 
 // Close releases the folder. Files still attached keep their own
