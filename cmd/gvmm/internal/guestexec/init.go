@@ -19,6 +19,7 @@ const (
 	lowerDir   = "/lower"
 	rwDir      = "/rw"
 	rootDir    = "/root"
+	heldDir    = "/held"
 	// p9Options are the 9p mount options: msize the most 9pnet_virtio
 	// can post in one chain (125 pages), within the device's limit.
 	p9Options = "trans=virtio,version=9p2000.L,msize=512000"
@@ -149,6 +150,17 @@ func setupRoot(req Request) error {
 			return err
 		}
 	}
+	// The guest's own /tmp and /run would hide the host's folder COMMAND
+	// runs in, were it below them: it is held by a bind mount meanwhile.
+	held := ""
+	for _, own := range []string{"/tmp", "/run"} {
+		if req.Dir == own || strings.HasPrefix(req.Dir, own+"/") {
+			held = heldDir
+			if err := mount(rootDir+req.Dir, held, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				return err
+			}
+		}
+	}
 	for _, m := range []struct{ src, dst, fstype, data string }{
 		{"proc", "/proc", "proc", ""},
 		{"sysfs", "/sys", "sysfs", ""},
@@ -157,8 +169,13 @@ func setupRoot(req Request) error {
 		{"tmpfs", "/tmp", "tmpfs", "mode=1777"},
 		{"tmpfs", "/run", "tmpfs", "mode=0755"},
 	} {
-		if err := unix.Mount(m.src, rootDir+m.dst, m.fstype, 0, m.data); err != nil {
-			return fmt.Errorf("mount %s on %s: %w", m.fstype, m.dst, err)
+		if err := mount(m.src, rootDir+m.dst, m.fstype, 0, m.data); err != nil {
+			return err
+		}
+	}
+	if held != "" {
+		if err := mount(held, rootDir+req.Dir, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return err
 		}
 	}
 	for _, m := range req.Mounts {
