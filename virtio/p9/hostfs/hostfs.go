@@ -75,7 +75,6 @@ func (s *Share) Attach() (p9.File, error) {
 
 // File is one node of the share.
 type File struct {
-	templatefs.XattrUnimplemented
 	p9.DefaultWalkGetAttr
 	templatefs.NoopRenamed
 
@@ -506,3 +505,19 @@ func (f *File) Readlink() (_ string, err error) {
 	}
 	return string(buf[:n]), nil
 }
+
+// Extended attributes are not served: EOPNOTSUPP, what a file system
+// without them answers, which callers such as overlayfs expect (ENOSYS
+// is not).
+
+// GetXattr implements p9.File.
+func (f *File) GetXattr(string) ([]byte, error) { return nil, linux.EOPNOTSUPP }
+
+// SetXattr implements p9.File.
+func (f *File) SetXattr(string, []byte, p9.XattrFlags) error { return linux.EOPNOTSUPP }
+
+// ListXattrs implements p9.File: none.
+func (f *File) ListXattrs() ([]string, error) { return nil, nil }
+
+// RemoveXattr implements p9.File.
+func (f *File) RemoveXattr(string) error { return linux.EOPNOTSUPP }
