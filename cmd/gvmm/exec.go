@@ -27,9 +27,12 @@ import (
 // (126, 127, 128+N); a message on stderr always says which it was.
 const exitExecFault = 125
 
-// execCmdline keeps the console for COMMAND: no kernel messages, and a
-// panic ends the machine at once.
-const execCmdline = "console=ttyS0 reboot=k panic=-1 quiet loglevel=0"
+// execCmdline makes a panic end the machine at once; execQuiet keeps the
+// console for COMMAND (no kernel messages) unless --verbose.
+const (
+	execCmdline = "console=ttyS0 reboot=k panic=-1"
+	execQuiet   = " quiet loglevel=0"
+)
 
 func execCmd(args []string) int {
 	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
@@ -41,6 +44,7 @@ func execCmd(args []string) int {
 		cpus     = fs.Int("cpus", 1, "number of vCPUs")
 		memory   = fs.String("memory", "512M", "guest memory: 512M, 2G or a plain number of MiB")
 		rw       = fs.Bool("rw", false, "the guest writes to the host's / (default: a tmpfs overlay takes the writes)")
+		verbose  = fs.Bool("verbose", false, "show the guest kernel's messages on the console, to see why a guest fails")
 		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
 	)
 	fs.Func("share", "also mount DIR at DIR in the guest as DIR,tag=TAG[,readonly], writable unless readonly (repeatable)", func(v string) error {
@@ -52,7 +56,7 @@ func execCmd(args []string) int {
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm exec [--kernel FILE] [--modules DIR] [--cpus N] [--memory SIZE] [--share DIR,tag=TAG[,readonly]]... [--rw] -- COMMAND [ARGS...]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm exec [--kernel FILE] [--modules DIR] [--cpus N] [--memory SIZE] [--share DIR,tag=TAG[,readonly]]... [--rw] [--verbose] -- COMMAND [ARGS...]")
 		fmt.Fprintln(fs.Output(), "Runs COMMAND in a VM whose / is the host's, in this folder and environment, and exits with its status (125: gvmm's own failure).")
 		fs.PrintDefaults()
 	}
@@ -108,12 +112,15 @@ func execCmd(args []string) int {
 	}
 	req := guestexec.Request{Args: fs.Args(), Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw}
 	cfg := machine.Config{
-		Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline, CPUs: *cpus, Memory: mem,
+		Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline + execQuiet, CPUs: *cpus, Memory: mem,
 		Console: os.Stdout, ConsoleIn: os.Stdin, Log: log,
 		Shares: []machine.Share{
 			{Path: "/", Tag: guestexec.RootTag, ReadOnly: !*rw},
 			{Path: ctl, Tag: guestexec.ControlTag},
 		},
+	}
+	if *verbose {
+		cfg.Cmdline = execCmdline
 	}
 	for _, s := range shares {
 		abs, err := filepath.Abs(s.Path)

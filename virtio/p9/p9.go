@@ -213,8 +213,15 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		}
 		return s.complete(p, lerror(req.Tag, errno))
 	}
-	if req.Type == msgTflush {
+	switch req.Type {
+	case msgTflush:
 		return s.flush(p, binary.LittleEndian.Uint16(req.Msg[HeaderSize:]))
+	case msgTxattrwalk, msgTxattrcreate:
+		// Extended attributes are not served. The server would turn
+		// the file system's EOPNOTSUPP into EINVAL, which the guest
+		// takes for a failure (execve, reading file capabilities).
+		s.untrack(req.Tag)
+		return s.complete(p, lerror(req.Tag, uint32(unix.EOPNOTSUPP)))
 	}
 	if req.Type == msgTversion {
 		// The server resets the session on Tversion and may change msize:

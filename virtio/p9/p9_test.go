@@ -236,6 +236,10 @@ func TestHostileMessages(t *testing.T) {
 		{"unknown fid", msg(msgTlopen, 10, uint32(77), uint32(0)), uint32(unix.EBADF)},
 		{"huge read count", msg(msgTread, 11, uint32(1), uint64(0), uint32(0xffffffff)), uint32(unix.EINVAL)},
 		{"Tflush of itself", msg(msgTflush, 12, uint16(12)), rflushed},
+		// No extended attributes: "not supported", which execve's file
+		// capabilities check takes as none.
+		{"Txattrwalk", msg(msgTxattrwalk, 14, uint32(1), uint32(4), "security.capability"), uint32(unix.EOPNOTSUPP)},
+		{"Txattrcreate", msg(msgTxattrcreate, 15, uint32(1), "user.x", uint64(1), uint32(0)), uint32(unix.EOPNOTSUPP)},
 		{"Tflush of nothing", msg(msgTflush, 13, uint16(999)), rflushed},
 	}
 	for _, tt := range tests {

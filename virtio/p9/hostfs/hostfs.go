@@ -506,9 +506,8 @@ func (f *File) Readlink() (_ string, err error) {
 	return string(buf[:n]), nil
 }
 
-// Extended attributes are not served: EOPNOTSUPP, what a file system
-// without them answers, which callers such as overlayfs expect (ENOSYS
-// is not).
+// Extended attributes are not served (the device answers their
+// requests itself): EOPNOTSUPP, what a file system without them answers.
 
 // GetXattr implements p9.File.
 func (f *File) GetXattr(string) ([]byte, error) { return nil, linux.EOPNOTSUPP }
