@@ -63,7 +63,6 @@ type Options struct {
 
 // Device is a virtio-9p device serving one host folder.
 type Device struct {
-	tag    string
 	share  *hostfs.Share
 	server *p9srv.Server
 	config []byte
@@ -107,7 +106,7 @@ func New(dir string, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{tag: opts.Tag, share: share, server: p9srv.NewServer(share), log: log.With("share", opts.Tag)}
+	d := &Device{share: share, server: p9srv.NewServer(share), log: log.With("share", opts.Tag)}
 	d.glog = ratelog.New(d.log)
 	// struct virtio_9p_config: tag_len[2] and the tag, not NUL-terminated.
 	d.config = binary.LittleEndian.AppendUint16(nil, uint16(len(opts.Tag)))
@@ -118,9 +117,6 @@ func New(dir string, opts Options) (*Device, error) {
 // Close releases the folder. Call it after the device was reset or the
 // machine stopped.
 func (d *Device) Close() error { return d.share.Close() }
-
-// Tag returns the mount tag.
-func (d *Device) Tag() string { return d.tag }
 
 // Type implements virtio.Device.
 func (d *Device) Type() virtio.DeviceType { return virtio.Device9P }

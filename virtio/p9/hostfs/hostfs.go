@@ -61,9 +61,6 @@ func Open(dir string, readOnly bool) (*Share, error) {
 // descriptors.
 func (s *Share) Close() error { return s.root.Close() }
 
-// ReadOnly reports whether the share refuses changes.
-func (s *Share) ReadOnly() bool { return s.readOnly }
-
 // Attach implements p9.Attacher: a new reference to the folder.
 func (s *Share) Attach() (p9.File, error) {
 	fd, err := unix.Openat2(int(s.root.Fd()), ".", &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve})
