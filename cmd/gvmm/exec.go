@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
 	"github.com/gvmm-dev/gvmm/internal/kmod"
 	"github.com/gvmm-dev/gvmm/machine"
@@ -110,7 +111,8 @@ func execCmd(args []string) int {
 	if err := guestexec.WriteInitramfs(initrd, self, mods); err != nil {
 		return fail("building the initramfs: %v", err)
 	}
-	req := guestexec.Request{Args: fs.Args(), Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw}
+	req := guestexec.Request{Args: fs.Args(), Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw,
+		StdinPipe: !console.IsTerminal(os.Stdin)}
 	cfg := machine.Config{
 		Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline + execQuiet, CPUs: *cpus, Memory: mem,
 		Console: os.Stdout, ConsoleIn: os.Stdin, Log: log,
@@ -121,6 +123,9 @@ func execCmd(args []string) int {
 	}
 	if *verbose {
 		cfg.Cmdline = execCmdline
+	}
+	if req.StdinPipe {
+		cfg.ConsoleIn = &guestexec.EOFReader{R: os.Stdin, Dir: ctl}
 	}
 	for _, s := range shares {
 		abs, err := filepath.Abs(s.Path)

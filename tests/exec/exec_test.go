@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -47,6 +49,12 @@ type result struct {
 // then "--" and the shell script, run by busybox's sh.
 func gvmmExec(t *testing.T, dir string, env []string, flags []string, script string) result {
 	t.Helper()
+	return gvmmExecInput(t, dir, env, flags, script, nil)
+}
+
+// gvmmExecInput is gvmmExec with stdin.
+func gvmmExecInput(t *testing.T, dir string, env []string, flags []string, script string, stdin io.Reader) result {
+	t.Helper()
 	k, err := debkernel.Get()
 	require.NoError(t, err)
 	args := append([]string{"exec", "--kernel", k.Vmlinuz, "--modules", k.ModulesDir(), "--memory", "256M"}, flags...)
@@ -55,7 +63,7 @@ func gvmmExec(t *testing.T, dir string, env []string, flags []string, script str
 	defer cancel()
 	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), args...)
 	var out, errb bytes.Buffer
-	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = dir, append(os.Environ(), env...), &out, &errb
+	cmd.Dir, cmd.Env, cmd.Stdin, cmd.Stdout, cmd.Stderr = dir, append(os.Environ(), env...), stdin, &out, &errb
 	start := time.Now()
 	err = cmd.Run()
 	r := result{stdout: out.String(), stderr: errb.String(), elapsed: time.Since(start)}
@@ -97,6 +105,14 @@ func TestExecWritable(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(dir, "written.txt"))
 	require.NoError(t, err, "stdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
 	assert.Equal(t, "data\n", string(got))
+}
+
+// TestExecStdin: the command reads the host's stdin to its end.
+func TestExecStdin(t *testing.T) {
+	input := "first line\nsecond line, no newline"
+	r := gvmmExecInput(t, t.TempDir(), nil, nil, kvmhost.Asset("busybox")+" wc -c; echo read to the end", strings.NewReader(input))
+	assert.Equal(t, 0, r.status)
+	assert.Equal(t, fmt.Sprintf("%d\nread to the end\n", len(input)), r.stdout)
 }
 
 // TestExecCommandNotFound: 127, as a shell gives, with a message.

@@ -56,11 +56,15 @@ type Mount struct {
 
 // Request is what the guest runs, and how.
 type Request struct {
-	Args   []string `json:"args"`
-	Env    []string `json:"env"`
-	Dir    string   `json:"dir"`
-	RW     bool     `json:"rw"`
-	Mounts []Mount  `json:"mounts,omitempty"`
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	RW   bool     `json:"rw"`
+	// StdinPipe: COMMAND's stdin is a pipe that ends where the host's
+	// stdin did (see StdinEOFFile); otherwise it is the console itself,
+	// a terminal, which has no end.
+	StdinPipe bool    `json:"stdin_pipe,omitempty"`
+	Mounts    []Mount `json:"mounts,omitempty"`
 }
 
 // WriteRequest stores r in the control folder dir.

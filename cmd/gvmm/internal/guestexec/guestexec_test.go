@@ -1,8 +1,10 @@
 package guestexec
 
 import (
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -75,4 +77,57 @@ func TestWriteInitramfs(t *testing.T) {
 	_, err = order.ReadAt(data, 0)
 	require.NoError(t, err)
 	assert.Equal(t, "/lib/modules/9p.ko\n/lib/modules/overlay.ko.zst compressed\n", string(data))
+}
+
+// The host notes where its stdin ended; the guest's pipe delivers that
+// many bytes from the console, then its end, even while the console
+// stays open.
+func TestStdinEndsWhereTheHostsDid(t *testing.T) {
+	ctlDir := t.TempDir()
+	ctl, err := os.Open(ctlDir)
+	require.NoError(t, err)
+	defer ctl.Close()
+	consoleR, consoleW, err := os.Pipe() // the console: never closed here
+	require.NoError(t, err)
+	defer consoleW.Close()
+	stdin, err := pipeStdin(consoleR, ctl)
+	require.NoError(t, err)
+	defer stdin.Close()
+
+	host := &EOFReader{R: strings.NewReader("line 1\nline 2\n"), Dir: ctlDir}
+	buf := make([]byte, 5)
+	for {
+		n, err := host.Read(buf)
+		_, werr := consoleW.Write(buf[:n]) // what the UART carries
+		require.NoError(t, werr)
+		if err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+	}
+	data, err := os.ReadFile(filepath.Join(ctlDir, StdinEOFFile))
+	require.NoError(t, err)
+	assert.Equal(t, "14\n", string(data))
+	got, err := io.ReadAll(stdin)
+	require.NoError(t, err, "the pipe ends")
+	assert.Equal(t, "line 1\nline 2\n", string(got))
+}
+
+func TestStdinEmpty(t *testing.T) {
+	ctlDir := t.TempDir()
+	ctl, err := os.Open(ctlDir)
+	require.NoError(t, err)
+	defer ctl.Close()
+	consoleR, consoleW, err := os.Pipe()
+	require.NoError(t, err)
+	defer consoleW.Close()
+	host := &EOFReader{R: strings.NewReader(""), Dir: ctlDir}
+	_, err = host.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+	stdin, err := pipeStdin(consoleR, ctl)
+	require.NoError(t, err)
+	defer stdin.Close()
+	got, err := io.ReadAll(stdin)
+	require.NoError(t, err)
+	assert.Empty(t, got)
 }

@@ -85,7 +85,13 @@ func initGuest() error {
 	if err := rawConsole(); err != nil {
 		return err
 	}
-	status := run(req)
+	stdin := os.Stdin
+	if req.StdinPipe {
+		if stdin, err = pipeStdin(os.Stdin, ctl); err != nil {
+			return err
+		}
+	}
+	status := run(req, stdin)
 	return writeStatus(ctl, status)
 }
 
@@ -206,10 +212,10 @@ func rawConsole() error {
 
 // run runs COMMAND in the request's folder and environment on the
 // console and returns its exit status: 128+N for signal N.
-func run(req Request) int {
+func run(req Request, stdin *os.File) int {
 	cmd := exec.Command(req.Args[0], req.Args[1:]...)
 	cmd.Env, cmd.Dir = req.Env, req.Dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, os.Stdout, os.Stderr
 	if path := lookPath(req.Args[0], req.Env); path != "" {
 		cmd.Path, cmd.Err = path, nil
 	}
