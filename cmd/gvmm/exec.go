@@ -124,9 +124,7 @@ func execCmd(args []string) int {
 	if *verbose {
 		cfg.Cmdline = execCmdline
 	}
-	if req.StdinPipe {
-		cfg.ConsoleIn = &guestexec.EOFReader{R: os.Stdin, Dir: ctl}
-	}
+	cfg.ConsoleIn = &guestexec.Input{R: os.Stdin, Dir: ctl}
 	for _, s := range shares {
 		abs, err := filepath.Abs(s.Path)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -94,7 +95,8 @@ func TestStdinEndsWhereTheHostsDid(t *testing.T) {
 	require.NoError(t, err)
 	defer stdin.Close()
 
-	host := &EOFReader{R: strings.NewReader("line 1\nline 2\n"), Dir: ctlDir}
+	host := &Input{R: strings.NewReader("line 1\nline 2\n"), Dir: ctlDir}
+	require.NoError(t, markReady(ctl))
 	buf := make([]byte, 5)
 	for {
 		n, err := host.Read(buf)
@@ -113,6 +115,30 @@ func TestStdinEndsWhereTheHostsDid(t *testing.T) {
 	assert.Equal(t, "line 1\nline 2\n", string(got))
 }
 
+// Nothing is read from the host before the guest's console is raw.
+func TestInputWaitsForTheGuest(t *testing.T) {
+	ctlDir := t.TempDir()
+	in := &Input{R: strings.NewReader("x"), Dir: ctlDir}
+	got := make(chan string, 1)
+	go func() {
+		b := make([]byte, 1)
+		n, _ := in.Read(b)
+		got <- string(b[:n])
+	}()
+	select {
+	case <-got:
+		t.Fatal("input read before the guest was ready")
+	case <-time.After(5 * stdinPoll):
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(ctlDir, ReadyFile), nil, 0o644))
+	select {
+	case s := <-got:
+		assert.Equal(t, "x", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("input held after the guest was ready")
+	}
+}
+
 func TestStdinEmpty(t *testing.T) {
 	ctlDir := t.TempDir()
 	ctl, err := os.Open(ctlDir)
@@ -121,7 +147,8 @@ func TestStdinEmpty(t *testing.T) {
 	consoleR, consoleW, err := os.Pipe()
 	require.NoError(t, err)
 	defer consoleW.Close()
-	host := &EOFReader{R: strings.NewReader(""), Dir: ctlDir}
+	host := &Input{R: strings.NewReader(""), Dir: ctlDir}
+	require.NoError(t, markReady(ctl))
 	_, err = host.Read(make([]byte, 1))
 	require.ErrorIs(t, err, io.EOF)
 	stdin, err := pipeStdin(consoleR, ctl)

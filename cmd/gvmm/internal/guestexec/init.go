@@ -85,6 +85,9 @@ func initGuest() error {
 	if err := rawConsole(); err != nil {
 		return err
 	}
+	if err := markReady(ctl); err != nil {
+		return err
+	}
 	stdin := os.Stdin
 	if req.StdinPipe {
 		if stdin, err = pipeStdin(os.Stdin, ctl); err != nil {

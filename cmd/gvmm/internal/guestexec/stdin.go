@@ -20,18 +20,33 @@ import (
 // that many bytes.
 const StdinEOFFile = "stdin-eof"
 
-// stdinPoll is how often the guest looks for StdinEOFFile.
+// ReadyFile, in the control folder, says the guest's console is in raw
+// mode: input that came before would be echoed and translated by the
+// terminal.
+const ReadyFile = "console-ready"
+
+// stdinPoll is how often the guest looks for StdinEOFFile, and the host
+// for ReadyFile.
 const stdinPoll = 20 * time.Millisecond
 
-// EOFReader counts what it reads from R and, at R's end, leaves the count
-// in the control folder Dir.
-type EOFReader struct {
-	R   io.Reader
-	Dir string
-	n   int64
+// Input is the console input of gvmm exec's guest: R, held back until
+// the guest's console is raw (ReadyFile in the control folder Dir), and
+// counted so that, at R's end, the count goes into StdinEOFFile.
+type Input struct {
+	R     io.Reader
+	Dir   string
+	ready bool
+	n     int64
 }
 
-func (e *EOFReader) Read(p []byte) (int, error) {
+func (e *Input) Read(p []byte) (int, error) {
+	for !e.ready {
+		if _, err := os.Stat(filepath.Join(e.Dir, ReadyFile)); err == nil {
+			e.ready = true
+		} else {
+			time.Sleep(stdinPoll)
+		}
+	}
 	n, err := e.R.Read(p)
 	e.n += int64(n)
 	if errors.Is(err, io.EOF) {
@@ -105,6 +120,15 @@ func pipeStdin(console *os.File, ctl *os.File) (*os.File, error) {
 		}
 	}()
 	return pr, nil
+}
+
+// markReady creates ReadyFile through the control folder's descriptor.
+func markReady(ctl *os.File) error {
+	fd, err := unix.Openat(int(ctl.Fd()), ReadyFile, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ReadyFile, err)
+	}
+	return unix.Close(fd)
 }
 
 // readEOFCount reads StdinEOFFile, if complete.
