@@ -12,8 +12,9 @@ UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 
 all: build
 
+# gvmm is static (no cgo): gvmm exec copies it into its guest as /init.
 build:
-	$(GO) build -o bin/gvmm ./cmd/gvmm
+	CGO_ENABLED=0 $(GO) build -o bin/gvmm ./cmd/gvmm
 	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
 
 bin/uroot.cpio: go.mod go.sum
@@ -27,13 +28,14 @@ run: build bin/uroot.cpio
 	bin/kvmhost -auto -asset uroot.cpio=bin/uroot.cpio -- \
 		bin/gvmm run --kernel {kernel} --initrd {asset:uroot.cpio} --memory 512M
 
-# Debian packages the tests use: e2fsprogs for disk images. The KVM test
-# host's QEMU is Debian 13's, which the harness fetches into .cache/ by
-# itself (tests/qemu), as it does the kernel.
+# Debian packages the tests use: e2fsprogs for disk images and
+# busybox-static for the shell gvmm exec runs in the test host. The KVM
+# test host's QEMU is Debian 13's, which the harness fetches into .cache/
+# by itself (tests/qemu), as it does the kernel.
 deps:
-	@command -v mkfs.ext4 >/dev/null || { \
+	@command -v mkfs.ext4 >/dev/null && command -v busybox >/dev/null || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			e2fsprogs; }
+			e2fsprogs busybox-static; }
 
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

@@ -3,8 +3,10 @@ module github.com/gvmm-dev/gvmm
 go 1.26.0
 
 require (
+	github.com/hugelgupf/p9 v0.3.0
 	github.com/stretchr/testify v1.12.1
 	github.com/u-root/u-root v0.16.0
+	golang.org/x/sync v0.18.0
 	golang.org/x/sys v0.50.0
 )
 
@@ -44,7 +46,6 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/exp v0.0.0-20250305212735-054e65f0b394 // indirect
 	golang.org/x/mod v0.29.0 // indirect
-	golang.org/x/sync v0.18.0 // indirect
 	golang.org/x/term v0.37.0 // indirect
 	golang.org/x/text v0.31.0 // indirect
 	golang.org/x/tools v0.38.0 // indirect

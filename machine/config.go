@@ -51,6 +51,8 @@ type Config struct {
 	Disks []Disk
 	// Balloon, when set, adds a virtio-balloon device.
 	Balloon *BalloonConfig
+	// Shares are host folders, attached as virtio-9p PCI devices.
+	Shares []Share
 
 	// AllowCPUOvercommit lets one guest have more vCPUs than the host
 	// has logical CPUs, which is otherwise refused.
@@ -150,6 +152,9 @@ func (c *Config) withDefaults() (Config, error) {
 		if len(d.Serial) > 20 {
 			return out, configError(fmt.Sprintf("Disks[%d].Serial", i), nil, "disk %s: serial %q is longer than 20 bytes", d.Path, d.Serial)
 		}
+	}
+	if err := validateShares(out.Shares); err != nil {
+		return out, err
 	}
 	if out.Console == nil {
 		out.Console = io.Discard

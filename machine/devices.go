@@ -119,6 +119,12 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 			return err
 		}
 	}
+	for _, s := range b.m.shares {
+		s.Reset() // a reboot starts a new 9P session
+		if err := b.addVirtio(root, mem, s); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

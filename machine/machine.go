@@ -28,6 +28,7 @@ import (
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
 	"github.com/gvmm-dev/gvmm/virtio/blk"
+	"github.com/gvmm-dev/gvmm/virtio/p9"
 )
 
 // ExitReason says why a machine ended.
@@ -71,6 +72,7 @@ type Machine struct {
 	disks   []*blk.Disk // open for the machine's lifetime: the image locks
 	pauseMu sync.Mutex  // serialises Pause and Resume
 	balloon *balloon.Balloon
+	shares  []*p9.Device // open for the machine's lifetime
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -118,12 +120,16 @@ func (m *Machine) Start(ctx context.Context) error {
 			err = m.openDisks()
 		}
 		if err == nil {
+			err = m.openShares()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
 			releaseProcs(m.cfg.CPUs)
 			m.finish(ExitFault, err)
 			m.closeDisks()
+			m.closeShares()
 			close(m.done)
 			return
 		}
@@ -256,6 +262,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		}
 		m.log.Info("machine ended", "reason", r.reason.String(), "err", r.err)
 		m.closeDisks()
+		m.closeShares()
 		m.finish(r.reason, r.err)
 		return
 	}

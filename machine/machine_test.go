@@ -59,6 +59,11 @@ func TestConfigValidation(t *testing.T) {
 		{"unaligned memory", Config{Kernel: "k", Memory: 512*MiB + 1}, "Memory"},
 		{"disk without a path", Config{Kernel: "k", Disks: []Disk{{Path: "a"}, {}}}, "Disks[1].Path"},
 		{"long serial", Config{Kernel: "k", Disks: []Disk{{Path: "a", Serial: "123456789012345678901"}}}, "Disks[0].Serial"},
+		{"shares", Config{Kernel: "k", Shares: []Share{{Path: "/a", Tag: "a"}, {Path: "/b", Tag: "b", ReadOnly: true}}}, ""},
+		{"share without a folder", Config{Kernel: "k", Shares: []Share{{Tag: "a"}}}, "Shares[0].Path"},
+		{"share tag with a space", Config{Kernel: "k", Shares: []Share{{Path: "/a", Tag: "a b"}}}, "Shares[0].Tag"},
+		{"share tag twice", Config{Kernel: "k", Shares: []Share{{Path: "/a", Tag: "t"}, {Path: "/b", Tag: "t"}}}, "Shares[1].Tag"},
+		{"too many shares", Config{Kernel: "k", Shares: make([]Share, maxShares+1)}, "Shares"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,6 +19,7 @@ type DeviceType uint16
 const (
 	DeviceBlock   DeviceType = 2
 	DeviceBalloon DeviceType = 5
+	Device9P      DeviceType = 9
 )
 
 // Device status bits (spec 2.1).

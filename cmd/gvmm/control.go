@@ -29,6 +29,9 @@ func (c control) Info() api.Info {
 	if target, actual, ok := c.m.Balloon(); ok {
 		info.Balloon = &api.BalloonInfo{RequestedMiB: target / api.MiB, ActualMiB: actual / api.MiB}
 	}
+	for _, s := range cfg.Shares {
+		info.Shares = append(info.Shares, api.ShareInfo{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+	}
 	return info
 }
 

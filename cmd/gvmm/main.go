@@ -2,6 +2,7 @@
 //
 //	gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE]
 //	gvmm run --config FILE
+//	gvmm exec [FLAGS] -- COMMAND [ARGS...]
 //
 // The guest's serial console owns stdout (and stdin); logs go to stderr.
 // The VM commands (define, start, backup, ...) keep definitions and the
@@ -11,6 +12,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
 )
 
 // Exit statuses.
@@ -21,6 +24,10 @@ const (
 )
 
 func main() {
+	if guestexec.IsInit() {
+		// Copied into gvmm exec's initramfs as /init: see guestexec.
+		guestexec.Init()
+	}
 	os.Exit(dispatch(os.Args[1:]))
 }
 
@@ -32,6 +39,8 @@ func dispatch(args []string) int {
 	switch args[0] {
 	case "run":
 		return runCmd(args[1:])
+	case "exec":
+		return execCmd(args[1:])
 	case "ctl":
 		return ctlCmd(args[1:])
 	case "define":
@@ -68,6 +77,7 @@ func usage() {
 
 Commands:
   run       boot a Linux kernel (gvmm run --help for its flags)
+  exec      run a command in a VM whose / is the host's (gvmm exec --help)
   ctl       control a running VM through its API socket (gvmm ctl --help)
 
 VMs defined in the state folder (--state-dir, $GVMM_STATE_DIR, /var/lib/gvmm):

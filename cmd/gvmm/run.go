@@ -58,8 +58,16 @@ func runCmd(args []string) int {
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
+	fs.Func("share", "host folder as DIR,tag=TAG[,readonly] for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable)", func(v string) error {
+		s, err := vmdef.ParseShare(v)
+		if err != nil {
+			return err
+		}
+		cfg.Shares = append(cfg.Shares, s)
+		return nil
+	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--balloon [size=SIZE]] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
 		fmt.Fprintln(fs.Output(), "       gvmm run --config FILE [--api-socket PATH] [--console-socket PATH] [--pid-file PATH] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
@@ -178,6 +186,9 @@ func runCmd(args []string) int {
 		// Everything is open and running: from here on a call outside
 		// the list ends the process with a line naming it.
 		rules := seccomp.VMM()
+		if len(m.Config().Shares) > 0 {
+			rules = append(rules, seccomp.Shares()...)
+		}
 		if err := seccomp.Install(rules); err != nil {
 			log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
 			m.Stop()
@@ -221,7 +232,7 @@ func joinBalloonArgs(args []string) []string {
 }
 
 // vmFlags are the flags a definition replaces.
-var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "balloon",
+var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon",
 	"mergeable", "hugepages", "allow-cpu-overcommit", "on-reboot"}
 
 // configFromFile reads the VM definition at path into cfg; VM flags

@@ -63,7 +63,15 @@ type Info struct {
 	VCPUs         int          `json:"vcpus"`
 	MemoryMiB     uint64       `json:"memory_mib"`
 	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
+	Shares        []ShareInfo  `json:"shares,omitempty"`
 	UptimeSeconds float64      `json:"uptime_s"`
+}
+
+// ShareInfo is a host folder served to the guest over virtio-9p.
+type ShareInfo struct {
+	Path     string `json:"path"`
+	Tag      string `json:"tag"`
+	ReadOnly bool   `json:"readonly,omitempty"`
 }
 
 // BalloonInfo is the balloon's target and the size the guest reports.

@@ -154,6 +154,20 @@ func TestVMMPolicy(t *testing.T) {
 	}
 }
 
+func TestSharesPolicy(t *testing.T) {
+	without, err := Build(VMM())
+	require.NoError(t, err)
+	with, err := Build(append(VMM(), Shares()...))
+	require.NoError(t, err)
+	for _, nr := range []int{unix.SYS_OPENAT2, unix.SYS_MKDIRAT, unix.SYS_GETDENTS64, unix.SYS_UTIMENSAT} {
+		assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, without, call(nr)), "nr %d without shares", nr)
+		assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(nr)), "nr %d with shares", nr)
+	}
+	// Device nodes are never made, shares or not.
+	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_MKNODAT)))
+	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_EXECVE)))
+}
+
 func TestSyscallName(t *testing.T) {
 	assert.Equal(t, "read", SyscallName(0))
 	assert.Equal(t, "socket", SyscallName(unix.SYS_SOCKET))

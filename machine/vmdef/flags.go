@@ -28,6 +28,30 @@ func ParseDisk(v string) (machine.Disk, error) {
 	return d, nil
 }
 
+// ParseShare parses gvmm run's --share value DIR,tag=TAG[,readonly]; ",,"
+// is a comma within the folder's name.
+func ParseShare(v string) (machine.Share, error) {
+	parts := splitOptions(v)
+	s := machine.Share{Path: parts[0]}
+	if s.Path == "" {
+		return s, fmt.Errorf("%q: no folder", v)
+	}
+	for _, opt := range parts[1:] {
+		switch key, val, hasVal := strings.Cut(opt, "="); {
+		case key == "readonly" && !hasVal:
+			s.ReadOnly = true
+		case key == "tag" && hasVal:
+			s.Tag = val
+		default:
+			return s, fmt.Errorf("%q: unknown option %q (want tag=TAG or readonly)", v, opt)
+		}
+	}
+	if s.Tag == "" {
+		return s, fmt.Errorf("%q: no tag=TAG, the guest's mount tag", v)
+	}
+	return s, nil
+}
+
 // splitOptions splits v at single commas; ",," stands for a comma.
 func splitOptions(v string) []string {
 	var parts []string

@@ -120,6 +120,10 @@ func (p *parser) definition() (*Definition, error) {
 			p.remember("Disks", "disks", m.valOff)
 			return p.disks(m, c)
 		},
+		"shares": func(m member) error {
+			p.remember("Shares", "shares", m.valOff)
+			return p.shares(m, c)
+		},
 		"balloon": func(m member) error {
 			b, err := p.balloon(m)
 			c.Balloon = b
@@ -163,9 +167,11 @@ func (p *parser) definition() (*Definition, error) {
 	return d, nil
 }
 
-func (p *parser) disks(m member, c *machine.Config) error {
+// list calls each for every object of the JSON list in m, with its
+// index, file offset, field name and members.
+func (p *parser) list(m member, field, what string, each func(i, off int, field string, members []member) error) error {
 	if len(m.val) == 0 || m.val[0] != '[' {
-		return p.typeError(m, "disks", "a list of disks")
+		return p.typeError(m, field, what)
 	}
 	dec := json.NewDecoder(bytes.NewReader(m.val))
 	if _, err := dec.Token(); err != nil { // '['; the document is valid
@@ -177,11 +183,20 @@ func (p *parser) disks(m member, c *machine.Config) error {
 		if err := dec.Decode(&raw); err != nil {
 			return p.syntaxError(err)
 		}
-		field := fmt.Sprintf("disks[%d]", i)
-		members, err := p.object(raw, off, field)
+		item := fmt.Sprintf("%s[%d]", field, i)
+		members, err := p.object(raw, off, item)
 		if err != nil {
 			return err
 		}
+		if err := each(i, off, item, members); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *parser) disks(m member, c *machine.Config) error {
+	return p.list(m, "disks", "a list of disks", func(i, off int, field string, members []member) error {
 		var disk machine.Disk
 		hasPath := false
 		for _, dm := range members {
@@ -207,8 +222,42 @@ func (p *parser) disks(m member, c *machine.Config) error {
 			return p.errAt(off, field, `missing "path", the disk's raw image`)
 		}
 		c.Disks = append(c.Disks, disk)
-	}
-	return nil
+		return nil
+	})
+}
+
+func (p *parser) shares(m member, c *machine.Config) error {
+	return p.list(m, "shares", "a list of shares", func(i, off int, field string, members []member) error {
+		var share machine.Share
+		seen := map[string]bool{}
+		for _, sm := range members {
+			var err error
+			sub := field + "." + sm.key
+			seen[sm.key] = true
+			switch sm.key {
+			case "path":
+				share.Path, err = p.path(sm, sub, fmt.Sprintf("Shares[%d].Path", i))
+			case "tag":
+				p.remember(fmt.Sprintf("Shares[%d].Tag", i), sub, sm.valOff)
+				share.Tag, err = p.str(sm, sub)
+			case "readonly":
+				share.ReadOnly, err = p.boolean(sm, sub)
+			default:
+				err = p.unknownField(sm, field, map[string]func(member) error{"path": nil, "tag": nil, "readonly": nil})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if !seen["path"] {
+			return p.errAt(off, field, `missing "path", the host folder`)
+		}
+		if !seen["tag"] {
+			return p.errAt(off, field, `missing "tag", the guest's mount tag`)
+		}
+		c.Shares = append(c.Shares, share)
+		return nil
+	})
 }
 
 func (p *parser) balloon(m member) (*machine.BalloonConfig, error) {

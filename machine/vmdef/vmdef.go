@@ -152,6 +152,14 @@ func (d *Definition) CheckFiles() error {
 			return err
 		}
 	}
+	for i, share := range c.Shares {
+		field := fmt.Sprintf("Shares[%d].Path", i)
+		if st, err := os.Stat(share.Path); err != nil {
+			return d.errorFor(field, err, "%v", err)
+		} else if !st.IsDir() {
+			return d.errorFor(field, nil, "%s is not a folder", share.Path)
+		}
+	}
 	return nil
 }
 
@@ -194,6 +202,12 @@ type fileDisk struct {
 	Serial   string `json:"serial,omitempty"`
 }
 
+type fileShare struct {
+	Path     string `json:"path"`
+	Tag      string `json:"tag"`
+	ReadOnly bool   `json:"readonly,omitempty"`
+}
+
 type fileBalloon struct {
 	Size string `json:"size"`
 }
@@ -210,6 +224,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		CPUs               int          `json:"cpus,omitempty"`
 		Memory             string       `json:"memory,omitempty"`
 		Disks              []fileDisk   `json:"disks,omitempty"`
+		Shares             []fileShare  `json:"shares,omitempty"`
 		Balloon            *fileBalloon `json:"balloon,omitempty"`
 		Mergeable          bool         `json:"mergeable,omitempty"`
 		HugePages          bool         `json:"hugepages,omitempty"`
@@ -224,6 +239,9 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 	}
 	for _, disk := range c.Disks {
 		out.Disks = append(out.Disks, fileDisk{disk.Path, disk.ReadOnly, disk.Serial})
+	}
+	for _, share := range c.Shares {
+		out.Shares = append(out.Shares, fileShare{share.Path, share.Tag, share.ReadOnly})
 	}
 	if c.Balloon != nil {
 		out.Balloon = &fileBalloon{"0"}

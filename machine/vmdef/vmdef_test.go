@@ -46,6 +46,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		example,
 		`{"name":"b","kernel":"/k","memory":"1536M","balloon":{"size":"256M"},"on_reboot":"restart","cpus":1}`,
 		`{"name":"c","kernel":"/k","memory":"4G","disks":[{"path":"/a","readonly":true},{"path":"/b"}],"allow_cpu_overcommit":true,"hugepages":true}`,
+		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"}]}`,
 	} {
 		d, err := Parse("in.json", []byte(src), "/")
 		require.NoError(t, err)
@@ -84,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
 		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
 		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
-			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot")`},
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot", "shares")`},
 		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
 		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
 			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},
@@ -115,6 +116,17 @@ func TestParseErrors(t *testing.T) {
 		{"balloon field", `{"name": "a", "kernel": "/k", "balloon": {"target": "1G"}}`,
 			`vm.json:1:43: balloon: unknown field "target" (known: "size")`},
 		{"on_reboot", `{"name": "a", "kernel": "/k", "on_reboot": "halt"}`, `vm.json:1:44: on_reboot: "halt": want exit or restart`},
+		{"shares not a list", `{"name": "a", "kernel": "/k", "shares": "/srv"}`, `vm.json:1:41: shares: want a list of shares, got "/srv"`},
+		{"share without tag", `{"name": "a", "kernel": "/k", "shares": [{"path": "/srv"}]}`,
+			`vm.json:1:42: shares[0]: missing "tag", the guest's mount tag`},
+		{"share without path", `{"name": "a", "kernel": "/k", "shares": [{"tag": "x"}]}`,
+			`vm.json:1:42: shares[0]: missing "path", the host folder`},
+		{"share bad tag", `{"name": "a", "kernel": "/k", "shares": [{"path": "/srv", "tag": "a b"}]}`,
+			`vm.json:1:66: shares[0].tag: share /srv: tag "a b": mount tag must be 1 to 64 letters, digits, '.', '_' or '-'`},
+		{"share tag twice", `{"name": "a", "kernel": "/k", "shares": [{"path": "/a", "tag": "t"}, {"path": "/b", "tag": "t"}]}`,
+			`vm.json:1:92: shares[1].tag: share /b: tag "t" is used twice`},
+		{"share unknown field", `{"name": "a", "kernel": "/k", "shares": [{"path": "/a", "tag": "t", "ro": true}]}`,
+			`vm.json:1:69: shares[0]: unknown field "ro" (known: "path", "readonly", "tag")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,6 +219,26 @@ func TestFlagParsers(t *testing.T) {
 		}
 		require.NoError(t, err)
 		assert.Equal(t, tt.want, d)
+	}
+
+	for _, tt := range []struct {
+		in   string
+		want machine.Share
+		ok   bool
+	}{
+		{"/srv/data,tag=data", machine.Share{Path: "/srv/data", Tag: "data"}, true},
+		{"/srv/a,,b,tag=x,readonly", machine.Share{Path: "/srv/a,b", Tag: "x", ReadOnly: true}, true},
+		{"/srv/data", machine.Share{}, false},
+		{",tag=x", machine.Share{}, false},
+		{"/srv,tag=x,ro", machine.Share{}, false},
+	} {
+		s, err := ParseShare(tt.in)
+		if !tt.ok {
+			assert.Error(t, err, tt.in)
+			continue
+		}
+		require.NoError(t, err)
+		assert.Equal(t, tt.want, s)
 	}
 
 	b, err := ParseBalloon("size=384M")

@@ -22,6 +22,7 @@ import (
 type guestSpec struct {
 	kernel, initrd, cmdline string
 	disk                    string // raw image as the first virtio-blk disk; "" for none
+	share                   string // folder shared read-only with mount tag "bench"; "" for none
 }
 
 // vmm is one of the two VMMs compared.
@@ -37,13 +38,22 @@ var (
 		if g.disk != "" {
 			a = append(a, "--disk", g.disk)
 		}
+		if g.share != "" {
+			a = append(a, "--share", g.share+",tag=bench,readonly")
+		}
 		// Extra flags, to compare settings (e.g. --seccomp=off).
 		return append(a, strings.Fields(os.Getenv("GVMM_BENCH_GVMM_FLAGS"))...)
 	}}
 	// QEMU's microvm machine with its ACPI tables, its fastest setup for
 	// a Linux guest: no PCI, no firmware but qboot, virtio over MMIO.
 	qemu = vmm{"QEMU", func(g guestSpec) []string {
-		a := append(kvmhost.QEMU(), "-M", "microvm", "-accel", "kvm", "-cpu", "host",
+		machine := "microvm"
+		if g.share != "" {
+			// virtio-9p-pci, as gvmm's share is a PCI device: microvm's
+			// PCIe host bridge.
+			machine += ",pcie=on"
+		}
+		a := append(kvmhost.QEMU(), "-M", machine, "-accel", "kvm", "-cpu", "host",
 			"-smp", strconv.Itoa(guestCPUs), "-m", strconv.Itoa(guestMiB),
 			"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
 			"-kernel", g.kernel, "-initrd", g.initrd, "-append", g.cmdline)
@@ -52,6 +62,12 @@ var (
 			// the host page cache, flushes through fdatasync.
 			a = append(a, "-drive", "id=vda,file="+g.disk+",format=raw,if=none",
 				"-device", "virtio-blk-device,drive=vda")
+		}
+		if g.share != "" {
+			// -virtfs's local back end with security_model=none, as
+			// gvmm serves a share: files as the VMM's user sees them.
+			a = append(a, "-fsdev", "local,id=bench,path="+g.share+",security_model=none,readonly=on",
+				"-device", "virtio-9p-pci,fsdev=bench,mount_tag=bench")
 		}
 		return a
 	}}

@@ -5,11 +5,8 @@
 package debkernel
 
 import (
-	"bytes"
-	"debug/elf"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +14,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/internal/kmod"
 )
 
 // EnvDir names a directory laid out like an unpacked kernel package
@@ -186,108 +185,11 @@ func open(root string) (*Kernel, error) {
 }
 
 // Module is a loadable kernel module file.
-type Module struct {
-	Name string // canonical name, underscores for dashes
-	Path string
-}
-
-// canonical gives the kernel's spelling of a module name.
-func canonical(name string) string { return strings.ReplaceAll(name, "-", "_") }
+type Module = kmod.Module
 
 // Modules returns the named modules and everything they depend on, in an
 // order in which they can be loaded (dependencies first). Modules built
 // into the kernel are left out.
 func (k *Kernel) Modules(names ...string) ([]Module, error) {
-	index := map[string]string{}
-	err := filepath.WalkDir(filepath.Join(k.ModulesDir(), "kernel"), func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() && strings.HasSuffix(p, ".ko") {
-			index[canonical(strings.TrimSuffix(d.Name(), ".ko"))] = p
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("debkernel: %w", err)
-	}
-	builtin, err := k.builtins()
-	if err != nil {
-		return nil, err
-	}
-	var order []Module
-	state := map[string]int{} // 1 visiting, 2 done
-	var visit func(string) error
-	visit = func(name string) error {
-		name = canonical(name)
-		switch {
-		case state[name] == 2 || builtin[name]:
-			return nil
-		case state[name] == 1:
-			return fmt.Errorf("debkernel: module dependency cycle at %s", name)
-		}
-		p, ok := index[name]
-		if !ok {
-			return fmt.Errorf("debkernel: no module %s in %s", name, k.Release)
-		}
-		state[name] = 1
-		deps, err := moduleDepends(p)
-		if err != nil {
-			return err
-		}
-		for _, d := range deps {
-			if err := visit(d); err != nil {
-				return err
-			}
-		}
-		state[name] = 2
-		order = append(order, Module{Name: name, Path: p})
-		return nil
-	}
-	for _, n := range names {
-		if err := visit(n); err != nil {
-			return nil, err
-		}
-	}
-	return order, nil
-}
-
-func (k *Kernel) builtins() (map[string]bool, error) {
-	data, err := os.ReadFile(filepath.Join(k.ModulesDir(), "modules.builtin"))
-	if err != nil {
-		return nil, fmt.Errorf("debkernel: %w", err)
-	}
-	b := map[string]bool{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if line != "" {
-			b[canonical(strings.TrimSuffix(filepath.Base(line), ".ko"))] = true
-		}
-	}
-	return b, nil
-}
-
-// moduleDepends reads the "depends=" entry of a module's .modinfo section.
-func moduleDepends(path string) ([]string, error) {
-	f, err := elf.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("debkernel: %s: %w", path, err)
-	}
-	defer f.Close()
-	sec := f.Section(".modinfo")
-	if sec == nil {
-		return nil, fmt.Errorf("debkernel: %s has no .modinfo", path)
-	}
-	data, err := sec.Data()
-	if err != nil {
-		return nil, fmt.Errorf("debkernel: %s: %w", path, err)
-	}
-	for _, kv := range bytes.Split(data, []byte{0}) {
-		if v, ok := bytes.CutPrefix(kv, []byte("depends=")); ok {
-			if len(v) == 0 {
-				return nil, nil
-			}
-			return strings.Split(string(v), ","), nil
-		}
-	}
-	return nil, nil
+	return kmod.Resolve(k.ModulesDir(), names...)
 }

@@ -11,6 +11,12 @@
 //	gvmm.bench=blk   measure /dev/vda, report, then wait as gvmm.bench=wait
 //	gvmm.mib=N       blk: MiB written and read sequentially (default 128)
 //	gvmm.randops=N   blk: 4 KiB random reads (default 3000)
+//	gvmm.bench=9p    read the share tagged "bench", report, then wait
+//
+// 9p mounts the share (9p, trans=virtio, msize 512000, no cache) at
+// /mnt, reports "GVMMTEST ready=1" and waits for a line on the console;
+// then it reads /mnt/big.bin sequentially in 1 MiB reads and reports
+// "p9read_mbps=" and "p9read_bytes=".
 //
 // blk opens the disk, reports "GVMMTEST ready=1" and waits for a line on
 // the console; then it reports "write_mbps=", "read_mbps=",
@@ -22,6 +28,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -46,6 +53,12 @@ func main() {
 	case "off":
 	case "blk":
 		if err := blk(in, num(args, "gvmm.mib", 128), num(args, "gvmm.randops", 3000)); err != nil {
+			guest.Report("error", err)
+		}
+		guest.Report("waiting", 1)
+		in.ReadString('\n')
+	case "9p":
+		if err := readShare(in); err != nil {
 			guest.Report("error", err)
 		}
 		fallthrough
@@ -147,4 +160,43 @@ func openDisk(path string, limit time.Duration) (*os.File, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// readShare reads the benchmark's file over 9p, as the blk mode reads
+// the disk: after the go-ahead, sequentially, 1 MiB at a time.
+func readShare(in *bufio.Reader) error {
+	if err := guest.LoadModules(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll("/mnt", 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("bench", "/mnt", "9p", unix.MS_RDONLY, "trans=virtio,version=9p2000.L,msize=512000,cache=none"); err != nil {
+		return fmt.Errorf("mount the share: %w", err)
+	}
+	f, err := os.Open("/mnt/big.bin")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	guest.Report("ready", 1)
+	if _, err := in.ReadString('\n'); err != nil {
+		return fmt.Errorf("waiting for the go-ahead: %w", err)
+	}
+	buf := make([]byte, seqBlock)
+	var total int64
+	start := time.Now()
+	for {
+		n, err := f.Read(buf)
+		total += int64(n)
+		if errors.Is(err, io.EOF) || n == 0 && err == nil {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read at %d: %w", total, err)
+		}
+	}
+	guest.Report("p9read_mbps", rate(total, time.Since(start)))
+	guest.Report("p9read_bytes", total)
+	return nil
 }

@@ -52,6 +52,9 @@
 //	         unmasked ("msix=FUNCTION:signals=N pending=P delivered=D")
 //	queue    the attacked disk driven by hand with hostile rings and
 //	         descriptors ("vq=CASE:OUTCOME", see queue.go)
+//	share    the virtio-9p share (tag "hostile") driven by hand with
+//	         hostile 9P messages ("p9=CASE:OUTCOME", see p9.go), then
+//	         mounted with the kernel's driver ("p9mount=CONTENTS of f")
 //	rebind   the attacked disk and balloon rebound to virtio-pci; the disk
 //	         must read its pattern again ("recovered=DEV:ok")
 //	verify   the kept disk read with O_DIRECT ("verify=DEV:ok")
@@ -80,7 +83,7 @@ const (
 	diskWait     = 20 * time.Second
 )
 
-var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "rebind", "verify", "break"}
+var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "rebind", "verify", "break"}
 
 func main() {
 	a := args(guest.Setup())
@@ -190,6 +193,8 @@ func (h *hostile) run(phase string) (int, error) {
 		return h.hammerBARs()
 	case "queue":
 		return h.attackQueue()
+	case "share":
+		return h.attackShare()
 	case "rebind":
 		return h.rebind()
 	case "verify":

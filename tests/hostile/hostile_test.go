@@ -5,7 +5,8 @@
 // TestHostileGuest boots the stock Debian kernel with tests/guesthostile
 // as init: root user space that hammers every I/O port, the MMIO hole,
 // the PCI configuration and BARs of the devices it unbinds, drives a
-// virtio-blk queue by hand with hostile rings, and finally triple-faults
+// virtio-blk queue by hand with hostile rings and the virtio-9p share's
+// with hostile 9P messages, and finally triple-faults
 // the machine through the kernel's reboot=t path. TestGuestBreaksItself
 // boots tiny hand-made PVH kernels that break the machine at once, and
 // TestRebootLoop one that resets it as soon as it runs, forever.
@@ -30,6 +31,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -46,9 +48,9 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
-// guestModules are what the hostile guest loads: the PCI transport and
-// the disk driver (dependencies resolved by debkernel).
-var guestModules = []string{"virtio_pci", "virtio_blk"}
+// guestModules are what the hostile guest loads: the PCI transport, the
+// disk driver and the 9p client (dependencies resolved by debkernel).
+var guestModules = []string{"virtio_pci", "virtio_blk", "9pnet_virtio", "9p"}
 
 func TestMain(m *testing.M) {
 	kvmhost.Main(m,
@@ -80,7 +82,7 @@ const (
 
 // phases are what the guest reports, in order, before it breaks the
 // machine.
-var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "rebind", "verify"}
+var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "rebind", "verify"}
 
 // queueOutcomes is what the device must answer to each hand-made queue
 // case of tests/guesthostile/queue.go: well-formed requests are answered
@@ -136,6 +138,36 @@ var queueOutcomes = map[string]string{
 	"good-read-after":               "used:status=0:data=ok",
 }
 
+// shareOutcomes is what the share must answer to each hand-made 9P
+// message of tests/guesthostile/p9.go: nothing outside the folder is
+// walked to or opened, malformed messages get an Rlerror (7) and the
+// session goes on, answers never overrun the room given, and a flood is
+// answered whole.
+var shareOutcomes = map[string]string{
+	"version":              "type=101",
+	"attach":               "type=105",
+	"walk-dotdot":          "type=7:errno=EINVAL",
+	"walk-slash":           "type=7:errno=EINVAL",
+	"walk-through-symlink": "type=7:errno=EINVAL",
+	"walk-symlink":         "type=111:nwqid=1",
+	"open-symlink":         "type=7:errno=EINVAL",
+	"walk-device":          "type=111:nwqid=1",
+	"open-device":          "type=7:errno=EPERM",
+	"flush-self":           "type=109",
+	"size-lies":            "type=7:errno=EINVAL",
+	"unknown-type":         "type=7:errno=ENOTSUP", // EOPNOTSUPP's value
+	"notag":                "type=7:errno=EINVAL",
+	"walk-file":            "type=111:nwqid=1",
+	"open-file":            "type=13",
+	"huge-read":            "type=117",
+	"tiny-room":            "len=3",
+	"no-room":              "used:len=0",
+	"flood":                "used=60",
+}
+
+// shareFile is the contents of f in the hostile guest's share.
+const shareFile = "share-data"
+
 // TestHostileGuest runs the hostile guest once, with two disks (vda is
 // attacked, vdb left alone), a balloon and the control API, sampling the
 // VMM's resident memory, threads and descriptors all along and querying
@@ -150,6 +182,12 @@ func TestHostileGuest(t *testing.T) {
 		writePattern(t, images[name], seed, diskBytes)
 	}
 	sock := filepath.Join(dir, "api.sock")
+	// The share: a file, a symlink to the host's root, a device node.
+	share := filepath.Join(dir, "share")
+	require.NoError(t, os.Mkdir(share, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(share, "f"), []byte(shareFile), 0o644))
+	require.NoError(t, os.Symlink("/", filepath.Join(share, "out")))
+	require.NoError(t, syscall.Mknod(filepath.Join(share, "null"), syscall.S_IFCHR|0o666, 1<<8|3), "the test host runs as root")
 	k := kernel(t)
 	cmdline := fmt.Sprintf("console=ttyS0 reboot=t panic=1 quiet gvmm.attack=vda gvmm.keep=vdb "+
 		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d", seeds["vda"], seeds["vdb"], diskBytes/mib)
@@ -159,7 +197,8 @@ func TestHostileGuest(t *testing.T) {
 	}
 	start := time.Now()
 	v := startVMM(t, "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t), "--memory", strconv.Itoa(guestMiB)+"M",
-		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock)
+		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock,
+		"--share", share+",tag=hostile")
 	samples := sample(v)
 	apiStates := watchPhases(v, sock)
 	r := v.wait(t)
@@ -205,6 +244,20 @@ func TestHostileGuest(t *testing.T) {
 			outcomes[name] = out
 		}
 		assert.Equal(t, queueOutcomes, outcomes)
+	})
+	t.Run("share attacks refused, share usable after", func(t *testing.T) {
+		outcomes := map[string]string{}
+		for _, val := range r.values("p9") {
+			name, out, _ := strings.Cut(val, ":")
+			outcomes[name] = out
+		}
+		assert.Equal(t, shareOutcomes, outcomes)
+		assert.Equal(t, []string{"524288"}, r.values("p9msize"), "msize capped at 512 KiB")
+		assert.Equal(t, []string{shareFile}, r.values("p9read"))
+		assert.Equal(t, []string{shareFile}, r.values("p9mount"))
+		entries, err := os.ReadDir(share)
+		require.NoError(t, err)
+		assert.Len(t, entries, 3, "the guest changed the share")
 	})
 	t.Run("MSI-X held while masked, delivered when unmasked", func(t *testing.T) {
 		msix := r.values("msix")

@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
+	"github.com/gvmm-dev/gvmm/internal/kmod"
+	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/seccomp"
+	"github.com/gvmm-dev/gvmm/machine/vmdef"
+)
+
+// exitExecFault is gvmm exec's status when COMMAND's own is unknown: a
+// usage error, a VMM fault, a guest that panicked or never ran COMMAND.
+// As docker run and env do, it keeps clear of the statuses shells give
+// (126, 127, 128+N); a message on stderr always says which it was.
+const exitExecFault = 125
+
+// execCmdline makes a panic end the machine at once; execQuiet keeps the
+// console for COMMAND (no kernel messages) unless --verbose.
+const (
+	execCmdline = "console=ttyS0 reboot=k panic=-1"
+	execQuiet   = " quiet loglevel=0"
+)
+
+func execCmd(args []string) int {
+	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
+	release := kernelRelease()
+	var (
+		shares   []machine.Share
+		kernel   = fs.String("kernel", "/boot/vmlinuz-"+release, "the kernel to boot")
+		modules  = fs.String("modules", "/lib/modules/"+release, "the kernel's modules folder")
+		cpus     = fs.Int("cpus", 1, "number of vCPUs")
+		memory   = fs.String("memory", "512M", "guest memory: 512M, 2G or a plain number of MiB")
+		rw       = fs.Bool("rw", false, "the guest writes to the host's / (default: a tmpfs overlay takes the writes)")
+		verbose  = fs.Bool("verbose", false, "show the guest kernel's messages on the console, to see why a guest fails")
+		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
+	)
+	fs.Func("share", "also mount DIR at DIR in the guest as DIR,tag=TAG[,readonly], writable unless readonly (repeatable)", func(v string) error {
+		s, err := vmdef.ParseShare(v)
+		if err != nil {
+			return err
+		}
+		shares = append(shares, s)
+		return nil
+	})
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: gvmm exec [--kernel FILE] [--modules DIR] [--cpus N] [--memory SIZE] [--share DIR,tag=TAG[,readonly]]... [--rw] [--verbose] -- COMMAND [ARGS...]")
+		fmt.Fprintln(fs.Output(), "Runs COMMAND in a VM whose / is the host's, in this folder and environment, and exits with its status (125: gvmm's own failure).")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitExecFault
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "gvmm exec: "+format+"\n", a...)
+		return exitExecFault
+	}
+	if fs.NArg() == 0 {
+		return fail("no COMMAND: gvmm exec [FLAGS] -- COMMAND [ARGS...]")
+	}
+	mem, err := machine.ParseSize(*memory)
+	if err != nil {
+		return fail("--memory: %v", err)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fail("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	cwd, err := os.Getwd()
+	if err != nil {
+		return fail("%v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return fail("finding gvmm's executable: %v", err)
+	}
+	if err := guestexec.CheckStatic(self); err != nil {
+		return fail("%v", err)
+	}
+	mods, err := kmod.Resolve(*modules, guestexec.Modules(*rw)...)
+	if err != nil {
+		return fail("the guest's modules (--modules): %v", err)
+	}
+	work, err := os.MkdirTemp("", "gvmm-exec-")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.RemoveAll(work)
+	initrd, ctl := filepath.Join(work, "initrd.cpio"), filepath.Join(work, "control")
+	if err := os.Mkdir(ctl, 0o700); err != nil {
+		return fail("%v", err)
+	}
+	if err := guestexec.WriteInitramfs(initrd, self, mods); err != nil {
+		return fail("building the initramfs: %v", err)
+	}
+	req := guestexec.Request{Args: fs.Args(), Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw,
+		StdinPipe: !console.IsTerminal(os.Stdin)}
+	cfg := machine.Config{
+		Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline + execQuiet, CPUs: *cpus, Memory: mem,
+		Console: os.Stdout, ConsoleIn: os.Stdin, Log: log,
+		Shares: []machine.Share{
+			{Path: "/", Tag: guestexec.RootTag, ReadOnly: !*rw},
+			{Path: ctl, Tag: guestexec.ControlTag},
+		},
+	}
+	if *verbose {
+		cfg.Cmdline = execCmdline
+	}
+	cfg.ConsoleIn = &guestexec.Input{R: os.Stdin, Dir: ctl}
+	for _, s := range shares {
+		abs, err := filepath.Abs(s.Path)
+		if err != nil {
+			return fail("--share %s: %v", s.Path, err)
+		}
+		s.Path = abs
+		cfg.Shares = append(cfg.Shares, s)
+		req.Mounts = append(req.Mounts, guestexec.Mount{Tag: s.Tag, Path: abs})
+	}
+	if err := guestexec.WriteRequest(ctl, req); err != nil {
+		return fail("%v", err)
+	}
+	return runExec(cfg, ctl, log)
+}
+
+// runExec runs the machine and returns COMMAND's status.
+func runExec(cfg machine.Config, ctl string, log *slog.Logger) int {
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(os.Stderr, "gvmm exec: "+format+"\n", a...)
+		return exitExecFault
+	}
+	m, err := machine.New(cfg)
+	if err != nil {
+		return fail("%v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := m.Start(ctx); err != nil {
+		return fail("starting the machine: %v", err)
+	}
+	rules := append(seccomp.VMM(), seccomp.Shares()...)
+	if err := seccomp.Install(rules); err != nil {
+		m.Stop()
+		_ = m.Wait()
+		return fail("installing the seccomp filter: %v", err)
+	}
+	log.Debug("seccomp filter installed", "rules", len(rules))
+	if err := m.Wait(); err != nil {
+		return fail("the machine failed: %v", err)
+	}
+	if ctx.Err() != nil {
+		return fail("stopped by a signal before COMMAND ended")
+	}
+	status, err := guestexec.Status(ctl)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && m.ExitReason() == machine.ExitReboot:
+		return fail("the guest kernel rebooted (a panic?) before COMMAND's status arrived")
+	case errors.Is(err, fs.ErrNotExist):
+		return fail("the guest ended without running COMMAND to its end (see the console output above)")
+	case err != nil:
+		return fail("%v", err)
+	}
+	return status
+}
+
+// kernelRelease is uname -r.
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

@@ -1,0 +1,184 @@
+// Package guestexec is gvmm exec's guest: the initramfs gvmm builds on
+// the fly, the request it hands the guest, and the init that carries it
+// out. The init is gvmm's own executable, copied into the initramfs as
+// /init and run as PID 1: one static binary serves both sides, so a user
+// needs nothing but gvmm, and the init always speaks its VMM's protocol.
+//
+// The guest mounts the host's / (share RootTag) read-only under a tmpfs
+// overlay, or writable with Request.RW, with its own /proc, /sys, /dev
+// and /tmp; the control folder (share ControlTag) brings the request in
+// and takes COMMAND's exit status out.
+package guestexec
+
+import (
+	"bufio"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/gvmm-dev/gvmm/internal/kmod"
+)
+
+// Mount tags of the shares gvmm exec adds.
+const (
+	RootTag    = "gvmmroot"
+	ControlTag = "gvmmexec"
+)
+
+// Files of the control folder.
+const (
+	RequestFile = "request.json"
+	StatusFile  = "status"
+)
+
+// Modules are what the guest needs for its root: the PCI transport, the
+// 9p client, and overlayfs unless the root is writable.
+func Modules(rw bool) []string {
+	m := []string{"virtio_pci", "9pnet_virtio", "9p"}
+	if !rw {
+		m = append(m, "overlay")
+	}
+	return m
+}
+
+// Mount is a further share, mounted at its host path.
+type Mount struct {
+	Tag  string `json:"tag"`
+	Path string `json:"path"`
+}
+
+// Request is what the guest runs, and how.
+type Request struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+	Dir  string   `json:"dir"`
+	RW   bool     `json:"rw"`
+	// StdinPipe: COMMAND's stdin is a pipe that ends where the host's
+	// stdin did (see StdinEOFFile); otherwise it is the console itself,
+	// a terminal, which has no end.
+	StdinPipe bool    `json:"stdin_pipe,omitempty"`
+	Mounts    []Mount `json:"mounts,omitempty"`
+}
+
+// WriteRequest stores r in the control folder dir.
+func WriteRequest(dir string, r Request) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, RequestFile), data, 0o600)
+}
+
+// Status reads the exit status the guest left in the control folder.
+func Status(dir string) (int, error) {
+	data, err := os.ReadFile(filepath.Join(dir, StatusFile))
+	if err != nil {
+		return 0, err
+	}
+	var st int
+	if _, err := fmt.Sscanf(string(data), "%d\n", &st); err != nil || st < 0 || st > 255 {
+		return 0, fmt.Errorf("status file %q: want a number from 0 to 255", data)
+	}
+	return st, nil
+}
+
+// envDropped are host variables that name what the guest does not have:
+// the host's agents, displays, sessions and terminal multiplexers.
+var envDropped = []string{"SSH_AUTH_SOCK", "SSH_AGENT_PID", "SSH_CONNECTION", "SSH_CLIENT", "SSH_TTY",
+	"DISPLAY", "WAYLAND_DISPLAY", "XAUTHORITY", "XDG_RUNTIME_DIR", "XDG_SESSION_ID", "DBUS_SESSION_BUS_ADDRESS",
+	"TMUX", "TMUX_PANE", "STY", "WINDOWID", "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "INVOCATION_ID", "JOURNAL_STREAM"}
+
+// Env is env without what makes no sense in the guest, and with PWD set
+// to dir.
+func Env(env []string, dir string) []string {
+	var out []string
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		if k == "PWD" || slices.Contains(envDropped, k) {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "PWD="+dir)
+}
+
+// ErrNotStatic refuses a gvmm that cannot be the guest's init.
+var ErrNotStatic = errors.New("gvmm exec needs a statically linked gvmm (build it with CGO_ENABLED=0): its own executable is the guest's init")
+
+// CheckStatic checks that the executable at path needs no dynamic loader.
+func CheckStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s: %w", path, ErrNotStatic)
+		}
+	}
+	return nil
+}
+
+// modulesOrder lists the initramfs's modules in load order, one a line:
+// NAME and, for a compressed file, " compressed".
+const modulesOrder = "etc/modules.order"
+
+// WriteInitramfs writes the guest's initramfs to path: a console node,
+// init (gvmm's executable) as /init, and the modules under /lib/modules.
+func WriteInitramfs(path, init string, mods []kmod.Module) (err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	bw := bufio.NewWriterSize(f, 1<<20)
+	w := cpio.Newc.Writer(bw)
+	recs := []cpio.Record{
+		cpio.Directory("dev", 0o755),
+		cpio.CharDev("dev/console", 0o600, 5, 1),
+		cpio.Directory("etc", 0o755),
+		cpio.Directory("lib", 0o755),
+		cpio.Directory("lib/modules", 0o755),
+	}
+	data, err := os.ReadFile(init)
+	if err != nil {
+		return err
+	}
+	recs = append(recs, cpio.StaticFile("init", string(data), 0o755))
+	var order strings.Builder
+	for _, m := range mods {
+		data, err := os.ReadFile(m.Path)
+		if err != nil {
+			return fmt.Errorf("module %s: %w", m.Name, err)
+		}
+		file := "lib/modules/" + filepath.Base(m.Path)
+		recs = append(recs, cpio.StaticFile(file, string(data), 0o644))
+		order.WriteString("/" + file)
+		if m.Compressed() {
+			order.WriteString(" compressed")
+		}
+		order.WriteString("\n")
+	}
+	recs = append(recs, cpio.StaticFile(modulesOrder, order.String(), 0o644))
+	for _, r := range recs {
+		if err := w.WriteRecord(r); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	return bw.Flush()
+}

@@ -1,0 +1,130 @@
+// Package share_test boots the stock Debian kernel with gvmm and two
+// host folders as virtio-9p shares, one read-only, and checks end to end
+// what the guest's own 9p and 9pnet_virtio modules see and do: a host
+// file read, a large file read in parallel, a listing, a file written
+// that the host then sees (owned by the VMM's user), a folder made and a
+// rename, symlinks planted towards files outside the share that reach
+// nothing, a FIFO refused, and every write to the read-only share
+// refused with EROFS. The guest's init is tests/guestshare.
+package share_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+// guestModules are what the guest loads, dependencies resolved by
+// debkernel: the PCI transport and the 9p client with its virtio
+// transport.
+var guestModules = []string{"virtio_pci", "9pnet_virtio", "9p"}
+
+func TestMain(m *testing.M) {
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guestshare", "github.com/gvmm-dev/gvmm/tests/guestshare"),
+		kvmhost.WithModules(guestModules...),
+	)
+}
+
+// bootTimeout bounds one gvmm run; a stuck guest fails the test.
+const bootTimeout = 4 * time.Minute
+
+// bigSize is the file the guest reads in parallel: many msize requests.
+const bigSize = 8 << 20
+
+func guestInitrd(t *testing.T) string {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	mods, err := k.Modules(guestModules...)
+	require.NoError(t, err)
+	p := filepath.Join(t.TempDir(), "guest.cpio")
+	require.NoError(t, initramfs.WriteGuest(p, kvmhost.Asset("guestshare"), mods))
+	return p
+}
+
+// TestShares boots once with a writable and a read-only share and checks
+// the guest's reports, then the folders on the host.
+func TestShares(t *testing.T) {
+	root := t.TempDir()
+	rw, ro, outside := filepath.Join(root, "rw"), filepath.Join(root, "ro"), filepath.Join(root, "outside")
+	for _, d := range []string{rw, ro, outside, filepath.Join(rw, "links")} {
+		require.NoError(t, os.MkdirAll(d, 0o755))
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(rw, "host.txt"), []byte("hello from the host\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(ro, "host.txt"), []byte("read-only host file\n"), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(outside, "secret.txt"), []byte("SECRET\n"), 0o644))
+	big := make([]byte, bigSize)
+	for i := range big {
+		big[i] = byte(i*7 + i>>12)
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(rw, "big.bin"), big, 0o644))
+	// Symlinks the guest follows looking for secret.txt: relative out of
+	// the share, absolute to the folder outside, and to the host's /etc.
+	for name, target := range map[string]string{"rel": "../../outside", "abs": outside, "etc": "/etc"} {
+		require.NoError(t, os.Symlink(target, filepath.Join(rw, "links", name)))
+	}
+
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	const token = "t0k3n"
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t),
+		"--memory", "256M", "--cmdline", "console=ttyS0 reboot=k panic=1 quiet gvmm.token="+token,
+		"--share", rw+",tag=rw", "--share", ro+",tag=ro,readonly")
+	out, errb := &guest.Recorder{}, &guest.Recorder{}
+	cmd.Stdout, cmd.Stderr = out, errb
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	logs := "--- gvmm stdout (guest console) ---\n" + out.String() + "--- gvmm stderr ---\n" + errb.String()
+	require.NoError(t, ctx.Err(), "gvmm did not finish in %s\n%s", bootTimeout, logs)
+	require.NoError(t, err, "gvmm's exit\n%s", logs)
+	require.Equal(t, []string{"1"}, out.Values("done"), "the guest did not finish\n%s", logs)
+	assert.Empty(t, out.Values("error"), "the guest reported errors\n%s", logs)
+
+	assert.Equal(t, []string{"hello from the host"}, out.Values("hostfile"))
+	assert.Equal(t, []string{fmt.Sprintf("%x", sha256.Sum256(big))}, out.Values("bigsum"), "big.bin as the guest read it")
+	assert.Equal(t, []string{"big.bin,host.txt,links"}, out.Values("listing"))
+	assert.Equal(t, []string{"written"}, out.Values("guestfile"))
+	assert.Equal(t, []string{"ok"}, out.Values("renamed"))
+	assert.ElementsMatch(t, []string{"abs:ENOENT", "etc:ENOENT", "rel:ENOENT"}, out.Values("escape"),
+		"a symlink led the guest to a file outside the share")
+	assert.NotContains(t, out.String(), "SECRET")
+	assert.Equal(t, []string{"EPERM"}, out.Values("mknod"), "a FIFO made on the host")
+	assert.Equal(t, []string{"EROFS"}, out.Values("rowrite"))
+	assert.Equal(t, []string{"read-only host file"}, out.Values("roread"))
+
+	// What the guest left on the host.
+	got, err := os.ReadFile(filepath.Join(rw, "guest.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, "written by the guest: "+token+"\n", string(got))
+	st, err := os.Stat(filepath.Join(rw, "guest.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, uint32(os.Getuid()), st.Sys().(*syscall.Stat_t).Uid, "guest.txt belongs to the VMM's user")
+	got, err = os.ReadFile(filepath.Join(rw, "sub", "b"))
+	require.NoError(t, err)
+	assert.Equal(t, "a", string(got))
+	for _, gone := range []string{filepath.Join(rw, "sub", "a"), filepath.Join(rw, "sub", "gone"), filepath.Join(rw, "fifo"), filepath.Join(ro, "new.txt")} {
+		_, err := os.Lstat(gone)
+		assert.True(t, errors.Is(err, os.ErrNotExist), "%s exists (%v)", gone, err)
+	}
+	assert.False(t, strings.Contains(errb.String(), "level=ERROR"), "gvmm logged an error\n%s", logs)
+}

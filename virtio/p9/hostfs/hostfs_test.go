@@ -1,0 +1,74 @@
+package hostfs
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/hugelgupf/p9/linux"
+	"github.com/hugelgupf/p9/p9"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func attach(t *testing.T, dir string, readOnly bool) *File {
+	t.Helper()
+	s, err := Open(dir, readOnly)
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	f, err := s.Attach()
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return f.(*File)
+}
+
+// Readdir resumes from each entry's offset: a folder read a few entries
+// at a time yields every name once.
+func TestReaddirResumes(t *testing.T) {
+	dir := t.TempDir()
+	want := map[string]bool{".": true, "..": true}
+	for i := range 300 {
+		name := fmt.Sprintf("file-with-a-longish-name-%03d", i)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), nil, 0o644))
+		want[name] = true
+	}
+	root := attach(t, dir, false)
+	_, d, err := root.Walk(nil)
+	require.NoError(t, err)
+	defer d.Close()
+	_, _, err = d.Open(p9.ReadOnly)
+	require.NoError(t, err)
+	seen := map[string]int{}
+	var off uint64
+	for {
+		ents, err := d.Readdir(off, 600)
+		require.NoError(t, err)
+		if len(ents) == 0 {
+			break
+		}
+		for _, e := range ents {
+			seen[e.Name]++
+			off = e.Offset
+		}
+	}
+	assert.Len(t, seen, len(want))
+	for name, n := range seen {
+		assert.True(t, want[name], name)
+		assert.Equal(t, 1, n, "%s listed %d times", name, n)
+	}
+}
+
+// Errors reach the server as errnos of its own type, unchanged: EPERM
+// stays EPERM, ENOTEMPTY stays ENOTEMPTY.
+func TestErrnosKeptExact(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(dir, "full", "x"), 0o755))
+	root := attach(t, dir, false)
+	err := root.UnlinkAt("full", 0x200) // AT_REMOVEDIR
+	assert.Equal(t, linux.ENOTEMPTY, err)
+	_, err = root.Mknod("n", p9.ModeNamedPipe|0o644, 0, 0, p9.NoUID, p9.NoGID)
+	assert.Equal(t, linux.EPERM, err)
+	_, _, err = root.Walk([]string{"missing"})
+	assert.Equal(t, linux.ENOENT, err)
+}
