@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+
+	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 
 // 9P2000.L message types the p9 phase sends and reads.
@@ -29,32 +31,6 @@ const (
 	p9Header    = 7
 	p9FloodReqs = 60 // two descriptors each, within the queue
 )
-
-// p9msg encodes a T-message: uint8/16/32/64 fields, strings as 9P
-// strings, []byte raw.
-func p9msg(typ uint8, tag uint16, fields ...any) []byte {
-	b := []byte{0, 0, 0, 0, typ, byte(tag), byte(tag >> 8)}
-	le := binary.LittleEndian
-	for _, f := range fields {
-		switch v := f.(type) {
-		case uint8:
-			b = append(b, v)
-		case uint16:
-			b = le.AppendUint16(b, v)
-		case uint32:
-			b = le.AppendUint32(b, v)
-		case uint64:
-			b = le.AppendUint64(b, v)
-		case string:
-			b = le.AppendUint16(b, uint16(len(v)))
-			b = append(b, v...)
-		case []byte:
-			b = append(b, v...)
-		}
-	}
-	le.PutUint32(b, uint32(len(b)))
-	return b
-}
 
 // p9ask posts msg as one chain, the answer room in the first data page, and
 // describes the answer: "type=T:errno=E" for an Rlerror, "type=T" else,
@@ -123,31 +99,31 @@ func (h *hostile) attackShare() (int, error) {
 		n++
 		return resp
 	}
-	if resp := ask("version", p9msg(p9Tversion, p9noTag, uint32(1<<30), "9P2000.L")); len(resp) >= p9Header+4 {
+	if resp := ask("version", p9test.Msg(p9Tversion, p9noTag, uint32(1<<30), "9P2000.L")); len(resp) >= p9Header+4 {
 		guest.Report("p9msize", binary.LittleEndian.Uint32(resp[p9Header:]))
 	}
-	ask("attach", p9msg(p9Tattach, 1, uint32(1), uint32(p9noFid), "root", "", uint32(0)))
-	ask("walk-dotdot", p9msg(p9Twalk, 2, uint32(1), uint32(2), uint16(1), ".."))
-	ask("walk-slash", p9msg(p9Twalk, 3, uint32(1), uint32(2), uint16(1), "../../etc"))
-	ask("walk-through-symlink", p9msg(p9Twalk, 4, uint32(1), uint32(2), uint16(2), "out", "etc"))
-	ask("walk-symlink", p9msg(p9Twalk, 5, uint32(1), uint32(3), uint16(1), "out"))
-	ask("open-symlink", p9msg(p9Tlopen, 6, uint32(3), uint32(0)))
-	ask("walk-device", p9msg(p9Twalk, 7, uint32(1), uint32(4), uint16(1), "null"))
-	ask("open-device", p9msg(p9Tlopen, 8, uint32(4), uint32(2)))
-	ask("flush-self", p9msg(p9Tflush, 9, uint16(9)))
-	ask("size-lies", append(p9msg(p9Tgetattr, 10, uint32(1), uint64(0x3fff)), 0, 0, 0))
-	ask("unknown-type", p9msg(250, 11, uint32(1)))
-	ask("notag", p9msg(p9Tgetattr, p9noTag, uint32(1), uint64(0x3fff)))
-	ask("walk-file", p9msg(p9Twalk, 12, uint32(1), uint32(5), uint16(1), "f"))
-	ask("open-file", p9msg(p9Tlopen, 13, uint32(5), uint32(0)))
-	if resp := ask("huge-read", p9msg(p9Tread, 14, uint32(5), uint64(0), uint32(0xffffffff))); len(resp) >= p9Header+4 {
+	ask("attach", p9test.Msg(p9Tattach, 1, uint32(1), uint32(p9noFid), "root", "", uint32(0)))
+	ask("walk-dotdot", p9test.Msg(p9Twalk, 2, uint32(1), uint32(2), uint16(1), ".."))
+	ask("walk-slash", p9test.Msg(p9Twalk, 3, uint32(1), uint32(2), uint16(1), "../../etc"))
+	ask("walk-through-symlink", p9test.Msg(p9Twalk, 4, uint32(1), uint32(2), uint16(2), "out", "etc"))
+	ask("walk-symlink", p9test.Msg(p9Twalk, 5, uint32(1), uint32(3), uint16(1), "out"))
+	ask("open-symlink", p9test.Msg(p9Tlopen, 6, uint32(3), uint32(0)))
+	ask("walk-device", p9test.Msg(p9Twalk, 7, uint32(1), uint32(4), uint16(1), "null"))
+	ask("open-device", p9test.Msg(p9Tlopen, 8, uint32(4), uint32(2)))
+	ask("flush-self", p9test.Msg(p9Tflush, 9, uint16(9)))
+	ask("size-lies", append(p9test.Msg(p9Tgetattr, 10, uint32(1), uint64(0x3fff)), 0, 0, 0))
+	ask("unknown-type", p9test.Msg(250, 11, uint32(1)))
+	ask("notag", p9test.Msg(p9Tgetattr, p9noTag, uint32(1), uint64(0x3fff)))
+	ask("walk-file", p9test.Msg(p9Twalk, 12, uint32(1), uint32(5), uint16(1), "f"))
+	ask("open-file", p9test.Msg(p9Tlopen, 13, uint32(5), uint32(0)))
+	if resp := ask("huge-read", p9test.Msg(p9Tread, 14, uint32(5), uint64(0), uint32(0xffffffff))); len(resp) >= p9Header+4 {
 		guest.Report("p9read", string(resp[p9Header+4:]))
 	}
-	res, _ := p9ask(q, p9msg(p9Tgetattr, 15, uint32(1), uint64(0x3fff)), 3)
+	res, _ := p9ask(q, p9test.Msg(p9Tgetattr, 15, uint32(1), uint64(0x3fff)), 3)
 	guest.Report("p9", "tiny-room:"+res)
 	n++
 	// No room at all for the answer.
-	copy(q.mem.page(pgHeader), p9msg(p9Tgetattr, 16, uint32(1), uint64(0x3fff)))
+	copy(q.mem.page(pgHeader), p9test.Msg(p9Tgetattr, 16, uint32(1), uint64(0x3fff)))
 	q.post(chain(q.mem.page(pgDesc), 0, seg{q.mem.addr(pgHeader, 0), 19, false}))
 	guest.Report("p9", "no-room:"+q.await(1, awaitLimit)+fmt.Sprintf(":len=%d", q.usedLen(q.used-1)))
 	n++
@@ -170,7 +146,7 @@ func p9flood(q *vq) string {
 	const slot = 64
 	var heads []uint16
 	for i := range p9FloodReqs {
-		m := p9msg(p9Tgetattr, uint16(100+i), uint32(1), uint64(0x3fff))
+		m := p9test.Msg(p9Tgetattr, uint16(100+i), uint32(1), uint64(0x3fff))
 		copy(q.mem.page(pgHeader)[slot*i:], m)
 		heads = append(heads, chain(q.mem.page(pgDesc), 2*i,
 			seg{q.mem.addr(pgHeader, slot*i), uint32(len(m)), false},

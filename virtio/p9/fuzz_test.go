@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 
 // FuzzParseRequest checks that ParseRequest never panics and that what
@@ -61,12 +63,12 @@ func FuzzSession(f *testing.F) {
 			}
 		}
 		r := newRig(t, dir, false, 8192, 1<<20)
-		r.roundTrip(msg(msgTversion, noTag, uint32(8192), "9P2000.L"))
-		if e := lerrno(r.roundTrip(msg(msgTattach, 1000, uint32(0), uint32(0xffffffff), "", "", uint32(0)))); e != 0 {
+		r.roundTrip(p9test.Msg(msgTversion, noTag, uint32(8192), "9P2000.L"))
+		if e := lerrno(r.roundTrip(p9test.Msg(msgTattach, 1000, uint32(0), uint32(0xffffffff), "", "", uint32(0)))); e != 0 {
 			t.Fatalf("attach: errno %d", e)
 		}
 		r.roundTrip(data)
-		if resp := r.roundTrip(msg(msgTgetattr, 1001, uint32(0), uint64(0x3fff))); len(resp) < HeaderSize {
+		if resp := r.roundTrip(p9test.Msg(msgTgetattr, 1001, uint32(0), uint64(0x3fff))); len(resp) < HeaderSize {
 			t.Fatalf("no answer to Tgetattr after the message")
 		}
 		if b, err := os.ReadFile(filepath.Join(root, "secret")); err != nil || string(b) != "secret" {

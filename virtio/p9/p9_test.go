@@ -16,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/virtio"
+
+	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 
 // clientMsize is what the library client asks for; the kernel asks
@@ -213,10 +215,10 @@ func TestHostileMessages(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("data"), 0o644))
 	r := newRig(t, dir, false, 4096, 4<<20)
-	resp := r.roundTrip(msg(msgTversion, noTag, uint32(1<<30), "9P2000.L"))
+	resp := r.roundTrip(p9test.Msg(msgTversion, noTag, uint32(1<<30), "9P2000.L"))
 	require.Equal(t, uint8(msgRversion), resp[4])
 	assert.Equal(t, uint32(MaxMessageSize), binary.LittleEndian.Uint32(resp[HeaderSize:]), "msize capped")
-	require.Zero(t, lerrno(r.roundTrip(msg(msgTattach, 1, uint32(1), uint32(0xffffffff), "", "", uint32(0)))))
+	require.Zero(t, lerrno(r.roundTrip(p9test.Msg(msgTattach, 1, uint32(1), uint32(0xffffffff), "", "", uint32(0)))))
 
 	tests := []struct {
 		name  string
@@ -224,23 +226,23 @@ func TestHostileMessages(t *testing.T) {
 		errno uint32 // 0: an empty answer
 	}{
 		{"short header", []byte{1, 2, 3}, 0},
-		{"size field lies", append(msg(msgTclunk, 2, uint32(9)), 0), uint32(unix.EINVAL)},
-		{"unknown type", msg(200, 3), uint32(unix.EOPNOTSUPP)},
-		{"R-message as request", msg(msgRlerror, 4, uint32(5)), uint32(unix.EOPNOTSUPP)},
-		{"string past the end", msg(msgTwalk, 5, uint32(1), uint32(2), uint16(1), uint16(200)), uint32(unix.EINVAL)},
-		{"walk count past the end", msg(msgTwalk, 6, uint32(1), uint32(2), uint16(60000)), uint32(unix.EINVAL)},
-		{"Twrite count lies", msg(msgTwrite, 7, uint32(1), uint64(0), uint32(100), []byte("abc")), uint32(unix.EINVAL)},
-		{"NOTAG on Tclunk", msg(msgTclunk, noTag, uint32(1)), uint32(unix.EINVAL)},
-		{"walk to ..", msg(msgTwalk, 8, uint32(1), uint32(2), uint16(1), ".."), uint32(unix.EINVAL)},
-		{"walk through a slash", msg(msgTwalk, 9, uint32(1), uint32(2), uint16(1), "../etc"), uint32(unix.EINVAL)},
-		{"unknown fid", msg(msgTlopen, 10, uint32(77), uint32(0)), uint32(unix.EBADF)},
-		{"huge read count", msg(msgTread, 11, uint32(1), uint64(0), uint32(0xffffffff)), uint32(unix.EINVAL)},
-		{"Tflush of itself", msg(msgTflush, 12, uint16(12)), rflushed},
+		{"size field lies", append(p9test.Msg(msgTclunk, 2, uint32(9)), 0), uint32(unix.EINVAL)},
+		{"unknown type", p9test.Msg(200, 3), uint32(unix.EOPNOTSUPP)},
+		{"R-message as request", p9test.Msg(msgRlerror, 4, uint32(5)), uint32(unix.EOPNOTSUPP)},
+		{"string past the end", p9test.Msg(msgTwalk, 5, uint32(1), uint32(2), uint16(1), uint16(200)), uint32(unix.EINVAL)},
+		{"walk count past the end", p9test.Msg(msgTwalk, 6, uint32(1), uint32(2), uint16(60000)), uint32(unix.EINVAL)},
+		{"Twrite count lies", p9test.Msg(msgTwrite, 7, uint32(1), uint64(0), uint32(100), []byte("abc")), uint32(unix.EINVAL)},
+		{"NOTAG on Tclunk", p9test.Msg(msgTclunk, noTag, uint32(1)), uint32(unix.EINVAL)},
+		{"walk to ..", p9test.Msg(msgTwalk, 8, uint32(1), uint32(2), uint16(1), ".."), uint32(unix.EINVAL)},
+		{"walk through a slash", p9test.Msg(msgTwalk, 9, uint32(1), uint32(2), uint16(1), "../etc"), uint32(unix.EINVAL)},
+		{"unknown fid", p9test.Msg(msgTlopen, 10, uint32(77), uint32(0)), uint32(unix.EBADF)},
+		{"huge read count", p9test.Msg(msgTread, 11, uint32(1), uint64(0), uint32(0xffffffff)), uint32(unix.EINVAL)},
+		{"Tflush of itself", p9test.Msg(msgTflush, 12, uint16(12)), rflushed},
 		// No extended attributes: "not supported", which execve's file
 		// capabilities check takes as none.
-		{"Txattrwalk", msg(msgTxattrwalk, 14, uint32(1), uint32(4), "security.capability"), uint32(unix.EOPNOTSUPP)},
-		{"Txattrcreate", msg(msgTxattrcreate, 15, uint32(1), "user.x", uint64(1), uint32(0)), uint32(unix.EOPNOTSUPP)},
-		{"Tflush of nothing", msg(msgTflush, 13, uint16(999)), rflushed},
+		{"Txattrwalk", p9test.Msg(msgTxattrwalk, 14, uint32(1), uint32(4), "security.capability"), uint32(unix.EOPNOTSUPP)},
+		{"Txattrcreate", p9test.Msg(msgTxattrcreate, 15, uint32(1), "user.x", uint64(1), uint32(0)), uint32(unix.EOPNOTSUPP)},
+		{"Tflush of nothing", p9test.Msg(msgTflush, 13, uint16(999)), rflushed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -257,7 +259,7 @@ func TestHostileMessages(t *testing.T) {
 		})
 	}
 	// Two Tflush naming each other, posted together: both answered.
-	a, b := r.submit(msg(msgTflush, 30, uint16(31))), r.submit(msg(msgTflush, 31, uint16(30)))
+	a, b := r.submit(p9test.Msg(msgTflush, 30, uint16(31))), r.submit(p9test.Msg(msgTflush, 31, uint16(30)))
 	for _, ch := range []<-chan []byte{a, b} {
 		select {
 		case resp := <-ch:
@@ -267,9 +269,9 @@ func TestHostileMessages(t *testing.T) {
 		}
 	}
 	// The session still works: walk to f, open and read it.
-	require.Zero(t, lerrno(r.roundTrip(msg(msgTwalk, 20, uint32(1), uint32(3), uint16(1), "f"))))
-	require.Zero(t, lerrno(r.roundTrip(msg(msgTlopen, 21, uint32(3), uint32(0)))))
-	resp = r.roundTrip(msg(msgTread, 22, uint32(3), uint64(0), uint32(100)))
+	require.Zero(t, lerrno(r.roundTrip(p9test.Msg(msgTwalk, 20, uint32(1), uint32(3), uint16(1), "f"))))
+	require.Zero(t, lerrno(r.roundTrip(p9test.Msg(msgTlopen, 21, uint32(3), uint32(0)))))
+	resp = r.roundTrip(p9test.Msg(msgTread, 22, uint32(3), uint64(0), uint32(100)))
 	require.Zero(t, lerrno(resp))
 	assert.Equal(t, "data", string(resp[HeaderSize+4:]))
 }

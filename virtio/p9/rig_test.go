@@ -172,34 +172,6 @@ func (c *conn) Read(b []byte) (int, error) { return c.answers.Read(b) }
 
 func (c *conn) Close() error { return c.w.Close() }
 
-// msg encodes a T-message: the header, then each field (uint8, uint16,
-// uint32, uint64, string as a 9P string, []byte as raw bytes).
-func msg(typ uint8, tag uint16, fields ...any) []byte {
-	b := []byte{0, 0, 0, 0, typ, byte(tag), byte(tag >> 8)}
-	le := binary.LittleEndian
-	for _, f := range fields {
-		switch v := f.(type) {
-		case uint8:
-			b = append(b, v)
-		case uint16:
-			b = le.AppendUint16(b, v)
-		case uint32:
-			b = le.AppendUint32(b, v)
-		case uint64:
-			b = le.AppendUint64(b, v)
-		case string:
-			b = le.AppendUint16(b, uint16(len(v)))
-			b = append(b, v...)
-		case []byte:
-			b = append(b, v...)
-		default:
-			panic("msg: unknown field type")
-		}
-	}
-	le.PutUint32(b, uint32(len(b)))
-	return b
-}
-
 // lerrno returns the errno of an Rlerror, or 0 for any other answer.
 func lerrno(resp []byte) uint32 {
 	if len(resp) < HeaderSize+4 || resp[4] != msgRlerror {
