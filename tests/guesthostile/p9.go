@@ -11,7 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
-
 	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 

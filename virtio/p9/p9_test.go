@@ -16,7 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/virtio"
-
 	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 
