@@ -38,9 +38,9 @@ type conn struct {
 	state    connState
 	closed   bool // host side closed; an RST may still be owed
 	wants    wants
-	queued   bool              // on the device's rx work list
-	result   chan error        // a waiting Connect's answer; cap 1
-	settled  bool              // result sent
+	queued   bool                // on the device's rx work list
+	result   chan error          // a waiting Connect's answer; cap 1
+	settled  bool                // result sent
 	greeting func(uint32) []byte // written to host first
 
 	// Guest to host: the guest's data waiting for the host, and the

@@ -778,4 +778,3 @@ func (a Addr) String() string { return fmt.Sprintf("%d:%d", a.CID, a.Port) }
 // closeWriter is a connection that can end its write side alone, as
 // *net.UnixConn and *net.TCPConn can.
 type closeWriter interface{ CloseWrite() error }
-
