@@ -51,6 +51,8 @@ type Config struct {
 	Disks []Disk
 	// Balloon, when set, adds a virtio-balloon device.
 	Balloon *BalloonConfig
+	// Vsock, when set, adds a virtio-vsock device.
+	Vsock *VsockConfig
 
 	// AllowCPUOvercommit lets one guest have more vCPUs than the host
 	// has logical CPUs, which is otherwise refused.
@@ -149,6 +151,11 @@ func (c *Config) withDefaults() (Config, error) {
 		}
 		if len(d.Serial) > 20 {
 			return out, configError(fmt.Sprintf("Disks[%d].Serial", i), nil, "disk %s: serial %q is longer than 20 bytes", d.Path, d.Serial)
+		}
+	}
+	if out.Vsock != nil {
+		if err := out.Vsock.validate(); err != nil {
+			return out, err
 		}
 	}
 	if out.Console == nil {

@@ -71,6 +71,7 @@ type Machine struct {
 	disks   []*blk.Disk // open for the machine's lifetime: the image locks
 	pauseMu sync.Mutex  // serialises Pause and Resume
 	balloon *balloon.Balloon
+	vsock   *vsockDev
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -118,12 +119,16 @@ func (m *Machine) Start(ctx context.Context) error {
 			err = m.openDisks()
 		}
 		if err == nil {
+			err = m.openVsock()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
 			releaseProcs(m.cfg.CPUs)
 			m.finish(ExitFault, err)
 			m.closeDisks()
+			m.closeVsock()
 			close(m.done)
 			return
 		}
@@ -256,6 +261,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		}
 		m.log.Info("machine ended", "reason", r.reason.String(), "err", r.err)
 		m.closeDisks()
+		m.closeVsock()
 		m.finish(r.reason, r.err)
 		return
 	}

@@ -29,6 +29,9 @@ func (c control) Info() api.Info {
 	if target, actual, ok := c.m.Balloon(); ok {
 		info.Balloon = &api.BalloonInfo{RequestedMiB: target / api.MiB, ActualMiB: actual / api.MiB}
 	}
+	if v, st, ok := c.m.Vsock(); ok {
+		info.Vsock = &api.VsockInfo{CID: v.CID, Socket: v.Socket, Connections: st.Conns, Accepted: st.Accepted, Refused: st.Refused}
+	}
 	return info
 }
 

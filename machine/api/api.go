@@ -63,7 +63,17 @@ type Info struct {
 	VCPUs         int          `json:"vcpus"`
 	MemoryMiB     uint64       `json:"memory_mib"`
 	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
+	Vsock         *VsockInfo   `json:"vsock,omitempty"`   // nil without a vsock device
 	UptimeSeconds float64      `json:"uptime_s"`
+}
+
+// VsockInfo describes the vsock device.
+type VsockInfo struct {
+	CID         uint64 `json:"cid"`
+	Socket      string `json:"socket,omitempty"`
+	Connections int    `json:"connections"`
+	Accepted    uint64 `json:"accepted"`
+	Refused     uint64 `json:"refused"`
 }
 
 // BalloonInfo is the balloon's target and the size the guest reports.

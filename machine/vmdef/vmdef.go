@@ -198,6 +198,11 @@ type fileBalloon struct {
 	Size string `json:"size"`
 }
 
+type fileVsock struct {
+	CID    uint64 `json:"cid"`
+	Socket string `json:"socket,omitempty"`
+}
+
 // MarshalJSON writes the definition in its documented form, with every
 // path absolute and only the fields that differ from the defaults.
 func (d *Definition) MarshalJSON() ([]byte, error) {
@@ -211,6 +216,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		Memory             string       `json:"memory,omitempty"`
 		Disks              []fileDisk   `json:"disks,omitempty"`
 		Balloon            *fileBalloon `json:"balloon,omitempty"`
+		Vsock              *fileVsock   `json:"vsock,omitempty"`
 		Mergeable          bool         `json:"mergeable,omitempty"`
 		HugePages          bool         `json:"hugepages,omitempty"`
 		AllowCPUOvercommit bool         `json:"allow_cpu_overcommit,omitempty"`
@@ -230,6 +236,9 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		if c.Balloon.Size != 0 {
 			out.Balloon.Size = FormatSize(c.Balloon.Size)
 		}
+	}
+	if v := c.Vsock; v != nil {
+		out.Vsock = &fileVsock{v.CID, v.Socket}
 	}
 	if c.OnReboot == machine.RebootRestart {
 		out.OnReboot = "restart"

@@ -84,7 +84,7 @@ func TestParseErrors(t *testing.T) {
 		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
 		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
 		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
-			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot")`},
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot", "vsock")`},
 		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
 		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
 			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},

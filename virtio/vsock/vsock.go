@@ -92,6 +92,7 @@ var (
 	ErrReset        = errors.New("vsock connection reset")
 	ErrPortInUse    = errors.New("vsock port already has a listener")
 	ErrNoEventBuf   = errors.New("the guest's vsock driver has no event buffer")
+	ErrClosed       = errors.New("vsock device closed")
 )
 
 // Options configure a device.
@@ -127,6 +128,7 @@ type Device struct {
 	pending   []*conn  // connections with rx work, each once
 	replies   []Header // to packets of no connection
 	txRoom    chan struct{}
+	closed    bool           // no more listeners
 	wg        sync.WaitGroup // connection goroutines and dials
 	stats     Stats
 }
@@ -135,7 +137,7 @@ type Device struct {
 type Stats struct {
 	Conns       int    // open now
 	Accepted    uint64 // connections established, both ways
-	Refused     uint64 // requests answered RST, both ways
+	Refused     uint64 // requests and stray packets answered RST, both ways
 	CreditAbuse uint64 // connections reset for overrunning their credit
 	TxBytes     uint64 // guest to host
 	RxBytes     uint64 // host to guest
@@ -237,6 +239,21 @@ func (d *Device) Reset() {
 	}
 	d.mu.Unlock()
 	d.wg.Wait()
+}
+
+// Close closes the listeners and refuses new ones, for a device whose
+// machine has ended; call it after Reset.
+func (d *Device) Close() {
+	d.mu.Lock()
+	d.closed = true
+	ls := make([]*Listener, 0, len(d.listeners))
+	for _, l := range d.listeners {
+		ls = append(ls, l)
+	}
+	d.mu.Unlock()
+	for _, l := range ls {
+		l.Close()
+	}
 }
 
 // closeAll ends every connection without telling the guest.
@@ -378,6 +395,7 @@ func (d *Device) handle(p Packet) {
 			d.guestConnect(h)
 			return
 		}
+		d.stats.Refused++
 		d.reply(h, OpRST)
 		return
 	case c.closed:
@@ -541,6 +559,9 @@ func (d *Device) Connect(ctx context.Context, host net.Conn, port uint32, greeti
 func (d *Device) Listen(port uint32) (*Listener, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return nil, ErrClosed
+	}
 	if d.listeners[port] != nil {
 		return nil, fmt.Errorf("%w: %d", ErrPortInUse, port)
 	}
