@@ -92,13 +92,17 @@ func (m *Machine) closeVsock() {
 }
 
 // DialVsock connects to the guest's vsock port, as a client of the
-// vsock socket does, and returns the stream once the guest accepted.
+// vsock socket does, and returns the stream once the guest accepted: a
+// *net.UnixConn, whose CloseWrite the guest reads as EOF.
 // It fails with a vsock.ErrRefused error if nothing listens on the port.
 func (m *Machine) DialVsock(ctx context.Context, port uint32) (net.Conn, error) {
 	if m.vsock == nil {
 		return nil, ErrNoVsock
 	}
-	ours, theirs := net.Pipe()
+	ours, theirs, err := vsock.Pipe()
+	if err != nil {
+		return nil, err
+	}
 	if _, err := m.vsock.dev.Connect(ctx, ours, port, nil); err != nil {
 		theirs.Close()
 		return nil, fmt.Errorf("machine: %w", err)

@@ -459,7 +459,13 @@ func (d *Device) guestConnect(h Header) {
 		return
 	}
 	if l := d.listeners[key.local]; l != nil {
-		ours, theirs := net.Pipe()
+		ours, theirs, err := Pipe()
+		if err != nil {
+			d.stats.Refused++
+			d.glog.Warn("vsock connection refused", "port", key.local, "err", err)
+			d.reply(h, OpRST)
+			return
+		}
 		select {
 		case l.ch <- theirs:
 		default:
