@@ -52,6 +52,10 @@
 //	         unmasked ("msix=FUNCTION:signals=N pending=P delivered=D")
 //	queue    the attacked disk driven by hand with hostile rings and
 //	         descriptors ("vq=CASE:OUTCOME", see queue.go)
+//	vsock    the vsock function (no driver loaded) driven by hand: lying
+//	         credit, floods of requests, packets to closed ports,
+//	         malformed chains and rx buffers ("vs=CASE:OUTCOME", see
+//	         vsock.go)
 //	rebind   the attacked disk and balloon rebound to virtio-pci; the disk
 //	         must read its pattern again ("recovered=DEV:ok")
 //	verify   the kept disk read with O_DIRECT ("verify=DEV:ok")
@@ -80,7 +84,7 @@ const (
 	diskWait     = 20 * time.Second
 )
 
-var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "rebind", "verify", "break"}
+var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "vsock", "rebind", "verify", "break"}
 
 func main() {
 	a := args(guest.Setup())
@@ -190,6 +194,8 @@ func (h *hostile) run(phase string) (int, error) {
 		return h.hammerBARs()
 	case "queue":
 		return h.attackQueue()
+	case "vsock":
+		return h.attackVsock()
 	case "rebind":
 		return h.rebind()
 	case "verify":

@@ -5,7 +5,8 @@
 // TestHostileGuest boots the stock Debian kernel with tests/guesthostile
 // as init: root user space that hammers every I/O port, the MMIO hole,
 // the PCI configuration and BARs of the devices it unbinds, drives a
-// virtio-blk queue by hand with hostile rings, and finally triple-faults
+// virtio-blk queue and the virtio-vsock device by hand with hostile rings
+// and packets, and finally triple-faults
 // the machine through the kernel's reboot=t path. TestGuestBreaksItself
 // boots tiny hand-made PVH kernels that break the machine at once, and
 // TestRebootLoop one that resets it as soon as it runs, forever.
@@ -22,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,6 +46,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/internal/payload"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
 // guestModules are what the hostile guest loads: the PCI transport and
@@ -74,13 +77,15 @@ const (
 	// refused request or register write ran into megabytes).
 	rssSlackMiB = 64
 	maxThreads  = 48
-	maxFDs      = 64
-	maxStderr   = 32 << 10
+	// The vsock device holds a host socket per connection, up to its
+	// limit, which the guest's connection flood reaches.
+	maxFDs    = 64 + vsock.DefaultMaxConns
+	maxStderr = 32 << 10
 )
 
 // phases are what the guest reports, in order, before it breaks the
 // machine.
-var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "rebind", "verify"}
+var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "vsock", "rebind", "verify"}
 
 // queueOutcomes is what the device must answer to each hand-made queue
 // case of tests/guesthostile/queue.go: well-formed requests are answered
@@ -136,6 +141,28 @@ var queueOutcomes = map[string]string{
 	"good-read-after":               "used:status=0:data=ok",
 }
 
+// vsockOutcomes is what the vsock device must answer to each case of
+// tests/guesthostile/vsock.go: an RST from the closed port; a flood of
+// requests to closed ports stalls the tx queue once the bounded RST
+// backlog is full (the 256 the device holds, the next 8 sent) and all
+// are answered once rx buffers come; a driver that writes past its
+// credit loses the connection (after the 256 KiB it had); 300 requests
+// to a listening host port get the 256 connections the device allows
+// and RSTs; malformed packets are refused with an RST where one can be
+// addressed (op 3 to the guest port given), dropped otherwise; broken
+// chains and rx buffers too small for a header need a reset, after
+// which the device works.
+var vsockOutcomes = map[string]string{
+	"closed-port":     "op=3:ports=1>1000",
+	"flood-closed":    "stalled=256:sent=264:rst=264:tx=264",
+	"lying-credit":    "rst:past-256k=true",
+	"conn-flood":      "response=256:rst=44",
+	"malformed":       "3@5000,3@5001,3@5005",
+	"desc-beyond-ram": "needs-reset",
+	"rx-too-small":    "needs-reset",
+	"works-after":     "op=3",
+}
+
 // TestHostileGuest runs the hostile guest once, with two disks (vda is
 // attacked, vdb left alone), a balloon and the control API, sampling the
 // VMM's resident memory, threads and descriptors all along and querying
@@ -150,6 +177,15 @@ func TestHostileGuest(t *testing.T) {
 		writePattern(t, images[name], seed, diskBytes)
 	}
 	sock := filepath.Join(dir, "api.sock")
+	// The guest's vsock connections to host port 7000 find a listener
+	// that never accepts; no other host port has one.
+	vsockDir, err := os.MkdirTemp("", "gvmm-hostile-") // short: unix socket paths are limited
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(vsockDir) })
+	vsockSock := filepath.Join(vsockDir, "v.sock")
+	never, err := net.Listen("unix", vsockSock+"_7000")
+	require.NoError(t, err)
+	t.Cleanup(func() { never.Close() })
 	k := kernel(t)
 	cmdline := fmt.Sprintf("console=ttyS0 reboot=t panic=1 quiet gvmm.attack=vda gvmm.keep=vdb "+
 		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d", seeds["vda"], seeds["vdb"], diskBytes/mib)
@@ -159,7 +195,8 @@ func TestHostileGuest(t *testing.T) {
 	}
 	start := time.Now()
 	v := startVMM(t, "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t), "--memory", strconv.Itoa(guestMiB)+"M",
-		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock)
+		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock,
+		"--vsock", "cid=3,socket="+vsockSock)
 	samples := sample(v)
 	apiStates := watchPhases(v, sock)
 	r := v.wait(t)
@@ -205,6 +242,14 @@ func TestHostileGuest(t *testing.T) {
 			outcomes[name] = out
 		}
 		assert.Equal(t, queueOutcomes, outcomes)
+	})
+	t.Run("vsock attacks refused, device usable after each", func(t *testing.T) {
+		outcomes := map[string]string{}
+		for _, val := range r.values("vs") {
+			name, out, _ := strings.Cut(val, ":")
+			outcomes[name] = out
+		}
+		assert.Equal(t, vsockOutcomes, outcomes)
 	})
 	t.Run("MSI-X held while masked, delivered when unmasked", func(t *testing.T) {
 		msix := r.values("msix")
