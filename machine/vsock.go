@@ -37,7 +37,7 @@ type vsockDev struct {
 
 func (c *VsockConfig) validate() error {
 	if c.CID < vsock.MinCID || c.CID > vsock.MaxCID {
-		return configError("Vsock.CID", nil, "vsock CID %d: want %d to %d (0-2 are the hypervisor's and the host's)", c.CID, vsock.MinCID, vsock.MaxCID)
+		return configError("Vsock.CID", nil, "vsock CID %d: want %d to %d (the others are reserved: 2 is the host)", c.CID, vsock.MinCID, vsock.MaxCID)
 	}
 	if len(c.Socket) > unixsock.MaxPath {
 		return configError("Vsock.Socket", nil, "vsock socket path %q is %d bytes, longer than the %d a unix socket allows", c.Socket, len(c.Socket), unixsock.MaxPath)

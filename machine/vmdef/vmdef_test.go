@@ -46,6 +46,8 @@ func TestMarshalRoundTrip(t *testing.T) {
 		example,
 		`{"name":"b","kernel":"/k","memory":"1536M","balloon":{"size":"256M"},"on_reboot":"restart","cpus":1}`,
 		`{"name":"c","kernel":"/k","memory":"4G","disks":[{"path":"/a","readonly":true},{"path":"/b"}],"allow_cpu_overcommit":true,"hugepages":true}`,
+		`{"name":"d","kernel":"/k","vsock":{"cid":3,"socket":"/run/d.vsock"}}`,
+		`{"name":"e","kernel":"/k","vsock":{"cid":4294967294}}`,
 	} {
 		d, err := Parse("in.json", []byte(src), "/")
 		require.NoError(t, err)
@@ -114,6 +116,11 @@ func TestParseErrors(t *testing.T) {
 			`vm.json:1:51: balloon.size: size "-1": want a positive whole number with an optional K, M, G or T suffix`},
 		{"balloon field", `{"name": "a", "kernel": "/k", "balloon": {"target": "1G"}}`,
 			`vm.json:1:43: balloon: unknown field "target" (known: "size")`},
+		{"vsock host CID", `{"name": "a", "kernel": "/k", "vsock": {"cid": 2}}`, `vm.json:1:48: vsock.cid: vsock CID 2: want 3 to 4294967294 (the others are reserved: 2 is the host)`},
+		{"vsock CID too large", `{"name": "a", "kernel": "/k", "vsock": {"cid": 4294967295}}`, `vm.json:1:48: vsock.cid: vsock CID 4294967295: want 3 to 4294967294 (the others are reserved: 2 is the host)`},
+		{"vsock CID a string", `{"name": "a", "kernel": "/k", "vsock": {"cid": "3"}}`, `vm.json:1:48: vsock.cid: want the guest's CID, a whole number from 3, got "3"`},
+		{"vsock without CID", `{"name": "a", "kernel": "/k", "vsock": {"socket": "/v"}}`, `vm.json:1:40: vsock: missing "cid", the guest's address (3 or more)`},
+		{"vsock field", `{"name": "a", "kernel": "/k", "vsock": {"cid": 3, "path": "/v"}}`, `vm.json:1:51: vsock: unknown field "path" (known: "cid", "socket")`},
 		{"on_reboot", `{"name": "a", "kernel": "/k", "on_reboot": "halt"}`, `vm.json:1:44: on_reboot: "halt": want exit or restart`},
 	}
 	for _, tt := range tests {
@@ -217,6 +224,17 @@ func TestFlagParsers(t *testing.T) {
 	assert.Zero(t, b.Size)
 	for _, bad := range []string{"384M", "size=", "size=-1", "size=12Q"} {
 		_, err := ParseBalloon(bad)
+		assert.Error(t, err, bad)
+	}
+
+	v, err := ParseVsock("cid=3,socket=/run/a,,b.sock")
+	require.NoError(t, err)
+	assert.Equal(t, &machine.VsockConfig{CID: 3, Socket: "/run/a,b.sock"}, v)
+	v, err = ParseVsock("cid=5")
+	require.NoError(t, err)
+	assert.Equal(t, &machine.VsockConfig{CID: 5}, v)
+	for _, bad := range []string{"", "socket=/s", "cid=x,socket=/s", "cid=3,socket=", "cid=3,path=/s", "cid=-1"} {
+		_, err := ParseVsock(bad)
 		assert.Error(t, err, bad)
 	}
 
