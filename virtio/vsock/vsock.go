@@ -321,14 +321,27 @@ func (d *Device) reply(h Header, op Op) {
 
 // processTx handles the guest's packets. It waits while too many
 // replies are pending, so that a driver sending to ports nobody
-// listens on, without reading the answers, cannot grow them.
-func (d *Device) processTx(ctx context.Context) error {
+// listens on, without reading the answers, cannot grow them. The driver
+// is interrupted once per batch.
+func (d *Device) processTx(ctx context.Context) (err error) {
+	pushed := false
+	defer func() {
+		if pushed && err == nil {
+			err = d.txq.SignalUsed()
+		}
+	}()
 	var c queue.Chain
 	for ctx.Err() == nil {
 		d.mu.Lock()
 		full := len(d.replies) >= maxReplies
 		d.mu.Unlock()
 		if full {
+			if pushed {
+				if err := d.txq.SignalUsed(); err != nil {
+					return err
+				}
+				pushed = false
+			}
 			select {
 			case <-ctx.Done():
 				return nil
@@ -355,9 +368,7 @@ func (d *Device) processTx(ctx context.Context) error {
 		if err := d.txq.Push(c.Head, 0); err != nil {
 			return err
 		}
-		if err := d.txq.SignalUsed(); err != nil {
-			return err
-		}
+		pushed = true
 	}
 	return nil
 }
