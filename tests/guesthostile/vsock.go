@@ -11,7 +11,7 @@ import (
 )
 
 // The vsock phase drives gvmm's virtio-vsock function by hand (this
-// guest loads no vsock driver): packets no driver would send, credit it
+// guest loads no vsock driver; the phase unbinds it from virtio-pci): packets no driver would send, credit it
 // does not have, floods of requests, malformed chains and rx buffers.
 // It reports "vs=CASE:OUTCOME"; the test on the host knows what each
 // must be. The host listens on vsockListenPort (PATH_7000) and never
@@ -259,6 +259,11 @@ func (h *hostile) attackVsock() (int, error) {
 		return 0, err
 	}
 	defer fn.close()
+	// virtio-pci holds the function (no virtio driver takes it); a BAR
+	// a driver holds cannot be mapped.
+	if err := unbind(fn.dir); err != nil {
+		return 0, err
+	}
 	b, err := mapBAR(fn)
 	if err != nil {
 		return 0, err
