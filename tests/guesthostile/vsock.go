@@ -301,11 +301,12 @@ var vsockCases = []vsCase{
 		return fmt.Sprintf("op=%d:ports=%d>%d", r.op, r.srcPort, r.dstPort)
 	}},
 	// Requests to closed ports with no rx buffer for the answers: the
-	// device stops taking them once its bounded backlog of RSTs is full,
-	// and answers all once buffers come.
+	// device stops taking them once what it owes is full (connections
+	// whose host side failed, then its bounded backlog of RSTs), and
+	// answers all once buffers come.
 	{"flood-closed", func(d *vsdev, _ *hostile) string {
 		sent, stalledAt := 0, 0
-		for round := 0; stalledAt == 0 && round < 40; round++ {
+		for round := 0; stalledAt == 0 && round < 100; round++ {
 			for i := range vsQueueSize / 2 {
 				d.send(d.hdr(vsOpRequest, uint32(2000+sent+i), 1), 0, nil)
 			}

@@ -143,9 +143,11 @@ var queueOutcomes = map[string]string{
 
 // vsockOutcomes is what the vsock device must answer to each case of
 // tests/guesthostile/vsock.go: an RST from the closed port; a flood of
-// requests to closed ports stalls the tx queue once the bounded RST
-// backlog is full (the 256 the device holds, the next 8 sent) and all
-// are answered once rx buffers come; a driver that writes past its
+// requests to closed ports, whose answers the guest does not read,
+// stalls the tx queue once the device owes 512 RSTs (256 connections
+// whose PATH_P dial failed, the connection limit, then the 256 replies
+// it queues; the next 8 sent wait) and all are answered once rx buffers
+// come; a driver that writes past its
 // credit loses the connection (after the 256 KiB it had); 300 requests
 // to a listening host port get the 256 connections the device allows
 // and RSTs; malformed packets are refused with an RST where one can be
@@ -154,7 +156,7 @@ var queueOutcomes = map[string]string{
 // which the device works.
 var vsockOutcomes = map[string]string{
 	"closed-port":     "op=3:ports=1>1000",
-	"flood-closed":    "stalled=256:sent=264:rst=264:tx=264",
+	"flood-closed":    "stalled=512:sent=520:rst=520:tx=520",
 	"lying-credit":    "rst:past-256k=true",
 	"conn-flood":      "response=256:rst=44",
 	"malformed":       "3@5000,3@5001,3@5005",
