@@ -2,7 +2,9 @@ package machine
 
 import (
 	"encoding/binary"
+	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -59,6 +61,10 @@ func TestConfigValidation(t *testing.T) {
 		{"unaligned memory", Config{Kernel: "k", Memory: 512*MiB + 1}, "Memory"},
 		{"disk without a path", Config{Kernel: "k", Disks: []Disk{{Path: "a"}, {}}}, "Disks[1].Path"},
 		{"long serial", Config{Kernel: "k", Disks: []Disk{{Path: "a", Serial: "123456789012345678901"}}}, "Disks[0].Serial"},
+		{"vsock", Config{Kernel: "k", Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}}, ""},
+		{"vsock host CID", Config{Kernel: "k", Vsock: &VsockConfig{CID: 2}}, "Vsock.CID"},
+		{"vsock CID any", Config{Kernel: "k", Vsock: &VsockConfig{CID: 1<<32 - 1}}, "Vsock.CID"},
+		{"vsock long socket", Config{Kernel: "k", Vsock: &VsockConfig{CID: 3, Socket: "/" + strings.Repeat("s", 107)}}, "Vsock.Socket"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -190,4 +196,14 @@ func TestApplyEntry(t *testing.T) {
 	assert.Equal(t, uint64(0x500), sregs.EFER)
 	assert.Equal(t, kvm.DTable{Base: 0x500, Limit: 0x2f}, sregs.GDT)
 	assert.Equal(t, kvm.Segment{Limit: 0xffffffff, Selector: 0x10, Type: 0xb, Present: 1, S: 1, L: 1, G: 1}, sregs.CS)
+}
+
+func TestVsockCallsWithoutTheDevice(t *testing.T) {
+	m := &Machine{}
+	_, err := m.DialVsock(context.Background(), 1)
+	assert.ErrorIs(t, err, ErrNoVsock)
+	_, err = m.ListenVsock(1)
+	assert.ErrorIs(t, err, ErrNoVsock)
+	_, _, ok := m.Vsock()
+	assert.False(t, ok)
 }
