@@ -26,6 +26,7 @@ const (
 	wantRequest
 	wantShutdown
 	wantCredit
+	wantCreditRequest
 )
 
 // conn is one stream between a guest port and a host net.Conn. The
@@ -57,6 +58,7 @@ type conn struct {
 	// host waiting for rx buffers.
 	peerBufAlloc, peerFwdCnt uint32
 	rxCnt                    uint32
+	creditAsked              bool // CREDIT_REQUEST sent since the guest's credit last grew
 	rxData                   []byte
 	hostEOF                  bool
 	rxWake                   chan struct{}
@@ -110,6 +112,8 @@ func (c *conn) rxOp() Op {
 		return OpShutdown
 	case c.wants&wantCredit != 0:
 		return OpCreditUpdate
+	case c.wants&wantCreditRequest != 0:
+		return OpCreditRequest
 	}
 	return OpInvalid
 }
@@ -132,6 +136,13 @@ func (d *Device) readLoop(c *conn) {
 	for {
 		d.mu.Lock()
 		for !c.closed && c.peerShut&ShutdownRecv == 0 && (len(c.rxData) > 0 || c.peerFree() == 0) {
+			if len(c.rxData) == 0 && !c.creditAsked {
+				// Out of credit: ask once, in case an update was
+				// lost; the guest's answer does not ask again unless
+				// its credit grew meanwhile.
+				c.creditAsked = true
+				d.want(c, wantCreditRequest)
+			}
 			d.mu.Unlock()
 			<-c.rxWake
 			d.mu.Lock()

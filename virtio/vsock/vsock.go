@@ -412,8 +412,10 @@ func (d *Device) handle(p Packet) {
 	case c.closed:
 		return // an RST is on its way
 	}
-	c.peerBufAlloc, c.peerFwdCnt = h.BufAlloc, h.FwdCnt
-	poke(c.rxWake)
+	if h.BufAlloc != c.peerBufAlloc || h.FwdCnt != c.peerFwdCnt {
+		c.peerBufAlloc, c.peerFwdCnt, c.creditAsked = h.BufAlloc, h.FwdCnt, false
+		poke(c.rxWake)
+	}
 	switch h.Op {
 	case OpResponse:
 		if c.state != stateConnecting {
@@ -753,6 +755,8 @@ func (d *Device) sent(c *conn, h Header) {
 		}
 	case OpCreditUpdate:
 		c.wants &^= wantCredit
+	case OpCreditRequest:
+		c.wants &^= wantCreditRequest
 	}
 }
 

@@ -278,7 +278,8 @@ func TestGuestOverrunsCredit(t *testing.T) {
 }
 
 // TestGuestStopsReading: the device sends no more than the guest's
-// buf_alloc until the guest's fwd_cnt moves, whatever the host writes.
+// buf_alloc until the guest's fwd_cnt moves, whatever the host writes,
+// and asks for credit once per stall.
 func TestGuestStopsReading(t *testing.T) {
 	dial, hostEnds := pipeDial(t)
 	r := newRig(t, Options{Dial: dial})
@@ -305,6 +306,13 @@ func TestGuestStopsReading(t *testing.T) {
 		got = append(got, data...)
 	}
 	assert.Len(t, got, 8192)
+	// Out of credit, the device asks once; an answer that frees nothing
+	// does not make it ask again.
+	h, _ = r.recv(t)
+	assert.Equal(t, OpCreditRequest, h.Op)
+	same := hdr(OpCreditUpdate, 9, 80)
+	same.BufAlloc = 8192
+	r.send(t, same, nil)
 	r.expectQuiet(t)
 	select {
 	case <-wrote:
@@ -314,16 +322,23 @@ func TestGuestStopsReading(t *testing.T) {
 
 	// The guest reads it all and says so; the rest flows.
 	credit := hdr(OpCreditUpdate, 9, 80)
+	stalls, asked := 0, 0
 	for len(got) < len(payload) {
 		credit.BufAlloc, credit.FwdCnt = 8192, uint32(len(got))
 		r.send(t, credit, nil)
+		stalls++
 		for target := len(got) + 8192; len(got) < target; {
 			h, data := r.recv(t)
+			if h.Op == OpCreditRequest { // the previous stall's
+				asked++
+				continue
+			}
 			require.Equal(t, OpRW, h.Op)
 			got = append(got, data...)
 		}
 	}
 	assert.Equal(t, payload, got)
+	assert.LessOrEqual(t, asked, stalls, "at most one CREDIT_REQUEST per stall")
 	require.NoError(t, <-wrote)
 }
 
