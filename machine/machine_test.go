@@ -1,8 +1,8 @@
 package machine
 
 import (
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
