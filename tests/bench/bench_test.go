@@ -53,6 +53,10 @@ const (
 // and MMIO (QEMU's microvm), loaded by guestbench in its blk mode.
 var guestModules = []string{"virtio_blk", "virtio_pci", "virtio_mmio"}
 
+// vsockModules are what BenchmarkVsock's guest loads: both transports
+// and the kernel's virtio vsock driver.
+var vsockModules = []string{"virtio_pci", "virtio_mmio", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// The package has benchmarks only: without -test.bench (as in make
@@ -67,6 +71,10 @@ func TestMain(m *testing.M) {
 		kvmhost.WithHostFile(qemuFirmware, filepath.Join(qemuDataDir, qemuFirmware)),
 		kvmhost.WithHostFile(qemuLoader, filepath.Join(qemuDataDir, qemuLoader)),
 		kvmhost.WithModules(guestModules...),
+		// BenchmarkVsock: its guest, and QEMU's vhost backend in the host.
+		kvmhost.WithBinary("guestvsock", "github.com/gvmm-dev/gvmm/tests/guestvsock"),
+		kvmhost.WithModules(vsockModules...),
+		kvmhost.WithHostModules("vhost_vsock"),
 	)
 }
 

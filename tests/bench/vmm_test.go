@@ -23,7 +23,13 @@ import (
 type guestSpec struct {
 	kernel, initrd, cmdline string
 	disk                    string // raw image as the first virtio-blk disk; "" for none
+	// vsockSocket adds a vsock device for guest CID vsockCID: gvmm's
+	// host side is this unix socket, QEMU's the host kernel's vhost.
+	vsockSocket string
 }
+
+// vsockCID is the guests' CID in BenchmarkVsock.
+const vsockCID = 3
 
 // vmm is one of the two VMMs compared.
 type vmm struct {
@@ -37,6 +43,9 @@ var (
 			"--cmdline", g.cmdline, "--cpus", strconv.Itoa(guestCPUs), "--memory", strconv.Itoa(guestMiB)}
 		if g.disk != "" {
 			a = append(a, "--disk", g.disk)
+		}
+		if g.vsockSocket != "" {
+			a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", vsockCID, g.vsockSocket))
 		}
 		// Extra flags, to compare settings (e.g. --seccomp=off).
 		return append(a, strings.Fields(os.Getenv("GVMM_BENCH_GVMM_FLAGS"))...)
@@ -54,6 +63,9 @@ var (
 			// the host page cache, flushes through fdatasync.
 			a = append(a, "-drive", "id=vda,file="+g.disk+",format=raw,if=none",
 				"-device", "virtio-blk-device,drive=vda")
+		}
+		if g.vsockSocket != "" {
+			a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", vsockCID))
 		}
 		return a
 	}}

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -58,6 +59,8 @@ type Config struct {
 	Env     []string          // extra environment, KEY=VALUE
 	Assets  map[string]string // name -> host path, placed in AssetsDir
 	Modules []string          // guest kernel modules the payload needs (with dependencies)
+	// HostModules are loaded in the test host after hostModules.
+	HostModules []string
 	// CPUs defaults to 1. With two vCPUs, QEMU 7.2's multi-threaded TCG
 	// froze the emulated host within minutes of running KVM guests (both
 	// vCPUs stuck in its kernel: soft lockups, RCU stalls), and
@@ -140,7 +143,7 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, cfg Config) error {
 			return err
 		}
 	}
-	hostMods, err := k.Modules(hostModules...)
+	hostMods, err := k.Modules(append(slices.Clone(hostModules), cfg.HostModules...)...)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ type options struct {
 	programs map[string]string
 	files    map[string]string
 	modules  []string
+	hostMods []string
 	cpus     int
 	memMiB   int
 }
@@ -60,6 +61,13 @@ func WithHostFile(name, path string) Option {
 // dependencies) into the test host.
 func WithModules(names ...string) Option {
 	return func(o *options) { o.modules = append(o.modules, names...) }
+}
+
+// WithHostModules loads the named kernel modules (and their
+// dependencies) in the test host itself, after those that give it KVM:
+// e.g. vhost_vsock for a QEMU peer's vhost-vsock device.
+func WithHostModules(names ...string) Option {
+	return func(o *options) { o.hostMods = append(o.hostMods, names...) }
 }
 
 // WithCPUs sets the test host's vCPU count (default 1: see Config.CPUs).
@@ -161,16 +169,17 @@ func mainStatus(m *testing.M, opts []Option) int {
 	for attempt := 1; ; attempt++ {
 		remaining := time.Until(deadline)
 		status, err := Run(context.Background(), Config{
-			Program: self,
-			Args:    append(append(forwardFlags(os.Args[1:]), innerTimeout(remaining)), results.skipPassed(os.Args[1:])...),
-			Env:     passEnv(),
-			Assets:  assets,
-			Modules: o.modules,
-			CPUs:    o.cpus,
-			MemMiB:  o.memMiB,
-			Timeout: remaining,
-			Stdout:  results,
-			Log:     os.Stderr,
+			Program:     self,
+			Args:        append(append(forwardFlags(os.Args[1:]), innerTimeout(remaining)), results.skipPassed(os.Args[1:])...),
+			Env:         passEnv(),
+			Assets:      assets,
+			Modules:     o.modules,
+			HostModules: o.hostMods,
+			CPUs:        o.cpus,
+			MemMiB:      o.memMiB,
+			Timeout:     remaining,
+			Stdout:      results,
+			Log:         os.Stderr,
 		})
 		// A frozen host is the emulator's failure, not the tests': those
 		// that had not passed run again on a fresh host. A test that had
