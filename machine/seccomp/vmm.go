@@ -61,10 +61,8 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_SHUTDOWN},
 		{Syscall: unix.SYS_UNLINKAT}, // the socket file, at exit
 		// vsock: a guest's connection to the host dials the unix socket
-		// PATH_port, or gets a socket pair for a ListenVsock listener (as
-		// DialVsock does); host clients come through accept4 above.
+		// PATH_port; host clients come through accept4 above.
 		{Syscall: unix.SYS_SOCKET, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
-		{Syscall: unix.SYS_SOCKETPAIR, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
 		{Syscall: unix.SYS_CONNECT},
 		{Syscall: unix.SYS_GETPEERNAME},
 		{Syscall: unix.SYS_RENAMEAT}, // the console log's rotation
