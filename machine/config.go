@@ -53,6 +53,8 @@ type Config struct {
 	Balloon *BalloonConfig
 	// Shares are host folders, attached as virtio-9p PCI devices.
 	Shares []Share
+	// Vsock, when set, adds a virtio-vsock device.
+	Vsock *VsockConfig
 
 	// AllowCPUOvercommit lets one guest have more vCPUs than the host
 	// has logical CPUs, which is otherwise refused.
@@ -155,6 +157,11 @@ func (c *Config) withDefaults() (Config, error) {
 	}
 	if err := validateShares(out.Shares); err != nil {
 		return out, err
+	}
+	if out.Vsock != nil {
+		if err := out.Vsock.validate(); err != nil {
+			return out, err
+		}
 	}
 	if out.Console == nil {
 		out.Console = io.Discard

@@ -125,6 +125,12 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 			return err
 		}
 	}
+	if v := b.m.vsock; v != nil {
+		v.dev.Reset()
+		if err := b.addVirtio(root, mem, v.dev); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

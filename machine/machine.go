@@ -73,6 +73,7 @@ type Machine struct {
 	pauseMu sync.Mutex  // serialises Pause and Resume
 	balloon *balloon.Balloon
 	shares  []*p9.Device // open for the machine's lifetime
+	vsock   *vsockDev
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -123,6 +124,9 @@ func (m *Machine) Start(ctx context.Context) error {
 			err = m.openShares()
 		}
 		if err == nil {
+			err = m.openVsock()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
@@ -130,6 +134,7 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.finish(ExitFault, err)
 			m.closeDisks()
 			m.closeShares()
+			m.closeVsock()
 			close(m.done)
 			return
 		}
@@ -263,6 +268,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		m.log.Info("machine ended", "reason", r.reason.String(), "err", r.err)
 		m.closeDisks()
 		m.closeShares()
+		m.closeVsock()
 		m.finish(r.reason, r.err)
 		return
 	}

@@ -1,8 +1,10 @@
 package machine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -64,6 +66,10 @@ func TestConfigValidation(t *testing.T) {
 		{"share tag with a space", Config{Kernel: "k", Shares: []Share{{Path: "/a", Tag: "a b"}}}, "Shares[0].Tag"},
 		{"share tag twice", Config{Kernel: "k", Shares: []Share{{Path: "/a", Tag: "t"}, {Path: "/b", Tag: "t"}}}, "Shares[1].Tag"},
 		{"too many shares", Config{Kernel: "k", Shares: make([]Share, maxShares+1)}, "Shares"},
+		{"vsock", Config{Kernel: "k", Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}}, ""},
+		{"vsock host CID", Config{Kernel: "k", Vsock: &VsockConfig{CID: 2}}, "Vsock.CID"},
+		{"vsock CID any", Config{Kernel: "k", Vsock: &VsockConfig{CID: 1<<32 - 1}}, "Vsock.CID"},
+		{"vsock long socket", Config{Kernel: "k", Vsock: &VsockConfig{CID: 3, Socket: "/" + strings.Repeat("s", 107)}}, "Vsock.Socket"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -195,4 +201,14 @@ func TestApplyEntry(t *testing.T) {
 	assert.Equal(t, uint64(0x500), sregs.EFER)
 	assert.Equal(t, kvm.DTable{Base: 0x500, Limit: 0x2f}, sregs.GDT)
 	assert.Equal(t, kvm.Segment{Limit: 0xffffffff, Selector: 0x10, Type: 0xb, Present: 1, S: 1, L: 1, G: 1}, sregs.CS)
+}
+
+func TestVsockCallsWithoutTheDevice(t *testing.T) {
+	m := &Machine{}
+	_, err := m.DialVsock(context.Background(), 1)
+	assert.ErrorIs(t, err, ErrNoVsock)
+	_, err = m.ListenVsock(1)
+	assert.ErrorIs(t, err, ErrNoVsock)
+	_, _, ok := m.Vsock()
+	assert.False(t, ok)
 }

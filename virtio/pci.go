@@ -584,7 +584,7 @@ func (p *PCIDevice) activate(status uint8) error {
 	for i := range p.queues {
 		qs[i] = p.queues[i].q
 	}
-	err := p.dev.Activate(Activation{Features: p.driverFeatures, Mem: p.mem, Queues: qs, ConfigChanged: configInterrupt{p}})
+	err := p.dev.Activate(Activation{Features: p.driverFeatures, Mem: p.mem, Queues: qs, ConfigChanged: configInterrupt{p}, Kick: p.Notify})
 	if err != nil {
 		return fmt.Errorf("activate: %w", err)
 	}

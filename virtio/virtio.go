@@ -20,6 +20,7 @@ const (
 	DeviceBlock   DeviceType = 2
 	DeviceBalloon DeviceType = 5
 	Device9P      DeviceType = 9
+	DeviceVsock   DeviceType = 19
 )
 
 // Device status bits (spec 2.1).
@@ -77,6 +78,10 @@ type Activation struct {
 	Queues []*queue.Queue
 	// ConfigChanged sends a configuration change notification.
 	ConfigChanged devices.Interrupt
+	// Kick wakes queue idx's worker as a driver notification does, for
+	// devices whose work also arrives from the host side (vsock's
+	// sockets). It never blocks.
+	Kick func(idx int)
 }
 
 // ReadConfigBytes copies cfg[offset:] into data, zero-filling whatever

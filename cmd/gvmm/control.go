@@ -32,6 +32,9 @@ func (c control) Info() api.Info {
 	for _, s := range cfg.Shares {
 		info.Shares = append(info.Shares, api.ShareInfo{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
 	}
+	if v, st, ok := c.m.Vsock(); ok {
+		info.Vsock = &api.VsockInfo{CID: v.CID, Socket: v.Socket, Connections: st.Conns, Accepted: st.Accepted, Refused: st.Refused}
+	}
 	return info
 }
 

@@ -44,6 +44,14 @@ func runCmd(args []string) int {
 		cfg.Balloon = b
 		return nil
 	})
+	fs.Func("vsock", "add a virtio-vsock device: cid=N,socket=PATH (host clients connect to PATH; guest connections to host port P go to PATH_P)", func(v string) error {
+		c, err := vmdef.ParseVsock(v)
+		if err != nil {
+			return err
+		}
+		cfg.Vsock = c
+		return nil
+	})
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
 	configFile := fs.String("config", "", "boot the VM definition in this JSON file instead of the VM flags")
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
@@ -67,7 +75,7 @@ func runCmd(args []string) int {
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--vsock cid=N,socket=PATH] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
 		fmt.Fprintln(fs.Output(), "       gvmm run --config FILE [--api-socket PATH] [--console-socket PATH] [--pid-file PATH] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
@@ -232,7 +240,7 @@ func joinBalloonArgs(args []string) []string {
 }
 
 // vmFlags are the flags a definition replaces.
-var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon",
+var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon", "vsock",
 	"mergeable", "hugepages", "allow-cpu-overcommit", "on-reboot"}
 
 // configFromFile reads the VM definition at path into cfg; VM flags

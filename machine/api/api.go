@@ -64,6 +64,7 @@ type Info struct {
 	MemoryMiB     uint64       `json:"memory_mib"`
 	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
 	Shares        []ShareInfo  `json:"shares,omitempty"`
+	Vsock         *VsockInfo   `json:"vsock,omitempty"` // nil without a vsock device
 	UptimeSeconds float64      `json:"uptime_s"`
 }
 
@@ -72,6 +73,15 @@ type ShareInfo struct {
 	Path     string `json:"path"`
 	Tag      string `json:"tag"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+}
+
+// VsockInfo describes the vsock device.
+type VsockInfo struct {
+	CID         uint64 `json:"cid"`
+	Socket      string `json:"socket,omitempty"`
+	Connections int    `json:"connections"`
+	Accepted    uint64 `json:"accepted"`
+	Refused     uint64 `json:"refused"`
 }
 
 // BalloonInfo is the balloon's target and the size the guest reports.

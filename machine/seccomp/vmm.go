@@ -10,7 +10,7 @@ import (
 // builds the whole VM again. It was derived from the code and from
 // tracing gvmm runs (strace -f) with static and cgo builds.
 //
-// Not listed, among others: socket, connect, bind, execve, fork (clone
+// Not listed, among others: bind, socket other than AF_UNIX, execve, fork (clone
 // without CLONE_THREAD), ptrace, mount, and mapping memory executable.
 func VMM() []Rule {
 	pid := uint32(unix.Getpid())
@@ -60,6 +60,11 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_GETSOCKOPT},
 		{Syscall: unix.SYS_SHUTDOWN},
 		{Syscall: unix.SYS_UNLINKAT}, // the socket file, at exit
+		// vsock: a guest's connection to the host dials the unix socket
+		// PATH_port; host clients come through accept4 above.
+		{Syscall: unix.SYS_SOCKET, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
+		{Syscall: unix.SYS_CONNECT},
+		{Syscall: unix.SYS_GETPEERNAME},
 		{Syscall: unix.SYS_RENAMEAT}, // the console log's rotation
 		// Memory: the Go heap, guest RAM and kvm_run on a reboot, balloon
 		// pages given back (MADV_DONTNEED); glibc's allocator and thread

@@ -2,6 +2,7 @@ package vmdef
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/gvmm-dev/gvmm/machine"
@@ -91,6 +92,34 @@ func ParseBalloonSize(size string) (*machine.BalloonConfig, error) {
 		return nil, err
 	}
 	return &machine.BalloonConfig{Size: n}, nil
+}
+
+// ParseVsock parses gvmm run's --vsock value cid=N[,socket=PATH]; ",,"
+// is a comma in the path.
+func ParseVsock(v string) (*machine.VsockConfig, error) {
+	c := &machine.VsockConfig{}
+	hasCID := false
+	for _, opt := range splitOptions(v) {
+		switch key, val, _ := strings.Cut(opt, "="); key {
+		case "cid":
+			n, err := strconv.ParseUint(val, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("%q: cid %q is not a whole number", v, val)
+			}
+			c.CID, hasCID = n, true
+		case "socket":
+			if val == "" {
+				return nil, fmt.Errorf("%q: empty socket path", v)
+			}
+			c.Socket = val
+		default:
+			return nil, fmt.Errorf("%q: unknown option %q: want cid=N,socket=PATH", v, opt)
+		}
+	}
+	if !hasCID {
+		return nil, fmt.Errorf("%q: want cid=N,socket=PATH", v)
+	}
+	return c, nil
 }
 
 // ParseOnReboot parses "exit" or "restart".

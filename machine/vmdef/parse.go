@@ -129,6 +129,7 @@ func (p *parser) definition() (*Definition, error) {
 			c.Balloon = b
 			return err
 		},
+		"vsock":     func(m member) (err error) { c.Vsock, err = p.vsock(m); return err },
 		"mergeable": func(m member) (err error) { c.Mergeable, err = p.boolean(m, "mergeable"); return err },
 		"hugepages": func(m member) (err error) { c.HugePages, err = p.boolean(m, "hugepages"); return err },
 		"allow_cpu_overcommit": func(m member) (err error) {
@@ -279,6 +280,36 @@ func (p *parser) balloon(m member) (*machine.BalloonConfig, error) {
 		}
 	}
 	return b, nil
+}
+
+func (p *parser) vsock(m member) (*machine.VsockConfig, error) {
+	members, err := p.object(m.val, m.valOff, "vsock")
+	if err != nil {
+		return nil, err
+	}
+	v := &machine.VsockConfig{}
+	hasCID := false
+	for _, vm := range members {
+		switch vm.key {
+		case "cid":
+			hasCID = true
+			p.remember("Vsock.CID", "vsock.cid", vm.valOff)
+			if v.CID, err = strconv.ParseUint(string(vm.val), 10, 64); err != nil {
+				return nil, p.typeError(vm, "vsock.cid", "the guest's CID, a whole number from 3")
+			}
+		case "socket":
+			v.Socket, err = p.path(vm, "vsock.socket", "Vsock.Socket")
+		default:
+			err = p.unknownField(vm, "vsock", map[string]func(member) error{"cid": nil, "socket": nil})
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if !hasCID {
+		return nil, p.errAt(m.valOff, "vsock", `missing "cid", the guest's address (3 or more)`)
+	}
+	return v, nil
 }
 
 // object decodes the members of the JSON object raw, which starts at the

@@ -212,6 +212,11 @@ type fileBalloon struct {
 	Size string `json:"size"`
 }
 
+type fileVsock struct {
+	CID    uint64 `json:"cid"`
+	Socket string `json:"socket,omitempty"`
+}
+
 // MarshalJSON writes the definition in its documented form, with every
 // path absolute and only the fields that differ from the defaults.
 func (d *Definition) MarshalJSON() ([]byte, error) {
@@ -226,6 +231,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		Disks              []fileDisk   `json:"disks,omitempty"`
 		Shares             []fileShare  `json:"shares,omitempty"`
 		Balloon            *fileBalloon `json:"balloon,omitempty"`
+		Vsock              *fileVsock   `json:"vsock,omitempty"`
 		Mergeable          bool         `json:"mergeable,omitempty"`
 		HugePages          bool         `json:"hugepages,omitempty"`
 		AllowCPUOvercommit bool         `json:"allow_cpu_overcommit,omitempty"`
@@ -248,6 +254,9 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		if c.Balloon.Size != 0 {
 			out.Balloon.Size = FormatSize(c.Balloon.Size)
 		}
+	}
+	if v := c.Vsock; v != nil {
+		out.Vsock = &fileVsock{v.CID, v.Socket}
 	}
 	if c.OnReboot == machine.RebootRestart {
 		out.OnReboot = "restart"

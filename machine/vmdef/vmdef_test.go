@@ -47,6 +47,8 @@ func TestMarshalRoundTrip(t *testing.T) {
 		`{"name":"b","kernel":"/k","memory":"1536M","balloon":{"size":"256M"},"on_reboot":"restart","cpus":1}`,
 		`{"name":"c","kernel":"/k","memory":"4G","disks":[{"path":"/a","readonly":true},{"path":"/b"}],"allow_cpu_overcommit":true,"hugepages":true}`,
 		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"}]}`,
+		`{"name":"d","kernel":"/k","vsock":{"cid":3,"socket":"/run/d.vsock"}}`,
+		`{"name":"e","kernel":"/k","vsock":{"cid":4294967294}}`,
 	} {
 		d, err := Parse("in.json", []byte(src), "/")
 		require.NoError(t, err)
@@ -85,7 +87,7 @@ func TestParseErrors(t *testing.T) {
 		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
 		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
 		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
-			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot", "shares")`},
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot", "shares", "vsock")`},
 		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
 		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
 			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},
@@ -115,6 +117,11 @@ func TestParseErrors(t *testing.T) {
 			`vm.json:1:51: balloon.size: size "-1": want a positive whole number with an optional K, M, G or T suffix`},
 		{"balloon field", `{"name": "a", "kernel": "/k", "balloon": {"target": "1G"}}`,
 			`vm.json:1:43: balloon: unknown field "target" (known: "size")`},
+		{"vsock host CID", `{"name": "a", "kernel": "/k", "vsock": {"cid": 2}}`, `vm.json:1:48: vsock.cid: vsock CID 2: want 3 to 4294967294 (the others are reserved: 2 is the host)`},
+		{"vsock CID too large", `{"name": "a", "kernel": "/k", "vsock": {"cid": 4294967295}}`, `vm.json:1:48: vsock.cid: vsock CID 4294967295: want 3 to 4294967294 (the others are reserved: 2 is the host)`},
+		{"vsock CID a string", `{"name": "a", "kernel": "/k", "vsock": {"cid": "3"}}`, `vm.json:1:48: vsock.cid: want the guest's CID, a whole number from 3, got "3"`},
+		{"vsock without CID", `{"name": "a", "kernel": "/k", "vsock": {"socket": "/v"}}`, `vm.json:1:40: vsock: missing "cid", the guest's address (3 or more)`},
+		{"vsock field", `{"name": "a", "kernel": "/k", "vsock": {"cid": 3, "path": "/v"}}`, `vm.json:1:51: vsock: unknown field "path" (known: "cid", "socket")`},
 		{"on_reboot", `{"name": "a", "kernel": "/k", "on_reboot": "halt"}`, `vm.json:1:44: on_reboot: "halt": want exit or restart`},
 		{"shares not a list", `{"name": "a", "kernel": "/k", "shares": "/srv"}`, `vm.json:1:41: shares: want a list of shares, got "/srv"`},
 		{"share without tag", `{"name": "a", "kernel": "/k", "shares": [{"path": "/srv"}]}`,
@@ -249,6 +256,17 @@ func TestFlagParsers(t *testing.T) {
 	assert.Zero(t, b.Size)
 	for _, bad := range []string{"384M", "size=", "size=-1", "size=12Q"} {
 		_, err := ParseBalloon(bad)
+		assert.Error(t, err, bad)
+	}
+
+	v, err := ParseVsock("cid=3,socket=/run/a,,b.sock")
+	require.NoError(t, err)
+	assert.Equal(t, &machine.VsockConfig{CID: 3, Socket: "/run/a,b.sock"}, v)
+	v, err = ParseVsock("cid=5")
+	require.NoError(t, err)
+	assert.Equal(t, &machine.VsockConfig{CID: 5}, v)
+	for _, bad := range []string{"", "socket=/s", "cid=x,socket=/s", "cid=3,socket=", "cid=3,path=/s", "cid=-1"} {
+		_, err := ParseVsock(bad)
 		assert.Error(t, err, bad)
 	}
 

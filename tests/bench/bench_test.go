@@ -51,6 +51,10 @@ const (
 // with the others.
 var guestModules = []string{"virtio_blk", "virtio_pci", "virtio_mmio", "9pnet_virtio", "9p", "overlay"}
 
+// vsockModules are what BenchmarkVsock's guest loads: both transports
+// and the kernel's virtio vsock driver.
+var vsockModules = []string{"virtio_pci", "virtio_mmio", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"}
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// The package has benchmarks only: without -test.bench (as in make
@@ -64,6 +68,10 @@ func TestMain(m *testing.M) {
 		kvmhost.WithQEMU(),
 		kvmhost.WithHostProgram("busybox"),
 		kvmhost.WithModules(guestModules...),
+		// BenchmarkVsock: its guest, and QEMU's vhost backend in the host.
+		kvmhost.WithBinary("guestvsock", "github.com/gvmm-dev/gvmm/tests/guestvsock"),
+		kvmhost.WithModules(vsockModules...),
+		kvmhost.WithHostModules("vhost_vsock"),
 	)
 }
 

@@ -23,7 +23,13 @@ type guestSpec struct {
 	kernel, initrd, cmdline string
 	disk                    string // raw image as the first virtio-blk disk; "" for none
 	share                   string // folder shared read-only with mount tag "bench"; "" for none
+	// vsockSocket adds a vsock device for guest CID vsockCID: gvmm's
+	// host side is this unix socket, QEMU's the host kernel's vhost.
+	vsockSocket string
 }
+
+// vsockCID is the guests' CID in BenchmarkVsock.
+const vsockCID = 3
 
 // vmm is one of the two VMMs compared.
 type vmm struct {
@@ -40,6 +46,9 @@ var (
 		}
 		if g.share != "" {
 			a = append(a, "--share", g.share+",tag=bench,readonly")
+		}
+		if g.vsockSocket != "" {
+			a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", vsockCID, g.vsockSocket))
 		}
 		// Extra flags, to compare settings (e.g. --seccomp=off).
 		return append(a, strings.Fields(os.Getenv("GVMM_BENCH_GVMM_FLAGS"))...)
@@ -68,6 +77,9 @@ var (
 			// gvmm serves a share: files as the VMM's user sees them.
 			a = append(a, "-fsdev", "local,id=bench,path="+g.share+",security_model=none,readonly=on",
 				"-device", "virtio-9p-pci,fsdev=bench,mount_tag=bench")
+		}
+		if g.vsockSocket != "" {
+			a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", vsockCID))
 		}
 		return a
 	}}

@@ -55,6 +55,10 @@
 //	share    the virtio-9p share (tag "hostile") driven by hand with
 //	         hostile 9P messages ("p9=CASE:OUTCOME", see p9.go), then
 //	         mounted with the kernel's driver ("p9mount=CONTENTS of f")
+//	vsock    the vsock function (no driver loaded) driven by hand: lying
+//	         credit, floods of requests, packets to closed ports,
+//	         malformed chains and rx buffers ("vs=CASE:OUTCOME", see
+//	         vsock.go)
 //	rebind   the attacked disk and balloon rebound to virtio-pci; the disk
 //	         must read its pattern again ("recovered=DEV:ok")
 //	verify   the kept disk read with O_DIRECT ("verify=DEV:ok")
@@ -83,7 +87,7 @@ const (
 	diskWait     = 20 * time.Second
 )
 
-var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "rebind", "verify", "break"}
+var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "rebind", "verify", "break"}
 
 func main() {
 	a := args(guest.Setup())
@@ -195,6 +199,8 @@ func (h *hostile) run(phase string) (int, error) {
 		return h.attackQueue()
 	case "share":
 		return h.attackShare()
+	case "vsock":
+		return h.attackVsock()
 	case "rebind":
 		return h.rebind()
 	case "verify":

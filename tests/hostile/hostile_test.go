@@ -5,8 +5,8 @@
 // TestHostileGuest boots the stock Debian kernel with tests/guesthostile
 // as init: root user space that hammers every I/O port, the MMIO hole,
 // the PCI configuration and BARs of the devices it unbinds, drives a
-// virtio-blk queue by hand with hostile rings and the virtio-9p share's
-// with hostile 9P messages, and finally triple-faults
+// virtio-blk queue, the virtio-9p share and the virtio-vsock device by
+// hand with hostile rings, 9P messages and packets, and finally triple-faults
 // the machine through the kernel's reboot=t path. TestGuestBreaksItself
 // boots tiny hand-made PVH kernels that break the machine at once, and
 // TestRebootLoop one that resets it as soon as it runs, forever.
@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,6 +47,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/internal/payload"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
 // guestModules are what the hostile guest loads: the PCI transport, the
@@ -76,13 +78,15 @@ const (
 	// refused request or register write ran into megabytes).
 	rssSlackMiB = 64
 	maxThreads  = 48
-	maxFDs      = 64
-	maxStderr   = 32 << 10
+	// The vsock device holds a host socket per connection, up to its
+	// limit, which the guest's connection flood reaches.
+	maxFDs    = 64 + vsock.DefaultMaxConns
+	maxStderr = 32 << 10
 )
 
 // phases are what the guest reports, in order, before it breaks the
 // machine.
-var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "rebind", "verify"}
+var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "rebind", "verify"}
 
 // queueOutcomes is what the device must answer to each hand-made queue
 // case of tests/guesthostile/queue.go: well-formed requests are answered
@@ -168,6 +172,30 @@ var shareOutcomes = map[string]string{
 // shareFile is the contents of f in the hostile guest's share.
 const shareFile = "share-data"
 
+// vsockOutcomes is what the vsock device must answer to each case of
+// tests/guesthostile/vsock.go: an RST from the closed port; a flood of
+// requests to closed ports, whose answers the guest does not read,
+// stalls the tx queue once the device owes 512 RSTs (256 connections
+// whose PATH_P dial failed, the connection limit, then the 256 replies
+// it queues; the next 8 sent wait) and all are answered once rx buffers
+// come; a driver that writes past its
+// credit loses the connection (after the 256 KiB it had); 300 requests
+// to a listening host port get the 256 connections the device allows
+// and RSTs; malformed packets are refused with an RST where one can be
+// addressed (op 3 to the guest port given), dropped otherwise; broken
+// chains and rx buffers too small for a header need a reset, after
+// which the device works.
+var vsockOutcomes = map[string]string{
+	"closed-port":     "op=3:ports=1>1000",
+	"flood-closed":    "stalled=512:sent=520:rst=520:tx=520",
+	"lying-credit":    "rst:past-256k=true",
+	"conn-flood":      "response=256:rst=44",
+	"malformed":       "3@5000,3@5001,3@5005",
+	"desc-beyond-ram": "needs-reset",
+	"rx-too-small":    "needs-reset",
+	"works-after":     "op=3",
+}
+
 // TestHostileGuest runs the hostile guest once, with two disks (vda is
 // attacked, vdb left alone), a balloon and the control API, sampling the
 // VMM's resident memory, threads and descriptors all along and querying
@@ -188,6 +216,15 @@ func TestHostileGuest(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(share, "f"), []byte(shareFile), 0o644))
 	require.NoError(t, os.Symlink("/", filepath.Join(share, "out")))
 	require.NoError(t, syscall.Mknod(filepath.Join(share, "null"), syscall.S_IFCHR|0o666, 1<<8|3), "the test host runs as root")
+	// The guest's vsock connections to host port 7000 find a listener
+	// that never accepts; no other host port has one.
+	vsockDir, err := os.MkdirTemp("", "gvmm-hostile-") // short: unix socket paths are limited
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(vsockDir) })
+	vsockSock := filepath.Join(vsockDir, "v.sock")
+	never, err := net.Listen("unix", vsockSock+"_7000")
+	require.NoError(t, err)
+	t.Cleanup(func() { never.Close() })
 	k := kernel(t)
 	cmdline := fmt.Sprintf("console=ttyS0 reboot=t panic=1 quiet gvmm.attack=vda gvmm.keep=vdb "+
 		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d", seeds["vda"], seeds["vdb"], diskBytes/mib)
@@ -198,7 +235,7 @@ func TestHostileGuest(t *testing.T) {
 	start := time.Now()
 	v := startVMM(t, "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t), "--memory", strconv.Itoa(guestMiB)+"M",
 		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock,
-		"--share", share+",tag=hostile")
+		"--share", share+",tag=hostile", "--vsock", "cid=3,socket="+vsockSock)
 	samples := sample(v)
 	apiStates := watchPhases(v, sock)
 	r := v.wait(t)
@@ -258,6 +295,14 @@ func TestHostileGuest(t *testing.T) {
 		entries, err := os.ReadDir(share)
 		require.NoError(t, err)
 		assert.Len(t, entries, 3, "the guest changed the share")
+	})
+	t.Run("vsock attacks refused, device usable after each", func(t *testing.T) {
+		outcomes := map[string]string{}
+		for _, val := range r.values("vs") {
+			name, out, _ := strings.Cut(val, ":")
+			outcomes[name] = out
+		}
+		assert.Equal(t, vsockOutcomes, outcomes)
 	})
 	t.Run("MSI-X held while masked, delivered when unmasked", func(t *testing.T) {
 		msix := r.values("msix")

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -63,6 +64,8 @@ type Config struct {
 	Assets  map[string]string // name -> host path, placed in AssetsDir
 	Modules []string          // guest kernel modules the payload needs (with dependencies)
 	QEMU    bool              // carry the tests' QEMU in, for the payload (see WithQEMU)
+	// HostModules are loaded in the test host after hostModules.
+	HostModules []string
 	// CPUs defaults to the CPUs this process may use, each a thread of
 	// QEMU's multi-threaded TCG.
 	CPUs    int
@@ -143,7 +146,7 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, emu *qemu.QEMU, cfg 
 			return err
 		}
 	}
-	hostMods, err := k.Modules(hostModules...)
+	hostMods, err := k.Modules(append(slices.Clone(hostModules), cfg.HostModules...)...)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ type options struct {
 	builds   map[string]build
 	programs map[string]string
 	modules  []string
+	hostMods []string
 	cpus     int
 	memMiB   int
 	qemu     bool
@@ -65,6 +66,13 @@ func WithQEMU() Option { return func(o *options) { o.qemu = true } }
 // QEMU is the start of a command line that runs the tests' QEMU, for a
 // package whose TestMain asked for it with WithQEMU.
 func QEMU() []string { return qemu.Argv(os.Getenv(EnvQEMU)) }
+
+// WithHostModules loads the named kernel modules (and their
+// dependencies) in the test host itself, after those that give it KVM:
+// e.g. vhost_vsock for a QEMU peer's vhost-vsock device.
+func WithHostModules(names ...string) Option {
+	return func(o *options) { o.hostMods = append(o.hostMods, names...) }
+}
 
 // WithCPUs sets the test host's vCPU count (default: see Config.CPUs).
 func WithCPUs(n int) Option { return func(o *options) { o.cpus = n } }
@@ -166,17 +174,18 @@ func mainStatus(m *testing.M, opts []Option) int {
 	for attempt := 1; ; attempt++ {
 		remaining := time.Until(deadline)
 		status, err := Run(context.Background(), Config{
-			Program: self,
-			Args:    append(append(forwardFlags(os.Args[1:]), innerTimeout(remaining)), results.skipPassed(os.Args[1:])...),
-			Env:     passEnv(),
-			Assets:  assets,
-			Modules: o.modules,
-			QEMU:    o.qemu,
-			CPUs:    o.cpus,
-			MemMiB:  o.memMiB,
-			Timeout: remaining,
-			Stdout:  results,
-			Log:     os.Stderr,
+			Program:     self,
+			Args:        append(append(forwardFlags(os.Args[1:]), innerTimeout(remaining)), results.skipPassed(os.Args[1:])...),
+			Env:         passEnv(),
+			Assets:      assets,
+			Modules:     o.modules,
+			QEMU:        o.qemu,
+			HostModules: o.hostMods,
+			CPUs:        o.cpus,
+			MemMiB:      o.memMiB,
+			Timeout:     remaining,
+			Stdout:      results,
+			Log:         os.Stderr,
 		})
 		// A frozen host is the emulator's failure, not the tests': those
 		// that had not passed run again on a fresh host. A test that had
