@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/seccomp"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
+	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
 // exitExecFault is gvmm exec's status when COMMAND's own is unknown: a
@@ -120,6 +122,8 @@ func execCmd(args []string) int {
 			{Path: "/", Tag: guestexec.RootTag, ReadOnly: !*rw},
 			{Path: ctl, Tag: guestexec.ControlTag},
 		},
+		// COMMAND's stderr: a vsock stream to StderrPort (no socket file).
+		Vsock: &machine.VsockConfig{CID: vsock.MinCID},
 	}
 	if *verbose {
 		cfg.Cmdline = execCmdline
@@ -155,6 +159,13 @@ func runExec(cfg machine.Config, ctl string, log *slog.Logger) int {
 	if err := m.Start(ctx); err != nil {
 		return fail("starting the machine: %v", err)
 	}
+	// The guest connects long after this: its kernel has to boot first.
+	stderrDone, err := copyStderr(m)
+	if err != nil {
+		m.Stop()
+		_ = m.Wait()
+		return fail("%v", err)
+	}
 	rules := append(seccomp.VMM(), seccomp.Shares()...)
 	if err := seccomp.Install(rules); err != nil {
 		m.Stop()
@@ -165,6 +176,7 @@ func runExec(cfg machine.Config, ctl string, log *slog.Logger) int {
 	if err := m.Wait(); err != nil {
 		return fail("the machine failed: %v", err)
 	}
+	<-stderrDone
 	if ctx.Err() != nil {
 		return fail("stopped by a signal before COMMAND ended")
 	}
@@ -178,6 +190,28 @@ func runExec(cfg machine.Config, ctl string, log *slog.Logger) int {
 		return fail("%v", err)
 	}
 	return status
+}
+
+// copyStderr copies the guest's connection to StderrPort, COMMAND's
+// stderr, to ours. The channel closes once it is copied whole, or once
+// the machine has ended, which closes the listener and the connection.
+func copyStderr(m *machine.Machine) (<-chan struct{}, error) {
+	l, err := m.ListenVsock(guestexec.StderrPort)
+	if err != nil {
+		return nil, fmt.Errorf("COMMAND's stderr: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer l.Close()
+		c, err := l.Accept()
+		if err != nil {
+			return // the machine ended before the guest connected
+		}
+		defer c.Close()
+		_, _ = io.Copy(os.Stderr, c)
+	}()
+	return done, nil
 }
 
 // kernelRelease is uname -r.

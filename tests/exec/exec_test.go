@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
 		kvmhost.WithHostProgram("busybox"),
 		// What gvmm exec loads in its guest (guestexec.Modules).
-		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "overlay"),
+		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport", "overlay"),
 	)
 }
 
@@ -79,20 +79,21 @@ func gvmmExecInput(t *testing.T, dir string, env []string, flags []string, scrip
 	return r
 }
 
-// TestExecStatusOutputFolder: the command's output on stdout, the
-// folder's files, the environment, its exit status; a write stays in the
-// guest.
+// TestExecStatusOutputFolder: the command's output on stdout and its
+// errors on stderr, apart; the folder's files, the environment, its exit
+// status; a write stays in the guest.
 func TestExecStatusOutputFolder(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "host-file.txt"), []byte("from the host\n"), 0o644))
 	bb := kvmhost.Asset("busybox")
 	script := "echo hello from the guest; " + bb + " ls; " + bb + " cat host-file.txt; echo FOO=$FOO; " +
-		"echo pwd=$(" + bb + " pwd); echo x > overlay-only.txt && echo wrote; exit 7"
+		"echo pwd=$(" + bb + " pwd); echo to-stderr >&2; echo x > overlay-only.txt && echo wrote; exit 7"
 	r := gvmmExec(t, dir, []string{"FOO=bar"}, nil, script)
 	assert.Equal(t, 7, r.status, "COMMAND's exit status")
 	assert.Equal(t, "hello from the guest\nhost-file.txt\nfrom the host\nFOO=bar\npwd="+dir+"\nwrote\n", r.stdout,
 		"the command's output, byte for byte")
 	assert.NoFileExists(t, filepath.Join(dir, "overlay-only.txt"), "a write without --rw reached the host")
+	assert.Contains(t, r.stderr, "to-stderr\n", "the command's stderr")
 	assert.NotContains(t, r.stderr, "level=ERROR")
 }
 
@@ -123,9 +124,10 @@ func TestExecCommandNotFound(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "exec", "--kernel", k.Vmlinuz, "--modules", k.ModulesDir(),
 		"--memory", "256M", "--", "no-such-command-here")
-	out, err := cmd.CombinedOutput()
+	out, err := cmd.Output()
 	var exit *exec.ExitError
 	require.True(t, errors.As(err, &exit), "%v\n%s", err, out)
-	assert.Equal(t, 127, exit.ExitCode(), "%s", out)
-	assert.True(t, strings.Contains(string(out), "no-such-command-here: command not found"), "%s", out)
+	assert.Equal(t, 127, exit.ExitCode(), "%s", exit.Stderr)
+	assert.Contains(t, string(exit.Stderr), "no-such-command-here: command not found")
+	assert.Empty(t, out, "nothing on stdout")
 }

@@ -32,6 +32,11 @@ const (
 	ControlTag = "gvmmexec"
 )
 
+// StderrPort is the host vsock port (CID 2) to which the guest init
+// connects COMMAND's stderr: the serial console carries stdout alone, so
+// that the two streams stay apart as on the host.
+const StderrPort = 2
+
 // Files of the control folder.
 const (
 	RequestFile = "request.json"
@@ -41,7 +46,7 @@ const (
 // Modules are what the guest needs for its root: the PCI transport, the
 // 9p client, and overlayfs unless the root is writable.
 func Modules(rw bool) []string {
-	m := []string{"virtio_pci", "9pnet_virtio", "9p"}
+	m := []string{"virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport"}
 	if !rw {
 		m = append(m, "overlay")
 	}

@@ -94,8 +94,26 @@ func initGuest() error {
 			return err
 		}
 	}
-	status := run(req, stdin)
+	stderr, err := dialStderr()
+	if err != nil {
+		return err
+	}
+	status := run(req, stdin, stderr)
+	stderr.Close() // the host's copy ends: COMMAND's stderr is complete
 	return writeStatus(ctl, status)
+}
+
+// dialStderr connects to the host's StderrPort over vsock.
+func dialStderr() (*os.File, error) {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("stderr: vsock socket: %w", err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_HOST, Port: StderrPort}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("stderr: connecting to the host's vsock port %d: %w", StderrPort, err)
+	}
+	return os.NewFile(uintptr(fd), "stderr"), nil
 }
 
 func mount(src, dst, fstype string, flags uintptr, data string) error {
@@ -213,12 +231,12 @@ func rawConsole() error {
 	return unix.IoctlSetTermios(0, unix.TCSETS, t)
 }
 
-// run runs COMMAND in the request's folder and environment on the
-// console and returns its exit status: 128+N for signal N.
-func run(req Request, stdin *os.File) int {
+// run runs COMMAND in the request's folder and environment, its stdout
+// on the console, and returns its exit status: 128+N for signal N.
+func run(req Request, stdin, stderr *os.File) int {
 	cmd := exec.Command(req.Args[0], req.Args[1:]...)
 	cmd.Env, cmd.Dir = req.Env, req.Dir
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, os.Stdout, os.Stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, os.Stdout, stderr
 	if path := lookPath(req.Args[0], req.Env); path != "" {
 		cmd.Path, cmd.Err = path, nil
 	}
@@ -233,10 +251,10 @@ func run(req Request, stdin *os.File) int {
 		}
 		return exit.ExitCode()
 	case errors.Is(err, exec.ErrNotFound), errors.Is(err, os.ErrNotExist):
-		fmt.Fprintf(os.Stderr, "gvmm exec: %s: command not found\n", req.Args[0])
+		fmt.Fprintf(stderr, "gvmm exec: %s: command not found\n", req.Args[0])
 		return statusNotFound
 	}
-	fmt.Fprintf(os.Stderr, "gvmm exec: %s: %v\n", req.Args[0], err)
+	fmt.Fprintf(stderr, "gvmm exec: %s: %v\n", req.Args[0], err)
 	return statusNotRunnable
 }
 
