@@ -63,7 +63,7 @@ func VMM() []Rule {
 		// vsock: a guest's connection to the host dials the unix socket
 		// PATH_port; host clients come through accept4 above.
 		{Syscall: unix.SYS_SOCKET, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
-		// vsock: DialVsock's and ListenVsock's in-process connections.
+		// vsock: ListenVsock's in-process connections (gvmm exec's stderr).
 		{Syscall: unix.SYS_SOCKETPAIR, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
 		{Syscall: unix.SYS_CONNECT},
 		{Syscall: unix.SYS_GETPEERNAME},
