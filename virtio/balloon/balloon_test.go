@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"log/slog"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,25 +29,6 @@ const (
 	firstTestPage = 0x400     // 4 MiB: clear of the rings
 )
 
-// logBuf collects log output from the device's workers.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// count returns how many log lines contain s.
-func (l *logBuf) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 // newRAM maps guest RAM the way the machine does: private and anonymous,
 // so MADV_DONTNEED really drops pages.
 func newRAM(t *testing.T, size int) ([]byte, *memory.Memory) {
@@ -68,14 +48,14 @@ type rig struct {
 	drv  *virtiotest.PCIDriver
 	msi  *virtiotest.MSI
 	ram  []byte
-	logs *logBuf
+	logs *virtiotest.Log
 	raw  uint16 // next descriptor index for hand-written chains, counting down
 }
 
 func newRig(t *testing.T, features uint64) *rig {
 	t.Helper()
 	ram, mem := newRAM(t, ramSize)
-	r := &rig{ram: ram, msi: virtiotest.NewMSI(), logs: &logBuf{}, raw: QueueSize - 1}
+	r := &rig{ram: ram, msi: virtiotest.NewMSI(), logs: &virtiotest.Log{}, raw: QueueSize - 1}
 	log := slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	var err error
 	r.b, err = New(Options{MemoryBytes: ramSize, Log: log})
@@ -165,7 +145,7 @@ func TestInflateReleasesPages(t *testing.T) {
 	assert.True(t, r.resident(t, p+3))
 	assert.Equal(t, bytes.Repeat([]byte{0xaa}, PageSize), r.page(p+3), "a page not inflated changed")
 	assert.Equal(t, uint64(3), r.b.InflatedPages())
-	assert.Zero(t, r.logs.count("level="), "nothing to complain about")
+	assert.Zero(t, r.logs.Count("level="), "nothing to complain about")
 }
 
 func TestInflateHostilePages(t *testing.T) {
@@ -203,7 +183,7 @@ func TestInflateHostilePages(t *testing.T) {
 				assert.False(t, zero(r.page(pfn)), "page %#x released", pfn)
 			}
 			assert.Equal(t, tt.inflated, r.b.InflatedPages())
-			assert.Equal(t, tt.logged, r.logs.count("bad balloon request"), "one message per request")
+			assert.Equal(t, tt.logged, r.logs.Count("bad balloon request"), "one message per request")
 		})
 	}
 }
@@ -213,7 +193,7 @@ func TestBadRequestLogsAreRateLimited(t *testing.T) {
 	for range logBurst + 5 {
 		r.send(t, 0, pfnBuf(0xffffffff))
 	}
-	assert.Equal(t, logBurst, r.logs.count("bad balloon request"))
+	assert.Equal(t, logBurst, r.logs.Count("bad balloon request"))
 }
 
 func TestDeflate(t *testing.T) {
@@ -248,12 +228,12 @@ func TestFreePageReporting(t *testing.T) {
 	assert.False(t, zero(r.ram[6<<20:8<<20]), "unreported range released")
 	assert.False(t, zero(r.page(0xa00)), "partial pages must not be released")
 	assert.False(t, zero(r.page(0xa01)), "partial pages must not be released")
-	assert.Equal(t, 1, r.logs.count("bad free page report"))
+	assert.Equal(t, 1, r.logs.Count("bad free page report"))
 	assert.Zero(t, r.b.InflatedPages(), "reported pages are not in the balloon")
 
 	r.report(t, 3, Range{Addr: 6 << 20, Len: twoMiB})
 	assert.True(t, zero(r.ram[6<<20:8<<20]))
-	assert.Equal(t, 1, r.logs.count("bad free page report"))
+	assert.Equal(t, 1, r.logs.Count("bad free page report"))
 }
 
 func TestQueueRoles(t *testing.T) {
@@ -350,7 +330,7 @@ func TestSecondStatsBufferReturnsTheFirst(t *testing.T) {
 	assert.Equal(t, []virtiotest.Used{{ID: uint32(first), Len: 0}}, r.drv.Queues[2].Used())
 	s, _, _ := r.b.Stats()
 	assert.Equal(t, Stats{"swap_out": 2}, s)
-	assert.Equal(t, 1, r.logs.count("second statistics buffer"))
+	assert.Equal(t, 1, r.logs.Count("second statistics buffer"))
 }
 
 func TestSetTarget(t *testing.T) {

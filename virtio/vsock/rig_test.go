@@ -1,10 +1,7 @@
 package vsock
 
 import (
-	"bytes"
 	"log/slog"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -37,31 +34,13 @@ const (
 	guestAlloc = 256 << 10 // the guest's buf_alloc, as Linux's default
 )
 
-// logBuf collects log output from the device's goroutines.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
 // rig is a device behind the real PCI transport, with the test playing
 // the guest's driver.
 type rig struct {
 	d      *Device
 	drv    *virtiotest.PCIDriver
 	mem    *memory.Memory
-	logs   *logBuf
+	logs   *virtiotest.Log
 	rxUsed []virtiotest.Used
 	txSlot uint16
 	txDone map[uint32]bool
@@ -69,7 +48,7 @@ type rig struct {
 
 func newRig(t *testing.T, opts Options) *rig {
 	t.Helper()
-	r := &rig{mem: virtiotest.NewMemory(ramSize), logs: &logBuf{}, txDone: map[uint32]bool{}}
+	r := &rig{mem: virtiotest.NewMemory(ramSize), logs: &virtiotest.Log{}, txDone: map[uint32]bool{}}
 	if opts.CID == 0 {
 		opts.CID = guestCID
 	}

@@ -94,7 +94,7 @@ func TestGuestConnectsToListener(t *testing.T) {
 	_, err = c.Read(got)
 	assert.ErrorIs(t, err, io.EOF)
 	assert.Zero(t, r.d.Stats().Conns)
-	assert.Zero(t, r.logs.count("level="), "nothing to complain about")
+	assert.Zero(t, r.logs.Count("level="), "nothing to complain about")
 }
 
 func TestHostConnects(t *testing.T) {
@@ -271,7 +271,7 @@ func TestGuestOverrunsCredit(t *testing.T) {
 	h, _ := r.recv(t)
 	assert.Equal(t, OpRST, h.Op)
 	assert.Equal(t, uint64(1), r.d.Stats().CreditAbuse)
-	assert.Equal(t, 1, r.logs.count("past its credit"))
+	assert.Equal(t, 1, r.logs.Count("past its credit"))
 	c.SetReadDeadline(time.Now().Add(waitFor))
 	_, err := io.ReadAll(c)
 	assert.NoError(t, err, "the host side ends with EOF")
