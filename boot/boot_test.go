@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gvmm-dev/gvmm/boot/internal/bootimage"
 	"github.com/gvmm-dev/gvmm/memory"
 )
 
@@ -100,10 +101,10 @@ func TestInitrdPlacement(t *testing.T) {
 			[]E820Entry{{0, EBDAStart, E820RAM}, {HighMemStart, 0x800000, E820RAM}, {0xc00000, 0x1000, E820RAM}},
 			HighMemStart + 0x800000 - 0x2000},
 		{"ELF: below the kernel when nothing above",
-			makeELF(defaultELFSegs()),
-			[]E820Entry{{0, EBDAStart, E820RAM}, {HighMemStart, testELFLoad + 0x2000 - HighMemStart, E820RAM}},
-			testELFLoad - 0x2000},
-		{"ELF: top of RAM", makeELF(defaultELFSegs()), pcE820(testMemSize), testMemSize - 0x2000},
+			bootimage.ELF(bootimage.Segs()),
+			[]E820Entry{{0, EBDAStart, E820RAM}, {HighMemStart, bootimage.Load + 0x2000 - HighMemStart, E820RAM}},
+			bootimage.Load - 0x2000},
+		{"ELF: top of RAM", bootimage.ELF(bootimage.Segs()), pcE820(testMemSize), testMemSize - 0x2000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +138,7 @@ func initrdAddr(t *testing.T, mem *memory.Memory, e *Entry) uint64 {
 func TestLoadPVH(t *testing.T) {
 	mem := newTestMemory(t, testMemSize)
 	// Stale bytes where the bss goes must be cleared.
-	bss, err := mem.Slice(testELFLoad+testELFCode, testELFBSS)
+	bss, err := mem.Slice(bootimage.Load+bootimage.CodeSize, bootimage.BSSSize)
 	require.NoError(t, err)
 	for i := range bss {
 		bss[i] = 0xff
@@ -145,11 +146,11 @@ func TestLoadPVH(t *testing.T) {
 	initrd := bytes.Repeat([]byte{0x5a}, 0x3000)
 	const cmdline = "console=hvc0"
 
-	e, err := Load(mem, bytesConfig(makeELF(defaultELFSegs()), initrd, cmdline))
+	e, err := Load(mem, bytesConfig(bootimage.ELF(bootimage.Segs()), initrd, cmdline))
 	require.NoError(t, err)
 
 	assert.Equal(t, Protected32, e.Mode)
-	assert.Equal(t, uint64(testELFEntry), e.RIP)
+	assert.Equal(t, uint64(bootimage.Entry), e.RIP)
 	assert.Equal(t, uint64(PVHStartInfoAddr), e.RBX)
 	assert.Equal(t, uint64(0x11), e.CR0, "PE (and the hardwired ET), no paging")
 	assert.Zero(t, e.CR3)
@@ -160,8 +161,8 @@ func TestLoadPVH(t *testing.T) {
 	assert.Equal(t, uint32(0xffffffff), e.CS.Limit)
 	assert.Equal(t, uint32(0x67), e.TR.Limit)
 
-	assert.Equal(t, testELFCodeBytes(), readGuest(t, mem, testELFLoad, testELFCode))
-	assert.Equal(t, make([]byte, testELFBSS), readGuest(t, mem, testELFLoad+testELFCode, testELFBSS))
+	assert.Equal(t, bootimage.Code(), readGuest(t, mem, bootimage.Load, bootimage.CodeSize))
+	assert.Equal(t, make([]byte, bootimage.BSSSize), readGuest(t, mem, bootimage.Load+bootimage.CodeSize, bootimage.BSSSize))
 	assert.Equal(t, cmdline+"\x00", string(readGuest(t, mem, CmdlineAddr, len(cmdline)+1)))
 
 	le := binary.LittleEndian
@@ -190,7 +191,7 @@ func TestLoadPVH(t *testing.T) {
 
 func TestLoadPVHWithoutInitrd(t *testing.T) {
 	mem := newTestMemory(t, testMemSize)
-	_, err := Load(mem, bytesConfig(makeELF(defaultELFSegs()), nil, ""))
+	_, err := Load(mem, bytesConfig(bootimage.ELF(bootimage.Segs()), nil, ""))
 	require.NoError(t, err)
 	si := readGuest(t, mem, PVHStartInfoAddr, startInfoSize)
 	assert.Zero(t, binary.LittleEndian.Uint32(si[siNrModules:]))
@@ -202,23 +203,25 @@ func TestPVHNoteForms(t *testing.T) {
 		name  string
 		notes []byte
 	}{
-		{"8-byte address", pvhNote(testELFEntry)},
-		{"4-byte address", elfNote("Xen", xenElfnotePhys32, binary.LittleEndian.AppendUint32(nil, testELFEntry))},
-		{"after other Xen notes", append(elfNote("Xen", 6, []byte("linux\x00")), pvhNote(testELFEntry)...)},
-		{"first of two", append(pvhNote(testELFEntry), pvhNote(testELFEntry+4)...)},
+		{"8-byte address", bootimage.PVHNote(bootimage.Entry)},
+		{"4-byte address", bootimage.Note("Xen", xenElfnotePhys32, binary.LittleEndian.AppendUint32(nil, bootimage.Entry))},
+		{"after other Xen notes", append(bootimage.Note("Xen", 6, []byte("linux\x00")), bootimage.PVHNote(bootimage.Entry)...)},
+		{"first of two", append(bootimage.PVHNote(bootimage.Entry), bootimage.PVHNote(bootimage.Entry+4)...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			segs := defaultELFSegs()
-			segs[1].data = tt.notes
-			e, err := Load(newTestMemory(t, testMemSize), bytesConfig(makeELF(segs), nil, ""))
+			segs := bootimage.Segs()
+			segs[1].Data = tt.notes
+			e, err := Load(newTestMemory(t, testMemSize), bytesConfig(bootimage.ELF(segs), nil, ""))
 			require.NoError(t, err)
-			assert.Equal(t, uint64(testELFEntry), e.RIP)
+			assert.Equal(t, uint64(bootimage.Entry), e.RIP)
 		})
 	}
 }
 
-func withSegs(mut func([]elfSeg) []elfSeg) []byte { return makeELF(mut(defaultELFSegs())) }
+func withSegs(mut func([]bootimage.Seg) []bootimage.Seg) []byte {
+	return bootimage.ELF(mut(bootimage.Segs()))
+}
 
 func TestLoadErrors(t *testing.T) {
 	tooManyE820 := make([]E820Entry, maxE820Entries+1)
@@ -261,7 +264,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "initrd size without reader", kernel: makeBzImage(), cfg: func(c *Config) { c.Initrd, c.InitrdSize = nil, 10 }, wantMsg: "initrd"},
 		{name: "initrd shorter than its size", kernel: makeBzImage(), cfg: func(c *Config) { c.Initrd, c.InitrdSize = bytes.NewReader(nil), 10 }, wantMsg: "reading initrd", partial: true},
 		{name: "cmdline longer than cmdline_size", kernel: makeBzImage(), cfg: func(c *Config) { c.Cmdline = strings.Repeat("x", testCmdlineMax+1) }, wantIs: ErrCmdlineTooLong},
-		{name: "cmdline longer than its area", kernel: makeELF(defaultELFSegs()), cfg: func(c *Config) { c.Cmdline = strings.Repeat("x", CmdlineMax) }, wantIs: ErrCmdlineTooLong},
+		{name: "cmdline longer than its area", kernel: bootimage.ELF(bootimage.Segs()), cfg: func(c *Config) { c.Cmdline = strings.Repeat("x", CmdlineMax) }, wantIs: ErrCmdlineTooLong},
 		{name: "cmdline with NUL", kernel: makeBzImage(), cfg: func(c *Config) { c.Cmdline = "a\x00b" }, wantMsg: "NUL"},
 		{name: "E820 empty", kernel: makeBzImage(), cfg: func(c *Config) { c.E820 = nil }, wantIs: ErrBadMemoryMap},
 		{name: "E820 too long", kernel: makeBzImage(), cfg: func(c *Config) { c.E820 = tooManyE820 }, wantIs: ErrBadMemoryMap},
@@ -272,27 +275,41 @@ func TestLoadErrors(t *testing.T) {
 		{name: "E820 RAM past guest memory", kernel: makeBzImage(), cfg: func(c *Config) { c.E820 = pcE820(2 * testMemSize) }, wantIs: ErrBadMemoryMap},
 		{name: "E820 without RAM", kernel: makeBzImage(), cfg: func(c *Config) { c.E820 = []E820Entry{{0, testMemSize, E820Reserved}} }, wantIs: ErrBadMemoryMap},
 		{name: "E820 kernel range not RAM", kernel: makeBzImage(), cfg: func(c *Config) { c.E820[2].Type = E820Reserved }, wantIs: ErrTooLarge},
-		{name: "ELF without PVH note", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = elfNote("Xen", 6, []byte("linux\x00")); return s }),
+		{name: "ELF without PVH note", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg {
+			s[1].Data = bootimage.Note("Xen", 6, []byte("linux\x00"))
+			return s
+		}),
 			wantIs: ErrUnsupported, wantMsg: "ELF kernel has no PVH entry note"},
-		{name: "ELF without note segment", kernel: withSegs(func(s []elfSeg) []elfSeg { return s[:1] }), wantIs: ErrUnsupported, wantMsg: "no PVH entry note"},
-		{name: "ELF PVH note under another name", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = elfNote("Xan", xenElfnotePhys32, make([]byte, 8)); return s }), wantIs: ErrUnsupported},
-		{name: "ELF PVH note of 2 bytes", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = elfNote("Xen", xenElfnotePhys32, []byte{1, 2}); return s }), wantFmt: true, wantMsg: "4 or 8"},
-		{name: "ELF PVH entry above 4 GiB", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = pvhNote(1 << 32); return s }), wantFmt: true, wantMsg: "32-bit"},
-		{name: "ELF PVH entry outside segments", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = pvhNote(0x300000); return s }), wantFmt: true, wantMsg: "outside the loaded segments"},
-		{name: "ELF PVH entry in bss", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = pvhNote(testELFLoad + testELFCode + 8); return s }), wantFmt: true},
-		{name: "ELF note past its segment", kernel: withSegs(func(s []elfSeg) []elfSeg { s[1].data = pvhNote(testELFEntry)[:16]; return s }), wantFmt: true, wantMsg: "past its segment"},
-		{name: "ELF segment outside memory", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].paddr = 2 * testMemSize; return s }), wantIs: ErrTooLarge},
-		{name: "ELF segment straddles end of RAM", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].paddr = testMemSize - testELFCode; return s }), wantIs: ErrTooLarge},
-		{name: "ELF segment below 1 MiB", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].paddr = 0x1000; return s }), wantIs: ErrTooLarge},
-		{name: "ELF segment wraps", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].paddr = ^uint64(0) - 0x100; return s }), wantIs: ErrTooLarge},
-		{name: "ELF filesz > memsz", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].memsz = 0x10; return s }), wantFmt: true, wantMsg: "memsz"},
-		{name: "ELF segment past end of file", kernel: makeELF(defaultELFSegs())[:0x100], wantFmt: true, wantMsg: "segment past end of file"},
-		{name: "ELF 32-bit machine", kernel: makeELF(defaultELFSegs(), func(h *elf.Header64) { h.Machine = uint16(elf.EM_386) }), wantIs: ErrUnsupported},
-		{name: "ELF not an executable", kernel: makeELF(defaultELFSegs(), func(h *elf.Header64) { h.Type = uint16(elf.ET_DYN) }), wantIs: ErrUnsupported},
-		{name: "ELF truncated header", kernel: makeELF(defaultELFSegs())[:20], wantMsg: "ELF kernel"},
-		{name: "ELF too many program headers", kernel: withSegs(func(s []elfSeg) []elfSeg { return append(s, make([]elfSeg, elfSegmentMaxCount)...) }), wantFmt: true, wantMsg: "program headers"},
-		{name: "ELF no loadable segment", kernel: withSegs(func(s []elfSeg) []elfSeg { s[0].typ = elf.PT_NULL; return s }), wantFmt: true},
-		{name: "ELF initrd does not fit", kernel: makeELF(defaultELFSegs()), cfg: func(c *Config) { c.InitrdSize = testMemSize - 2*HighMemStart }, wantIs: ErrInitrdTooLarge},
+		{name: "ELF without note segment", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { return s[:1] }), wantIs: ErrUnsupported, wantMsg: "no PVH entry note"},
+		{name: "ELF PVH note under another name", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg {
+			s[1].Data = bootimage.Note("Xan", xenElfnotePhys32, make([]byte, 8))
+			return s
+		}), wantIs: ErrUnsupported},
+		{name: "ELF PVH note of 2 bytes", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg {
+			s[1].Data = bootimage.Note("Xen", xenElfnotePhys32, []byte{1, 2})
+			return s
+		}), wantFmt: true, wantMsg: "4 or 8"},
+		{name: "ELF PVH entry above 4 GiB", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[1].Data = bootimage.PVHNote(1 << 32); return s }), wantFmt: true, wantMsg: "32-bit"},
+		{name: "ELF PVH entry outside segments", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[1].Data = bootimage.PVHNote(0x300000); return s }), wantFmt: true, wantMsg: "outside the loaded segments"},
+		{name: "ELF PVH entry in bss", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg {
+			s[1].Data = bootimage.PVHNote(bootimage.Load + bootimage.CodeSize + 8)
+			return s
+		}), wantFmt: true},
+		{name: "ELF note past its segment", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[1].Data = bootimage.PVHNote(bootimage.Entry)[:16]; return s }), wantFmt: true, wantMsg: "past its segment"},
+		{name: "ELF segment outside memory", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Paddr = 2 * testMemSize; return s }), wantIs: ErrTooLarge},
+		{name: "ELF segment straddles end of RAM", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Paddr = testMemSize - bootimage.CodeSize; return s }), wantIs: ErrTooLarge},
+		{name: "ELF segment below 1 MiB", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Paddr = 0x1000; return s }), wantIs: ErrTooLarge},
+		{name: "ELF segment wraps", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Paddr = ^uint64(0) - 0x100; return s }), wantIs: ErrTooLarge},
+		{name: "ELF filesz > memsz", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Memsz = 0x10; return s }), wantFmt: true, wantMsg: "memsz"},
+		{name: "ELF segment past end of file", kernel: bootimage.ELF(bootimage.Segs())[:0x100], wantFmt: true, wantMsg: "segment past end of file"},
+		{name: "ELF 32-bit machine", kernel: bootimage.ELF(bootimage.Segs(), func(h *elf.Header64) { h.Machine = uint16(elf.EM_386) }), wantIs: ErrUnsupported},
+		{name: "ELF not an executable", kernel: bootimage.ELF(bootimage.Segs(), func(h *elf.Header64) { h.Type = uint16(elf.ET_DYN) }), wantIs: ErrUnsupported},
+		{name: "ELF truncated header", kernel: bootimage.ELF(bootimage.Segs())[:20], wantMsg: "ELF kernel"},
+		{name: "ELF too many program headers", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg {
+			return append(s, make([]bootimage.Seg, elfSegmentMaxCount)...)
+		}), wantFmt: true, wantMsg: "program headers"},
+		{name: "ELF no loadable segment", kernel: withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[0].Typ = elf.PT_NULL; return s }), wantFmt: true},
+		{name: "ELF initrd does not fit", kernel: bootimage.ELF(bootimage.Segs()), cfg: func(c *Config) { c.InitrdSize = testMemSize - 2*HighMemStart }, wantIs: ErrInitrdTooLarge},
 	}
 	zero := make([]byte, testMemSize)
 	for _, tt := range tests {
@@ -329,7 +346,7 @@ func TestNilMemory(t *testing.T) {
 // TestNoLowMemory: a machine without RAM below 1 MiB cannot hold the boot
 // structures; Load reports it instead of panicking.
 func TestNoLowMemory(t *testing.T) {
-	for name, kernel := range map[string][]byte{"bzImage": makeBzImage(), "ELF": makeELF(defaultELFSegs())} {
+	for name, kernel := range map[string][]byte{"bzImage": makeBzImage(), "ELF": bootimage.ELF(bootimage.Segs())} {
 		t.Run(name, func(t *testing.T) {
 			mem, err := memory.New(memory.Region{Base: HighMemStart, Data: make([]byte, testMemSize)})
 			require.NoError(t, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/gvmm-dev/gvmm/boot/internal/bootimage"
 	"github.com/gvmm-dev/gvmm/memory"
 )
 
@@ -16,8 +17,8 @@ func FuzzLoad(f *testing.F) {
 	f.Add(makeBzImage(), []byte("initrd"))
 	f.Add(makeBzImage(put8(hdrSetupSects, 0), put8(hdrRelocatableKernel, 0)), []byte{})
 	f.Add(makeBzImage()[:0x260], []byte{})
-	f.Add(makeELF(defaultELFSegs()), []byte("initrd"))
-	f.Add(withSegs(func(s []elfSeg) []elfSeg { s[1].data = pvhNote(0x300000); return s }), []byte{})
+	f.Add(bootimage.ELF(bootimage.Segs()), []byte("initrd"))
+	f.Add(withSegs(func(s []bootimage.Seg) []bootimage.Seg { s[1].Data = bootimage.PVHNote(0x300000); return s }), []byte{})
 	f.Add(bytes.Repeat([]byte{0xff}, 600), []byte{1})
 
 	mem := newTestMemory(f, memSize) // reused: contents do not matter, bounds do

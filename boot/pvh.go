@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/gvmm-dev/gvmm/memory"
 )
@@ -227,4 +228,15 @@ func putPVHMemmap(dst []byte, e E820Entry) {
 	binary.LittleEndian.PutUint64(dst[memmapSize:], e.Size)
 	binary.LittleEndian.PutUint32(dst[memmapType:], uint32(e.Type))
 	binary.LittleEndian.PutUint32(dst[memmapReserved:], 0) // "must be zero"
+}
+
+// CheckPVH reports whether kernel, an image of size bytes, is an ELF
+// vmlinux this package can boot through its PVH entry, whatever the
+// guest's memory: nil, or the error Load would return for it.
+func CheckPVH(kernel io.ReaderAt, size int64) error {
+	all := []E820Entry{{Addr: 0, Size: math.MaxUint64, Type: E820RAM}}
+	if _, err := parseELF(io.NewSectionReader(kernel, 0, size), all); err != nil {
+		return fmt.Errorf("boot: %w", err)
+	}
+	return nil
 }

@@ -22,6 +22,9 @@ const (
 	MaxCPUs = 254
 )
 
+// NoKernelCache as Config.KernelCache boots a bzImage as it is.
+const NoKernelCache = "none"
+
 // RebootAction says what a guest reboot does.
 type RebootAction int
 
@@ -35,11 +38,16 @@ const (
 // Config describes a machine. Kernel is required; zero values take the
 // defaults above.
 type Config struct {
-	Kernel  string // bzImage or ELF vmlinux (PVH)
-	Initrd  string // optional
-	Cmdline string // DefaultCmdline when empty
-	CPUs    int
-	Memory  uint64 // bytes
+	Kernel string // bzImage or ELF vmlinux (PVH)
+	// KernelCache is the folder where a bzImage is decompressed, once,
+	// into the ELF kernel that boots in its place through its PVH entry
+	// (see boot/kernelcache): "" is the user's cache folder,
+	// NoKernelCache boots a bzImage through its own decompressor.
+	KernelCache string
+	Initrd      string // optional
+	Cmdline     string // DefaultCmdline when empty
+	CPUs        int
+	Memory      uint64 // bytes
 
 	// Console receives the guest's serial output; ConsoleIn, when set,
 	// feeds the serial input.

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/boot"
+	"github.com/gvmm-dev/gvmm/boot/kernelcache"
 	"github.com/gvmm-dev/gvmm/devices"
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/devices/uart"
@@ -63,6 +64,9 @@ var ErrGuestFault = errors.New("guest fault")
 type Machine struct {
 	cfg Config
 	log *slog.Logger
+	// kernel is the image that boots: Config.Kernel, or the ELF kernel
+	// the cache holds for it.
+	kernel string
 
 	startOnce sync.Once
 	done      chan struct{}
@@ -117,6 +121,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		var b *bootedVM
 		// Before the vCPU threads start: see reserveProcs.
 		reserveProcs(m.cfg.CPUs)
+		m.kernel = m.cachedKernel()
 		if err = m.openBalloon(); err == nil {
 			err = m.openDisks()
 		}
@@ -492,8 +497,36 @@ func (m *Machine) adviseRAM(data []byte) error {
 	return nil
 }
 
+// cachedKernel returns the ELF kernel the kernel cache holds for a
+// bzImage, else the kernel as given. A cache that fails costs speed,
+// not the boot: the bzImage boots through its own decompressor.
+func (m *Machine) cachedKernel() string {
+	if m.cfg.KernelCache == NoKernelCache {
+		return m.cfg.Kernel
+	}
+	c := kernelcache.New(m.cfg.KernelCache)
+	if m.cfg.KernelCache == "" {
+		var err error
+		if c, err = kernelcache.Default(); err != nil {
+			m.log.Warn("booting the kernel through its own decompressor", "err", err)
+			return m.cfg.Kernel
+		}
+	}
+	start := time.Now()
+	elf, err := c.Kernel(m.cfg.Kernel)
+	if err != nil {
+		m.log.Warn("booting the kernel through its own decompressor", "err", err)
+		return m.cfg.Kernel
+	}
+	if elf == "" {
+		return m.cfg.Kernel
+	}
+	m.log.Debug("booting the decompressed kernel", "elf", elf, "took", time.Since(start))
+	return elf
+}
+
 func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp memory.GuestAddress) (*boot.Entry, error) {
-	k, err := os.Open(m.cfg.Kernel)
+	k, err := os.Open(m.kernel)
 	if err != nil {
 		return nil, fmt.Errorf("machine: kernel: %w", err)
 	}
@@ -517,7 +550,7 @@ func (m *Machine) loadKernel(mem *memory.Memory, e820 []boot.E820Entry, rsdp mem
 	}
 	entry, err := boot.Load(mem, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("machine: loading %s: %w", m.cfg.Kernel, err)
+		return nil, fmt.Errorf("machine: loading %s: %w", m.kernel, err)
 	}
 	return entry, nil
 }

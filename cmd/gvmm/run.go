@@ -31,6 +31,7 @@ func runCmd(args []string) int {
 	)
 	fs.StringVar(&cfg.Kernel, "kernel", "", "kernel: a bzImage, or an ELF vmlinux with a PVH entry (required)")
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image")
+	kernelCache := fs.String("kernel-cache", "", "folder where a bzImage is decompressed once, then booted through its PVH entry (default ~/.cache/gvmm/kernels); none boots it through its own decompressor")
 	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line")
 	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number of vCPUs")
 	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
@@ -99,6 +100,9 @@ func runCmd(args []string) int {
 	} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
 		return usageErr("%v", err)
 	}
+	// Where kernels are decompressed is the host's business, not the
+	// VM's: it goes with a definition too.
+	cfg.KernelCache = *kernelCache
 	if *seccompMode != "on" && *seccompMode != "off" {
 		return usageErr("--seccomp %q: want on or off", *seccompMode)
 	}

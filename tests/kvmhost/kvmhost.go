@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/boot/kernelcache"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost/hostproto"
@@ -54,6 +55,9 @@ const (
 	assetsDir  = "/assets"
 	payloadTTY = "/dev/ttyS1"
 	qemuDir    = "/qemu"
+	// userCache is the payload's XDG_CACHE_HOME, where gvmm finds its
+	// kernel cache.
+	userCache = "/cache"
 )
 
 // Config describes one run of the test host.
@@ -166,6 +170,9 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, emu *qemu.QEMU, cfg 
 	if err := addRel(a, k, kernelDir, filepath.Join(k.ModulesDir(), "modules.builtin")); err != nil {
 		return err
 	}
+	if err := addKernelCache(a, k); err != nil {
+		return err
+	}
 	guestMods, err := k.Modules(cfg.Modules...)
 	if err != nil {
 		return err
@@ -201,6 +208,7 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, emu *qemu.QEMU, cfg 
 		"PATH=/payload:/usr/bin:/bin",
 		"HOME=/tmp",
 		"TMPDIR=/tmp",
+		"XDG_CACHE_HOME="+userCache,
 		EnvInside+"=1",
 		debkernel.EnvDir+"="+kernelDir,
 		EnvAssets+"="+assetsDir,
@@ -220,6 +228,21 @@ func writeInitramfs(path, work string, k *debkernel.Kernel, emu *qemu.QEMU, cfg 
 		return err
 	}
 	return a.WriteFile(path)
+}
+
+// addKernelCache fills gvmm's kernel cache in the host with the guest
+// kernel decompressed here, at native speed: gvmm would otherwise
+// decompress it under emulation once per host, for seconds.
+func addKernelCache(a *initramfs.Archive, k *debkernel.Kernel) error {
+	dir, err := debkernel.CacheDir()
+	if err != nil {
+		return err
+	}
+	elf, err := kernelcache.New(filepath.Join(dir, "kernels")).Kernel(k.Vmlinuz)
+	if err != nil || elf == "" {
+		return fmt.Errorf("kvmhost: no PVH kernel in %s: %w", k.Vmlinuz, err)
+	}
+	return a.AddFile(filepath.Join(userCache, kernelcache.UserDir, filepath.Base(elf)), elf)
 }
 
 // KernelInside is where the test host puts the guest kernel image k.
