@@ -26,6 +26,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmdiag"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -101,6 +102,13 @@ func start(t *testing.T, name, initrd string, spec machineSpec) *vmm {
 		close(v.exited)
 	}()
 	t.Cleanup(func() {
+		select {
+		case <-v.exited:
+		default:
+			if t.Failed() { // while it runs: is it spinning or asleep?
+				t.Logf("%s: %s", v.name, vmmdiag.Snapshot(v.pid(), 2*time.Second))
+			}
+		}
 		cancel()
 		<-v.exited
 		if t.Failed() {
