@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -90,6 +91,11 @@ type Disk struct {
 	glog     *ratelog.Logger    // for failed requests: a guest can send them without end
 	datasync func(fd int) error // unix.Fdatasync; a test observes it
 	gate     ioGate
+	// syncErr is the first failed fdatasync's error. Linux reports a
+	// writeback error to a file once: a later fdatasync succeeds although
+	// the writes it covered are lost. Every later flush fails with it, as
+	// QEMU's do, so that the guest never hears its data is safe again.
+	syncErr atomic.Pointer[error]
 
 	// Set by Activate before the workers start and cleared by Reset
 	// after they stopped (the virtio.Device contract), so unguarded.
@@ -290,8 +296,15 @@ func (d *Disk) execute(req Request) (uint32, error) {
 }
 
 func (d *Disk) sync() error {
+	if err := d.syncErr.Load(); err != nil {
+		return *err
+	}
 	if err := d.datasync(d.fd); err != nil {
-		return fmt.Errorf("fdatasync: %w", err)
+		err = fmt.Errorf("fdatasync: %w (writes may be lost: every later flush of this disk fails)", err)
+		if d.syncErr.CompareAndSwap(nil, &err) {
+			d.log.Error("the disk's image failed to sync", "err", err)
+		}
+		return *d.syncErr.Load()
 	}
 	return nil
 }

@@ -58,6 +58,8 @@ type rig struct {
 	msi   *virtiotest.MSI
 	path  string
 	syncs atomic.Int32
+	// failSyncs is how many of the next fdatasyncs fail with EIO.
+	failSyncs atomic.Int32
 	// gate, if set, holds every fdatasync until it is closed.
 	gate chan struct{}
 }
@@ -81,6 +83,9 @@ func startRig(t *testing.T, path string, opts Options, features uint64, gate cha
 			<-r.gate
 		}
 		r.syncs.Add(1)
+		if r.failSyncs.Add(-1) >= 0 {
+			return unix.EIO
+		}
 		return unix.Fdatasync(fd)
 	}
 	mem := virtiotest.NewMemory(8 << 20)
@@ -183,6 +188,31 @@ func TestWriteThroughWithoutFlush(t *testing.T) {
 	assert.Equal(t, int32(1), r.syncs.Load(), "each write is stable on completion")
 	r.submit(t, TypeIn, 0, nil, 512)
 	assert.Equal(t, int32(1), r.syncs.Load(), "reads never sync")
+}
+
+// Linux reports a lost write to the next fdatasync only: the disk
+// remembers it, so that no later flush or write-through write tells the
+// guest its data is safe.
+func TestSyncErrorIsSticky(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		features uint64
+		stable   func(t *testing.T, r *rig) result // a request that must make data stable
+	}{
+		{"flush", linuxFeatures, func(t *testing.T, r *rig) result { return r.submit(t, TypeFlush, 0, nil) }},
+		{"write-through", virtio.FeatureVersion1, func(t *testing.T, r *rig) result { return r.submit(t, TypeOut, 0, [][]byte{make([]byte, 512)}) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, Options{}, tc.features)
+			r.failSyncs.Store(1)
+			assert.Equal(t, byte(StatusIOErr), tc.stable(t, r).status, "the failed sync")
+			for range 2 {
+				assert.Equal(t, byte(StatusIOErr), tc.stable(t, r).status, "a later sync, which fdatasync alone would pass")
+			}
+			assert.Equal(t, int32(1), r.syncs.Load(), "fdatasync is not asked again")
+			assert.Equal(t, byte(StatusOK), r.submit(t, TypeIn, 0, nil, 512).status, "reads go on")
+		})
+	}
 }
 
 func TestGetID(t *testing.T) {
