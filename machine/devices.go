@@ -57,7 +57,7 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	log := b.m.log
 	b.pio = devices.NewBus("pio", log)
 	b.mmio = devices.NewBus("mmio", log)
-	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
+	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.console, log)
 	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
 	kbd := ps2.New(irqLine{b.vm, kbdIRQ}, func() { b.end(ExitReboot, nil) }, log)
 	for _, d := range []struct {

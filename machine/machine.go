@@ -67,6 +67,8 @@ type Machine struct {
 	// kernel is the image that boots: Config.Kernel, or the ELF kernel
 	// the cache holds for it.
 	kernel string
+	// console carries the UART's output to Config.Console.
+	console *uart.Sink
 
 	startOnce sync.Once
 	done      chan struct{}
@@ -122,6 +124,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		// Before the vCPU threads start: see reserveProcs.
 		reserveProcs(m.cfg.CPUs)
 		m.kernel = m.cachedKernel()
+		m.console = uart.NewSink(m.cfg.Console, consoleBuffer, m.log)
 		if err = m.openBalloon(); err == nil {
 			err = m.openDisks()
 		}
@@ -140,6 +143,7 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.closeDisks()
 			m.closeShares()
 			m.closeVsock()
+			m.closeConsole()
 			close(m.done)
 			return
 		}
@@ -152,6 +156,20 @@ func (m *Machine) Start(ctx context.Context) error {
 		go m.supervise(ctx, b)
 	})
 	return err
+}
+
+// The console's buffer, and how long a machine that ended waits for it
+// to drain: output past them is dropped rather than stall a vCPU or the
+// end of the machine.
+const (
+	consoleBuffer = 1 << 20
+	consoleDrain  = 2 * time.Second
+)
+
+func (m *Machine) closeConsole() {
+	if n := m.console.Close(consoleDrain); n > 0 {
+		m.log.Warn("console output dropped", "bytes", n)
+	}
 }
 
 func (m *Machine) openDisks() error {
@@ -274,6 +292,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		m.closeDisks()
 		m.closeShares()
 		m.closeVsock()
+		m.closeConsole()
 		m.finish(r.reason, r.err)
 		return
 	}
