@@ -19,9 +19,9 @@ import (
 type warnings struct{ n atomic.Int32 }
 
 func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (w *warnings) Handle(context.Context, slog.Record) error     { w.n.Add(1); return nil }
-func (w *warnings) WithAttrs([]slog.Attr) slog.Handler            { return w }
-func (w *warnings) WithGroup(string) slog.Handler                 { return w }
+func (w *warnings) Handle(context.Context, slog.Record) error    { w.n.Add(1); return nil }
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler           { return w }
+func (w *warnings) WithGroup(string) slog.Handler                { return w }
 
 // lockedBuffer is a bytes.Buffer the sink's goroutine and the test share.
 type lockedBuffer struct {
