@@ -3,12 +3,15 @@ package console
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -76,6 +79,74 @@ func TestLogFileWritesNeverFail(t *testing.T) {
 	}
 	assert.Equal(t, 1, strings.Count(logged.String(), "level=WARN"), "one line, not one per write:\n%s", logged.String())
 	assert.Contains(t, logged.String(), "rotating the console log")
+}
+
+// disk is a file system that can fill up: files on it fail their writes
+// with ENOSPC while it is full.
+type disk struct {
+	full  bool
+	files map[string]*bytes.Buffer
+}
+
+type diskFile struct {
+	d *disk
+	b *bytes.Buffer
+}
+
+func (f diskFile) Write(p []byte) (int, error) {
+	if f.d.full {
+		return 0, syscall.ENOSPC
+	}
+	return f.b.Write(p)
+}
+
+func (diskFile) Close() error { return nil }
+
+// A full disk used to make the log rotate on every write, throwing its
+// history (PATH.1) away, and warn once per write. Now it drops output,
+// warns once, and records again once the disk has room.
+func TestLogFileOnAFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "console.log")
+	var logged bytes.Buffer
+	l, err := OpenLog(path, 100, slog.New(slog.NewTextHandler(&logged, nil)))
+	require.NoError(t, err)
+	d := &disk{files: map[string]*bytes.Buffer{}}
+	l.create = func(p string) (io.WriteCloser, error) {
+		d.files[p] = &bytes.Buffer{}
+		return diskFile{d, d.files[p]}, nil
+	}
+	now := time.Unix(1000, 0)
+	l.now = func() time.Time { return now }
+	require.NoError(t, os.WriteFile(path+".1", []byte("history"), 0o600))
+
+	write := func(s string) {
+		n, err := l.Write([]byte(s))
+		require.NoError(t, err)
+		require.Equal(t, len(s), n)
+	}
+	write("before ")                   // into the file OpenLog created
+	l.f = diskFile{d, &bytes.Buffer{}} // now on the disk that fills up
+	d.full = true
+	for range 1000 {
+		write("lost ")
+		now = now.Add(2 * time.Millisecond) // retries, failing, every logRetry
+	}
+	old, err := os.ReadFile(path + ".1")
+	require.NoError(t, err)
+	assert.Equal(t, "history", string(old), "the history survives a full disk")
+	assert.Empty(t, d.files, "no rotation while the disk is full")
+	assert.Equal(t, 1, strings.Count(logged.String(), "level=WARN"), "%s", logged.String())
+	assert.Contains(t, logged.String(), "no space left on device")
+
+	d.full = false
+	now = l.failedAt.Add(logRetry / 2)
+	write("dropped within a second of the last failure ")
+	now = l.failedAt.Add(logRetry)
+	write("after")
+	assert.Equal(t, "after", l.f.(diskFile).b.String())
+	assert.Contains(t, logged.String(), "recording the console log again")
+	assert.Contains(t, logged.String(), fmt.Sprintf("dropped_bytes=%d", 5*1000+len("dropped within a second of the last failure ")))
 }
 
 func TestOpenLogRefusesANonPositiveLimit(t *testing.T) {
