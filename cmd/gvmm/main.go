@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
 )
@@ -52,11 +54,7 @@ func newRootCmd(env cmdEnv) *cobra.Command {
 The VM commands keep definitions and the run-time files of detached VMMs
 in a state folder: --state-dir, $GVMM_STATE_DIR or /var/lib/gvmm.`,
 		// gvmm alone is a usage error; an unknown command is one too.
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			cmd.SetOut(env.stderr)
-			_ = cmd.Usage()
-			return exitError{exitUsage}
-		},
+		RunE:          needsCommand(env),
 		SilenceErrors: true, // execute prints them, and sets the exit status
 		SilenceUsage:  true, // an error names --help instead of drowning in it
 	}
@@ -78,9 +76,23 @@ in a state folder: --state-dir, $GVMM_STATE_DIR or /var/lib/gvmm.`,
 		vmCmd(env, "host", "the host's CPUs, memory and KSM, and what running VMs take", hostCmd),
 	)...)
 	root.AddCommand(newVersionCmd(env))
-	root.SetOut(env.stdout)
+	root.SetOut(env.stdout) // before the completion command takes it
 	root.SetErr(env.stderr)
+	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil {
+		c.Args, c.RunE = cobra.NoArgs, needsCommand(env) // which shell
+	}
+	root.SetFlagErrorFunc(twoDashes)
 	return root
+}
+
+// needsCommand runs a command that is nothing without one of its
+// subcommands: it prints the usage on stderr and exits 2.
+func needsCommand(env cmdEnv) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		fmt.Fprint(env.stderr, cmd.UsageString())
+		return exitError{exitUsage}
+	}
 }
 
 // inGroup puts cmds in the help group id.
@@ -89,6 +101,18 @@ func inGroup(id string, cmds ...*cobra.Command) []*cobra.Command {
 		c.GroupID = id
 	}
 	return cmds
+}
+
+// twoDashes points out the second dash of a long flag written with one,
+// as Go's flag package takes them.
+func twoDashes(cmd *cobra.Command, err error) error {
+	if e, ok := errors.AsType[*pflag.NotExistError](err); ok {
+		name, _, _ := strings.Cut(e.GetSpecifiedShortnames(), "=")
+		if len(name) > 1 && cmd.Flags().Lookup(name) != nil {
+			return fmt.Errorf("%w: long flags take two dashes, --%s", err, name)
+		}
+	}
+	return err
 }
 
 // execute runs the command line args and returns gvmm's exit status.
