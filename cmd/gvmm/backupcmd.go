@@ -63,7 +63,8 @@ func backupCmd(c *vmCommand) func() int {
 
 		start := time.Now()
 		var paused time.Duration
-		opts := backup.Options{Progress: (&progress{w: c.env.stderr, bar: c.env.progressBar, total: total}).event}
+		p := newProgress(c.env.stderr, c.env.progressBar, total)
+		opts := backup.Options{Progress: p.event}
 		if running {
 			// Only the disks change while the guest runs: it is paused while
 			// their data is copied, not while the copies are hashed.
@@ -85,6 +86,7 @@ func backupCmd(c *vmCommand) func() int {
 			}
 		}
 		m, err := backup.Write(ctx, dest, name, defData, sources, opts)
+		p.stop()
 		if err != nil {
 			return c.fail(err)
 		}
@@ -191,13 +193,15 @@ func restoreCmd(c *vmCommand) func() int {
 		if err != nil {
 			return c.fail(err)
 		}
-		p := &progress{w: c.env.stderr, bar: c.env.progressBar}
+		var total int64
 		for _, it := range items {
 			if !it.reuse {
-				p.total += it.file.Size
+				total += it.file.Size
 			}
 		}
+		p := newProgress(c.env.stderr, c.env.progressBar, total)
 		err = copyRestore(ctx, src, items, p, &dirs)
+		p.stop()
 		if err == nil {
 			err = placeRestore(items)
 		}
