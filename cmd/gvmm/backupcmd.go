@@ -145,8 +145,8 @@ type restoreItem struct {
 }
 
 func restoreCmd(c *vmCommand) func() int {
-	newName := c.fs.String("name", "", "define the VM as NEW instead of the backup's name")
-	diskDir := c.fs.String("disk-dir", "", "restore the images into DIR instead of where the definition had them")
+	newName := c.fs.String("name", "", "define the VM as `NEW` instead of the backup's name")
+	diskDir := c.fs.String("disk-dir", "", "restore the images into `DIR` instead of where the definition had them")
 	return func() (code int) {
 		src := c.args[0]
 		if *newName != "" {

@@ -49,16 +49,16 @@ and exit with its status (125: gvmm's own failure).`,
 	fs := cmd.Flags()
 	// Flags after COMMAND are COMMAND's.
 	fs.SetInterspersed(false)
-	release := kernelRelease()
 	var (
-		shares   []machine.Share
-		kernel   = fs.String("kernel", "/boot/vmlinuz-"+release, "the kernel `FILE` to boot")
-		modules  = fs.String("modules", "/lib/modules/"+release, "the kernel's modules folder `DIR`")
-		cpus     = fs.Int("cpus", 1, "number `N` of vCPUs")
+		shares []machine.Share
+		// The defaults depend on the host: --help names them as uname -r does.
+		kernel   = fs.String("kernel", "", "the kernel `FILE` to boot (default /boot/vmlinuz-$(uname -r))")
+		modules  = fs.String("modules", "", "the kernel's modules folder `DIR` (default /lib/modules/$(uname -r))")
+		cpus     = fs.Int("cpus", 1, "`N` vCPUs")
 		memory   = fs.String("memory", "512M", "guest memory `SIZE`: 512M, 2G or a plain number of MiB")
 		rw       = fs.Bool("rw", false, "the guest writes to the host's / (default: a tmpfs overlay takes the writes)")
 		verbose  = fs.Bool("verbose", false, "show the guest kernel's messages on the console, to see why a guest fails")
-		logLevel = fs.String("log-level", "warn", "log `LEVEL`: debug, info, warn or error")
+		logLevel = fs.String("log-level", "warn", "`LEVEL` of the logs: debug, info, warn or error")
 	)
 	fs.Func("share", "also mount DIR at DIR in the guest as `DIR,tag=TAG[,readonly]`, writable unless readonly (repeatable)", func(v string) error {
 		s, err := vmdef.ParseShare(v)
@@ -96,6 +96,12 @@ and exit with its status (125: gvmm's own failure).`,
 		}
 		if err := guestexec.CheckStatic(self); err != nil {
 			return fail("%v", err)
+		}
+		if *kernel == "" {
+			*kernel = "/boot/vmlinuz-" + kernelRelease()
+		}
+		if *modules == "" {
+			*modules = "/lib/modules/" + kernelRelease()
 		}
 		mods, err := kmod.Resolve(*modules, guestexec.Modules(*rw)...)
 		if err != nil {

@@ -25,7 +25,7 @@ const (
 )
 
 func startCmd(c *vmCommand) func() int {
-	timeout := c.fs.Duration("timeout", 2*time.Minute, "how long to wait for the guest to start")
+	timeout := c.fs.Duration("timeout", 2*time.Minute, "how long (`D`) to wait for the guest to start")
 	return func() int {
 		name := c.args[0]
 		dir, l, err := c.lock(name)
@@ -149,7 +149,7 @@ func tailFrom(path string, off int64) string {
 }
 
 func shutdownCmd(c *vmCommand) func() int {
-	timeout := c.fs.Duration("timeout", 30*time.Second, "how long the guest has to power off before it is stopped hard")
+	timeout := c.fs.Duration("timeout", 30*time.Second, "how long (`D`) the guest has to power off before it is stopped hard")
 	return func() int {
 		dir, l, st, code, ok := c.running(c.args[0])
 		if !ok {

@@ -26,7 +26,7 @@ func TestExitStatuses(t *testing.T) {
 		{[]string{"--help"}, exitOK, "", "version"},
 		{[]string{"-h"}, exitOK, "", "completion"},
 		{[]string{"help", "start"}, exitOK, "", "gvmm start NAME [flags]"},
-		{[]string{"start", "--help"}, exitOK, "", "--timeout duration"},
+		{[]string{"start", "--help"}, exitOK, "", "--timeout D"},
 		{[]string{"list", "--help"}, exitOK, "", "--state-dir DIR"},
 		{[]string{"run", "--help"}, exitOK, "", "--disk FILE[,readonly][,serial=ID]"},
 		{[]string{"exec", "--help"}, exitOK, "", "gvmm exec [flags] -- COMMAND [ARGS...]"},

@@ -39,13 +39,13 @@ to stderr.`,
 	var (
 		cfg      machine.Config
 		memory   = fs.String("memory", "512M", "guest memory `SIZE`: 512M, 2G or a plain number of MiB")
-		logLevel = fs.String("log-level", "info", "log `LEVEL`: debug, info, warn or error")
+		logLevel = fs.String("log-level", "info", "`LEVEL` of the logs: debug, info, warn or error")
 		onReboot = fs.String("on-reboot", "exit", "what a guest reboot does (`ACTION`): exit or restart")
 	)
 	fs.StringVar(&cfg.Kernel, "kernel", "", "kernel `FILE`: a bzImage, or an ELF vmlinux with a PVH entry (required)")
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image `FILE`")
 	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line `STR`")
-	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number `N` of vCPUs")
+	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "`N` vCPUs")
 	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
 	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
 	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
