@@ -19,9 +19,9 @@ build:
 
 # gosh is built goshsmall: it reads lines through the kernel's terminal
 # (cooked mode: backspace, Ctrl-U and Ctrl-W edit, no history or Tab), so
-# input typed or piped ahead of the prompt arrives whole. Its full-screen
-# editor (bubbline) loses what comes before it is ready: a piped
-# "echo hi-42" reached it as "o hi-42".
+# input typed or piped ahead of the prompt is read line by line. Its
+# full-screen editor (bubbline) ran the first piped line and then took no
+# other: make run with piped input never ended.
 bin/uroot.cpio: go.mod go.sum Makefile
 	@mkdir -p bin
 	$(GO) tool u-root -go-build-tags goshsmall -o $@ $(UROOT_PKGS)
