@@ -17,9 +17,14 @@ build:
 	CGO_ENABLED=0 $(GO) build -o bin/gvmm ./cmd/gvmm
 	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
 
-bin/uroot.cpio: go.mod go.sum
+# gosh is built goshsmall: it reads lines through the kernel's terminal
+# (cooked mode: backspace, Ctrl-U and Ctrl-W edit, no history or Tab), so
+# input typed or piped ahead of the prompt is read line by line. Its
+# full-screen editor (bubbline) ran the first piped line and then took no
+# other: make run with piped input never ended.
+bin/uroot.cpio: go.mod go.sum Makefile
 	@mkdir -p bin
-	$(GO) tool u-root -o $@ $(UROOT_PKGS)
+	$(GO) tool u-root -go-build-tags goshsmall -o $@ $(UROOT_PKGS)
 
 # Boot the stock Debian kernel with the u-root initramfs to a shell on the
 # serial console (Ctrl-A x quits). Without a usable /dev/kvm this runs

@@ -19,88 +19,88 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
 
-func backupCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "backup", "[--state-dir DIR] NAME DEST")
-	if code, ok := c.parse(args, "NAME", "DEST"); !ok {
-		return code
-	}
-	name, dest := c.args[0], c.args[1]
-	dir, l, err := c.lock(name)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer l.Unlock()
-	def, err := dir.Load(name)
-	if err != nil {
-		return c.fail(err)
-	}
-	defData, err := os.ReadFile(dir.DefinitionPath(name))
-	if err != nil {
-		return c.fail(err)
-	}
-	st, err := c.status(dir, l)
-	if err != nil {
-		return c.fail(err)
-	}
-	running := st.State == state.Running
-	sources := []backup.Source{{Role: backup.RoleKernel, Path: def.Config.Kernel}}
-	if def.Config.Initrd != "" {
-		sources = append(sources, backup.Source{Role: backup.RoleInitrd, Path: def.Config.Initrd})
-	}
-	for _, d := range def.Config.Disks {
-		// A VMM holds its writable images locked: a stopped VM's are
-		// locked here so that nothing else can write them meanwhile.
-		sources = append(sources, backup.Source{Role: backup.RoleDisk, Path: d.Path, LockShared: !running})
-	}
-	total := int64(len(defData))
-	for _, s := range sources {
-		n, err := backup.FileSize(s.Path)
+func backupCmd(c *vmCommand) func() int {
+	return func() int {
+		name, dest := c.args[0], c.args[1]
+		dir, l, err := c.lock(name)
 		if err != nil {
 			return c.fail(err)
 		}
-		total += n
-	}
-	total *= 2 // copied, then read back and hashed
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+		defer l.Unlock()
+		def, err := dir.Load(name)
+		if err != nil {
+			return c.fail(err)
+		}
+		defData, err := os.ReadFile(dir.DefinitionPath(name))
+		if err != nil {
+			return c.fail(err)
+		}
+		st, err := c.status(dir, l)
+		if err != nil {
+			return c.fail(err)
+		}
+		running := st.State == state.Running
+		sources := []backup.Source{{Role: backup.RoleKernel, Path: def.Config.Kernel}}
+		if def.Config.Initrd != "" {
+			sources = append(sources, backup.Source{Role: backup.RoleInitrd, Path: def.Config.Initrd})
+		}
+		for _, d := range def.Config.Disks {
+			// A VMM holds its writable images locked: a stopped VM's are
+			// locked here so that nothing else can write them meanwhile.
+			sources = append(sources, backup.Source{Role: backup.RoleDisk, Path: d.Path, LockShared: !running})
+		}
+		total := int64(len(defData))
+		for _, s := range sources {
+			n, err := backup.FileSize(s.Path)
+			if err != nil {
+				return c.fail(err)
+			}
+			total += n
+		}
+		total *= 2 // copied, then read back and hashed
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
 
-	start := time.Now()
-	var paused time.Duration
-	opts := backup.Options{Progress: (&progress{w: env.stderr, bar: env.progressBar, total: total}).event}
-	if running {
-		// Only the disks change while the guest runs: it is paused while
-		// their data is copied, not while the copies are hashed.
-		var resume func() error
-		var pausedAt time.Time
-		opts.BeforeDisks = func() (err error) {
-			if resume, err = pauseForBackup(ctx, dir.Paths(name).API); err != nil {
-				return fmt.Errorf("pausing %s for a consistent copy: %w", name, err)
+		start := time.Now()
+		var paused time.Duration
+		p := newProgress(c.env.stderr, c.env.progressBar, total)
+		opts := backup.Options{Progress: p.event}
+		if running {
+			// Only the disks change while the guest runs: it is paused while
+			// their data is copied, not while the copies are hashed.
+			var resume func() error
+			var pausedAt time.Time
+			opts.BeforeDisks = func() (err error) {
+				if resume, err = pauseForBackup(ctx, dir.Paths(name).API); err != nil {
+					return fmt.Errorf("pausing %s for a consistent copy: %w", name, err)
+				}
+				pausedAt = time.Now()
+				return nil
 			}
-			pausedAt = time.Now()
-			return nil
-		}
-		opts.AfterDisks = func() error {
-			paused = time.Since(pausedAt)
-			if err := resume(); err != nil {
-				return fmt.Errorf("resuming %s failed: %w; resume it with gvmm ctl --api-socket %s resume", name, err, dir.Paths(name).API)
+			opts.AfterDisks = func() error {
+				paused = time.Since(pausedAt)
+				if err := resume(); err != nil {
+					return fmt.Errorf("resuming %s failed: %w; resume it with gvmm ctl --api-socket %s resume", name, err, dir.Paths(name).API)
+				}
+				return nil
 			}
-			return nil
 		}
+		m, err := backup.Write(ctx, dest, name, defData, sources, opts)
+		p.stop()
+		if err != nil {
+			return c.fail(err)
+		}
+		var size, data int64
+		for _, f := range m.Files {
+			size, data = size+f.Size, data+f.Data
+		}
+		c.printf("%s backed up to %s: %d files, %s (%s of data) in %s\n", name, dest, len(m.Files),
+			humanSize(uint64(size)), humanSize(uint64(data)), time.Since(start).Round(time.Millisecond))
+		if paused > 0 {
+			c.printf("%s was paused for %s (vCPUs stopped, disks quiesced and synced) while its disks were copied\n", name, paused.Round(time.Millisecond))
+		}
+		return exitOK
 	}
-	m, err := backup.Write(ctx, dest, name, defData, sources, opts)
-	if err != nil {
-		return c.fail(err)
-	}
-	var size, data int64
-	for _, f := range m.Files {
-		size, data = size+f.Size, data+f.Data
-	}
-	c.printf("%s backed up to %s: %d files, %s (%s of data) in %s\n", name, dest, len(m.Files),
-		humanSize(uint64(size)), humanSize(uint64(data)), time.Since(start).Round(time.Millisecond))
-	if paused > 0 {
-		c.printf("%s was paused for %s (vCPUs stopped, disks quiesced and synced) while its disks were copied\n", name, paused.Round(time.Millisecond))
-	}
-	return exitOK
 }
 
 // pauseForBackup pauses a running VM through its API: the VMM then has
@@ -144,97 +144,97 @@ type restoreItem struct {
 	placed bool
 }
 
-func restoreCmd(env cmdEnv, args []string) (code int) {
-	c := newVMCommand(env, "restore", "[--state-dir DIR] [--name NEW] [--disk-dir DIR] DEST")
-	newName := c.fs.String("name", "", "define the VM as NEW instead of the backup's name")
-	diskDir := c.fs.String("disk-dir", "", "restore the images into DIR instead of where the definition had them")
-	if code, ok := c.parse(args, "DEST"); !ok {
-		return code
-	}
-	src := c.args[0]
-	if *newName != "" {
-		if err := vmdef.CheckName(*newName); err != nil {
-			return c.usageErr("--name: %v", err)
+func restoreCmd(c *vmCommand) func() int {
+	newName := c.fs.String("name", "", "define the VM as `NEW` instead of the backup's name")
+	diskDir := c.fs.String("disk-dir", "", "restore the images into `DIR` instead of where the definition had them")
+	return func() (code int) {
+		src := c.args[0]
+		if *newName != "" {
+			if err := vmdef.CheckName(*newName); err != nil {
+				return c.usageErr("--name: %v", err)
+			}
 		}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	m, def, err := readBackup(src)
-	if err != nil {
-		return c.fail(err)
-	}
-	name := def.Name
-	if *newName != "" {
-		name = *newName
-	}
-	// A failed restore leaves no folder of its own behind.
-	var dirs madeDirs
-	defer func() {
-		if code != exitOK {
-			dirs.removeEmpty()
-		}
-	}()
-	if *diskDir != "" {
-		if *diskDir, err = filepath.Abs(*diskDir); err == nil {
-			err = dirs.mkdirAll(*diskDir)
-		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		m, def, err := readBackup(src)
 		if err != nil {
 			return c.fail(err)
 		}
-	}
-	dir, l, err := c.lock(name)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer l.Unlock()
-	if _, err := dir.Load(name); err == nil {
-		return c.fail(fmt.Errorf("%s: %w: restore it under another name with --name", name, state.ErrExists))
-	} else if !errors.Is(err, state.ErrNotDefined) {
-		return c.fail(err)
-	}
-	items, err := planRestore(ctx, src, m, def, *diskDir)
-	if err != nil {
-		return c.fail(err)
-	}
-	p := &progress{w: env.stderr, bar: env.progressBar}
-	for _, it := range items {
-		if !it.reuse {
-			p.total += it.file.Size
+		name := def.Name
+		if *newName != "" {
+			name = *newName
 		}
-	}
-	err = copyRestore(ctx, src, items, p, &dirs)
-	if err == nil {
-		err = placeRestore(items)
-	}
-	if err == nil {
-		def.Name = name
-		i := 0
-		for _, it := range items {
-			switch it.file.Role {
-			case backup.RoleKernel:
-				def.Config.Kernel = it.target
-			case backup.RoleInitrd:
-				def.Config.Initrd = it.target
-			case backup.RoleDisk:
-				def.Config.Disks[i].Path = it.target
-				i++
+		// A failed restore leaves no folder of its own behind.
+		var dirs madeDirs
+		defer func() {
+			if code != exitOK {
+				dirs.removeEmpty()
+			}
+		}()
+		if *diskDir != "" {
+			if *diskDir, err = filepath.Abs(*diskDir); err == nil {
+				err = dirs.mkdirAll(*diskDir)
+			}
+			if err != nil {
+				return c.fail(err)
 			}
 		}
-		err = l.Define(def)
-	}
-	if err != nil {
-		undoRestore(items)
-		return c.fail(err)
-	}
-	c.printf("%s restored from %s: %d files verified\n", name, src, len(m.Files))
-	for _, it := range items {
-		how := "restored"
-		if it.reuse {
-			how = "already in place, identical"
+		dir, l, err := c.lock(name)
+		if err != nil {
+			return c.fail(err)
 		}
-		c.printf("  %s %s (%s)\n", it.file.Role, it.target, how)
+		defer l.Unlock()
+		if _, err := dir.Load(name); err == nil {
+			return c.fail(fmt.Errorf("%s: %w: restore it under another name with --name", name, state.ErrExists))
+		} else if !errors.Is(err, state.ErrNotDefined) {
+			return c.fail(err)
+		}
+		items, err := planRestore(ctx, src, m, def, *diskDir)
+		if err != nil {
+			return c.fail(err)
+		}
+		var total int64
+		for _, it := range items {
+			if !it.reuse {
+				total += it.file.Size
+			}
+		}
+		p := newProgress(c.env.stderr, c.env.progressBar, total)
+		err = copyRestore(ctx, src, items, p, &dirs)
+		p.stop()
+		if err == nil {
+			err = placeRestore(items)
+		}
+		if err == nil {
+			def.Name = name
+			i := 0
+			for _, it := range items {
+				switch it.file.Role {
+				case backup.RoleKernel:
+					def.Config.Kernel = it.target
+				case backup.RoleInitrd:
+					def.Config.Initrd = it.target
+				case backup.RoleDisk:
+					def.Config.Disks[i].Path = it.target
+					i++
+				}
+			}
+			err = l.Define(def)
+		}
+		if err != nil {
+			undoRestore(items)
+			return c.fail(err)
+		}
+		c.printf("%s restored from %s: %d files verified\n", name, src, len(m.Files))
+		for _, it := range items {
+			how := "restored"
+			if it.reuse {
+				how = "already in place, identical"
+			}
+			c.printf("  %s %s (%s)\n", it.file.Role, it.target, how)
+		}
+		return exitOK
 	}
-	return exitOK
 }
 
 // readBackup reads the manifest and the definition of the backup in src,

@@ -3,66 +3,78 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 )
 
-const ctlUsage = `usage: gvmm ctl --api-socket PATH [--timeout D] COMMAND
+// ctlCommands are gvmm ctl's commands, the argument each takes and what
+// it does.
+var ctlCommands = []struct{ name, arg, does string }{
+	{"info", "", "the machine's state, vCPUs, memory, balloon and uptime (JSON)"},
+	{"pause", "", "stop the vCPUs"},
+	{"resume", "", "run them again"},
+	{"shutdown", "", "press the ACPI power button"},
+	{"stop", "", "end the machine at once"},
+	{"balloon", "SIZE", "take SIZE of memory from the guest: 256M, 1G or a number of MiB; 0 deflates"},
+	{"balloon-stats", "", "the guest's memory statistics (JSON)"},
+}
 
-Commands:
-  info            the machine's state, vCPUs, memory, balloon and uptime (JSON)
-  pause           stop the vCPUs
-  resume          run them again
-  shutdown        press the ACPI power button
-  stop            end the machine at once
-  balloon SIZE    take SIZE of memory from the guest: 256M, 1G or a number of MiB; 0 deflates
-  balloon-stats   the guest's memory statistics (JSON)
-`
-
-func ctlCmd(args []string) int { return ctl(args, os.Stdout, os.Stderr) }
-
-// ctl runs "gvmm ctl" with its output on stdout and errors on stderr.
-func ctl(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	socket := fs.String("api-socket", "", "the VM's control socket (required)")
-	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the answer")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), ctlUsage, "\nFlags:\n")
-		fs.PrintDefaults()
+func newCtlCmd(env cmdEnv) *cobra.Command {
+	long := "Control a running VM through its API socket.\n\nCommands:"
+	var names []cobra.Completion
+	for _, c := range ctlCommands {
+		long += fmt.Sprintf("\n  %-16s%s", strings.TrimSpace(c.name+" "+c.arg), c.does)
+		names = append(names, cobra.CompletionWithDesc(c.name, c.does))
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	cmd := &cobra.Command{
+		Use:   "ctl --api-socket PATH [flags] COMMAND",
+		Short: "control a running VM through its API socket",
+		Long:  long,
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			if len(args) > 0 {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		},
 	}
+	fs := cmd.Flags()
+	// Flags go before COMMAND, as in the API's requests.
+	fs.SetInterspersed(false)
+	socket := fs.String("api-socket", "", "the VM's control socket `PATH` (required)")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long (`D`) to wait for the answer")
+	cmd.RunE = func(_ *cobra.Command, args []string) error {
+		return exitCode(ctlRun(*socket, *timeout, args, env.stdout, env.stderr))
+	}
+	return cmd
+}
+
+// ctlRun runs "gvmm ctl" with its output on stdout and errors on stderr.
+func ctlRun(socket string, timeout time.Duration, args []string, stdout, stderr io.Writer) int {
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "gvmm ctl: "+format+"\n", a...)
 		return exitUsage
 	}
-	if *socket == "" {
+	if socket == "" {
 		return usageErr("--api-socket is required")
 	}
-	if *timeout <= 0 {
-		return usageErr("--timeout %v: want a positive duration", *timeout)
+	if timeout <= 0 {
+		return usageErr("--timeout %v: want a positive duration", timeout)
 	}
-	if fs.NArg() == 0 {
+	if len(args) == 0 {
 		return usageErr("missing command (info, pause, resume, shutdown, stop, balloon SIZE or balloon-stats)")
 	}
-	cmd, rest := fs.Arg(0), fs.Args()[1:]
+	cmd, rest := args[0], args[1:]
 
-	c := api.NewClient(*socket)
+	c := api.NewClient(socket)
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
 	nargs := 0

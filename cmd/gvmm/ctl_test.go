@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -60,7 +61,7 @@ func TestCtlUsageErrors(t *testing.T) {
 	}{
 		{nil, "--api-socket is required"},
 		{[]string{"info"}, "--api-socket is required"},
-		{[]string{"--bogus", "info"}, "not defined"},
+		{[]string{"--bogus", "info"}, "unknown flag: --bogus"},
 		{[]string{s}, "missing command"},
 		{[]string{s, "--timeout", "0s", "info"}, "positive duration"},
 		{[]string{s, "frobnicate"}, `unknown command "frobnicate"`},
@@ -85,7 +86,8 @@ func TestCtlUsageErrors(t *testing.T) {
 func TestCtlHelp(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	assert.Equal(t, exitOK, ctl([]string{"--help"}, &stdout, &stderr))
-	assert.Contains(t, stderr.String(), "balloon SIZE")
+	assert.Contains(t, stdout.String(), "balloon SIZE")
+	assert.Contains(t, stdout.String(), "--api-socket PATH")
 }
 
 // ctlVM is a VM that records what it is asked.
@@ -224,4 +226,9 @@ func TestCtlServerErrorsExitOne(t *testing.T) {
 			assert.Less(t, time.Since(start), 5*time.Second)
 		})
 	}
+}
+
+// ctl runs "gvmm ctl args" with its output on stdout and errors on stderr.
+func ctl(args []string, stdout, stderr io.Writer) int {
+	return execute(cmdEnv{stdout: stdout, stderr: stderr, getenv: func(string) string { return "" }}, append([]string{"ctl"}, args...))
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"io/fs"
@@ -11,8 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 
+	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
@@ -37,20 +38,29 @@ const (
 	execQuiet   = " quiet loglevel=0"
 )
 
-func execCmd(args []string) int {
-	fs := flag.NewFlagSet("exec", flag.ContinueOnError)
-	release := kernelRelease()
+func newExecCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "exec [flags] -- COMMAND [ARGS...]",
+		Short: "run a command in a VM whose / is the host's",
+		Long: `Run COMMAND in a VM whose / is the host's, in this folder and environment,
+and exit with its status (125: gvmm's own failure).`,
+		Annotations: map[string]string{annotUsageStatus: strconv.Itoa(exitExecFault)},
+	}
+	fs := cmd.Flags()
+	// Flags after COMMAND are COMMAND's.
+	fs.SetInterspersed(false)
 	var (
-		shares   []machine.Share
-		kernel   = fs.String("kernel", "/boot/vmlinuz-"+release, "the kernel to boot")
-		modules  = fs.String("modules", "/lib/modules/"+release, "the kernel's modules folder")
-		cpus     = fs.Int("cpus", 1, "number of vCPUs")
-		memory   = fs.String("memory", "512M", "guest memory: 512M, 2G or a plain number of MiB")
+		shares []machine.Share
+		// The defaults depend on the host: --help names them as uname -r does.
+		kernel   = fs.String("kernel", "", "the kernel `FILE` to boot (default /boot/vmlinuz-$(uname -r))")
+		modules  = fs.String("modules", "", "the kernel's modules folder `DIR` (default /lib/modules/$(uname -r))")
+		cpus     = fs.Int("cpus", 1, "`N` vCPUs")
+		memory   = fs.String("memory", "512M", "guest memory `SIZE`: 512M, 2G or a plain number of MiB")
 		rw       = fs.Bool("rw", false, "the guest writes to the host's / (default: a tmpfs overlay takes the writes)")
 		verbose  = fs.Bool("verbose", false, "show the guest kernel's messages on the console, to see why a guest fails")
-		logLevel = fs.String("log-level", "warn", "debug, info, warn or error")
+		logLevel = fs.String("log-level", "warn", "`LEVEL` of the logs: debug, info, warn or error")
 	)
-	fs.Func("share", "also mount DIR at DIR in the guest as DIR,tag=TAG[,readonly], writable unless readonly (repeatable)", func(v string) error {
+	fs.Func("share", "also mount DIR at DIR in the guest as `DIR,tag=TAG[,readonly]`, writable unless readonly (repeatable)", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err
@@ -58,90 +68,90 @@ func execCmd(args []string) int {
 		shares = append(shares, s)
 		return nil
 	})
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm exec [--kernel FILE] [--modules DIR] [--cpus N] [--memory SIZE] [--share DIR,tag=TAG[,readonly]]... [--rw] [--verbose] -- COMMAND [ARGS...]")
-		fmt.Fprintln(fs.Output(), "Runs COMMAND in a VM whose / is the host's, in this folder and environment, and exits with its status (125: gvmm's own failure).")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	run := func(args []string) int {
+		fail := func(format string, a ...any) int {
+			fmt.Fprintf(os.Stderr, "gvmm exec: "+format+"\n", a...)
+			return exitExecFault
 		}
-		return exitExecFault
-	}
-	fail := func(format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "gvmm exec: "+format+"\n", a...)
-		return exitExecFault
-	}
-	if fs.NArg() == 0 {
-		return fail("no COMMAND: gvmm exec [FLAGS] -- COMMAND [ARGS...]")
-	}
-	mem, err := machine.ParseSize(*memory)
-	if err != nil {
-		return fail("--memory: %v", err)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fail("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-
-	cwd, err := os.Getwd()
-	if err != nil {
-		return fail("%v", err)
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return fail("finding gvmm's executable: %v", err)
-	}
-	if err := guestexec.CheckStatic(self); err != nil {
-		return fail("%v", err)
-	}
-	mods, err := kmod.Resolve(*modules, guestexec.Modules(*rw)...)
-	if err != nil {
-		return fail("the guest's modules (--modules): %v", err)
-	}
-	work, err := os.MkdirTemp("", "gvmm-exec-")
-	if err != nil {
-		return fail("%v", err)
-	}
-	defer os.RemoveAll(work)
-	initrd, ctl := filepath.Join(work, "initrd.cpio"), filepath.Join(work, "control")
-	if err := os.Mkdir(ctl, 0o700); err != nil {
-		return fail("%v", err)
-	}
-	if err := guestexec.WriteInitramfs(initrd, self, mods); err != nil {
-		return fail("building the initramfs: %v", err)
-	}
-	req := guestexec.Request{Args: fs.Args(), Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw,
-		StdinPipe: !console.IsTerminal(os.Stdin)}
-	cfg := machine.Config{
-		Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline + execQuiet, CPUs: *cpus, Memory: mem,
-		Console: os.Stdout, ConsoleIn: os.Stdin, Log: log,
-		Shares: []machine.Share{
-			{Path: "/", Tag: guestexec.RootTag, ReadOnly: !*rw},
-			{Path: ctl, Tag: guestexec.ControlTag},
-		},
-		// COMMAND's stderr: a vsock stream to StderrPort (no socket file).
-		Vsock: &machine.VsockConfig{CID: vsock.MinCID},
-	}
-	if *verbose {
-		cfg.Cmdline = execCmdline
-	}
-	cfg.ConsoleIn = &guestexec.Input{R: os.Stdin, Dir: ctl}
-	for _, s := range shares {
-		abs, err := filepath.Abs(s.Path)
+		if len(args) == 0 {
+			return fail("no COMMAND: gvmm exec [FLAGS] -- COMMAND [ARGS...]")
+		}
+		mem, err := machine.ParseSize(*memory)
 		if err != nil {
-			return fail("--share %s: %v", s.Path, err)
+			return fail("--memory: %v", err)
 		}
-		s.Path = abs
-		cfg.Shares = append(cfg.Shares, s)
-		req.Mounts = append(req.Mounts, guestexec.Mount{Tag: s.Tag, Path: abs})
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+			return fail("--log-level %q: want debug, info, warn or error", *logLevel)
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+		cwd, err := os.Getwd()
+		if err != nil {
+			return fail("%v", err)
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return fail("finding gvmm's executable: %v", err)
+		}
+		if err := guestexec.CheckStatic(self); err != nil {
+			return fail("%v", err)
+		}
+		if *kernel == "" {
+			*kernel = "/boot/vmlinuz-" + kernelRelease()
+		}
+		if *modules == "" {
+			*modules = "/lib/modules/" + kernelRelease()
+		}
+		mods, err := kmod.Resolve(*modules, guestexec.Modules(*rw)...)
+		if err != nil {
+			return fail("the guest's modules (--modules): %v", err)
+		}
+		work, err := os.MkdirTemp("", "gvmm-exec-")
+		if err != nil {
+			return fail("%v", err)
+		}
+		defer os.RemoveAll(work)
+		initrd, ctl := filepath.Join(work, "initrd.cpio"), filepath.Join(work, "control")
+		if err := os.Mkdir(ctl, 0o700); err != nil {
+			return fail("%v", err)
+		}
+		if err := guestexec.WriteInitramfs(initrd, self, mods); err != nil {
+			return fail("building the initramfs: %v", err)
+		}
+		req := guestexec.Request{Args: args, Env: guestexec.Env(os.Environ(), cwd), Dir: cwd, RW: *rw,
+			StdinPipe: !console.IsTerminal(os.Stdin)}
+		cfg := machine.Config{
+			Kernel: *kernel, Initrd: initrd, Cmdline: execCmdline + execQuiet, CPUs: *cpus, Memory: mem,
+			Console: os.Stdout, ConsoleIn: os.Stdin, Log: log,
+			Shares: []machine.Share{
+				{Path: "/", Tag: guestexec.RootTag, ReadOnly: !*rw},
+				{Path: ctl, Tag: guestexec.ControlTag},
+			},
+			// COMMAND's stderr: a vsock stream to StderrPort (no socket file).
+			Vsock: &machine.VsockConfig{CID: vsock.MinCID},
+		}
+		if *verbose {
+			cfg.Cmdline = execCmdline
+		}
+		cfg.ConsoleIn = &guestexec.Input{R: os.Stdin, Dir: ctl}
+		for _, s := range shares {
+			abs, err := filepath.Abs(s.Path)
+			if err != nil {
+				return fail("--share %s: %v", s.Path, err)
+			}
+			s.Path = abs
+			cfg.Shares = append(cfg.Shares, s)
+			req.Mounts = append(req.Mounts, guestexec.Mount{Tag: s.Tag, Path: abs})
+		}
+		if err := guestexec.WriteRequest(ctl, req); err != nil {
+			return fail("%v", err)
+		}
+		return runExec(cfg, ctl, log)
+
 	}
-	if err := guestexec.WriteRequest(ctl, req); err != nil {
-		return fail("%v", err)
-	}
-	return runExec(cfg, ctl, log)
+	cmd.RunE = func(_ *cobra.Command, args []string) error { return exitCode(run(args)) }
+	return cmd
 }
 
 // runExec runs the machine and returns COMMAND's status.

@@ -19,7 +19,7 @@ func TestExecFailuresExit125(t *testing.T) {
 		{"exec", "--bogus", "--", "true"},
 		{"exec", "--modules", missing, "--", "true"},
 	} {
-		assert.Equal(t, exitExecFault, dispatch(args), "%v", args)
+		assert.Equal(t, exitExecFault, execute(osEnv(), args), "%v", args)
 	}
-	assert.Equal(t, 2, dispatch([]string{"run", "--share", "/srv"}), "gvmm run: a share needs a tag")
+	assert.Equal(t, 2, execute(osEnv(), []string{"run", "--share", "/srv"}), "gvmm run: a share needs a tag")
 }

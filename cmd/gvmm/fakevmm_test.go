@@ -27,11 +27,17 @@ const (
 	envFakeVMM = "GVMM_TEST_FAKE_VMM"
 	// envFakeEvents names a file the fake VMM appends its API calls to.
 	envFakeEvents = "GVMM_TEST_FAKE_EVENTS"
+	// envAsGVMM makes the test binary gvmm itself, for the shell
+	// completion test.
+	envAsGVMM = "GVMM_TEST_AS_GVMM"
 	// fakeBalloonMiB is the balloon size the fake guest reports.
 	fakeBalloonMiB = 64
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(envAsGVMM) != "" {
+		os.Exit(execute(osEnv(), os.Args[1:]))
+	}
 	if mode := os.Getenv(envFakeVMM); mode != "" && len(os.Args) > 1 && os.Args[1] == "run" {
 		os.Exit(fakeVMM(mode, os.Args[2:]))
 	}

@@ -149,33 +149,31 @@ func readKSM(dir string) (*ksmInfo, error) {
 	return &k, nil
 }
 
-func hostCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "host", "[--state-dir DIR] [--json]")
+func hostCmd(c *vmCommand) func() int {
 	asJSON := c.fs.Bool("json", false, "print JSON")
-	if code, ok := c.parse(args); !ok {
-		return code
-	}
-	dir, err := c.open()
-	if err != nil {
-		return c.fail(err)
-	}
-	h, err := hostUsage(dir, "", env.sysRoot)
-	if err != nil {
-		return c.fail(err)
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(h); err != nil {
+	return func() int {
+		dir, err := c.open()
+		if err != nil {
 			return c.fail(err)
 		}
-	} else if err := h.print(env.stdout); err != nil {
-		return c.fail(err)
+		h, err := hostUsage(dir, "", c.env.sysRoot)
+		if err != nil {
+			return c.fail(err)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.env.stdout)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(h); err != nil {
+				return c.fail(err)
+			}
+		} else if err := h.print(c.env.stdout); err != nil {
+			return c.fail(err)
+		}
+		for _, name := range h.unansweredVMMs {
+			c.warn("%s's VMM does not answer: its balloon is not counted", name)
+		}
+		return exitOK
 	}
-	for _, name := range h.unansweredVMMs {
-		c.warn("%s's VMM does not answer: its balloon is not counted", name)
-	}
-	return exitOK
 }
 
 func (h *hostInfo) print(w io.Writer) error {

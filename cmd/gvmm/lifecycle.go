@@ -24,52 +24,50 @@ const (
 	logTail      = 20               // lines of the VMM's log shown when it fails to start
 )
 
-func startCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "start", "[--state-dir DIR] [--timeout D] NAME")
-	timeout := c.fs.Duration("timeout", 2*time.Minute, "how long to wait for the guest to start")
-	if code, ok := c.parse(args, "NAME"); !ok {
-		return code
+func startCmd(c *vmCommand) func() int {
+	timeout := c.fs.Duration("timeout", 2*time.Minute, "how long (`D`) to wait for the guest to start")
+	return func() int {
+		name := c.args[0]
+		dir, l, err := c.lock(name)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer l.Unlock()
+		def, err := dir.Load(name)
+		if err != nil {
+			return c.fail(err)
+		}
+		st, err := c.status(dir, l)
+		if err != nil {
+			return c.fail(err)
+		}
+		if st.State == state.Running {
+			return c.fail(fmt.Errorf("%s is already running (pid %d)", name, st.PID))
+		}
+		// The guard machine applies, said before the VMM is detached.
+		if err := def.CheckHost(); err != nil {
+			return c.fail(err)
+		}
+		if err := def.CheckFiles(); err != nil {
+			return c.fail(err)
+		}
+		if h, err := hostUsage(dir, name, c.env.sysRoot); err != nil {
+			c.warn("cannot measure the host's memory: %v", err)
+		} else if _, memory := sizeOf(def); h.CommittedBytes+memory > h.MemoryBytes {
+			c.warn("running VMs will be given %s, more than the host's %s (%.2f): guests may be swapped out or killed when they use it",
+				humanSize(h.CommittedBytes+memory), humanSize(h.MemoryBytes), float64(h.CommittedBytes+memory)/float64(h.MemoryBytes))
+		}
+		p, err := l.Prepare()
+		if err != nil {
+			return c.fail(err)
+		}
+		pid, err := spawnVMM(c.env.self, dir, l, p, *timeout)
+		if err != nil {
+			return c.fail(fmt.Errorf("starting %s: %w", name, err))
+		}
+		c.printf("%s started (pid %d); console: gvmm console %s (log %s)\n", name, pid, name, p.ConsoleLog)
+		return exitOK
 	}
-	name := c.args[0]
-	dir, l, err := c.lock(name)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer l.Unlock()
-	def, err := dir.Load(name)
-	if err != nil {
-		return c.fail(err)
-	}
-	st, err := c.status(dir, l)
-	if err != nil {
-		return c.fail(err)
-	}
-	if st.State == state.Running {
-		return c.fail(fmt.Errorf("%s is already running (pid %d)", name, st.PID))
-	}
-	// The guard machine applies, said before the VMM is detached.
-	if err := def.CheckHost(); err != nil {
-		return c.fail(err)
-	}
-	if err := def.CheckFiles(); err != nil {
-		return c.fail(err)
-	}
-	if h, err := hostUsage(dir, name, env.sysRoot); err != nil {
-		c.warn("cannot measure the host's memory: %v", err)
-	} else if _, memory := sizeOf(def); h.CommittedBytes+memory > h.MemoryBytes {
-		c.warn("running VMs will be given %s, more than the host's %s (%.2f): guests may be swapped out or killed when they use it",
-			humanSize(h.CommittedBytes+memory), humanSize(h.MemoryBytes), float64(h.CommittedBytes+memory)/float64(h.MemoryBytes))
-	}
-	p, err := l.Prepare()
-	if err != nil {
-		return c.fail(err)
-	}
-	pid, err := spawnVMM(env.self, dir, l, p, *timeout)
-	if err != nil {
-		return c.fail(fmt.Errorf("starting %s: %w", name, err))
-	}
-	c.printf("%s started (pid %d); console: gvmm console %s (log %s)\n", name, pid, name, p.ConsoleLog)
-	return exitOK
 }
 
 // spawnVMM runs "gvmm run --config" detached, in its own session, its
@@ -150,51 +148,47 @@ func tailFrom(path string, off int64) string {
 	return strings.Join(lines[max(0, len(lines)-logTail):], "\n")
 }
 
-func shutdownCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "shutdown", "[--state-dir DIR] [--timeout D] NAME")
-	timeout := c.fs.Duration("timeout", 30*time.Second, "how long the guest has to power off before it is stopped hard")
-	if code, ok := c.parse(args, "NAME"); !ok {
-		return code
-	}
-	dir, l, st, code, ok := c.running(c.args[0])
-	if !ok {
-		return code
-	}
-	defer l.Unlock()
-	cl := api.NewClient(dir.Paths(l.Name()).API)
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-	defer cancel()
-	if err := cl.Shutdown(ctx); err != nil {
-		c.warn("pressing the power button: %v; stopping it now", err)
-	} else if waitStopped(dir, l.Name(), *timeout) {
-		c.printf("%s powered off\n", l.Name())
+func shutdownCmd(c *vmCommand) func() int {
+	timeout := c.fs.Duration("timeout", 30*time.Second, "how long (`D`) the guest has to power off before it is stopped hard")
+	return func() int {
+		dir, l, st, code, ok := c.running(c.args[0])
+		if !ok {
+			return code
+		}
+		defer l.Unlock()
+		cl := api.NewClient(dir.Paths(l.Name()).API)
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+		defer cancel()
+		if err := cl.Shutdown(ctx); err != nil {
+			c.warn("pressing the power button: %v; stopping it now", err)
+		} else if waitStopped(dir, l.Name(), *timeout) {
+			c.printf("%s powered off\n", l.Name())
+			return exitOK
+		} else {
+			c.warn("%s did not power off within %s; stopping it now", l.Name(), *timeout)
+		}
+		if err := hardStop(dir, l, st.PID); err != nil {
+			return c.fail(err)
+		}
+		c.printf("%s stopped\n", l.Name())
 		return exitOK
-	} else {
-		c.warn("%s did not power off within %s; stopping it now", l.Name(), *timeout)
 	}
-	if err := hardStop(dir, l, st.PID); err != nil {
-		return c.fail(err)
-	}
-	c.printf("%s stopped\n", l.Name())
-	return exitOK
 }
 
-func destroyCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "destroy", "[--state-dir DIR] NAME")
-	if code, ok := c.parse(args, "NAME"); !ok {
-		return code
+func destroyCmd(c *vmCommand) func() int {
+	return func() int {
+		dir, l, st, code, ok := c.running(c.args[0])
+		if !ok {
+			return code
+		}
+		defer l.Unlock()
+		if err := hardStop(dir, l, st.PID); err != nil {
+			return c.fail(err)
+		}
+		c.printf("%s destroyed\n", l.Name())
+		return exitOK
 	}
-	dir, l, st, code, ok := c.running(c.args[0])
-	if !ok {
-		return code
-	}
-	defer l.Unlock()
-	if err := hardStop(dir, l, st.PID); err != nil {
-		return c.fail(err)
-	}
-	c.printf("%s destroyed\n", l.Name())
-	return exitOK
 }
 
 // running takes the lock of a defined, running VM; ok is false (and the
@@ -252,49 +246,47 @@ func hardStop(dir *state.Dir, l *state.Lock, pid int) error {
 	return l.RemoveRunFiles()
 }
 
-func consoleCmd(env cmdEnv, stdin *os.File, args []string) int {
-	c := newVMCommand(env, "console", "[--state-dir DIR] NAME")
-	if code, ok := c.parse(args, "NAME"); !ok {
-		return code
-	}
-	name := c.args[0]
-	dir, err := c.open()
-	if err != nil {
-		return c.fail(err)
-	}
-	if _, err := dir.Load(name); err != nil {
-		return c.fail(err)
-	}
-	if st, err := dir.Status(name); err != nil || st.State != state.Running {
-		if err == nil {
-			err = fmt.Errorf("%s is not running", name)
-		}
-		return c.fail(err)
-	}
-	conn, err := net.Dial("unix", dir.Paths(name).Console)
-	if err != nil {
-		return c.fail(fmt.Errorf("attaching to %s's console: %w", name, err))
-	}
-	defer conn.Close()
-	if console.IsTerminal(stdin) {
-		restore, err := console.MakeRaw(stdin)
+func consoleCmd(c *vmCommand) func() int {
+	return func() int {
+		name := c.args[0]
+		dir, err := c.open()
 		if err != nil {
 			return c.fail(err)
 		}
-		defer func() {
-			if err := restore(); err != nil {
-				c.warn("restoring the terminal: %v", err)
+		if _, err := dir.Load(name); err != nil {
+			return c.fail(err)
+		}
+		if st, err := dir.Status(name); err != nil || st.State != state.Running {
+			if err == nil {
+				err = fmt.Errorf("%s is not running", name)
 			}
+			return c.fail(err)
+		}
+		conn, err := net.Dial("unix", dir.Paths(name).Console)
+		if err != nil {
+			return c.fail(fmt.Errorf("attaching to %s's console: %w", name, err))
+		}
+		defer conn.Close()
+		if console.IsTerminal(c.env.stdin) {
+			restore, err := console.MakeRaw(c.env.stdin)
+			if err != nil {
+				return c.fail(err)
+			}
+			defer func() {
+				if err := restore(); err != nil {
+					c.warn("restoring the terminal: %v", err)
+				}
+			}()
+		}
+		fmt.Fprintf(c.env.stderr, "Attached to %s's console; Ctrl-A x detaches.\r\n", name)
+		// Ctrl-A x or the end of stdin detaches; the VMM closing the
+		// connection (the VM ended) ends the output.
+		go func() {
+			_, _ = io.Copy(conn, console.NewEscapeReader(c.env.stdin, func() {}))
+			conn.Close()
 		}()
+		_, _ = io.Copy(c.env.stdout, conn)
+		fmt.Fprintf(c.env.stderr, "\r\nDetached from %s's console.\r\n", name)
+		return exitOK
 	}
-	fmt.Fprintf(env.stderr, "Attached to %s's console; Ctrl-A x detaches.\r\n", name)
-	// Ctrl-A x or the end of stdin detaches; the VMM closing the
-	// connection (the VM ended) ends the output.
-	go func() {
-		_, _ = io.Copy(conn, console.NewEscapeReader(stdin, func() {}))
-		conn.Close()
-	}()
-	_, _ = io.Copy(env.stdout, conn)
-	fmt.Fprintf(env.stderr, "\r\nDetached from %s's console.\r\n", name)
-	return exitOK
 }

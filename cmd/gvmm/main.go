@@ -10,8 +10,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
 )
@@ -28,69 +34,125 @@ func main() {
 		// Copied into gvmm exec's initramfs as /init: see guestexec.
 		guestexec.Init()
 	}
-	os.Exit(dispatch(os.Args[1:]))
+	os.Exit(execute(osEnv(), os.Args[1:]))
 }
 
-func dispatch(args []string) int {
-	if len(args) == 0 {
-		usage()
-		return exitUsage
+// Command groups in gvmm --help.
+const (
+	groupVM      = "vm"
+	groupDefined = "defined"
+)
+
+// newRootCmd is gvmm's command tree. A new command is one more line in
+// AddCommand; a new flag one more line where its command's flags are.
+func newRootCmd(env cmdEnv) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "gvmm",
+		Short: "gvmm boots Linux guests on KVM",
+		Long: `gvmm boots Linux guests on KVM.
+
+The VM commands keep definitions and the run-time files of detached VMMs
+in a state folder: --state-dir, $GVMM_STATE_DIR or /var/lib/gvmm.`,
+		// gvmm alone is a usage error; an unknown command is one too.
+		RunE:          needsCommand(env),
+		SilenceErrors: true, // execute prints them, and sets the exit status
+		SilenceUsage:  true, // an error names --help instead of drowning in it
 	}
-	switch args[0] {
-	case "run":
-		return runCmd(args[1:])
-	case "exec":
-		return execCmd(args[1:])
-	case "ctl":
-		return ctlCmd(args[1:])
-	case "define":
-		return defineCmd(osEnv(), args[1:])
-	case "undefine":
-		return undefineCmd(osEnv(), args[1:])
-	case "list":
-		return listCmd(osEnv(), args[1:])
-	case "start":
-		return startCmd(osEnv(), args[1:])
-	case "console":
-		return consoleCmd(osEnv(), os.Stdin, args[1:])
-	case "shutdown":
-		return shutdownCmd(osEnv(), args[1:])
-	case "destroy":
-		return destroyCmd(osEnv(), args[1:])
-	case "backup":
-		return backupCmd(osEnv(), args[1:])
-	case "restore":
-		return restoreCmd(osEnv(), args[1:])
-	case "host":
-		return hostCmd(osEnv(), args[1:])
-	case "help", "-h", "--help":
-		usage()
+	root.AddGroup(
+		&cobra.Group{ID: groupVM, Title: "Run a VM:"},
+		&cobra.Group{ID: groupDefined, Title: "VMs defined in the state folder:"},
+	)
+	root.AddCommand(inGroup(groupVM, newRunCmd(), newExecCmd(), newCtlCmd(env))...)
+	root.AddCommand(inGroup(groupDefined,
+		vmCmd(env, "define FILE", "store a VM definition (a JSON file)", defineCmd),
+		vmCmd(env, "undefine NAME", "remove a stopped VM's definition (its images stay)", undefineCmd),
+		vmCmd(env, "list", "the VMs, their state, vCPUs, memory, balloon and uptime", listCmd),
+		vmCmd(env, "start NAME", "boot a VM in the background", startCmd),
+		vmCmd(env, "console NAME", "attach to a running VM's serial console (Ctrl-A x detaches)", consoleCmd),
+		vmCmd(env, "shutdown NAME", "press a running VM's power button, stop it after --timeout", shutdownCmd),
+		vmCmd(env, "destroy NAME", "stop a running VM at once", destroyCmd),
+		vmCmd(env, "backup NAME DEST", "copy a VM's definition, kernel, initrd and disks with checksums", backupCmd),
+		vmCmd(env, "restore DEST", "check a backup and define the VM from it", restoreCmd),
+		vmCmd(env, "host", "the host's CPUs, memory and KSM, and what running VMs take", hostCmd),
+	)...)
+	root.AddCommand(newVersionCmd(env))
+	root.SetOut(env.stdout) // before the completion command takes it
+	root.SetErr(env.stderr)
+	root.InitDefaultCompletionCmd()
+	if c, _, err := root.Find([]string{"completion"}); err == nil {
+		c.Args, c.RunE = cobra.NoArgs, needsCommand(env) // which shell
+	}
+	root.SetFlagErrorFunc(twoDashes)
+	return root
+}
+
+// needsCommand runs a command that is nothing without one of its
+// subcommands: it prints the usage on stderr and exits 2.
+func needsCommand(env cmdEnv) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		fmt.Fprint(env.stderr, cmd.UsageString())
+		return exitError{exitUsage}
+	}
+}
+
+// inGroup puts cmds in the help group id.
+func inGroup(id string, cmds ...*cobra.Command) []*cobra.Command {
+	for _, c := range cmds {
+		c.GroupID = id
+	}
+	return cmds
+}
+
+// twoDashes points out the second dash of a long flag written with one,
+// as Go's flag package takes them.
+func twoDashes(cmd *cobra.Command, err error) error {
+	if e, ok := errors.AsType[*pflag.NotExistError](err); ok {
+		name, _, _ := strings.Cut(e.GetSpecifiedShortnames(), "=")
+		if len(name) > 1 && cmd.Flags().Lookup(name) != nil {
+			return fmt.Errorf("%w: long flags take two dashes, --%s", err, name)
+		}
+	}
+	return err
+}
+
+// execute runs the command line args and returns gvmm's exit status.
+func execute(env cmdEnv, args []string) int {
+	root := newRootCmd(env)
+	if len(args) > 0 && args[0] == "run" {
+		args = append([]string{"run"}, joinBalloonArgs(args[1:])...)
+	}
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintf(os.Stderr, "gvmm: unknown command %q\n", args[0])
-	usage()
+	if e, ok := errors.AsType[exitError](err); ok {
+		return e.code // its message is out already
+	}
+	// cobra's errors (an unknown command or flag, a missing argument)
+	// and the flags' own are bad usage.
+	fmt.Fprintf(env.stderr, "%s: %v\nSee '%s --help'.\n", cmd.CommandPath(), err, cmd.CommandPath())
+	if s, ok := cmd.Annotations[annotUsageStatus]; ok {
+		if code, err := strconv.Atoi(s); err == nil {
+			return code
+		}
+	}
 	return exitUsage
 }
 
-func usage() {
-	fmt.Fprint(os.Stderr, `usage: gvmm COMMAND [FLAGS]
+// annotUsageStatus, in a command's annotations, is its exit status for
+// bad usage when not exitUsage.
+const annotUsageStatus = "gvmm-usage-status"
 
-Commands:
-  run       boot a Linux kernel (gvmm run --help for its flags)
-  exec      run a command in a VM whose / is the host's (gvmm exec --help)
-  ctl       control a running VM through its API socket (gvmm ctl --help)
+// exitError ends a command with a status whose message it has printed.
+type exitError struct{ code int }
 
-VMs defined in the state folder (--state-dir, $GVMM_STATE_DIR, /var/lib/gvmm):
-  define FILE                 store a VM definition (a JSON file)
-  undefine NAME               remove a stopped VM's definition (its images stay)
-  list [--json]               the VMs, their state, vCPUs, memory, balloon and uptime
-  start NAME                  boot a VM in the background
-  console NAME                attach to its serial console (Ctrl-A x detaches)
-  shutdown NAME [--timeout D] press its power button, stop it after D (30s)
-  destroy NAME                stop it at once
-  backup NAME DEST            copy its definition, kernel, initrd and disks with checksums
-  restore DEST [--name NEW] [--disk-dir DIR]
-                              check a backup and define the VM from it
-  host [--json]               the host's CPUs, memory and KSM, and what running VMs take
-`)
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// exitCode is a command's status as RunE returns it.
+func exitCode(code int) error {
+	if code == exitOK {
+		return nil
+	}
+	return exitError{code}
 }

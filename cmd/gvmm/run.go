@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine"
@@ -21,23 +23,34 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
 
-func runCmd(args []string) int {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+func newRunCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "run (--kernel FILE | --config FILE) [flags]",
+		Short: "boot a Linux kernel",
+		Long: `Boot a Linux kernel, with the VM flags or the VM definition in --config FILE.
+
+The guest's serial console owns stdout and stdin (Ctrl-A x quits); logs go
+to stderr.`,
+		Example: `  gvmm run --kernel bzImage --initrd initrd.cpio --memory 1G --disk root.img
+  gvmm run --config vm.json --api-socket /run/vm.sock`,
+		ValidArgsFunction: cobra.NoFileCompletions,
+	}
+	fs := cmd.Flags()
 	var (
 		cfg      machine.Config
-		memory   = fs.String("memory", "512M", "guest memory: 512M, 2G or a plain number of MiB")
-		logLevel = fs.String("log-level", "info", "debug, info, warn or error")
-		onReboot = fs.String("on-reboot", "exit", "what a guest reboot does: exit or restart")
+		memory   = fs.String("memory", "512M", "guest memory `SIZE`: 512M, 2G or a plain number of MiB")
+		logLevel = fs.String("log-level", "info", "`LEVEL` of the logs: debug, info, warn or error")
+		onReboot = fs.String("on-reboot", "exit", "what a guest reboot does (`ACTION`): exit or restart")
 	)
-	fs.StringVar(&cfg.Kernel, "kernel", "", "kernel: a bzImage, or an ELF vmlinux with a PVH entry (required)")
-	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image")
-	kernelCache := fs.String("kernel-cache", "", "folder where a bzImage is decompressed once, then booted through its PVH entry (default ~/.cache/gvmm/kernels); none boots it through its own decompressor")
-	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line")
-	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "number of vCPUs")
+	fs.StringVar(&cfg.Kernel, "kernel", "", "kernel `FILE`: a bzImage, or an ELF vmlinux with a PVH entry (required)")
+	fs.StringVar(&cfg.Initrd, "initrd", "", "initramfs image `FILE`")
+	kernelCache := fs.String("kernel-cache", "", "`DIR` where a bzImage is decompressed once, then booted through its PVH entry (default ~/.cache/gvmm/kernels); none boots it through its own decompressor")
+	fs.StringVar(&cfg.Cmdline, "cmdline", machine.DefaultCmdline, "kernel command line `STR`")
+	fs.IntVar(&cfg.CPUs, "cpus", machine.DefaultCPUs, "`N` vCPUs")
 	fs.BoolVar(&cfg.AllowCPUOvercommit, "allow-cpu-overcommit", false, "allow more vCPUs than the host has logical CPUs")
 	fs.BoolVar(&cfg.Mergeable, "mergeable", false, "let the host's KSM merge identical guest pages")
 	fs.BoolVar(&cfg.HugePages, "hugepages", false, "back guest RAM with transparent huge pages")
-	fs.Func("balloon", "add a virtio-balloon device: --balloon (size 0) or --balloon size=SIZE", func(v string) error {
+	fs.Func("balloon", "add a virtio-balloon device: --balloon (size 0) or --balloon `size=SIZE`", func(v string) error {
 		b, err := vmdef.ParseBalloon(v)
 		if err != nil {
 			return err
@@ -45,7 +58,7 @@ func runCmd(args []string) int {
 		cfg.Balloon = b
 		return nil
 	})
-	fs.Func("vsock", "add a virtio-vsock device: cid=N,socket=PATH (host clients connect to PATH; guest connections to host port P go to PATH_P)", func(v string) error {
+	fs.Func("vsock", "add a virtio-vsock device: `cid=N,socket=PATH` (host clients connect to PATH; guest connections to host port P go to PATH_P)", func(v string) error {
 		c, err := vmdef.ParseVsock(v)
 		if err != nil {
 			return err
@@ -53,13 +66,13 @@ func runCmd(args []string) int {
 		cfg.Vsock = c
 		return nil
 	})
-	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
-	configFile := fs.String("config", "", "boot the VM definition in this JSON file instead of the VM flags")
-	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
-	consoleLog := fs.String("console-log", "", "also write the console's output to this file, rotated to FILE.1 at 16 MiB")
-	pidFile := fs.String("pid-file", "", "write the VMM's pid to this file, locked while it runs")
-	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs: on, or off for debugging")
-	fs.Func("disk", "raw disk image as FILE[,readonly][,serial=ID]; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
+	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on the unix socket `PATH`")
+	configFile := fs.String("config", "", "boot the VM definition in the JSON `FILE` instead of the VM flags")
+	consoleSocket := fs.String("console-socket", "", "serve the serial console on the unix socket `PATH` (stdout keeps a copy; stdin is not read)")
+	consoleLog := fs.String("console-log", "", "also write the console's output to `FILE`, rotated to FILE.1 at 16 MiB")
+	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
+	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs (`MODE`): on, or off for debugging")
+	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := vmdef.ParseDisk(v)
 		if err != nil {
 			return err
@@ -67,7 +80,7 @@ func runCmd(args []string) int {
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
-	fs.Func("share", "host folder as DIR,tag=TAG[,readonly] for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable)", func(v string) error {
+	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable)", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err
@@ -75,162 +88,156 @@ func runCmd(args []string) int {
 		cfg.Shares = append(cfg.Shares, s)
 		return nil
 	})
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--vsock cid=N,socket=PATH] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
-		fmt.Fprintln(fs.Output(), "       gvmm run --config FILE [--api-socket PATH] [--console-socket PATH] [--pid-file PATH] [--log-level LEVEL]")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(joinBalloonArgs(args)); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	run := func(args []string) int {
+		usageErr := func(format string, a ...any) int {
+			fmt.Fprintf(os.Stderr, "gvmm run: "+format+"\n", a...)
+			return exitUsage
 		}
-		return exitUsage
-	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(os.Stderr, "gvmm run: "+format+"\n", a...)
-		return exitUsage
-	}
-	if fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
-	}
-	if *configFile != "" {
-		if err := configFromFile(fs, *configFile, &cfg); err != nil {
+		if len(args) > 0 {
+			return usageErr("unexpected argument %q", args[0])
+		}
+		if *configFile != "" {
+			if err := configFromFile(fs, *configFile, &cfg); err != nil {
+				return usageErr("%v", err)
+			}
+		} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
 			return usageErr("%v", err)
 		}
-	} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
-		return usageErr("%v", err)
-	}
-	// Where kernels are decompressed is the host's business, not the
-	// VM's: it goes with a definition too.
-	cfg.KernelCache = *kernelCache
-	if *seccompMode != "on" && *seccompMode != "off" {
-		return usageErr("--seccomp %q: want on or off", *seccompMode)
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return usageErr("--log-level %q: want debug, info, warn or error", *logLevel)
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	cfg.Log = log
-	cfg.Console = os.Stdout
-	if *pidFile != "" {
-		pf, err := state.CreatePIDFile(*pidFile)
-		if err != nil {
-			log.Error("writing the pid file", "err", err)
-			return exitFault
+		// Where kernels are decompressed is the host's business, not the
+		// VM's: it goes with a definition too.
+		cfg.KernelCache = *kernelCache
+		if *seccompMode != "on" && *seccompMode != "off" {
+			return usageErr("--seccomp %q: want on or off", *seccompMode)
 		}
-		defer func() {
-			if err := pf.Remove(); err != nil {
-				log.Warn("removing the pid file", "err", err)
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+			return usageErr("--log-level %q: want debug, info, warn or error", *logLevel)
+		}
+		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		cfg.Log = log
+		cfg.Console = os.Stdout
+		if *pidFile != "" {
+			pf, err := state.CreatePIDFile(*pidFile)
+			if err != nil {
+				log.Error("writing the pid file", "err", err)
+				return exitFault
 			}
-		}()
-	}
+			defer func() {
+				if err := pf.Remove(); err != nil {
+					log.Warn("removing the pid file", "err", err)
+				}
+			}()
+		}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, quit := context.WithCancel(ctx)
-	defer quit()
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		ctx, quit := context.WithCancel(ctx)
+		defer quit()
 
-	// The console's copies go before stdout, whose failure (a closed
-	// pipe) would stop io.MultiWriter before them.
-	if *consoleLog != "" {
-		lf, err := console.OpenLog(*consoleLog, console.LogLimit, log)
-		if err != nil {
-			log.Error("opening the console log", "err", err)
-			return exitFault
-		}
-		defer lf.Close()
-		cfg.Console = io.MultiWriter(lf, cfg.Console)
-	}
-	// With a console socket, its client is the console (and detaches
-	// with Ctrl-A x on its side). Otherwise stdin is: a terminal is
-	// switched to raw mode, so that every key reaches the guest, and
-	// restored on every way out; Ctrl-A x quits.
-	var in io.Reader = os.Stdin
-	if *consoleSocket != "" {
-		hub, err := console.Listen(*consoleSocket, log)
-		if err != nil {
-			log.Error("opening the console socket", "err", err)
-			return exitFault
-		}
-		defer hub.Close()
-		cfg.Console = io.MultiWriter(hub, cfg.Console)
-		in = hub.Input()
-	} else if console.IsTerminal(os.Stdin) {
-		restore, err := console.MakeRaw(os.Stdin)
-		if err != nil {
-			log.Error("switching the terminal to raw mode", "err", err)
-			return exitFault
-		}
-		defer func() {
-			if err := restore(); err != nil {
-				log.Warn("restoring the terminal", "err", err)
+		// The console's copies go before stdout, whose failure (a closed
+		// pipe) would stop io.MultiWriter before them.
+		if *consoleLog != "" {
+			lf, err := console.OpenLog(*consoleLog, console.LogLimit, log)
+			if err != nil {
+				log.Error("opening the console log", "err", err)
+				return exitFault
 			}
-		}()
-	}
-	if *consoleSocket == "" {
-		in = console.NewEscapeReader(in, quit)
-	}
-	cfg.ConsoleIn = in
-
-	m, err := machine.New(cfg)
-	if err != nil {
-		if errors.Is(err, machine.ErrInvalidConfig) {
-			return usageErr("%v", err)
+			defer lf.Close()
+			cfg.Console = io.MultiWriter(lf, cfg.Console)
 		}
-		log.Error("creating the machine", "err", err)
-		return exitFault
-	}
-	var srv *api.Server
-	if *apiSocket != "" {
-		srv = api.NewServer(control{m}, log)
-		if err := srv.Listen(*apiSocket); err != nil {
-			log.Error("opening the API socket", "err", err)
-			return exitFault
-		}
-		defer srv.Close()
-	}
-	if err := m.Start(ctx); err != nil {
-		log.Error("starting the machine", "err", err)
-		return exitFault
-	}
-	if *seccompMode == "on" {
-		// Everything is open and running: from here on a call outside
-		// the list ends the process with a line naming it.
-		rules := seccomp.VMM()
-		if len(m.Config().Shares) > 0 {
-			rules = append(rules, seccomp.Shares()...)
-		}
-		if err := seccomp.Install(rules); err != nil {
-			log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
-			m.Stop()
-			_ = m.Wait()
-			return exitFault
-		}
-		log.Debug("seccomp filter installed", "rules", len(rules))
-	}
-	if srv != nil {
-		go func() {
-			if err := srv.Serve(ctx); err != nil {
-				log.Error("the API server failed", "err", err)
+		// With a console socket, its client is the console (and detaches
+		// with Ctrl-A x on its side). Otherwise stdin is: a terminal is
+		// switched to raw mode, so that every key reaches the guest, and
+		// restored on every way out; Ctrl-A x quits.
+		var in io.Reader = os.Stdin
+		if *consoleSocket != "" {
+			hub, err := console.Listen(*consoleSocket, log)
+			if err != nil {
+				log.Error("opening the console socket", "err", err)
+				return exitFault
 			}
-		}()
+			defer hub.Close()
+			cfg.Console = io.MultiWriter(hub, cfg.Console)
+			in = hub.Input()
+		} else if console.IsTerminal(os.Stdin) {
+			restore, err := console.MakeRaw(os.Stdin)
+			if err != nil {
+				log.Error("switching the terminal to raw mode", "err", err)
+				return exitFault
+			}
+			defer func() {
+				if err := restore(); err != nil {
+					log.Warn("restoring the terminal", "err", err)
+				}
+			}()
+		}
+		if *consoleSocket == "" {
+			in = console.NewEscapeReader(in, quit)
+		}
+		cfg.ConsoleIn = in
+
+		m, err := machine.New(cfg)
+		if err != nil {
+			if errors.Is(err, machine.ErrInvalidConfig) {
+				return usageErr("%v", err)
+			}
+			log.Error("creating the machine", "err", err)
+			return exitFault
+		}
+		var srv *api.Server
+		if *apiSocket != "" {
+			srv = api.NewServer(control{m}, log)
+			if err := srv.Listen(*apiSocket); err != nil {
+				log.Error("opening the API socket", "err", err)
+				return exitFault
+			}
+			defer srv.Close()
+		}
+		if err := m.Start(ctx); err != nil {
+			log.Error("starting the machine", "err", err)
+			return exitFault
+		}
+		if *seccompMode == "on" {
+			// Everything is open and running: from here on a call outside
+			// the list ends the process with a line naming it.
+			rules := seccomp.VMM()
+			if len(m.Config().Shares) > 0 {
+				rules = append(rules, seccomp.Shares()...)
+			}
+			if err := seccomp.Install(rules); err != nil {
+				log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
+				m.Stop()
+				_ = m.Wait()
+				return exitFault
+			}
+			log.Debug("seccomp filter installed", "rules", len(rules))
+		}
+		if srv != nil {
+			go func() {
+				if err := srv.Serve(ctx); err != nil {
+					log.Error("the API server failed", "err", err)
+				}
+			}()
+		}
+		if err := m.Wait(); err != nil {
+			log.Error("the machine failed", "err", err)
+			return exitFault
+		}
+		log.Info("the machine ended", "reason", m.ExitReason().String())
+		return exitOK
+
 	}
-	if err := m.Wait(); err != nil {
-		log.Error("the machine failed", "err", err)
-		return exitFault
-	}
-	log.Info("the machine ended", "reason", m.ExitReason().String())
-	return exitOK
+	cmd.RunE = func(_ *cobra.Command, args []string) error { return exitCode(run(args)) }
+	return cmd
 }
 
 // joinBalloonArgs lets "--balloon" stand alone, or take "size=SIZE" as
-// its next argument, as the flag package cannot.
+// its next argument, as pflag cannot.
 func joinBalloonArgs(args []string) []string {
 	out := make([]string, 0, len(args))
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if a == "--balloon" || a == "-balloon" {
+		if a == "--balloon" {
 			if i+1 < len(args) && strings.HasPrefix(args[i+1], "size=") {
 				a += "=" + args[i+1]
 				i++
@@ -249,9 +256,9 @@ var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", 
 
 // configFromFile reads the VM definition at path into cfg; VM flags
 // alongside it are refused rather than silently merged.
-func configFromFile(fs *flag.FlagSet, path string, cfg *machine.Config) error {
+func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) error {
 	var conflict string
-	fs.Visit(func(f *flag.Flag) {
+	fs.Visit(func(f *pflag.Flag) {
 		if conflict == "" && slices.Contains(vmFlags, f.Name) {
 			conflict = f.Name
 		}

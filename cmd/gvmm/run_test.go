@@ -23,7 +23,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"run", "--config", "nope.json"},
 		{"run", "--config", "vm.json", "--memory", "1G"},
 	} {
-		assert.Equal(t, exitUsage, dispatch(args), "%v", args)
+		assert.Equal(t, exitUsage, execute(osEnv(), args), "%v", args)
 	}
 }
 

@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
@@ -24,6 +26,8 @@ type cmdEnv struct {
 	getenv         func(string) string
 	// self is the gvmm binary that start runs as the VMM.
 	self string
+	// stdin is the console's input.
+	stdin *os.File
 	// progressBar draws backup progress as a bar (stderr is a terminal).
 	progressBar bool
 	// sysRoot is where /proc and /sys are.
@@ -35,58 +39,64 @@ func osEnv() cmdEnv {
 	if err != nil {
 		self = os.Args[0]
 	}
-	return cmdEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, self: self,
+	return cmdEnv{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, self: self,
 		progressBar: console.IsTerminal(os.Stderr), sysRoot: "/"}
 }
 
-// vmCommand is the flag handling shared by the VM commands.
+// vmCommand is what the VM commands share: the state folder flag, their
+// positional arguments and how they report.
 type vmCommand struct {
 	name     string
 	env      cmdEnv
-	fs       *flag.FlagSet
+	fs       *pflag.FlagSet
 	stateDir *string
-	args     []string // positional arguments after parse
+	args     []string // positional arguments, as many as the command's use names
 }
 
-func newVMCommand(env cmdEnv, name, usage string) *vmCommand {
-	c := &vmCommand{name: name, env: env, fs: flag.NewFlagSet(name, flag.ContinueOnError)}
-	c.fs.SetOutput(env.stderr)
+// vmCmd makes a VM command. use is its name and positional arguments
+// ("backup NAME DEST"); setup adds the command's flags to c.fs and
+// returns what runs it once they and c.args are parsed.
+func vmCmd(env cmdEnv, use, short string, setup func(c *vmCommand) func() int) *cobra.Command {
+	want := strings.Fields(use)[1:]
+	cmd := &cobra.Command{Use: use, Short: short, Args: positional(want...)}
+	c := &vmCommand{name: cmd.Name(), env: env, fs: cmd.Flags()}
 	def := env.getenv(state.EnvRoot)
 	if def == "" {
 		def = state.DefaultRoot
 	}
-	c.stateDir = c.fs.String("state-dir", def, "the state folder (also "+state.EnvRoot+")")
-	c.fs.Usage = func() {
-		fmt.Fprintf(c.fs.Output(), "usage: gvmm %s %s\n\nFlags:\n", name, usage)
-		c.fs.PrintDefaults()
+	c.stateDir = c.fs.String("state-dir", def, "the state `DIR` (also "+state.EnvRoot+")")
+	run := setup(c)
+	cmd.RunE = func(_ *cobra.Command, args []string) error {
+		c.args = args
+		return exitCode(run())
 	}
-	return c
+	cmd.ValidArgsFunction = func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		switch {
+		case len(args) >= len(want):
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		case want[len(args)] == "NAME":
+			names, err := state.Names(*c.stateDir)
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveError
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		}
+		return nil, cobra.ShellCompDirectiveDefault // a file or folder
+	}
+	return cmd
 }
 
-// parse parses args, flags and positional arguments in any order, and
-// checks that there are want positional ones. ok is false when the
-// command should exit with code.
-func (c *vmCommand) parse(args []string, want ...string) (code int, ok bool) {
-	for {
-		if err := c.fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return exitOK, false
-			}
-			return exitUsage, false
+// positional checks that a command has the positional arguments want.
+func positional(want ...string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		switch {
+		case len(args) < len(want):
+			return fmt.Errorf("missing %s", strings.Join(want[len(args):], " "))
+		case len(args) > len(want):
+			return fmt.Errorf("unexpected argument %q", args[len(want)])
 		}
-		if c.fs.NArg() == 0 {
-			break
-		}
-		c.args = append(c.args, c.fs.Arg(0))
-		args = c.fs.Args()[1:]
+		return nil
 	}
-	switch {
-	case len(c.args) < len(want):
-		return c.usageErr("missing %s", strings.Join(want[len(c.args):], " ")), false
-	case len(c.args) > len(want):
-		return c.usageErr("unexpected argument %q", c.args[len(want)]), false
-	}
-	return 0, true
 }
 
 func (c *vmCommand) usageErr(format string, a ...any) int {

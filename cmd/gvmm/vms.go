@@ -17,48 +17,44 @@ import (
 // apiTimeout bounds one question to a VMM's API.
 const apiTimeout = 5 * time.Second
 
-func defineCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "define", "[--state-dir DIR] FILE")
-	if code, ok := c.parse(args, "FILE"); !ok {
-		return code
+func defineCmd(c *vmCommand) func() int {
+	return func() int {
+		def, err := vmdef.ParseFile(c.args[0])
+		if err == nil {
+			err = def.CheckFiles()
+		}
+		if err != nil {
+			return c.fail(err)
+		}
+		_, l, err := c.lock(def.Name)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer l.Unlock()
+		if err := l.Define(def); err != nil {
+			return c.fail(err)
+		}
+		c.printf("%s defined from %s\n", def.Name, c.args[0])
+		return exitOK
 	}
-	def, err := vmdef.ParseFile(c.args[0])
-	if err == nil {
-		err = def.CheckFiles()
-	}
-	if err != nil {
-		return c.fail(err)
-	}
-	_, l, err := c.lock(def.Name)
-	if err != nil {
-		return c.fail(err)
-	}
-	defer l.Unlock()
-	if err := l.Define(def); err != nil {
-		return c.fail(err)
-	}
-	c.printf("%s defined from %s\n", def.Name, c.args[0])
-	return exitOK
 }
 
-func undefineCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "undefine", "[--state-dir DIR] NAME")
-	if code, ok := c.parse(args, "NAME"); !ok {
-		return code
+func undefineCmd(c *vmCommand) func() int {
+	return func() int {
+		dir, l, err := c.lock(c.args[0])
+		if err != nil {
+			return c.fail(err)
+		}
+		defer l.Unlock()
+		if _, err := c.status(dir, l); err != nil {
+			return c.fail(err)
+		}
+		if err := l.Undefine(); err != nil {
+			return c.fail(err)
+		}
+		c.printf("%s undefined (its disk images are kept)\n", c.args[0])
+		return exitOK
 	}
-	dir, l, err := c.lock(c.args[0])
-	if err != nil {
-		return c.fail(err)
-	}
-	defer l.Unlock()
-	if _, err := c.status(dir, l); err != nil {
-		return c.fail(err)
-	}
-	if err := l.Undefine(); err != nil {
-		return c.fail(err)
-	}
-	c.printf("%s undefined (its disk images are kept)\n", c.args[0])
-	return exitOK
 }
 
 // vmInfo is one VM in gvmm list.
@@ -75,58 +71,56 @@ type vmInfo struct {
 	Error         string  `json:"error,omitempty"` // why the rest is unknown
 }
 
-func listCmd(env cmdEnv, args []string) int {
-	c := newVMCommand(env, "list", "[--state-dir DIR] [--json]")
+func listCmd(c *vmCommand) func() int {
 	asJSON := c.fs.Bool("json", false, "print JSON")
-	if code, ok := c.parse(args); !ok {
-		return code
-	}
-	dir, err := c.open()
-	if err != nil {
-		return c.fail(err)
-	}
-	vms, err := listVMs(dir, c)
-	if err != nil {
-		return c.fail(err)
-	}
-	if *asJSON {
-		enc := json.NewEncoder(env.stdout)
-		enc.SetIndent("", "  ")
-		if vms == nil {
-			vms = []vmInfo{}
-		}
-		if err := enc.Encode(vms); err != nil {
+	return func() int {
+		dir, err := c.open()
+		if err != nil {
 			return c.fail(err)
+		}
+		vms, err := listVMs(dir, c)
+		if err != nil {
+			return c.fail(err)
+		}
+		if *asJSON {
+			enc := json.NewEncoder(c.env.stdout)
+			enc.SetIndent("", "  ")
+			if vms == nil {
+				vms = []vmInfo{}
+			}
+			if err := enc.Encode(vms); err != nil {
+				return c.fail(err)
+			}
+			return exitOK
+		}
+		tw := tabwriter.NewWriter(c.env.stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tSTATE\tVCPUS\tMEMORY\tBALLOON\tUPTIME")
+		for _, vm := range vms {
+			st, balloon, uptime := vm.State, "-", "-"
+			if vm.Crashed {
+				st += " (crashed)"
+			}
+			if vm.BalloonMiB != nil {
+				balloon = vmdef.FormatSize(*vm.BalloonMiB * api.MiB)
+				if *vm.BalloonMiB == 0 {
+					balloon = "0"
+				}
+			}
+			if vm.State != api.StateStopped && vm.Error == "" {
+				uptime = (time.Duration(vm.UptimeSeconds) * time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, st, vm.VCPUs, vmdef.FormatSize(vm.MemoryMiB*api.MiB), balloon, uptime)
+		}
+		if err := tw.Flush(); err != nil {
+			return c.fail(err)
+		}
+		for _, vm := range vms {
+			if vm.Error != "" {
+				c.warn("%s: %s", vm.Name, vm.Error)
+			}
 		}
 		return exitOK
 	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSTATE\tVCPUS\tMEMORY\tBALLOON\tUPTIME")
-	for _, vm := range vms {
-		st, balloon, uptime := vm.State, "-", "-"
-		if vm.Crashed {
-			st += " (crashed)"
-		}
-		if vm.BalloonMiB != nil {
-			balloon = vmdef.FormatSize(*vm.BalloonMiB * api.MiB)
-			if *vm.BalloonMiB == 0 {
-				balloon = "0"
-			}
-		}
-		if vm.State != api.StateStopped && vm.Error == "" {
-			uptime = (time.Duration(vm.UptimeSeconds) * time.Second).String()
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", vm.Name, st, vm.VCPUs, vmdef.FormatSize(vm.MemoryMiB*api.MiB), balloon, uptime)
-	}
-	if err := tw.Flush(); err != nil {
-		return c.fail(err)
-	}
-	for _, vm := range vms {
-		if vm.Error != "" {
-			c.warn("%s: %s", vm.Name, vm.Error)
-		}
-	}
-	return exitOK
 }
 
 // listVMs describes every defined VM, cleaning up after dead VMMs whose

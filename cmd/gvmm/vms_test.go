@@ -68,11 +68,7 @@ func (w *world) gvmm(args ...string) (int, string, string) {
 			}
 			return ""
 		}}
-	cmds := map[string]func(cmdEnv, []string) int{
-		"define": defineCmd, "undefine": undefineCmd, "list": listCmd, "start": startCmd,
-		"shutdown": shutdownCmd, "destroy": destroyCmd, "backup": backupCmd, "restore": restoreCmd, "host": hostCmd,
-	}
-	code := cmds[args[0]](env, args[1:])
+	code := execute(env, args)
 	return code, stdout.String(), stderr.String()
 }
 
@@ -190,7 +186,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"start", "a", "b"}, `gvmm start: unexpected argument "b"`},
 		{[]string{"backup", "web1"}, "gvmm backup: missing DEST"},
 		{[]string{"restore", "x", "--name", "a b"}, "gvmm restore: --name: name \"a b\""},
-		{[]string{"list", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"list", "--bogus"}, "gvmm list: unknown flag: --bogus"},
 	} {
 		code, _, errOut := w.gvmm(tt.args...)
 		assert.Equal(t, exitUsage, code, "%v", tt.args)
@@ -283,7 +279,7 @@ func TestLifecycleWithAFakeVMM(t *testing.T) {
 	var out, consoleErr lockedBuffer
 	done := make(chan int)
 	go func() {
-		done <- consoleCmd(cmdEnv{stdout: &out, stderr: &consoleErr, getenv: func(string) string { return w.state }}, in, []string{"web1"})
+		done <- execute(cmdEnv{stdin: in, stdout: &out, stderr: &consoleErr, getenv: func(string) string { return w.state }}, []string{"console", "web1"})
 	}()
 	_, err = io.WriteString(inW, "hello\n")
 	require.NoError(t, err)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 
 	"github.com/gvmm-dev/gvmm/boot/kernelcache"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
@@ -285,6 +286,14 @@ func boot(ctx context.Context, emu *qemu.QEMU, k *debkernel.Kernel, initrd, cons
 	cmd.Stdout = cfg.Stdout
 	cmd.Stderr = cfg.Log
 	cmd.Stdin = cfg.Stdin
+	if f, ok := cfg.Stdin.(*os.File); cfg.Stdin != nil && !(ok && term.IsTerminal(int(f.Fd()))) {
+		// Piped input waits for the payload's port, which drops what
+		// arrives before it is open (a typist waits for the prompt).
+		held := &heldReader{r: cfg.Stdin, ready: make(chan struct{}), done: ctx.Done()}
+		cmd.Stdin = held
+		stopReady := watchReady(consoleLog, held.ready)
+		defer stopReady()
+	}
 	cmd.WaitDelay = 5 * time.Second
 	// A test binary killed by go test's timeout must not leave QEMU behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -354,6 +363,44 @@ func watchAlive(consoleLog string, period, first, gap time.Duration, froze func(
 			}
 			if time.Since(last) > wait {
 				froze()
+				return
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+// heldReader reads r once ready is closed; once done is, it ends.
+type heldReader struct {
+	r     io.Reader
+	ready chan struct{}
+	done  <-chan struct{}
+}
+
+func (h *heldReader) Read(p []byte) (int, error) {
+	select {
+	case <-h.ready:
+		return h.r.Read(p)
+	case <-h.done:
+		return 0, io.EOF
+	}
+}
+
+// watchReady closes ready once hostinit says on the console that the
+// payload's port is open.
+func watchReady(consoleLog string, ready chan struct{}) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if data, _ := os.ReadFile(consoleLog); bytes.Contains(data, []byte(hostproto.ReadyMarker)) {
+				close(ready)
 				return
 			}
 		}

@@ -2,6 +2,7 @@ package kvmhost
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,4 +127,38 @@ func TestResultsSkipThePassedTests(t *testing.T) {
 			assert.Equal(t, tt.wantFailed, r.anyFailed())
 		})
 	}
+}
+
+// Piped input waits for hostinit's ready line, and ends with the host.
+func TestHeldInput(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "console.log")
+	require.NoError(t, os.WriteFile(log, []byte("booting\n"), 0o600))
+	ready, done := make(chan struct{}), make(chan struct{})
+	h := &heldReader{r: strings.NewReader("echo hi\n"), ready: ready, done: done}
+	stop := watchReady(log, ready)
+	defer stop()
+	got := make(chan string)
+	go func() {
+		b := make([]byte, 64)
+		n, _ := h.Read(b)
+		got <- string(b[:n])
+	}()
+	select {
+	case s := <-got:
+		t.Fatalf("read %q before the host was ready", s)
+	case <-time.After(300 * time.Millisecond):
+	}
+	require.NoError(t, os.WriteFile(log, []byte("booting\n"+hostproto.ReadyMarker+"\n"), 0o600))
+	select {
+	case s := <-got:
+		assert.Equal(t, "echo hi\n", s)
+	case <-time.After(5 * time.Second):
+		t.Fatal("still held after the ready line")
+	}
+
+	never := &heldReader{r: strings.NewReader("lost"), ready: make(chan struct{}), done: done}
+	close(done)
+	n, err := never.Read(make([]byte, 8))
+	assert.Zero(t, n)
+	assert.ErrorIs(t, err, io.EOF, "a host that ended reads no more")
 }

@@ -24,7 +24,7 @@ func main() {
 		console = os.Stderr
 	}
 	go alive(console)
-	status, err := run()
+	status, err := run(console)
 	if err != nil {
 		fmt.Fprintf(console, "%s%v\n", hostproto.ErrorMarker, err)
 		status = hostproto.StatusSetupFailed
@@ -45,7 +45,7 @@ func alive(console *os.File) {
 	}
 }
 
-func run() (int, error) {
+func run(console *os.File) (int, error) {
 	for _, m := range []struct{ src, dst, fstype string }{
 		{"proc", "/proc", "proc"},
 		{"sysfs", "/sys", "sysfs"},
@@ -86,6 +86,7 @@ func run() (int, error) {
 	if err := makeRaw(tty); err != nil {
 		return 0, fmt.Errorf("%s: %w", cfg.TTY, err)
 	}
+	fmt.Fprintln(console, hostproto.ReadyMarker)
 	cmd := exec.Command(cfg.Args[0], cfg.Args[1:]...)
 	cmd.Env = cfg.Env
 	cmd.Dir = cfg.Dir

@@ -14,6 +14,10 @@ const (
 	// AliveMarker is written every AliveEvery while the host runs: a
 	// host whose user space stops being scheduled is frozen.
 	AliveMarker = "GVMM-KVMHOST-ALIVE"
+	// ReadyMarker is written once the payload's port is open and raw:
+	// the port drops what arrives before, so the launcher holds piped
+	// input until then.
+	ReadyMarker = "GVMM-KVMHOST-READY"
 )
 
 // AliveEvery is the period of the AliveMarker lines.

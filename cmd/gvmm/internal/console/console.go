@@ -8,13 +8,16 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // IsTerminal reports whether f is a terminal.
 func IsTerminal(f *os.File) bool {
 	return control(f, func(fd int) error {
-		_, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-		return err
+		if !term.IsTerminal(fd) {
+			return unix.ENOTTY
+		}
+		return nil
 	}) == nil
 }
 
@@ -24,23 +27,10 @@ func IsTerminal(f *os.File) bool {
 // settings f had before; call it before the program exits, also on error
 // paths, or the user's shell is left raw.
 func MakeRaw(f *os.File) (restore func() error, err error) {
-	var saved *unix.Termios
-	err = control(f, func(fd int) error {
-		t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-		if err != nil {
-			return fmt.Errorf("console: TCGETS: %w", err)
-		}
-		saved = t
-		raw := *t
-		raw.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-		raw.Oflag &^= unix.OPOST
-		raw.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-		raw.Cflag &^= unix.CSIZE | unix.PARENB
-		raw.Cflag |= unix.CS8
-		raw.Cc[unix.VMIN] = 1
-		raw.Cc[unix.VTIME] = 0
-		if err := unix.IoctlSetTermios(fd, unix.TCSETS, &raw); err != nil {
-			return fmt.Errorf("console: TCSETS: %w", err)
+	var saved *term.State
+	err = control(f, func(fd int) (err error) {
+		if saved, err = term.MakeRaw(fd); err != nil {
+			return fmt.Errorf("console: raw mode: %w", err)
 		}
 		return nil
 	})
@@ -49,7 +39,7 @@ func MakeRaw(f *os.File) (restore func() error, err error) {
 	}
 	return func() error {
 		return control(f, func(fd int) error {
-			if err := unix.IoctlSetTermios(fd, unix.TCSETS, saved); err != nil {
+			if err := term.Restore(fd, saved); err != nil {
 				return fmt.Errorf("console: restoring terminal: %w", err)
 			}
 			return nil

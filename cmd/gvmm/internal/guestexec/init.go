@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // Where the init puts things in the initramfs.
@@ -219,16 +220,10 @@ func setupRoot(req Request) error {
 // rawConsole passes the console's bytes through unchanged, both ways:
 // no echo, no line editing, no CR/LF translation, no signal keys.
 func rawConsole() error {
-	t, err := unix.IoctlGetTermios(0, unix.TCGETS)
-	if err != nil {
+	if _, err := term.MakeRaw(0); err != nil {
 		return fmt.Errorf("console: %w", err)
 	}
-	t.Iflag &^= unix.IGNBRK | unix.BRKINT | unix.PARMRK | unix.ISTRIP | unix.INLCR | unix.IGNCR | unix.ICRNL | unix.IXON
-	t.Oflag &^= unix.OPOST
-	t.Lflag &^= unix.ECHO | unix.ECHONL | unix.ICANON | unix.ISIG | unix.IEXTEN
-	t.Cflag &^= unix.CSIZE | unix.PARENB
-	t.Cflag |= unix.CS8
-	return unix.IoctlSetTermios(0, unix.TCSETS, t)
+	return nil
 }
 
 // run runs COMMAND in the request's folder and environment, its stdout

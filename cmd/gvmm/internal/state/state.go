@@ -478,3 +478,14 @@ func (p *PIDFile) Remove() error {
 	}
 	return err
 }
+
+// Names lists the VMs defined in the state folder root, as Dir.Names
+// does, without creating the folder (shell completion asks): a folder
+// that does not exist holds none.
+func Names(root string) ([]string, error) {
+	names, err := (&Dir{root: root}).Names()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return names, err
+}
