@@ -51,7 +51,7 @@ func newPCBus(b *testing.B) (*devices.Bus, *countHandler) {
 	h := &countHandler{}
 	bus := devices.NewBus("pio", slog.New(h))
 	for _, p := range pcPorts {
-		if err := bus.Insert(p.base, p.size, &reg{}); err != nil {
+		if err := bus.Insert("reg", p.base, p.size, &reg{}); err != nil {
 			b.Fatal(err)
 		}
 	}

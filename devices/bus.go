@@ -6,6 +6,7 @@ package devices
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,8 @@ type Interrupt interface {
 type busRange struct {
 	base, size uint64
 	dev        Device
+	name       string
+	exits      *atomic.Uint64 // accesses dispatched to dev
 }
 
 // Bus maps non-overlapping address ranges to devices. It is safe for
@@ -43,6 +46,8 @@ type Bus struct {
 	mu     sync.Mutex                 // serialises Insert and Remove
 	ranges atomic.Pointer[[]busRange] // sorted by base; never modified in place
 
+	unclaimed atomic.Uint64 // accesses no device claimed
+
 	missMu sync.Mutex
 	missed map[uint64]bool // addresses whose unclaimed access was logged
 }
@@ -52,8 +57,9 @@ func NewBus(name string, log *slog.Logger) *Bus {
 	return &Bus{name: name, log: log, missed: make(map[uint64]bool)}
 }
 
-// Insert claims [base, base+size) for dev.
-func (b *Bus) Insert(base, size uint64, dev Device) error {
+// Insert claims [base, base+size) for dev; name labels its count of
+// accesses in Exits.
+func (b *Bus) Insert(name string, base, size uint64, dev Device) error {
 	if size == 0 {
 		return fmt.Errorf("%s bus: zero-size range at %#x", b.name, base)
 	}
@@ -70,7 +76,7 @@ func (b *Bus) Insert(base, size uint64, dev Device) error {
 	if i < len(ranges) && base+size > ranges[i].base {
 		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, ranges[i].base, ranges[i].size)
 	}
-	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev})
+	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev, name: name, exits: new(atomic.Uint64)})
 	b.ranges.Store(&next)
 	return nil
 }
@@ -97,18 +103,38 @@ func (b *Bus) snapshot() []busRange {
 	return nil
 }
 
+// lookup finds the device of an access and counts the access for it.
 func (b *Bus) lookup(addr uint64, n int) (Device, uint64, bool) {
 	ranges := b.snapshot()
 	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base+ranges[i].size > addr })
 	if i == len(ranges) || addr < ranges[i].base {
+		b.unclaimed.Add(1)
 		return nil, 0, false
 	}
 	r := ranges[i]
 	off := addr - r.base
 	if uint64(n) > r.size-off {
+		b.unclaimed.Add(1)
 		return nil, 0, false
 	}
+	r.exits.Add(1)
 	return r.dev, off, true
+}
+
+// Unclaimed names the accesses no device claimed in Exits.
+const Unclaimed = "unclaimed"
+
+// Exits calls fn with the count of accesses dispatched to each named
+// range (ranges of one name summed) and to no device (Unclaimed).
+// Counts of a range removed are dropped with it.
+func (b *Bus) Exits(fn func(name string, n uint64)) {
+	sums := map[string]uint64{Unclaimed: b.unclaimed.Load()}
+	for _, r := range b.snapshot() {
+		sums[r.name] += r.exits.Load()
+	}
+	for _, name := range slices.Sorted(maps.Keys(sums)) {
+		fn(name, sums[name])
+	}
 }
 
 // Read dispatches a read of len(data) bytes at addr. An access no device

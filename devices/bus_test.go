@@ -28,7 +28,7 @@ func (o *offsets) Write(off uint64, _ []byte) { o.Read(off, make([]byte, 1)) }
 
 func TestBusInsertRejectsBadRanges(t *testing.T) {
 	bus := devices.NewBus("pio", slog.New(slog.DiscardHandler))
-	require.NoError(t, bus.Insert(0x10, 0x10, &reg{}))
+	require.NoError(t, bus.Insert("reg", 0x10, 0x10, &reg{}))
 	for _, tt := range []struct {
 		name       string
 		base, size uint64
@@ -46,7 +46,7 @@ func TestBusInsertRejectsBadRanges(t *testing.T) {
 		{"near the top", ^uint64(0) - 7, 4, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			err := bus.Insert(tt.base, tt.size, &reg{})
+			err := bus.Insert("reg", tt.base, tt.size, &reg{})
 			if tt.ok {
 				assert.NoError(t, err)
 			} else {
@@ -60,7 +60,7 @@ func TestBusDispatchesByOffsetAndMissesReadAllOnes(t *testing.T) {
 	h := &countHandler{}
 	bus := devices.NewBus("pio", slog.New(h))
 	dev := &offsets{}
-	require.NoError(t, bus.Insert(0x3f8, 8, dev))
+	require.NoError(t, bus.Insert("reg", 0x3f8, 8, dev))
 
 	data := []byte{0x55}
 	bus.Read(0x3fd, data)
@@ -92,7 +92,7 @@ func TestBusDispatchesByOffsetAndMissesReadAllOnes(t *testing.T) {
 // ranges or the new, never a half-updated table (go test -race).
 func TestBusLookupsDuringInsertAndRemove(t *testing.T) {
 	bus := devices.NewBus("mmio", slog.New(slog.DiscardHandler))
-	require.NoError(t, bus.Insert(0x1000, 0x100, &reg{v: 1}))
+	require.NoError(t, bus.Insert("reg", 0x1000, 0x100, &reg{v: 1}))
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for range 2 {
@@ -114,7 +114,7 @@ func TestBusLookupsDuringInsertAndRemove(t *testing.T) {
 	}
 	for i := range 1000 {
 		base := 0x2000 + uint64(i%8)*0x100
-		require.NoError(t, bus.Insert(base, 0x100, &reg{}))
+		require.NoError(t, bus.Insert("reg", base, 0x100, &reg{}))
 		require.NoError(t, bus.Remove(base))
 	}
 	close(stop)
