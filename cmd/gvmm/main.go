@@ -63,6 +63,10 @@ func dispatch(args []string) int {
 		return restoreCmd(osEnv(), args[1:])
 	case "host":
 		return hostCmd(osEnv(), args[1:])
+	case "metrics":
+		return metricsCmd(osEnv(), args[1:])
+	case "top":
+		return topCmd(osEnv(), args[1:])
 	case "help", "-h", "--help":
 		usage()
 		return exitOK
@@ -92,5 +96,8 @@ VMs defined in the state folder (--state-dir, $GVMM_STATE_DIR, /var/lib/gvmm):
   restore DEST [--name NEW] [--disk-dir DIR]
                               check a backup and define the VM from it
   host [--json]               the host's CPUs, memory and KSM, and what running VMs take
+  metrics NAME                its metrics in Prometheus' text format
+  top [--interval D] [--iterations N]
+                              running VMs' CPU, memory, disk and net rates, refreshed in place
 `)
 }

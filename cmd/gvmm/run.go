@@ -179,7 +179,7 @@ func runCmd(args []string) int {
 	}
 	var srv *api.Server
 	if *apiSocket != "" {
-		srv = api.NewServer(control{m}, log)
+		srv = api.NewServer(newControl(m), log)
 		if err := srv.Listen(*apiSocket); err != nil {
 			log.Error("opening the API socket", "err", err)
 			return exitFault

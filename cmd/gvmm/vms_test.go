@@ -71,6 +71,7 @@ func (w *world) gvmm(args ...string) (int, string, string) {
 	cmds := map[string]func(cmdEnv, []string) int{
 		"define": defineCmd, "undefine": undefineCmd, "list": listCmd, "start": startCmd,
 		"shutdown": shutdownCmd, "destroy": destroyCmd, "backup": backupCmd, "restore": restoreCmd, "host": hostCmd,
+		"metrics": metricsCmd, "top": topCmd,
 	}
 	code := cmds[args[0]](env, args[1:])
 	return code, stdout.String(), stderr.String()
