@@ -120,3 +120,37 @@ func TestBusLookupsDuringInsertAndRemove(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestBusCountsExitsByDevice(t *testing.T) {
+	bus := devices.NewBus("pio", slog.New(slog.DiscardHandler))
+	require.NoError(t, bus.Insert("uart", 0x3f8, 8, &offsets{}))
+	require.NoError(t, bus.Insert("pci", 0xcf8, 4, &offsets{}))
+	require.NoError(t, bus.Insert("pci", 0xcfc, 4, &offsets{})) // one name, two ranges
+	b := make([]byte, 1)
+	for _, a := range []struct {
+		addr  uint64
+		write bool
+		n     int
+	}{
+		{0x3f8, true, 1}, {0x3fd, false, 1}, {0x3ff, false, 1},
+		{0xcf8, true, 4}, {0xcfc, false, 4},
+		{0x3ff, false, 2}, // straddles the end: unclaimed
+		{0x80, true, 1},   // nothing there
+	} {
+		data := make([]byte, a.n)
+		if a.write {
+			bus.Write(a.addr, data)
+		} else {
+			bus.Read(a.addr, data)
+		}
+	}
+	bus.Read(0x3f8, b)
+	got := map[string]uint64{}
+	var order []string
+	bus.Exits(func(name string, n uint64) {
+		got[name] = n
+		order = append(order, name)
+	})
+	assert.Equal(t, map[string]uint64{"uart": 4, "pci": 2, devices.Unclaimed: 2}, got)
+	assert.Equal(t, []string{"pci", "uart", devices.Unclaimed}, order, "sorted by name")
+}
