@@ -113,9 +113,9 @@ func TestCollector(t *testing.T) {
 		`gvmm_vcpu_exits_total{reason="io",vcpu="0"}`:    2,
 		`gvmm_vcpu_exits_total{reason="mmio",vcpu="1"}`:  1,
 		`gvmm_vcpu_exits_total{reason="other",vcpu="1"}`: 1,
-		`gvmm_vcpus`:                                     2,
-		`gvmm_guest_memory_bytes`:                        256 << 20,
-		`gvmm_uptime_seconds`:                            0,
+		`gvmm_vcpus`:              2,
+		`gvmm_guest_memory_bytes`: 256 << 20,
+		`gvmm_uptime_seconds`:     0,
 		`gvmm_vcpu_seconds_total{mode="guest",vcpu="1"}`: 0,
 	} {
 		v, ok := got[k]
