@@ -31,7 +31,15 @@ type busRange struct {
 	base, size uint64
 	dev        Device
 	name       string
-	exits      *atomic.Uint64 // accesses dispatched to dev
+	exits      []counter // accesses dispatched to dev, by vCPU
+}
+
+// counter is one vCPU's count, alone in its cache line: vCPUs counting
+// accesses to one device at once would otherwise bounce the line
+// between their CPUs on every exit.
+type counter struct {
+	n atomic.Uint64
+	_ [56]byte
 }
 
 // Bus maps non-overlapping address ranges to devices. It is safe for
@@ -45,16 +53,19 @@ type Bus struct {
 	log    *slog.Logger
 	mu     sync.Mutex                 // serialises Insert and Remove
 	ranges atomic.Pointer[[]busRange] // sorted by base; never modified in place
+	cpus   int                        // vCPUs counted apart
 
-	unclaimed atomic.Uint64 // accesses no device claimed
+	unclaimed []counter // accesses no device claimed, by vCPU
 
 	missMu sync.Mutex
 	missed map[uint64]bool // addresses whose unclaimed access was logged
 }
 
-// NewBus returns an empty bus; name ("pio", "mmio") labels log lines.
-func NewBus(name string, log *slog.Logger) *Bus {
-	return &Bus{name: name, log: log, missed: make(map[uint64]bool)}
+// NewBus returns an empty bus for cpus vCPUs; name ("pio", "mmio")
+// labels log lines.
+func NewBus(name string, cpus int, log *slog.Logger) *Bus {
+	cpus = max(cpus, 1)
+	return &Bus{name: name, cpus: cpus, log: log, missed: make(map[uint64]bool), unclaimed: make([]counter, cpus)}
 }
 
 // Insert claims [base, base+size) for dev; name labels its count of
@@ -76,7 +87,7 @@ func (b *Bus) Insert(name string, base, size uint64, dev Device) error {
 	if i < len(ranges) && base+size > ranges[i].base {
 		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, ranges[i].base, ranges[i].size)
 	}
-	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev, name: name, exits: new(atomic.Uint64)})
+	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev, name: name, exits: make([]counter, b.cpus)})
 	b.ranges.Store(&next)
 	return nil
 }
@@ -103,21 +114,24 @@ func (b *Bus) snapshot() []busRange {
 	return nil
 }
 
-// lookup finds the device of an access and counts the access for it.
-func (b *Bus) lookup(addr uint64, n int) (Device, uint64, bool) {
+// lookup finds the device of vCPU cpu's access and counts the access.
+func (b *Bus) lookup(cpu int, addr uint64, n int) (Device, uint64, bool) {
+	if uint(cpu) >= uint(b.cpus) {
+		cpu = 0
+	}
 	ranges := b.snapshot()
 	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base+ranges[i].size > addr })
 	if i == len(ranges) || addr < ranges[i].base {
-		b.unclaimed.Add(1)
+		b.unclaimed[cpu].n.Add(1)
 		return nil, 0, false
 	}
 	r := ranges[i]
 	off := addr - r.base
 	if uint64(n) > r.size-off {
-		b.unclaimed.Add(1)
+		b.unclaimed[cpu].n.Add(1)
 		return nil, 0, false
 	}
-	r.exits.Add(1)
+	r.exits[cpu].n.Add(1)
 	return r.dev, off, true
 }
 
@@ -128,19 +142,26 @@ const Unclaimed = "unclaimed"
 // range (ranges of one name summed) and to no device (Unclaimed).
 // Counts of a range removed are dropped with it.
 func (b *Bus) Exits(fn func(name string, n uint64)) {
-	sums := map[string]uint64{Unclaimed: b.unclaimed.Load()}
+	sum := func(c []counter) (n uint64) {
+		for i := range c {
+			n += c[i].n.Load()
+		}
+		return n
+	}
+	sums := map[string]uint64{Unclaimed: sum(b.unclaimed)}
 	for _, r := range b.snapshot() {
-		sums[r.name] += r.exits.Load()
+		sums[r.name] += sum(r.exits)
 	}
 	for _, name := range slices.Sorted(maps.Keys(sums)) {
 		fn(name, sums[name])
 	}
 }
 
-// Read dispatches a read of len(data) bytes at addr. An access no device
+// Read dispatches vCPU cpu's read of len(data) bytes at addr (cpu picks
+// the counter; one out of range counts as vCPU 0). An access no device
 // claims reads as all-ones, as on real hardware with nothing decoding it.
-func (b *Bus) Read(addr uint64, data []byte) {
-	if dev, off, ok := b.lookup(addr, len(data)); ok {
+func (b *Bus) Read(cpu int, addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(cpu, addr, len(data)); ok {
 		dev.Read(off, data)
 		return
 	}
@@ -150,9 +171,10 @@ func (b *Bus) Read(addr uint64, data []byte) {
 	b.miss("read", addr, len(data))
 }
 
-// Write dispatches a write at addr; unclaimed writes are dropped.
-func (b *Bus) Write(addr uint64, data []byte) {
-	if dev, off, ok := b.lookup(addr, len(data)); ok {
+// Write dispatches vCPU cpu's write at addr; unclaimed writes are
+// dropped.
+func (b *Bus) Write(cpu int, addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(cpu, addr, len(data)); ok {
 		dev.Write(off, data)
 		return
 	}

@@ -56,8 +56,8 @@ func (ignored) Write(uint64, []byte)       {}
 
 func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	log := b.m.log
-	b.pio = devices.NewBus("pio", log)
-	b.mmio = devices.NewBus("mmio", log)
+	b.pio = devices.NewBus("pio", b.m.cfg.CPUs, log)
+	b.mmio = devices.NewBus("mmio", b.m.cfg.CPUs, log)
 	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.cfg.Console, log)
 	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
 	kbd := ps2.New(irqLine{b.vm, kbdIRQ}, func() { b.end(ExitReboot, nil) }, log)
