@@ -33,14 +33,15 @@ run: build bin/uroot.cpio
 	bin/kvmhost -auto -asset uroot.cpio=bin/uroot.cpio -- \
 		bin/gvmm run --kernel {kernel} --initrd {asset:uroot.cpio} --memory 512M
 
-# Debian packages the tests use: e2fsprogs for disk images and
-# busybox-static for the shell gvmm exec runs in the test host. The KVM
+# Debian packages the tests use: e2fsprogs for disk images,
+# busybox-static for the shell gvmm exec runs in the test host, and tmux,
+# the terminal gvmm top's test reads. The KVM
 # test host's QEMU is Debian 13's, which the harness fetches into .cache/
 # by itself (tests/qemu), as it does the kernel.
 deps:
-	@command -v mkfs.ext4 >/dev/null && command -v busybox >/dev/null || { \
+	@command -v mkfs.ext4 >/dev/null && command -v busybox >/dev/null && command -v tmux >/dev/null || { \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-			e2fsprogs busybox-static; }
+			e2fsprogs busybox-static tmux; }
 
 vet:
 	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }

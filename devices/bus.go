@@ -6,6 +6,7 @@ package devices
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,16 @@ type Interrupt interface {
 type busRange struct {
 	base, size uint64
 	dev        Device
+	name       string
+	exits      []counter // accesses dispatched to dev, by vCPU
+}
+
+// counter is one vCPU's count, alone in its cache line: vCPUs counting
+// accesses to one device at once would otherwise bounce the line
+// between their CPUs on every exit.
+type counter struct {
+	n atomic.Uint64
+	_ [56]byte
 }
 
 // Bus maps non-overlapping address ranges to devices. It is safe for
@@ -42,18 +53,24 @@ type Bus struct {
 	log    *slog.Logger
 	mu     sync.Mutex                 // serialises Insert and Remove
 	ranges atomic.Pointer[[]busRange] // sorted by base; never modified in place
+	cpus   int                        // vCPUs counted apart
+
+	unclaimed []counter // accesses no device claimed, by vCPU
 
 	missMu sync.Mutex
 	missed map[uint64]bool // addresses whose unclaimed access was logged
 }
 
-// NewBus returns an empty bus; name ("pio", "mmio") labels log lines.
-func NewBus(name string, log *slog.Logger) *Bus {
-	return &Bus{name: name, log: log, missed: make(map[uint64]bool)}
+// NewBus returns an empty bus for cpus vCPUs; name ("pio", "mmio")
+// labels log lines.
+func NewBus(name string, cpus int, log *slog.Logger) *Bus {
+	cpus = max(cpus, 1)
+	return &Bus{name: name, cpus: cpus, log: log, missed: make(map[uint64]bool), unclaimed: make([]counter, cpus)}
 }
 
-// Insert claims [base, base+size) for dev.
-func (b *Bus) Insert(base, size uint64, dev Device) error {
+// Insert claims [base, base+size) for dev; name labels its count of
+// accesses in Exits.
+func (b *Bus) Insert(name string, base, size uint64, dev Device) error {
 	if size == 0 {
 		return fmt.Errorf("%s bus: zero-size range at %#x", b.name, base)
 	}
@@ -70,7 +87,7 @@ func (b *Bus) Insert(base, size uint64, dev Device) error {
 	if i < len(ranges) && base+size > ranges[i].base {
 		return fmt.Errorf("%s bus: range %#x+%#x overlaps %#x+%#x", b.name, base, size, ranges[i].base, ranges[i].size)
 	}
-	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev})
+	next := slices.Insert(slices.Clone(ranges), i, busRange{base: base, size: size, dev: dev, name: name, exits: make([]counter, b.cpus)})
 	b.ranges.Store(&next)
 	return nil
 }
@@ -97,24 +114,54 @@ func (b *Bus) snapshot() []busRange {
 	return nil
 }
 
-func (b *Bus) lookup(addr uint64, n int) (Device, uint64, bool) {
+// lookup finds the device of vCPU cpu's access and counts the access.
+func (b *Bus) lookup(cpu int, addr uint64, n int) (Device, uint64, bool) {
+	if uint(cpu) >= uint(b.cpus) {
+		cpu = 0
+	}
 	ranges := b.snapshot()
 	i := sort.Search(len(ranges), func(i int) bool { return ranges[i].base+ranges[i].size > addr })
 	if i == len(ranges) || addr < ranges[i].base {
+		b.unclaimed[cpu].n.Add(1)
 		return nil, 0, false
 	}
 	r := ranges[i]
 	off := addr - r.base
 	if uint64(n) > r.size-off {
+		b.unclaimed[cpu].n.Add(1)
 		return nil, 0, false
 	}
+	r.exits[cpu].n.Add(1)
 	return r.dev, off, true
 }
 
-// Read dispatches a read of len(data) bytes at addr. An access no device
+// Unclaimed names the accesses no device claimed in Exits.
+const Unclaimed = "unclaimed"
+
+// Exits calls fn with the count of accesses dispatched to each named
+// range (ranges of one name summed) and to no device (Unclaimed).
+// Counts of a range removed are dropped with it.
+func (b *Bus) Exits(fn func(name string, n uint64)) {
+	sum := func(c []counter) (n uint64) {
+		for i := range c {
+			n += c[i].n.Load()
+		}
+		return n
+	}
+	sums := map[string]uint64{Unclaimed: sum(b.unclaimed)}
+	for _, r := range b.snapshot() {
+		sums[r.name] += sum(r.exits)
+	}
+	for _, name := range slices.Sorted(maps.Keys(sums)) {
+		fn(name, sums[name])
+	}
+}
+
+// Read dispatches vCPU cpu's read of len(data) bytes at addr (cpu picks
+// the counter; one out of range counts as vCPU 0). An access no device
 // claims reads as all-ones, as on real hardware with nothing decoding it.
-func (b *Bus) Read(addr uint64, data []byte) {
-	if dev, off, ok := b.lookup(addr, len(data)); ok {
+func (b *Bus) Read(cpu int, addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(cpu, addr, len(data)); ok {
 		dev.Read(off, data)
 		return
 	}
@@ -124,9 +171,10 @@ func (b *Bus) Read(addr uint64, data []byte) {
 	b.miss("read", addr, len(data))
 }
 
-// Write dispatches a write at addr; unclaimed writes are dropped.
-func (b *Bus) Write(addr uint64, data []byte) {
-	if dev, off, ok := b.lookup(addr, len(data)); ok {
+// Write dispatches vCPU cpu's write at addr; unclaimed writes are
+// dropped.
+func (b *Bus) Write(cpu int, addr uint64, data []byte) {
+	if dev, off, ok := b.lookup(cpu, addr, len(data)); ok {
 		dev.Write(off, data)
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/gvmm-dev/gvmm/devices/pm"
 	"github.com/gvmm-dev/gvmm/devices/ps2"
 	"github.com/gvmm-dev/gvmm/devices/uart"
+	"github.com/gvmm-dev/gvmm/internal/metrics"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/acpi"
 	"github.com/gvmm-dev/gvmm/machine/acpi/aml"
@@ -55,25 +56,26 @@ func (ignored) Write(uint64, []byte)       {}
 
 func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	log := b.m.log
-	b.pio = devices.NewBus("pio", log)
-	b.mmio = devices.NewBus("mmio", log)
+	b.pio = devices.NewBus("pio", b.m.cfg.CPUs, log)
+	b.mmio = devices.NewBus("mmio", b.m.cfg.CPUs, log)
 	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.console, log)
 	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
 	kbd := ps2.New(irqLine{b.vm, kbdIRQ}, func() { b.end(ExitReboot, nil) }, log)
 	for _, d := range []struct {
+		name       string
 		base, size uint64
 		dev        devices.Device
 	}{
-		{com1Port, uart.Size, com1},
-		{uint64(ps2.DefaultBase), ps2.Size, kbd},
-		{uint64(cmos.DefaultBase), cmos.Size, cmos.New(time.Now)},
-		{postPort, 1, ignored{}},
-		{uint64(pm.DefaultBase), pm.Size, b.power},
-		{boottimer.Port, boottimer.Size, boottimer.New(func() {
+		{"uart", com1Port, uart.Size, com1},
+		{"i8042", uint64(ps2.DefaultBase), ps2.Size, kbd},
+		{"rtc", uint64(cmos.DefaultBase), cmos.Size, cmos.New(time.Now)},
+		{"post", postPort, 1, ignored{}},
+		{"acpi_pm", uint64(pm.DefaultBase), pm.Size, b.power},
+		{"boot_timer", boottimer.Port, boottimer.Size, boottimer.New(func() {
 			log.Info("boot timer: guest user space reached", "since_boot", time.Since(b.begun).Round(time.Microsecond))
 		})},
 	} {
-		if err := b.pio.Insert(d.base, d.size, d.dev); err != nil {
+		if err := b.pio.Insert(d.name, d.base, d.size, d.dev); err != nil {
 			return fmt.Errorf("machine: %w", err)
 		}
 	}
@@ -96,14 +98,14 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 	if err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
-	if err := b.pio.Insert(pci.ConfigAddressPort, pci.PortIOSize, root.PortIO()); err != nil {
+	if err := b.pio.Insert("pci_config", pci.ConfigAddressPort, pci.PortIOSize, root.PortIO()); err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
-	if err := b.mmio.Insert(ECAMBase, ECAMSize, root.ECAM()); err != nil {
+	if err := b.mmio.Insert("pci_ecam", ECAMBase, ECAMSize, root.ECAM()); err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
 	for _, w := range root.MMIOWindows() {
-		if err := b.mmio.Insert(w.Base, w.Size, w.Device); err != nil {
+		if err := b.mmio.Insert("pci_bars", w.Base, w.Size, w.Device); err != nil {
 			return fmt.Errorf("machine: %w", err)
 		}
 	}
@@ -147,6 +149,15 @@ func (b *bootedVM) addVirtio(root *pci.Root, mem *memory.Memory, dev virtio.Devi
 		return fmt.Errorf("machine: %w", err)
 	}
 	b.virtio = append(b.virtio, fn)
+	if src, ok := dev.(metrics.Source); ok {
+		n := 0
+		for _, s := range b.sources {
+			if s.typ == dev.Type() {
+				n++
+			}
+		}
+		b.sources = append(b.sources, namedSource{name: fmt.Sprintf("%s%d", dev.Type(), n), typ: dev.Type(), src: src})
+	}
 	return nil
 }
 

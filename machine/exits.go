@@ -17,16 +17,16 @@ func (b *bootedVM) handleExit(v *vcpu, exit kvm.Exit) bool {
 		for i := 0; i < int(io.Count); i++ {
 			data := io.Data[i*int(io.Size) : (i+1)*int(io.Size)]
 			if io.Direction == kvm.IOIn {
-				b.pio.Read(uint64(io.Port), data)
+				b.pio.Read(v.id, uint64(io.Port), data)
 			} else {
-				b.pio.Write(uint64(io.Port), data)
+				b.pio.Write(v.id, uint64(io.Port), data)
 			}
 		}
 	case kvm.ExitMMIO:
 		if exit.MMIO.IsWrite {
-			b.mmio.Write(exit.MMIO.Addr, exit.MMIO.Data)
+			b.mmio.Write(v.id, exit.MMIO.Addr, exit.MMIO.Data)
 		} else {
-			b.mmio.Read(exit.MMIO.Addr, exit.MMIO.Data)
+			b.mmio.Read(v.id, exit.MMIO.Addr, exit.MMIO.Data)
 		}
 	case kvm.ExitInterrupted, kvm.ExitIRQWindowOpen:
 		// A kick or a signal: the loop re-checks whether the VM is ending.

@@ -83,6 +83,8 @@ type Machine struct {
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
+	vcpuStats []vcpuStats // by vCPU id, kept across reboots
+
 	// input carries console input from the one goroutine reading
 	// Config.ConsoleIn to the UART of the current boot.
 	input chan []byte
@@ -108,7 +110,8 @@ func New(cfg Config) (*Machine, error) {
 			return nil, fmt.Errorf("%w: %s is not a regular file", ErrInvalidConfig, f)
 		}
 	}
-	return &Machine{cfg: c, log: c.Log, done: make(chan struct{}), stop: make(chan struct{})}, nil
+	return &Machine{cfg: c, log: c.Log, done: make(chan struct{}), stop: make(chan struct{}),
+		vcpuStats: make([]vcpuStats, c.CPUs)}, nil
 }
 
 // Start boots the guest. It returns once the vCPUs run, or with the
@@ -325,13 +328,15 @@ type bootedVM struct {
 	virtio    []*virtio.PCIDevice
 
 	closers []func() error
-	begun   time.Time // when this boot began: the boot timer's origin
+	begun   time.Time     // when this boot began: the boot timer's origin
+	sources []namedSource // the virtio devices' metrics
 }
 
 type vcpu struct {
-	id  int
-	cpu *kvm.VCPU
-	tid atomic.Int32
+	id    int
+	cpu   *kvm.VCPU
+	tid   atomic.Int32
+	stats *vcpuStats
 }
 
 // end reports the result of this boot and kicks every vCPU out of the
@@ -613,7 +618,7 @@ func (b *bootedVM) createVCPU(id int, cpuid []kvm.CPUIDEntry, entry *boot.Entry)
 			return nil, err
 		}
 	}
-	return &vcpu{id: id, cpu: cpu}, nil
+	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id]}, nil
 }
 
 // runVCPU is a vCPU thread: it runs the vCPU and dispatches its exits
@@ -624,8 +629,11 @@ func (b *bootedVM) runVCPU(v *vcpu) {
 	// where a kick is sent.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	v.tid.Store(int32(unix.Gettid()))
+	tid := unix.Gettid()
+	v.tid.Store(int32(tid))
 	defer v.tid.Store(0)
+	v.stats.bindThread(tid)
+	defer v.stats.unbindThread()
 	for !b.ending.Load() {
 		if b.gate.wait() {
 			// The pause kick left immediate_exit set.
@@ -637,6 +645,7 @@ func (b *bootedVM) runVCPU(v *vcpu) {
 			b.end(ExitFault, fmt.Errorf("vcpu %d: %w", v.id, err))
 			return
 		}
+		v.stats.countExit(exit.Reason)
 		if done := b.handleExit(v, exit); done {
 			return
 		}

@@ -6,6 +6,7 @@ package virtio
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/gvmm-dev/gvmm/devices"
 	"github.com/gvmm-dev/gvmm/memory"
@@ -22,6 +23,21 @@ const (
 	Device9P      DeviceType = 9
 	DeviceVsock   DeviceType = 19
 )
+
+// String names the type as metrics and logs label devices: "block0".
+func (t DeviceType) String() string {
+	switch t {
+	case DeviceBlock:
+		return "block"
+	case DeviceBalloon:
+		return "balloon"
+	case Device9P:
+		return "9p"
+	case DeviceVsock:
+		return "vsock"
+	}
+	return fmt.Sprintf("virtio%d", uint16(t))
+}
 
 // Device status bits (spec 2.1).
 const (

@@ -8,15 +8,32 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 )
 
 // control adapts a machine to the control API, translating its errors
 // into the API's classes.
-type control struct{ m *machine.Machine }
+type control struct {
+	m   *machine.Machine
+	reg *prometheus.Registry
+}
 
 var _ api.VM = control{}
+
+// newControl returns m's adapter, whose metrics are the machine's and the
+// Go runtime's (the process collector is left out: it lists
+// /proc/self/fd, which the seccomp filter does not allow).
+func newControl(m *machine.Machine) control {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.Collector(), collectors.NewGoCollector())
+	return control{m: m, reg: reg}
+}
+
+func (c control) Gatherer() prometheus.Gatherer { return c.reg }
 
 func (c control) Info() api.Info {
 	cfg := c.m.Config()

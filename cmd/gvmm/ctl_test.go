@@ -14,6 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gvmm-dev/gvmm/machine/api"
 )
 
@@ -99,6 +101,8 @@ type ctlVM struct {
 }
 
 var _ api.VM = (*ctlVM)(nil)
+
+func (v *ctlVM) Gatherer() prometheus.Gatherer { return prometheus.NewRegistry() }
 
 func (v *ctlVM) Info() api.Info {
 	v.mu.Lock()

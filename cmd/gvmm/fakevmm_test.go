@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine/api"
@@ -27,11 +29,23 @@ const (
 	envFakeVMM = "GVMM_TEST_FAKE_VMM"
 	// envFakeEvents names a file the fake VMM appends its API calls to.
 	envFakeEvents = "GVMM_TEST_FAKE_EVENTS"
-	// envAsGVMM makes the test binary gvmm itself, for the shell
-	// completion test.
+	// envAsGVMM makes the test binary gvmm itself, for the tests that
+	// run it from a shell (completion) or a terminal (tmux).
 	envAsGVMM = "GVMM_TEST_AS_GVMM"
 	// fakeBalloonMiB is the balloon size the fake guest reports.
 	fakeBalloonMiB = 64
+)
+
+// The fake VMM's metrics grow at these rates from its start, so that
+// gvmm top shows them as they are.
+const (
+	fakeCPU       = 0.25 // seconds a second
+	fakeGuestCPU  = 0.20
+	fakeRSS       = 100 * miB
+	fakeDiskRead  = 3 * miB // bytes a second
+	fakeDiskWrite = 1 * miB
+	fakeNetRx     = 2 * miB
+	fakeNetTx     = 512 << 10
 )
 
 func TestMain(m *testing.M) {
@@ -169,6 +183,35 @@ func (g *fakeGuest) Shutdown() error {
 		time.AfterFunc(100*time.Millisecond, g.end)
 	}
 	return nil
+}
+
+// Gatherer serves counters that grow at the fake rates.
+func (g *fakeGuest) Gatherer() prometheus.Gatherer {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(fakeMetrics{g.started})
+	return reg
+}
+
+type fakeMetrics struct{ started time.Time }
+
+func (fakeMetrics) Describe(chan<- *prometheus.Desc) {}
+
+func (f fakeMetrics) Collect(ch chan<- prometheus.Metric) {
+	e := time.Since(f.started).Seconds()
+	send := func(name string, typ prometheus.ValueType, v float64, label ...string) {
+		var names []string
+		if len(label) > 0 {
+			names = label[:1]
+		}
+		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, name, names, nil), typ, v, label[min(1, len(label)):]...)
+	}
+	send("gvmm_vmm_cpu_seconds_total", prometheus.CounterValue, fakeCPU*e)
+	send("gvmm_vcpu_seconds_total", prometheus.CounterValue, fakeGuestCPU*e, "mode", "guest")
+	send("gvmm_vmm_rss_bytes", prometheus.GaugeValue, fakeRSS)
+	send("gvmm_disk_bytes_total", prometheus.CounterValue, fakeDiskRead*e, "op", "read")
+	send("gvmm_disk_bytes_total", prometheus.CounterValue, fakeDiskWrite*e, "op", "write")
+	send("gvmm_net_bytes_total", prometheus.CounterValue, fakeNetRx*e, "direction", "rx")
+	send("gvmm_net_bytes_total", prometheus.CounterValue, fakeNetTx*e, "direction", "tx")
 }
 
 func (g *fakeGuest) Stop() {

@@ -74,6 +74,8 @@ in a state folder: --state-dir, $GVMM_STATE_DIR or /var/lib/gvmm.`,
 		vmCmd(env, "backup NAME DEST", "copy a VM's definition, kernel, initrd and disks with checksums", backupCmd),
 		vmCmd(env, "restore DEST", "check a backup and define the VM from it", restoreCmd),
 		vmCmd(env, "host", "the host's CPUs, memory and KSM, and what running VMs take", hostCmd),
+		vmCmd(env, "metrics NAME", "a running VM's metrics in Prometheus' text format", metricsCmd),
+		vmCmd(env, "top", "running VMs' CPU, memory, disk and net rates, refreshed in place", topCmd),
 	)...)
 	root.AddCommand(newVersionCmd(env))
 	root.SetOut(env.stdout) // before the completion command takes it

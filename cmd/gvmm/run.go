@@ -186,7 +186,7 @@ to stderr.`,
 		}
 		var srv *api.Server
 		if *apiSocket != "" {
-			srv = api.NewServer(control{m}, log)
+			srv = api.NewServer(newControl(m), log)
 			if err := srv.Listen(*apiSocket); err != nil {
 				log.Error("opening the API socket", "err", err)
 				return exitFault

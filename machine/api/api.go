@@ -8,6 +8,7 @@
 //	PUT /vm/resume
 //	PUT /vm/shutdown        ACPI power button
 //	PUT /vm/stop            immediate
+//	GET /metrics            Prometheus text format
 //
 // Successful actions answer 204 with no body; every error answers a JSON
 // object {"error": "message"} with a status that says its class (see
@@ -18,6 +19,8 @@ package api
 import (
 	"errors"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // MiB is the unit of the API's memory sizes.
@@ -48,6 +51,8 @@ type VM interface {
 	Shutdown() error
 	// Stop ends the machine at once.
 	Stop()
+	// Gatherer collects the machine's metrics for GET /metrics.
+	Gatherer() prometheus.Gatherer
 }
 
 // Machine states reported in Info.State.

@@ -11,6 +11,10 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // maxResponseBytes bounds what the client reads of an answer.
@@ -94,7 +98,26 @@ func (c *Client) Stop(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "/vm/stop", nil, nil)
 }
 
-// do sends in (if not nil) as JSON and decodes a 200 answer into out.
+// Metrics returns the machine's metrics in Prometheus' text format.
+func (c *Client) Metrics(ctx context.Context) ([]byte, error) {
+	var text []byte
+	err := c.do(ctx, http.MethodGet, "/metrics", nil, &text)
+	return text, err
+}
+
+// ParseMetrics parses Prometheus' text format, as Metrics returns it, into
+// metric families by name.
+func ParseMetrics(text []byte) (map[string]*dto.MetricFamily, error) {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(text))
+	if err != nil {
+		return nil, fmt.Errorf("api: parsing metrics: %w", err)
+	}
+	return fams, nil
+}
+
+// do sends in (if not nil) as JSON and decodes a 200 answer into out; a
+// *[]byte out takes the answer as it is.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {
@@ -129,7 +152,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return responseError(resp.StatusCode, b)
 	}
-	if out == nil {
+	switch out := out.(type) {
+	case nil:
+		return nil
+	case *[]byte:
+		*out = b
 		return nil
 	}
 	if err := json.Unmarshal(b, out); err != nil {

@@ -99,3 +99,24 @@ func TestResponseError(t *testing.T) {
 		})
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	f := newFakeVM()
+	_, sock := startServer(t, f)
+	a := send(t, sock, "GET", "/metrics", nil, false)
+	require.Equal(t, 200, a.status, "%s", a.body)
+	assert.Contains(t, a.header.Get("Content-Type"), "text/plain")
+	assert.Contains(t, string(a.body), "# TYPE fake_scrapes_total counter\nfake_scrapes_total 1\n")
+
+	c := NewClient(sock)
+	defer c.Close()
+	text, err := c.Metrics(context.Background())
+	require.NoError(t, err)
+	fams, err := ParseMetrics(text)
+	require.NoError(t, err)
+	require.Contains(t, fams, "fake_scrapes_total")
+	assert.Equal(t, 2.0, fams["fake_scrapes_total"].GetMetric()[0].GetCounter().GetValue(), "a second scrape")
+
+	_, err = ParseMetrics([]byte("not metrics {"))
+	assert.ErrorContains(t, err, "parsing metrics")
+}

@@ -2,7 +2,10 @@ package api
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // fakeVM is a VM with a paused/running/stopped state machine, a balloon
@@ -16,6 +19,8 @@ type fakeVM struct {
 	balloon   uint64 // bytes requested
 	calls     []string
 	err       error
+	reg       *prometheus.Registry
+	scrapes   atomic.Uint64
 }
 
 var _ VM = (*fakeVM)(nil)
@@ -93,6 +98,20 @@ func (f *fakeVM) Pause() error  { return f.transition("pause", StateRunning, Sta
 func (f *fakeVM) Resume() error { return f.transition("resume", StatePaused, StateRunning) }
 func (f *fakeVM) Shutdown() error {
 	return f.transition("shutdown", StateRunning, StateStopped)
+}
+
+// Gatherer serves one counter, the number of scrapes, so a test sees
+// it move.
+func (f *fakeVM) Gatherer() prometheus.Gatherer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.reg == nil {
+		f.reg = prometheus.NewRegistry()
+		scrapes := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "fake_scrapes_total", Help: "Scrapes."},
+			func() float64 { return float64(f.scrapes.Add(1)) })
+		f.reg.MustRegister(scrapes)
+	}
+	return f.reg
 }
 
 func (f *fakeVM) Stop() {

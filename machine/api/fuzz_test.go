@@ -31,6 +31,7 @@ func FuzzHandler(f *testing.F) {
 		{"PUT", "/vm/pause", "{}"},
 		{"PUT", "/vm/resume", `{"a":[1,{"b":null}]}`},
 		{"GET", "/vm/balloon/stats", ""},
+		{"GET", "/metrics", "ignored"},
 		{"POST", "/vm/stop", ""},
 		{"GET", "/nope", "\xff"},
 	} {
@@ -53,6 +54,11 @@ func FuzzHandler(f *testing.F) {
 			assert.Empty(t, w.Body.Bytes())
 			return
 		case http.StatusOK:
+			if path == "/metrics" {
+				_, err := ParseMetrics(w.Body.Bytes())
+				assert.NoError(t, err, "%q", w.Body.Bytes())
+				return
+			}
 			assert.True(t, json.Valid(w.Body.Bytes()), "%q", w.Body.Bytes())
 			return
 		case http.StatusMethodNotAllowed:

@@ -15,28 +15,34 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // MaxBodyBytes bounds a request body; a larger one is answered 413.
 const MaxBodyBytes = 64 << 10
 
 // endpoint is one path of the API: the method it answers and what it does
-// with the request body. A nil result means 204 No Content.
+// with the request body. A nil result means 204 No Content. An endpoint
+// that answers in a format of its own has raw instead of serve.
 type endpoint struct {
 	method string
 	serve  func(h *handler, body []byte) (any, error)
+	raw    func(h *handler, w http.ResponseWriter, r *http.Request) int
 }
 
 var endpoints = map[string]endpoint{
-	"/vm":               {http.MethodGet, (*handler).info},
-	"/vm/balloon":       {http.MethodPut, (*handler).setBalloon},
-	"/vm/balloon/stats": {http.MethodGet, (*handler).balloonStats},
-	"/vm/pause":         {http.MethodPut, action((VM).Pause, true)},
-	"/vm/resume":        {http.MethodPut, action((VM).Resume, true)},
-	"/vm/shutdown":      {http.MethodPut, action((VM).Shutdown, true)},
+	"/vm":               {method: http.MethodGet, serve: (*handler).info},
+	"/vm/balloon":       {method: http.MethodPut, serve: (*handler).setBalloon},
+	"/vm/balloon/stats": {method: http.MethodGet, serve: (*handler).balloonStats},
+	"/vm/pause":         {method: http.MethodPut, serve: action((VM).Pause, true)},
+	"/vm/resume":        {method: http.MethodPut, serve: action((VM).Resume, true)},
+	"/vm/shutdown":      {method: http.MethodPut, serve: action((VM).Shutdown, true)},
 	// Stop is the way out of a machine stuck in another call: it does
 	// not wait for the lock.
-	"/vm/stop": {http.MethodPut, action(func(vm VM) error { vm.Stop(); return nil }, false)},
+	"/vm/stop": {method: http.MethodPut, serve: action(func(vm VM) error { vm.Stop(); return nil }, false)},
+	// Prometheus' text (or OpenMetrics, if asked) rather than JSON.
+	"/metrics": {method: http.MethodGet, raw: (*handler).metrics},
 }
 
 type handler struct {
@@ -124,6 +130,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err
 		err := badRequest("%s takes no query parameters", r.URL.Path)
 		return writeError(w, http.StatusBadRequest, err), err
 	}
+	if ep.raw != nil {
+		return ep.raw(h, w, r), nil
+	}
 	body, err := readBody(w, r)
 	if err == nil {
 		var v any
@@ -177,6 +186,29 @@ func writeError(w http.ResponseWriter, status int, err error) int {
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
 	return status
+}
+
+// metrics answers a scrape with what the VM's gatherer collects; a
+// metric that fails to be collected is logged and left out, the rest
+// served.
+func (h *handler) metrics(w http.ResponseWriter, r *http.Request) int {
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	promhttp.HandlerFor(h.vm.Gatherer(), promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	}).ServeHTTP(rec, r)
+	return rec.status
+}
+
+// statusRecorder notes the status a handler answered with, for the log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(status int) {
+	s.status = status
+	s.ResponseWriter.WriteHeader(status)
 }
 
 func (h *handler) info(body []byte) (any, error) {

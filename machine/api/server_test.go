@@ -196,6 +196,8 @@ func TestRequestErrors(t *testing.T) {
 		{name: "GET pause", method: "GET", path: "/vm/pause", wantStatus: 405, wantMsg: "use PUT", wantAllow: "PUT"},
 		{name: "DELETE balloon", method: "DELETE", path: "/vm/balloon", wantStatus: 405, wantAllow: "PUT"},
 		{name: "PUT stats", method: "PUT", path: "/vm/balloon/stats", body: "{}", wantStatus: 405, wantAllow: "GET"},
+		{name: "POST metrics", method: "POST", path: "/metrics", wantStatus: 405, wantAllow: "GET"},
+		{name: "metrics query", method: "GET", path: "/metrics?name=x", wantStatus: 400, wantMsg: "no query parameters"},
 		// 413.
 		{name: "large body", method: "PUT", path: "/vm/balloon", body: big, wantStatus: 413, wantMsg: "larger than 65536 bytes"},
 		{name: "large chunked body", method: "PUT", path: "/vm/pause", body: big, chunked: true, wantStatus: 413, wantMsg: "larger than"},

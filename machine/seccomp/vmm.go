@@ -36,7 +36,9 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_PRCTL, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.PR_SET_VMA}}},
 		// Files: eventfds (ioeventfd, irqfd), disk images, the console,
 		// the API's connections, logs, /proc/self/status for the
-		// balloon's statistics; kernel, initrd and /dev/kvm on a reboot.
+		// balloon's statistics, /proc/self/smaps_rollup and the threads'
+		// stat files for GET /metrics; kernel, initrd and /dev/kvm on a
+		// reboot.
 		{Syscall: unix.SYS_READ},
 		{Syscall: unix.SYS_WRITE},
 		{Syscall: unix.SYS_PREAD64},

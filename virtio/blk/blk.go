@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -96,6 +97,7 @@ type Disk struct {
 	// the writes it covered are lost. Every later flush fails with it, as
 	// QEMU's do, so that the guest never hears its data is safe again.
 	syncErr atomic.Pointer[error]
+	stats   stats
 
 	// Set by Activate before the workers start and cleared by Reset
 	// after they stopped (the virtio.Device contract), so unguarded.
@@ -237,14 +239,17 @@ func (d *Disk) next(q *queue.Queue, c *queue.Chain) (done bool, err error) {
 // handle executes one request and writes its status; it returns the
 // bytes written into the chain's buffers.
 func (d *Disk) handle(c *queue.Chain) uint32 {
+	start := time.Now()
 	req, err := ParseRequest(*c, d.mem, d.capacity)
 	if errors.Is(err, ErrNoStatus) {
 		d.glog.Warn("dropping virtio-blk request without a status byte", "err", err)
+		d.stats.count(req.Type, 0, true, time.Since(start))
 		return 0
 	}
 	var n uint32
+	var moved uint64
 	if err == nil {
-		n, err = d.execute(req)
+		n, moved, err = d.execute(req)
 	}
 	status := byte(StatusOK)
 	switch {
@@ -255,6 +260,7 @@ func (d *Disk) handle(c *queue.Chain) uint32 {
 		status = StatusIOErr
 		d.glog.Warn("virtio-blk request failed", "type", req.Type, "sector", req.Sector, "err", err)
 	}
+	d.stats.count(req.Type, moved, err != nil, time.Since(start))
 	if err := d.mem.WriteAt([]byte{status}, req.Status); err != nil {
 		d.log.Error("write virtio-blk status", "err", err) // ParseRequest checked it
 		return n
@@ -263,36 +269,38 @@ func (d *Disk) handle(c *queue.Chain) uint32 {
 }
 
 // execute performs a parsed request and returns the bytes it wrote into
-// guest buffers.
-func (d *Disk) execute(req Request) (uint32, error) {
+// guest buffers and the bytes it moved to or from the image.
+func (d *Disk) execute(req Request) (written uint32, moved uint64, err error) {
 	switch req.Type {
 	case TypeIn:
 		n, err := d.transfer(unix.Preadv, req.Data, req.Sector)
-		return uint32(n), err
+		return uint32(n), uint64(n), err
 	case TypeOut:
 		if d.readOnly {
-			return 0, ErrReadOnly
+			return 0, 0, ErrReadOnly
 		}
-		if _, err := d.transfer(unix.Pwritev, req.Data, req.Sector); err != nil {
-			return 0, err
+		n, err := d.transfer(unix.Pwritev, req.Data, req.Sector)
+		if err != nil {
+			return 0, uint64(n), err
 		}
-		return 0, d.stabilize()
+		return 0, uint64(n), d.stabilize()
 	case TypeFlush:
-		return 0, d.sync()
+		return 0, 0, d.sync()
 	case TypeGetID:
-		return d.getID(req.Data)
+		n, err := d.getID(req.Data)
+		return n, 0, err
 	case TypeDiscard, TypeWriteZeroes:
 		if d.readOnly {
-			return 0, ErrReadOnly
+			return 0, 0, ErrReadOnly
 		}
 		for _, r := range req.Ranges {
 			if err := d.deallocate(req.Type, r); err != nil {
-				return 0, err
+				return 0, 0, err
 			}
 		}
-		return 0, d.stabilize()
+		return 0, 0, d.stabilize()
 	}
-	return 0, ErrUnsupported
+	return 0, 0, ErrUnsupported
 }
 
 func (d *Disk) sync() error {

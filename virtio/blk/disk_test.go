@@ -42,7 +42,7 @@ func pattern(n int) []byte {
 }
 
 // newImage writes a disk image of n pattern bytes.
-func newImage(t *testing.T, n int) (string, []byte) {
+func newImage(t testing.TB, n int) (string, []byte) {
 	t.Helper()
 	data := pattern(n)
 	path := filepath.Join(t.TempDir(), "disk.img")
@@ -64,13 +64,13 @@ type rig struct {
 	gate chan struct{}
 }
 
-func newRig(t *testing.T, opts Options, features uint64) *rig {
+func newRig(t testing.TB, opts Options, features uint64) *rig {
 	t.Helper()
 	path, _ := newImage(t, diskBytes)
 	return startRig(t, path, opts, features, nil)
 }
 
-func startRig(t *testing.T, path string, opts Options, features uint64, gate chan struct{}) *rig {
+func startRig(t testing.TB, path string, opts Options, features uint64, gate chan struct{}) *rig {
 	t.Helper()
 	if opts.Log == nil {
 		opts.Log = quiet
@@ -110,7 +110,7 @@ type result struct {
 
 // submit sends one request: header, readable data, then writable data
 // buffers of the given lengths and the status byte.
-func (r *rig) submit(t *testing.T, typ uint32, sector uint64, out [][]byte, in ...uint32) result {
+func (r *rig) submit(t testing.TB, typ uint32, sector uint64, out [][]byte, in ...uint32) result {
 	t.Helper()
 	bufs := []virtiotest.Buf{{Data: header(typ, sector)}}
 	for _, b := range out {
@@ -123,7 +123,7 @@ func (r *rig) submit(t *testing.T, typ uint32, sector uint64, out [][]byte, in .
 	return r.send(t, bufs)
 }
 
-func (r *rig) send(t *testing.T, bufs []virtiotest.Buf) result {
+func (r *rig) send(t testing.TB, bufs []virtiotest.Buf) result {
 	t.Helper()
 	q := r.drv.Queues[0]
 	head, addrs := q.AddChain(bufs)

@@ -141,6 +141,9 @@ type Stats struct {
 	CreditAbuse uint64 // connections reset for overrunning their credit
 	TxBytes     uint64 // guest to host
 	RxBytes     uint64 // host to guest
+	TxPackets   uint64 // packets the guest sent, dropped ones included
+	RxPackets   uint64 // packets given to the guest
+	Dropped     uint64 // guest packets dropped as malformed or not from its CID
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -355,8 +358,10 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 		}
 		p, perr := ParsePacket(c, d.mem, BufAlloc)
 		d.mu.Lock()
+		d.stats.TxPackets++
 		if perr != nil {
 			d.stats.Refused++
+			d.stats.Dropped++
 			d.glog.Warn("bad vsock packet", "head", c.Head, "err", perr)
 			if !errors.Is(perr, ErrShortHeader) && !errors.Is(perr, ErrWriteOnly) && p.Op != OpRST && p.SrcCID == d.cid {
 				d.resetPacket(p.Header)
@@ -386,6 +391,7 @@ func (d *Device) resetPacket(h Header) {
 func (d *Device) handle(p Packet) {
 	h := p.Header
 	if h.SrcCID != d.cid {
+		d.stats.Dropped++
 		d.glog.Warn("vsock packet from a foreign CID dropped", "src_cid", h.SrcCID, "op", h.Op)
 		return
 	}
@@ -691,6 +697,7 @@ func (d *Device) processRx() error {
 		if err := d.rxq.Push(ch.Head, HeaderSize+h.Len); err != nil {
 			return err
 		}
+		d.stats.RxPackets++
 		used = true
 	}
 }

@@ -251,6 +251,10 @@ func TestMalformedAndStrayPackets(t *testing.T) {
 	r.send(t, hdr(OpRequest, 1, 2), nil)
 	h, _ := r.recv(t)
 	assert.Equal(t, OpRST, h.Op)
+	// Dropped: the four the parser refused and the spoofed one.
+	st := r.d.Stats()
+	assert.Equal(t, uint64(5), st.Dropped)
+	assert.Equal(t, uint64(len(tests)+1), st.TxPackets)
 }
 
 // TestGuestOverrunsCredit: a driver that sends more than the device's

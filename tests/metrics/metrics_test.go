@@ -1,0 +1,249 @@
+// Package metrics_test boots the stock Debian kernel under `gvmm run`
+// (seccomp on) with a disk, a vsock device and a balloon, and scrapes
+// GET /metrics on its API socket twice while the guest (tests/guestmetrics)
+// writes and reads its disk and the host echoes bytes through vsock: both
+// scrapes parse with Prometheus' text parser, and the counters move.
+package metrics_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+// guestModules are the guest kernel's PCI transport, disk, vsock and
+// balloon drivers.
+var guestModules = []string{"virtio_pci", "virtio_blk", "vsock", "vmw_vsock_virtio_transport_common",
+	"vmw_vsock_virtio_transport", "virtio_balloon"}
+
+func TestMain(m *testing.M) {
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guestmetrics", "github.com/gvmm-dev/gvmm/tests/guestmetrics"),
+		kvmhost.WithModules(guestModules...),
+	)
+}
+
+const (
+	bootTimeout = 3 * time.Minute
+	ioTimeout   = time.Minute
+	cmdline     = "console=ttyS0 reboot=k panic=1 quiet"
+	cid         = 5
+	echoBytes   = 256 << 10
+	// busyTime is how long the guest's disk loop runs between scrapes.
+	busyTime = 3 * time.Second
+)
+
+// scrape fetches and parses the metrics once.
+func scrape(t *testing.T, c *api.Client) map[string]*dto.MetricFamily {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	text, err := c.Metrics(ctx)
+	require.NoError(t, err)
+	fams, err := api.ParseMetrics(text)
+	require.NoError(t, err, "the scrape parses:\n%s", text)
+	return fams
+}
+
+// value sums the series of a counter or gauge whose labels include all
+// of want; ok is false if there is none.
+func value(fams map[string]*dto.MetricFamily, name string, want ...string) (sum float64, ok bool) {
+	f := fams[name]
+	if f == nil {
+		return 0, false
+	}
+	for _, m := range f.GetMetric() {
+		labels := map[string]string{}
+		for _, l := range m.GetLabel() {
+			labels[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(want); i += 2 {
+			match = match && labels[want[i]] == want[i+1]
+		}
+		if !match {
+			continue
+		}
+		switch {
+		case m.GetCounter() != nil:
+			sum += m.GetCounter().GetValue()
+		case m.GetGauge() != nil:
+			sum += m.GetGauge().GetValue()
+		case m.GetHistogram() != nil:
+			sum += float64(m.GetHistogram().GetSampleCount())
+		}
+		ok = true
+	}
+	return sum, ok
+}
+
+// echo sends n bytes through the guest's vsock echo via gvmm's vsock
+// socket and reads them back.
+func echo(t *testing.T, sock string, n int) {
+	t.Helper()
+	c, err := net.Dial("unix", sock)
+	require.NoError(t, err)
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(ioTimeout)))
+	_, err = fmt.Fprintf(c, "CONNECT %d\n", vsockwire.PortEcho)
+	require.NoError(t, err)
+	line := make([]byte, 0, 32)
+	for one := make([]byte, 1); !strings.HasSuffix(string(line), "\n"); line = append(line, one[0]) {
+		_, err := c.Read(one)
+		require.NoError(t, err, "the answer to CONNECT so far: %q", line)
+		require.Less(t, len(line), 32)
+	}
+	require.True(t, strings.HasPrefix(string(line), "OK "), "CONNECT answered %q", line)
+	msg := make([]byte, n)
+	for i := range msg {
+		msg[i] = byte(i * 7)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.Write(msg)
+		if err == nil {
+			err = c.(*net.UnixConn).CloseWrite()
+		}
+		errc <- err
+	}()
+	got, err := io.ReadAll(c)
+	require.NoError(t, err)
+	require.NoError(t, <-errc)
+	require.Equal(t, msg, got, "the echo")
+}
+
+func TestScrapeOfABusyGuest(t *testing.T) {
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	mods, err := k.Modules(guestModules...)
+	require.NoError(t, err)
+	dir, err := os.MkdirTemp("", "gvmm-metrics-") // short: unix socket paths are limited
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	initrd := filepath.Join(dir, "guest.cpio")
+	require.NoError(t, initramfs.WriteGuest(initrd, kvmhost.Asset("guestmetrics"), mods))
+	img := filepath.Join(dir, "disk.img")
+	require.NoError(t, os.WriteFile(img, nil, 0o600))
+	require.NoError(t, os.Truncate(img, 16<<20))
+	sock, apiSock := filepath.Join(dir, "v.sock"), filepath.Join(dir, "api.sock")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	out, errb := &guest.Recorder{}, &guest.Recorder{}
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", initrd, "--cmdline", cmdline,
+		"--memory", "256M", "--disk", img, "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--balloon",
+		"--api-socket", apiSock)
+	cmd.Stdout, cmd.Stderr = out, errb
+	cmd.WaitDelay = 5 * time.Second
+	require.NoError(t, cmd.Start())
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cancel()
+		<-exited
+		if t.Failed() {
+			t.Logf("console:\n%s\ngvmm stderr:\n%s", out.String(), errb.String())
+		}
+	})
+	for deadline := time.Now().Add(bootTimeout); !out.Has("ready"); time.Sleep(50 * time.Millisecond) {
+		select {
+		case <-exited:
+			t.Fatalf("the VM ended before the guest was ready\n%s", out.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "the guest was not ready in %s", bootTimeout)
+	}
+	c := api.NewClient(apiSock)
+	defer c.Close()
+
+	before := scrape(t, c)
+	echo(t, sock, echoBytes)
+	time.Sleep(busyTime)
+	after := scrape(t, c)
+	require.Empty(t, out.Values("error"), "the guest reported errors")
+
+	moved := func(name string, labels ...string) {
+		t.Helper()
+		b, okb := value(before, name, labels...)
+		a, oka := value(after, name, labels...)
+		require.True(t, okb && oka, "%s%v is in both scrapes", name, labels)
+		assert.Greater(t, a, b, "%s%v moves", name, labels)
+		t.Logf("%s%v: %v -> %v", name, labels, b, a)
+	}
+	atLeast := func(min float64, name string, labels ...string) {
+		t.Helper()
+		b, _ := value(before, name, labels...)
+		a, ok := value(after, name, labels...)
+		require.True(t, ok, "%s%v is in the scrape", name, labels)
+		assert.GreaterOrEqual(t, a-b, min, "%s%v grows by %v or more", name, labels, min)
+	}
+	disk := []string{"device", "block0"}
+	moved("gvmm_disk_requests_total", append(disk, "op", "read")...)
+	moved("gvmm_disk_requests_total", append(disk, "op", "write")...)
+	moved("gvmm_disk_requests_total", append(disk, "op", "flush")...)
+	moved("gvmm_disk_bytes_total", append(disk, "op", "read")...)
+	moved("gvmm_disk_bytes_total", append(disk, "op", "write")...)
+	moved("gvmm_disk_request_duration_seconds", disk...)
+	errs, _ := value(after, "gvmm_disk_errors_total", disk...)
+	assert.Zero(t, errs, "no disk request failed")
+
+	vs := []string{"device", "vsock0"}
+	atLeast(echoBytes, "gvmm_vsock_bytes_total", append(vs, "direction", "tx")...)
+	atLeast(echoBytes, "gvmm_vsock_bytes_total", append(vs, "direction", "rx")...)
+	moved("gvmm_vsock_packets_total", append(vs, "direction", "tx")...)
+	moved("gvmm_vsock_packets_total", append(vs, "direction", "rx")...)
+	moved("gvmm_vsock_accepted_connections_total", vs...)
+
+	// The guest's console lines are port I/O exits to the UART; its
+	// queue notifications go to ioeventfds, without an exit.
+	moved("gvmm_vcpu_exits_total")
+	moved("gvmm_vcpu_exits_total", "reason", "io")
+	moved("gvmm_io_exits_total", "bus", "pio", "device", "uart")
+	bars, _ := value(after, "gvmm_io_exits_total", "bus", "mmio", "device", "pci_bars")
+	assert.Positive(t, bars, "the drivers' accesses to the virtio BARs are counted")
+	moved("gvmm_uptime_seconds")
+	moved("gvmm_vmm_cpu_seconds_total")
+	guestTime, _ := value(after, "gvmm_vcpu_seconds_total", "mode", "guest")
+	vmmTime, _ := value(after, "gvmm_vcpu_seconds_total", "mode", "vmm_system")
+	assert.Positive(t, guestTime+vmmTime, "the vCPU's time is accounted")
+	t.Logf("vCPU time: guest %.2f s, in the VMM's kernel side %.2f s", guestTime, vmmTime)
+
+	for _, name := range []string{"gvmm_vmm_rss_bytes", "gvmm_vmm_pss_bytes"} {
+		v, ok := value(after, name)
+		require.True(t, ok, name)
+		assert.Greater(t, v, float64(1<<20), name)
+	}
+	target, ok := value(after, "gvmm_balloon_target_bytes", "device", "balloon0")
+	require.True(t, ok, "the balloon's target is reported")
+	assert.Zero(t, target)
+	total, ok := value(after, "gvmm_guest_memory_stat", "device", "balloon0", "stat", "total_memory")
+	require.True(t, ok, "the guest's memory statistics are reported")
+	assert.Greater(t, total, float64(128<<20), "the guest's total memory")
+
+	require.NoError(t, c.Stop(context.Background()))
+	select {
+	case <-exited:
+	case <-time.After(ioTimeout):
+		t.Fatal("gvmm did not end after stop")
+	}
+	assert.True(t, cmd.ProcessState.Success(), "gvmm ends cleanly after stop: %v", cmd.ProcessState)
+}
