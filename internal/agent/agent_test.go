@@ -1,0 +1,58 @@
+package agent
+
+import (
+	"bytes"
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A message is read up to its line's end: the stream after it is left.
+func TestReadLeavesTheStream(t *testing.T) {
+	var buf bytes.Buffer
+	require.NoError(t, Write(&buf, Request{Op: OpStdout, ID: "e1"}))
+	buf.WriteString("raw bytes")
+	var req Request
+	require.NoError(t, Read(&buf, &req))
+	assert.Equal(t, Request{Op: OpStdout, ID: "e1"}, req)
+	rest, err := io.ReadAll(&buf)
+	require.NoError(t, err)
+	assert.Equal(t, "raw bytes", string(rest))
+}
+
+func TestReadRefusesBadMessages(t *testing.T) {
+	for name, tc := range map[string]struct {
+		in   io.Reader
+		want string
+	}{
+		"empty":     {strings.NewReader(""), "EOF"},
+		"truncated": {strings.NewReader(`{"op":"st`), "unexpected EOF"},
+		"malformed": {strings.NewReader("{\n"), "malformed"},
+		"endless":   {io.MultiReader(strings.NewReader(`{"op":"`), endless{}), "over"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			var req Request
+			err := Read(tc.in, &req)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+}
+
+type endless struct{}
+
+func (endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	return len(p), nil
+}
+
+func TestResponseErr(t *testing.T) {
+	assert.NoError(t, (&Response{}).Err())
+	assert.ErrorIs(t, (&Response{NotFound: true, Error: "exec x"}).Err(), ErrNotFound)
+	assert.EqualError(t, (&Response{Error: "boom"}).Err(), "boom")
+}
