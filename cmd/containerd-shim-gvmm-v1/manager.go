@@ -51,6 +51,9 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 	if err != nil {
 		return "", fmt.Errorf("the shim's socket: %w", err)
 	}
+	// The daemon serves the socket: this process's copy closes without
+	// removing it.
+	socket.SetUnlinkOnClose(false)
 	defer socket.Close()
 	defer func() {
 		if retErr != nil {
