@@ -13,8 +13,12 @@ UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 all: build
 
 # gvmm is static (no cgo): gvmm exec copies it into its guest as /init.
+# The containerd shim and its guest agent are static too: the agent is
+# the init of the container's VM.
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/gvmm ./cmd/gvmm
+	CGO_ENABLED=0 $(GO) build -o bin/containerd-shim-gvmm-v1 ./cmd/containerd-shim-gvmm-v1
+	CGO_ENABLED=0 $(GO) build -o bin/gvmm-agent ./cmd/gvmm-agent
 	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
 
 bin/uroot.cpio: go.mod go.sum

@@ -56,3 +56,21 @@ func TestResponseErr(t *testing.T) {
 	assert.ErrorIs(t, (&Response{NotFound: true, Error: "exec x"}).Err(), ErrNotFound)
 	assert.EqualError(t, (&Response{Error: "boom"}).Err(), "boom")
 }
+
+// The shim reads the guest's responses with Read: whatever the guest
+// sends, it gets a message or an error, within MaxMessage.
+func FuzzRead(f *testing.F) {
+	f.Add([]byte(`{"pid":7,"status":3,"exited_at":"2026-01-02T03:04:05Z"}` + "\n"))
+	f.Add([]byte(`{"error":"x","not_found":true}` + "\n"))
+	f.Add([]byte(`{"stats":{"mem_total":1}}` + "\nrest"))
+	f.Add([]byte("\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var resp Response
+		r := bytes.NewReader(data)
+		if err := Read(r, &resp); err != nil {
+			return
+		}
+		assert.LessOrEqual(t, len(data)-r.Len(), MaxMessage+1, "read past the message's bound")
+		_ = resp.Err()
+	})
+}
