@@ -275,7 +275,10 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		p.closeIO()
 		delete(s.procs, r.ExecID)
 	} else {
+		// Execs still running end with the VM: their exits go out now,
+		// before TaskDelete.
 		for _, q := range s.procs {
+			s.exited(q, 128+int(unix.SIGKILL), time.Now())
 			q.closeIO()
 		}
 		s.sb.stop()
