@@ -108,7 +108,9 @@ func (s *sandbox) waitAgent(ctx context.Context, timeout time.Duration) error {
 			c.Close()
 			return nil
 		}
-		if !errors.Is(err, vsock.ErrRefused) && ctx.Err() == nil {
+		// Until the guest's driver runs, and then until the agent
+		// listens, the dial fails: both are the guest still booting.
+		if !errors.Is(err, vsock.ErrNotReady) && !errors.Is(err, vsock.ErrRefused) && ctx.Err() == nil {
 			return fmt.Errorf("dialing the agent: %w", err)
 		}
 		select {

@@ -49,9 +49,15 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 			os.Exit(1)
 		}
-		for _, p := range []string{"usr/bin/containerd", "usr/bin/ctr"} {
+		for _, p := range []string{"usr/bin/containerd", "usr/bin/ctr", "usr/bin/containerd-shim-runc-v2"} {
 			opts = append(opts, kvmhost.WithHostProgram(filepath.Join(root, p)))
 		}
+		runc, err := containerdpkg.Runc()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			os.Exit(1)
+		}
+		opts = append(opts, kvmhost.WithHostProgram(runc))
 	}
 	kvmhost.Main(m, opts...)
 }
@@ -62,7 +68,7 @@ const cmdTimeout = 4 * time.Minute
 
 // env is one containerd with its own root, state and socket.
 type env struct {
-	t         *testing.T
+	t         testing.TB
 	dir       string
 	address   string
 	shimConf  string
@@ -70,7 +76,7 @@ type env struct {
 }
 
 // startContainerd starts containerd for the test and imports the image.
-func startContainerd(t *testing.T) *env {
+func startContainerd(t testing.TB) *env {
 	t.Helper()
 	k, err := debkernel.Get()
 	require.NoError(t, err)
