@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -41,8 +42,16 @@ func setupRoot(c *agent.Container, log *slog.Logger) error {
 			fstype = "devtmpfs"
 		}
 		flags, data := mountOptions(m.Options)
-		if fstype == "devpts" {
-			data = strings.Join(append([]string{"newinstance", "ptmxmode=0666"}, data), ",")
+		switch fstype {
+		case "devtmpfs":
+			data = "" // one instance, the guest's: a tmpfs's size is not for it
+		case "devpts":
+			// Its own instance, whose ptmx the container's /dev/ptmx opens.
+			for _, o := range []string{"newinstance", "ptmxmode=0666"} {
+				if !slices.Contains(m.Options, o) {
+					data += "," + o
+				}
+			}
 		}
 		dst := filepath.Join(rootDir, filepath.Clean("/"+m.Destination))
 		if err := mount(m.Source, dst, fstype, flags, strings.Trim(data, ",")); err != nil {

@@ -181,7 +181,7 @@ func (e *env) taskStatus(id string) string {
 // the shim's, its memory the VM's), not on the test host.
 func TestRunInAGuest(t *testing.T) {
 	e := startContainerd(t)
-	r := e.run([]string{"--rm"}, "run1", "sh", "-c",
+	r := e.run([]string{"--rm", "--hostname", "box1"}, "run1", "sh", "-c",
 		"echo hello from the container; cat /proc/cmdline; grep MemTotal /proc/meminfo; echo to-stderr >&2; hostname; exit 3")
 	t.Logf("ctr run: status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.stdout, r.stderr)
 	assert.Equal(t, 3, r.status, "the command's exit status")
@@ -198,7 +198,7 @@ func TestRunInAGuest(t *testing.T) {
 	require.NoError(t, err)
 	assert.Less(t, kib, 256*1024, "MemTotal is the VM's (256 MiB, less the kernel's own)")
 	assert.Greater(t, kib, 128*1024)
-	assert.Equal(t, "run1", lines[3], "the container's hostname")
+	assert.Equal(t, "box1", lines[3], "the container's hostname")
 	assert.Contains(t, r.stderr, "to-stderr")
 	e.assertNothingLeft("run1")
 }
