@@ -82,13 +82,16 @@ fuzz:
 	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
 
 # Benchmarks: the Go hot paths, then gvmm against QEMU's microvm in the
-# same KVM host (tests/bench, 11 to 14 min in the test host). The
+# same KVM host (tests/bench, 11 to 14 min in the test host), and ten
+# containers at once with the containerd shim against runc. The
 # comparison is printed as a Markdown table and kept in bin/bench.json;
 # GVMM_BENCH_ROUNDS sets the runs of each VMM (default 5 boots, 3 disk runs).
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./virtio/... ./devices/...
 	@mkdir -p bin
 	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 80m ./tests/bench | tee bin/bench.log
+	# Ten containers at once through containerd: gvmm's shim against runc.
+	$(GO) test -count=1 -v -run '^$$' -bench BenchmarkStartTen -benchtime 1x -timeout 30m ./tests/containerd | tee -a bin/bench.log
 	@{ echo; echo '| benchmark | metric | gvmm | QEMU | gvmm/QEMU | target |'; echo '| --- | --- | ---: | ---: | ---: | --- |'; \
 		sed -n 's/^BENCHMD //p' bin/bench.log; } | tee bin/bench.md
 	@sed -n 's/^BENCHJSON //p' bin/bench.log | awk 'BEGIN { print "[" } { printf "%s  %s", (NR > 1 ? ",\n" : ""), $$0 } END { print "\n]" }' > bin/bench.json
