@@ -98,19 +98,23 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 // VMM, so its guest too), unmounts the root file system and removes the
 // socket and the shim's files.
 func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
-	if err := killDaemon(id); err != nil {
+	bundle := "." // containerd runs it in the bundle, and names it too
+	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
+		bundle = o.BundlePath
+	}
+	if err := killDaemon(filepath.Join(bundle, pidFile), id); err != nil {
 		log.G(ctx).WithError(err).Warn("ending the shim daemon")
 	}
-	if err := mount.UnmountAll(rootfsDir("."), 0); err != nil {
+	if err := mount.UnmountAll(rootfsDir(bundle), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("unmounting the root file system")
 	}
-	if address, err := shim.ReadAddress(addressFile); err == nil {
+	if address, err := shim.ReadAddress(filepath.Join(bundle, addressFile)); err == nil {
 		if err := shim.RemoveSocket(address); err != nil {
 			log.G(ctx).WithError(err).Warn("removing the shim's socket")
 		}
 	}
 	for _, f := range []string{workDir, pidFile} {
-		if err := os.RemoveAll(f); err != nil {
+		if err := os.RemoveAll(filepath.Join(bundle, f)); err != nil {
 			log.G(ctx).WithError(err).Warn("removing the shim's files")
 		}
 	}
@@ -119,7 +123,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 
 // killDaemon kills the shim daemon of container id named in the pid
 // file, when that process is still the daemon (pids are reused).
-func killDaemon(id string) error {
+func killDaemon(pidFile, id string) error {
 	data, err := os.ReadFile(pidFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
