@@ -63,8 +63,8 @@ func TestMain(m *testing.M) {
 }
 
 // cmdTimeout bounds one ctr command; a guest boot in the test host
-// takes 10 to 40 s.
-const cmdTimeout = 4 * time.Minute
+// takes 10 to 40 s alone, minutes when ten boot at once.
+const cmdTimeout = 10 * time.Minute
 
 // env is one containerd with its own root, state and socket.
 type env struct {
@@ -84,7 +84,7 @@ func startContainerd(t testing.TB) *env {
 	e := &env{t: t, dir: dir, address: filepath.Join(dir, "containerd.sock"), daemonLog: &bytes.Buffer{}}
 	e.shimConf = filepath.Join(dir, "gvmm-shim.toml")
 	require.NoError(t, os.WriteFile(e.shimConf, []byte(fmt.Sprintf(
-		"kernel = %q\nmodules = %q\nmemory = %q\ncpus = 1\nboot_timeout = \"3m\"\n",
+		"kernel = %q\nmodules = %q\nmemory = %q\ncpus = 1\nboot_timeout = \"8m\"\n",
 		k.Vmlinuz, k.ModulesDir(), guestMemory)), 0o644))
 	conf := filepath.Join(dir, "config.toml")
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
