@@ -207,7 +207,7 @@ func TestRunInAGuest(t *testing.T) {
 // ignores then SIGKILL, delete; then nothing is left behind.
 func TestLifecycle(t *testing.T) {
 	e := startContainerd(t)
-	r := e.run([]string{"-d"}, "life1", "sh", "-c", "trap '' TERM; echo started; sleep 1000")
+	r := e.run([]string{"-d"}, "life1", "sh", "-c", "trap '' TERM; sleep 1000; echo not reached")
 	require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
 	assert.Equal(t, "RUNNING", e.taskStatus("life1"))
 
@@ -218,6 +218,20 @@ func TestLifecycle(t *testing.T) {
 	out, err := e.ctr("task", "ps", "life1")
 	require.NoError(t, err)
 	assert.GreaterOrEqual(t, len(strings.Split(strings.TrimSpace(out), "\n")), 3, "ps: a header, sh and sleep:\n%s", out)
+
+	out, err = e.ctr("task", "metrics", "life1")
+	require.NoError(t, err)
+	metrics := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			metrics[f[0]] = f[1]
+		}
+	}
+	limit, err := strconv.ParseUint(metrics["memory.usage_limit"], 10, 64)
+	require.NoError(t, err, "metrics:\n%s", out)
+	assert.Less(t, limit, uint64(256<<20), "the guest's memory is the limit")
+	assert.Greater(t, limit, uint64(128<<20))
+	assert.Equal(t, "2", metrics["pids.current"], "sh and sleep")
 
 	_, err = e.ctr("task", "pause", "life1")
 	require.NoError(t, err)
