@@ -13,8 +13,12 @@ UROOT_PKGS := $(addprefix github.com/u-root/u-root/cmds/core/,$(UROOT_CMDS))
 all: build
 
 # gvmm is static (no cgo): gvmm exec copies it into its guest as /init.
+# The containerd shim and its guest agent are static too: the agent is
+# the init of the container's VM.
 build:
 	CGO_ENABLED=0 $(GO) build -o bin/gvmm ./cmd/gvmm
+	CGO_ENABLED=0 $(GO) build -o bin/containerd-shim-gvmm-v1 ./cmd/containerd-shim-gvmm-v1
+	CGO_ENABLED=0 $(GO) build -o bin/gvmm-agent ./cmd/gvmm-agent
 	$(GO) build -o bin/kvmhost ./tests/kvmhost/cmd/kvmhost
 
 # gosh is built goshsmall: it reads lines through the kernel's terminal
@@ -84,13 +88,16 @@ fuzz:
 	test -z "$$failed" || { echo "fuzz: failed:$$failed"; exit 1; }
 
 # Benchmarks: the Go hot paths, then gvmm against QEMU's microvm in the
-# same KVM host (tests/bench, 11 to 14 min in the test host). The
+# same KVM host (tests/bench, 11 to 14 min in the test host), and ten
+# containers at once with the containerd shim against runc. The
 # comparison is printed as a Markdown table and kept in bin/bench.json;
 # GVMM_BENCH_ROUNDS sets the runs of each VMM (default 5 boots, 3 disk runs).
 bench: deps
 	$(GO) test -run '^$$' -bench . -benchmem ./virtio/... ./devices/...
 	@mkdir -p bin
 	$(GO) test -count=1 -v -run '^$$' -bench . -benchtime 1x -timeout 80m ./tests/bench | tee bin/bench.log
+	# Ten containers at once through containerd: gvmm's shim against runc.
+	$(GO) test -count=1 -v -run '^$$' -bench BenchmarkStartTen -benchtime 1x -timeout 30m ./tests/containerd | tee -a bin/bench.log
 	@{ echo; echo '| benchmark | metric | gvmm | QEMU | gvmm/QEMU | target |'; echo '| --- | --- | ---: | ---: | ---: | --- |'; \
 		sed -n 's/^BENCHMD //p' bin/bench.log; } | tee bin/bench.md
 	@sed -n 's/^BENCHJSON //p' bin/bench.log | awk 'BEGIN { print "[" } { printf "%s  %s", (NR > 1 ? ",\n" : ""), $$0 } END { print "\n]" }' > bin/bench.json

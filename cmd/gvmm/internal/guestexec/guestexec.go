@@ -11,8 +11,6 @@
 package guestexec
 
 import (
-	"bufio"
-	"debug/elf"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,8 +19,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/u-root/u-root/pkg/cpio"
-
+	"github.com/gvmm-dev/gvmm/internal/guestimage"
 	"github.com/gvmm-dev/gvmm/internal/kmod"
 )
 
@@ -119,71 +116,17 @@ var ErrNotStatic = errors.New("gvmm exec needs a statically linked gvmm (build i
 
 // CheckStatic checks that the executable at path needs no dynamic loader.
 func CheckStatic(path string) error {
-	f, err := elf.Open(path)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", path, err)
-	}
-	defer f.Close()
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_INTERP {
+	if err := guestimage.CheckStatic(path); err != nil {
+		if errors.Is(err, guestimage.ErrNotStatic) {
 			return fmt.Errorf("%s: %w", path, ErrNotStatic)
 		}
+		return err
 	}
 	return nil
 }
 
-// modulesOrder lists the initramfs's modules in load order, one a line:
-// NAME and, for a compressed file, " compressed".
-const modulesOrder = "etc/modules.order"
-
 // WriteInitramfs writes the guest's initramfs to path: a console node,
 // init (gvmm's executable) as /init, and the modules under /lib/modules.
-func WriteInitramfs(path, init string, mods []kmod.Module) (err error) {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-	}()
-	bw := bufio.NewWriterSize(f, 1<<20)
-	w := cpio.Newc.Writer(bw)
-	recs := []cpio.Record{
-		cpio.Directory("dev", 0o755),
-		cpio.CharDev("dev/console", 0o600, 5, 1),
-		cpio.Directory("etc", 0o755),
-		cpio.Directory("lib", 0o755),
-		cpio.Directory("lib/modules", 0o755),
-	}
-	data, err := os.ReadFile(init)
-	if err != nil {
-		return err
-	}
-	recs = append(recs, cpio.StaticFile("init", string(data), 0o755))
-	var order strings.Builder
-	for _, m := range mods {
-		data, err := os.ReadFile(m.Path)
-		if err != nil {
-			return fmt.Errorf("module %s: %w", m.Name, err)
-		}
-		file := "lib/modules/" + filepath.Base(m.Path)
-		recs = append(recs, cpio.StaticFile(file, string(data), 0o644))
-		order.WriteString("/" + file)
-		if m.Compressed() {
-			order.WriteString(" compressed")
-		}
-		order.WriteString("\n")
-	}
-	recs = append(recs, cpio.StaticFile(modulesOrder, order.String(), 0o644))
-	for _, r := range recs {
-		if err := w.WriteRecord(r); err != nil {
-			return fmt.Errorf("initramfs: %w", err)
-		}
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return fmt.Errorf("initramfs: %w", err)
-	}
-	return bw.Flush()
+func WriteInitramfs(path, init string, mods []kmod.Module) error {
+	return guestimage.Write(path, init, mods)
 }

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 	"golang.org/x/term"
+
+	"github.com/gvmm-dev/gvmm/internal/guestimage"
 )
 
 // Where the init puts things in the initramfs.
@@ -58,7 +60,7 @@ func initGuest() error {
 			return err
 		}
 	}
-	if err := loadModules(); err != nil {
+	if err := guestimage.LoadModules(); err != nil {
 		return err
 	}
 	if err := mount(ControlTag, controlDir, "9p", 0, p9Options); err != nil {
@@ -123,34 +125,6 @@ func mount(src, dst, fstype string, flags uintptr, data string) error {
 	}
 	if err := unix.Mount(src, dst, fstype, flags, data); err != nil {
 		return fmt.Errorf("mount %s on %s: %w", src, dst, err)
-	}
-	return nil
-}
-
-// loadModules loads what modules.order lists, in order.
-func loadModules() error {
-	data, err := os.ReadFile("/" + modulesOrder)
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		if line == "" {
-			continue
-		}
-		path, compressed := strings.CutSuffix(line, " compressed")
-		flags := 0
-		if compressed {
-			flags = unix.MODULE_INIT_COMPRESSED_FILE
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		err = unix.FinitModule(int(f.Fd()), "", flags)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("loading %s: %w", path, err)
-		}
 	}
 	return nil
 }

@@ -1,0 +1,335 @@
+// Package containerd_test runs Debian 13's containerd and ctr in the KVM
+// test host with the gvmm shim (runtime io.containerd.gvmm.v1) in PATH:
+// a busybox image the test builds itself is imported with ctr image
+// import, and ctr runs, execs, signals, pauses, resumes and deletes its
+// containers, each in a VM of its own whose kernel is the stock Debian
+// one; afterwards no shim, socket or mount is left behind.
+package containerd_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/tests/containerdpkg"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+const (
+	runtimeName = "io.containerd.gvmm.v1"
+	shimBinary  = "containerd-shim-gvmm-v1"
+	// guestMemory is the VM's: MemTotal in the container shows it.
+	guestMemory = "256M"
+)
+
+func TestMain(m *testing.M) {
+	opts := []kvmhost.Option{
+		kvmhost.WithBinary(shimBinary, "github.com/gvmm-dev/gvmm/cmd/containerd-shim-gvmm-v1"),
+		kvmhost.WithBinary("gvmm-agent", "github.com/gvmm-dev/gvmm/cmd/gvmm-agent"),
+		kvmhost.WithHostProgram("busybox"),
+		// What the shim's agent loads in its guest.
+		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport"),
+	}
+	if os.Getenv(kvmhost.EnvInside) == "" {
+		root, err := containerdpkg.Get()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			os.Exit(1)
+		}
+		for _, p := range []string{"usr/bin/containerd", "usr/bin/ctr", "usr/bin/containerd-shim-runc-v2"} {
+			opts = append(opts, kvmhost.WithHostProgram(filepath.Join(root, p)))
+		}
+		runc, err := containerdpkg.Runc()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			os.Exit(1)
+		}
+		opts = append(opts, kvmhost.WithHostProgram(runc))
+	}
+	kvmhost.Main(m, opts...)
+}
+
+// cmdTimeout bounds one ctr command; a guest boot in the test host
+// takes 10 to 40 s alone, minutes when ten boot at once.
+const cmdTimeout = 10 * time.Minute
+
+// env is one containerd with its own root, state and socket.
+type env struct {
+	t         testing.TB
+	dir       string
+	address   string
+	shimConf  string
+	daemonLog *bytes.Buffer
+}
+
+// startContainerd starts containerd for the test and imports the image.
+func startContainerd(t testing.TB) *env {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, address: filepath.Join(dir, "containerd.sock"), daemonLog: &bytes.Buffer{}}
+	e.shimConf = filepath.Join(dir, "gvmm-shim.toml")
+	require.NoError(t, os.WriteFile(e.shimConf, []byte(fmt.Sprintf(
+		"kernel = %q\nmodules = %q\nmemory = %q\ncpus = 1\nboot_timeout = \"8m\"\n",
+		k.Vmlinuz, k.ModulesDir(), guestMemory)), 0o644))
+	conf := filepath.Join(dir, "config.toml")
+	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), e.address)), 0o644))
+	cmd := exec.Command(kvmhost.Asset("containerd"), "--config", conf, "--log-level", "debug")
+	cmd.Env = append(os.Environ(), "PATH="+os.Getenv(kvmhost.EnvAssets)+":"+os.Getenv("PATH"))
+	cmd.Stdout, cmd.Stderr = e.daemonLog, e.daemonLog
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("containerd's log:\n%s", e.daemonLog)
+		}
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if _, err := e.ctr("version"); err == nil {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "containerd did not answer within a minute:\n%s", e.daemonLog)
+		time.Sleep(200 * time.Millisecond)
+	}
+	img := filepath.Join(dir, "image.tar")
+	require.NoError(t, writeImage(img, kvmhost.Asset("busybox")))
+	out, err := e.ctr("image", "import", "--snapshotter", "native", img)
+	require.NoError(t, err, "%s", out)
+	return e
+}
+
+// ctrResult is a ctr command's outcome.
+type ctrResult struct {
+	status         int
+	stdout, stderr string
+}
+
+// ctr runs ctr and returns its output; an error for a status other than 0.
+func (e *env) ctr(args ...string) (string, error) {
+	r := e.ctrStatus(args...)
+	if r.status != 0 {
+		return r.stdout, fmt.Errorf("ctr %s: status %d: %s", strings.Join(args, " "), r.status, r.stderr)
+	}
+	return r.stdout, nil
+}
+
+// ctrStatus runs ctr and returns its status, stdout and stderr.
+func (e *env) ctrStatus(args ...string) ctrResult {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("ctr"), append([]string{"--address", e.address}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := ctrResult{stdout: out.String(), stderr: errb.String()}
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		e.t.Fatalf("ctr %s did not finish in %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), cmdTimeout, r.stdout, r.stderr)
+	case errors.As(err, &exit):
+		r.status = exit.ExitCode()
+	case err != nil:
+		e.t.Fatalf("ctr: %v", err)
+	}
+	return r
+}
+
+// run is ctr run with the gvmm runtime.
+func (e *env) run(flags []string, id string, args ...string) ctrResult {
+	a := append([]string{"run", "--snapshotter", "native", "--runtime", runtimeName, "--runtime-config-path", e.shimConf}, flags...)
+	return e.ctrStatus(append(append(a, imageName, id), args...)...)
+}
+
+// taskStatus is the task's status as ctr task ls shows it.
+func (e *env) taskStatus(id string) string {
+	out, err := e.ctr("task", "ls")
+	require.NoError(e.t, err)
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && f[0] == id {
+			return f[2]
+		}
+	}
+	return ""
+}
+
+// TestRunInAGuest: ctr run prints the command's output and exits with
+// its status; the command ran in the VM's kernel (its command line is
+// the shim's, its memory the VM's), not on the test host.
+func TestRunInAGuest(t *testing.T) {
+	e := startContainerd(t)
+	r := e.run([]string{"--rm", "--hostname", "box1"}, "run1", "sh", "-c",
+		"echo hello from the container; cat /proc/cmdline; grep MemTotal /proc/meminfo; echo to-stderr >&2; hostname; exit 3")
+	t.Logf("ctr run: status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.stdout, r.stderr)
+	assert.Equal(t, 3, r.status, "the command's exit status")
+	lines := strings.Split(r.stdout, "\n")
+	require.GreaterOrEqual(t, len(lines), 4, "stdout: %q", r.stdout)
+	assert.Equal(t, "hello from the container", lines[0])
+	assert.Contains(t, lines[1], "panic=-1", "the kernel's command line is the shim's guest's")
+	host, err := os.ReadFile("/proc/cmdline")
+	require.NoError(t, err)
+	assert.NotEqual(t, strings.TrimSpace(string(host)), lines[1], "the command saw the test host's kernel")
+	f := strings.Fields(lines[2])
+	require.Len(t, f, 3, "MemTotal line %q", lines[2])
+	kib, err := strconv.Atoi(f[1])
+	require.NoError(t, err)
+	assert.Less(t, kib, 256*1024, "MemTotal is the VM's (256 MiB, less the kernel's own)")
+	assert.Greater(t, kib, 128*1024)
+	assert.Equal(t, "box1", lines[3], "the container's hostname")
+	assert.Contains(t, r.stderr, "to-stderr")
+	e.assertNothingLeft("run1")
+}
+
+// TestLifecycle: exec, pause and resume, SIGTERM that the container
+// ignores then SIGKILL, delete; then nothing is left behind.
+func TestLifecycle(t *testing.T) {
+	e := startContainerd(t)
+	r := e.run([]string{"-d"}, "life1", "sh", "-c", "trap '' TERM; sleep 1000; echo not reached")
+	require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
+	assert.Equal(t, "RUNNING", e.taskStatus("life1"))
+
+	x := e.ctrStatus("task", "exec", "--exec-id", "e1", "life1", "sh", "-c", "echo from exec; id -u; exit 5")
+	assert.Equal(t, 5, x.status, "the exec's status; stderr: %s", x.stderr)
+	assert.Equal(t, "from exec\n0\n", x.stdout)
+
+	out, err := e.ctr("task", "ps", "life1")
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, len(strings.Split(strings.TrimSpace(out), "\n")), 3, "ps: a header, sh and sleep:\n%s", out)
+
+	out, err = e.ctr("task", "metrics", "life1")
+	require.NoError(t, err)
+	metrics := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 2 {
+			metrics[f[0]] = f[1]
+		}
+	}
+	limit, err := strconv.ParseUint(metrics["memory.usage_limit"], 10, 64)
+	require.NoError(t, err, "metrics:\n%s", out)
+	assert.Less(t, limit, uint64(256<<20), "the guest's memory is the limit")
+	assert.Greater(t, limit, uint64(128<<20))
+	assert.Equal(t, "2", metrics["pids.current"], "sh and sleep")
+
+	_, err = e.ctr("task", "pause", "life1")
+	require.NoError(t, err)
+	assert.Equal(t, "PAUSED", e.taskStatus("life1"))
+	_, err = e.ctr("task", "resume", "life1")
+	require.NoError(t, err)
+	assert.Equal(t, "RUNNING", e.taskStatus("life1"))
+
+	_, err = e.ctr("task", "kill", "life1") // SIGTERM, which it ignores
+	require.NoError(t, err)
+	time.Sleep(2 * time.Second)
+	assert.Equal(t, "RUNNING", e.taskStatus("life1"), "SIGTERM is ignored by the container")
+	_, err = e.ctr("task", "kill", "--signal", "SIGKILL", "life1")
+	require.NoError(t, err)
+	deadline := time.Now().Add(time.Minute)
+	for e.taskStatus("life1") != "STOPPED" {
+		require.True(t, time.Now().Before(deadline), "the task did not stop after SIGKILL")
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, err = e.ctr("task", "delete", "life1")
+	require.NoError(t, err, "%s", out)
+	_, err = e.ctr("container", "delete", "life1")
+	require.NoError(t, err)
+	e.assertNothingLeft("life1")
+}
+
+// TestKilledShim: the shim, which is the VMM, is killed; containerd
+// sees the task end and its cleanup (shim delete) leaves nothing behind.
+func TestKilledShim(t *testing.T) {
+	e := startContainerd(t)
+	r := e.run([]string{"-d"}, "dead1", "sleep", "1000")
+	require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
+	pids := shimPids("dead1")
+	require.Len(t, pids, 1, "one shim for the container")
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		st := e.taskStatus("dead1")
+		if st == "STOPPED" || st == "" {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the task is still %s after its shim was killed", st)
+		time.Sleep(200 * time.Millisecond)
+	}
+	_, _ = e.ctr("task", "delete", "dead1") // may be gone already
+	_, err := e.ctr("container", "delete", "dead1")
+	require.NoError(t, err)
+	e.assertNothingLeft("dead1")
+}
+
+// assertNothingLeft checks that no shim process of container id runs,
+// and that no socket or mount of it is left.
+func (e *env) assertNothingLeft(id string) {
+	t := e.t
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(shimPids(id)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	assert.Empty(t, shimPids(id), "a shim (the VMM) of %s is left", id)
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(mounts), "\n") {
+		assert.NotContains(t, line, "/"+id+"/", "a mount of %s is left", id)
+	}
+	socks, _ := filepath.Glob("/run/containerd/s/*")
+	for _, s := range socks {
+		st, err := os.Stat(s)
+		if err == nil && st.Mode()&os.ModeSocket != 0 {
+			t.Errorf("a shim socket is left: %s", s)
+		}
+	}
+	bundles, _ := filepath.Glob(filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "*", id))
+	assert.Empty(t, bundles, "the bundle of %s is left", id)
+}
+
+// shimPids lists the shim daemons of container id.
+func shimPids(id string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if filepath.Base(args[0]) != shimBinary {
+			continue
+		}
+		for i, a := range args {
+			if a == "-id" && i+1 < len(args) && args[i+1] == id {
+				pids = append(pids, pid)
+			}
+		}
+	}
+	return pids
+}

@@ -1,0 +1,64 @@
+// Package containerdpkg provides the containerd, ctr and runc that the
+// shim's tests run in the KVM test host: Debian 13's containerd package,
+// pinned by Package, fetched with its dependencies into the cache
+// (package debian), and Debian 12's runc. Debian 13's containerd
+// is 1.7, whose runtime v2 shim protocol the shim speaks (see the
+// README's "containerd and Kubernetes").
+package containerdpkg
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/gvmm-dev/gvmm/tests/debian"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+)
+
+// Package is the containerd the tests use: the one place its version is
+// named.
+var Package = debian.Package{Suite: "trixie", Name: "containerd", Version: "1.7.24~ds1-6+deb13u1"}
+
+// RuncPackage is the benchmark's peer runtime: Debian 12's runc, which
+// runs with a Debian 12 machine's own C library and libseccomp, where
+// Debian 13's needs glibc 2.38. Its runtime v2 shim is containerd's.
+var RuncPackage = debian.Package{Suite: "bookworm", Name: "runc", Version: "1.1.5+ds1-1+deb12u1"}
+
+// Programs are the package tree's programs the tests run, relative to
+// its root; they need nothing but the C library.
+var Programs = []string{"usr/bin/containerd", "usr/bin/ctr", "usr/bin/containerd-shim-runc-v2"}
+
+// Get returns the root of the unpacked tree, fetching it on first use.
+func Get() (string, error) {
+	cache, err := debkernel.CacheDir()
+	if err != nil {
+		return "", err
+	}
+	root, err := debian.Unpack(cache, Package)
+	if err != nil {
+		return "", err
+	}
+	for _, p := range Programs {
+		if _, err := os.Stat(filepath.Join(root, p)); err != nil {
+			return "", fmt.Errorf("containerdpkg: %s has no %s: %w", root, p, err)
+		}
+	}
+	return root, nil
+}
+
+// Runc returns the path of RuncPackage's runc, fetching it on first use.
+func Runc() (string, error) {
+	cache, err := debkernel.CacheDir()
+	if err != nil {
+		return "", err
+	}
+	root, err := debian.Unpack(cache, RuncPackage)
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(root, "usr/sbin/runc")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("containerdpkg: %w", err)
+	}
+	return p, nil
+}
