@@ -17,6 +17,7 @@ type DeviceType uint16
 
 // Device types this VMM implements.
 const (
+	DeviceNet     DeviceType = 1
 	DeviceBlock   DeviceType = 2
 	DeviceBalloon DeviceType = 5
 	Device9P      DeviceType = 9
