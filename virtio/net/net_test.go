@@ -175,7 +175,7 @@ func TestRxChainsTheDeviceCannotUse(t *testing.T) {
 	r := newRig(t, linuxFeatures, Limits{})
 	q := r.drv.Queues[RxQueue]
 	q.AddChain([]virtiotest.Buf{{Data: make([]byte, 64)}, {Len: 4096, Write: true}}) // device-readable part
-	q.AddChain([]virtiotest.Buf{{Len: HeaderSize - 1, Write: true}})                   // shorter than the header
+	q.AddChain([]virtiotest.Buf{{Len: HeaderSize - 1, Write: true}})                 // shorter than the header
 	r.drv.Kick(RxQueue)
 	used := r.rxUsed(t, 2)
 	for _, u := range used {
