@@ -74,6 +74,7 @@ type Machine struct {
 	balloon *balloon.Balloon
 	shares  []*p9.Device // open for the machine's lifetime
 	vsock   *vsockDev
+	nets    []netDev // open for the machine's lifetime
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -127,6 +128,9 @@ func (m *Machine) Start(ctx context.Context) error {
 			err = m.openVsock()
 		}
 		if err == nil {
+			err = m.openNets()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
@@ -135,6 +139,7 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.closeDisks()
 			m.closeShares()
 			m.closeVsock()
+			m.closeNets()
 			close(m.done)
 			return
 		}
@@ -269,6 +274,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		m.closeDisks()
 		m.closeShares()
 		m.closeVsock()
+		m.closeNets()
 		m.finish(r.reason, r.err)
 		return
 	}

@@ -52,6 +52,14 @@ func runCmd(args []string) int {
 		cfg.Vsock = c
 		return nil
 	})
+	fs.Func("net", "add a virtio-net device on a TAP: tap=NAME[,mac=MAC] (an absent TAP is created, and removed at exit) or fd=N[,mac=MAC] for an open TAP descriptor (repeatable; eth0, eth1, ...)", func(v string) error {
+		n, err := vmdef.ParseNet(v)
+		if err != nil {
+			return err
+		}
+		cfg.Nets = append(cfg.Nets, n)
+		return nil
+	})
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on this unix socket")
 	configFile := fs.String("config", "", "boot the VM definition in this JSON file instead of the VM flags")
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on this unix socket (stdout keeps a copy; stdin is not read)")
@@ -75,7 +83,7 @@ func runCmd(args []string) int {
 		return nil
 	})
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--vsock cid=N,socket=PATH] [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
+		fmt.Fprintln(fs.Output(), "usage: gvmm run --kernel FILE [--initrd FILE] [--cmdline STR] [--cpus N] [--memory SIZE] [--disk FILE[,readonly][,serial=ID]]... [--share DIR,tag=TAG[,readonly]]... [--balloon [size=SIZE]] [--vsock cid=N,socket=PATH] [--net tap=NAME|fd=N[,mac=MAC]]... [--api-socket PATH] [--on-reboot exit|restart] [--log-level LEVEL]")
 		fmt.Fprintln(fs.Output(), "       gvmm run --config FILE [--api-socket PATH] [--console-socket PATH] [--pid-file PATH] [--log-level LEVEL]")
 		fs.PrintDefaults()
 	}
@@ -197,6 +205,9 @@ func runCmd(args []string) int {
 		if len(m.Config().Shares) > 0 {
 			rules = append(rules, seccomp.Shares()...)
 		}
+		if len(m.Config().Nets) > 0 {
+			rules = append(rules, seccomp.Nets()...)
+		}
 		if err := seccomp.Install(rules); err != nil {
 			log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
 			m.Stop()
@@ -240,7 +251,7 @@ func joinBalloonArgs(args []string) []string {
 }
 
 // vmFlags are the flags a definition replaces.
-var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon", "vsock",
+var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon", "vsock", "net",
 	"mergeable", "hugepages", "allow-cpu-overcommit", "on-reboot"}
 
 // configFromFile reads the VM definition at path into cfg; VM flags

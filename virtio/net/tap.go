@@ -3,6 +3,7 @@ package net
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"syscall"
 	"time"
@@ -36,17 +37,19 @@ var ErrNotTap = errors.New("not a TAP file descriptor with IFF_TAP|IFF_NO_PI|IFF
 // Tap is one queue of a TAP interface: a file whose reads and writes are
 // whole Ethernet frames, each behind a HeaderSize virtio-net header.
 type Tap struct {
-	f    *os.File
-	rc   syscall.RawConn
-	name string
+	f       *os.File
+	rc      syscall.RawConn
+	name    string
+	created bool
 	// offload applies TUNSETOFFLOAD; device tests without a TAP replace it.
 	offload func(flags int) error
 }
 
 // OpenTap attaches to the TAP interface name, creating it if it does not
-// exist; a TAP this call creates is not persistent, so the kernel removes
-// it when the file closes. Creating or attaching needs CAP_NET_ADMIN
-// unless name is a persistent TAP owned by the caller.
+// exist. A TAP this call creates is brought up, and is not persistent:
+// the kernel removes it when the file closes. An existing one is used as
+// it is. Creating or attaching needs CAP_NET_ADMIN unless name is a
+// persistent TAP owned by the caller.
 func OpenTap(name string) (*Tap, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap %q: want a name of 1 to %d bytes", name, unix.IFNAMSIZ-1)
@@ -61,37 +64,76 @@ func OpenTap(name string) (*Tap, error) {
 		f.Close()
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
+	_, err = net.InterfaceByName(name)
+	existed := err == nil
 	ifr.SetUint16(tapFlags)
 	if err := ioctlIfreq(f, unix.TUNSETIFF, ifr); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	return newTap(f, ifr.Name())
+	t, err := newTap(f, ifr.Name())
+	if err != nil {
+		return nil, err
+	}
+	if !existed {
+		t.created = true
+		if err := linkUp(t.name); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("tap %s: bringing it up: %w", name, err)
+		}
+	}
+	return t, nil
+}
+
+// linkUp sets IFF_UP on the interface name.
+func linkUp(name string) error {
+	s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(s)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(s, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCGIFFLAGS: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(s, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("SIOCSIFFLAGS: %w", err)
+	}
+	return nil
 }
 
 // TapFromFile takes over f, an open TAP queue such as an orchestrator or
-// a CNI plugin hands over, after checking its flags. It was opened with
-// IFF_VNET_HDR, which cannot be added later.
+// a CNI plugin hands over, after checking its flags: it must have been
+// opened with IFF_VNET_HDR, which cannot be added later. f is closed
+// whether or not this succeeds.
 func TapFromFile(f *os.File) (*Tap, error) {
+	defer f.Close()
 	raw, err := f.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("tap fd %d: %w", f.Fd(), err)
+		return nil, fmt.Errorf("tap fd: %w", err)
 	}
+	// A duplicate made non-blocking before os.NewFile sees it goes on the
+	// runtime poller; f itself may be blocking and stays as it is.
+	fd := -1
 	var serr error
-	if err := raw.Control(func(fd uintptr) { serr = unix.SetNonblock(int(fd), true) }); err != nil {
+	if err := raw.Control(func(old uintptr) {
+		if fd, serr = unix.FcntlInt(old, unix.F_DUPFD_CLOEXEC, 0); serr == nil {
+			serr = unix.SetNonblock(fd, true)
+		}
+	}); err != nil {
 		return nil, fmt.Errorf("tap fd: %w", err)
 	}
 	if serr != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 		return nil, fmt.Errorf("tap fd: %w", serr)
 	}
-	// A file made non-blocking after os.NewFile is not on the poller:
-	// make a new one that is, and close the old.
-	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("tap fd %d: %w", f.Fd(), err)
-	}
 	nf := os.NewFile(uintptr(fd), f.Name())
-	f.Close()
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
 		nf.Close()
@@ -164,6 +206,9 @@ func (t *Tap) setOffload(flags int) error {
 	}
 	return nil
 }
+
+// Created reports whether OpenTap created the interface.
+func (t *Tap) Created() bool { return t.created }
 
 // Name is the interface's name.
 func (t *Tap) Name() string { return t.name }
