@@ -54,23 +54,25 @@ func OpenTap(name string) (*Tap, error) {
 	if name == "" || len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tap %q: want a name of 1 to %d bytes", name, unix.IFNAMSIZ-1)
 	}
-	// os.OpenFile registers the character device with the runtime poller.
-	f, err := os.OpenFile("/dev/net/tun", os.O_RDWR, 0)
-	if err != nil {
-		return nil, fmt.Errorf("tap %s: %w", name, err)
-	}
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
-		f.Close()
 		return nil, fmt.Errorf("tap %s: %w", name, err)
 	}
 	_, err = net.InterfaceByName(name)
 	existed := err == nil
+	// The descriptor goes on the runtime poller (os.NewFile of a
+	// non-blocking one) only once attached: before TUNSETIFF the TAP
+	// polls as an error, which the poller would keep.
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tap %s: /dev/net/tun: %w", name, err)
+	}
 	ifr.SetUint16(tapFlags)
-	if err := ioctlIfreq(f, unix.TUNSETIFF, ifr); err != nil {
-		f.Close()
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
 	t, err := newTap(f, ifr.Name())
 	if err != nil {
 		return nil, err
