@@ -14,13 +14,16 @@ type fakeVM struct {
 	memMiB    uint64
 	noBalloon bool
 	balloon   uint64 // bytes requested
+	nets      map[string]RateLimit
 	calls     []string
 	err       error
 }
 
 var _ VM = (*fakeVM)(nil)
 
-func newFakeVM() *fakeVM { return &fakeVM{state: StateRunning, memMiB: 512} }
+func newFakeVM() *fakeVM {
+	return &fakeVM{state: StateRunning, memMiB: 512, nets: map[string]RateLimit{"tap0": {}}}
+}
 
 func (f *fakeVM) record(call string) error {
 	f.calls = append(f.calls, call)
@@ -39,6 +42,9 @@ func (f *fakeVM) Info() Info {
 	i := Info{State: f.state, VCPUs: 2, MemoryMiB: f.memMiB, UptimeSeconds: 1.5}
 	if !f.noBalloon {
 		i.Balloon = &BalloonInfo{RequestedMiB: f.balloon / MiB, ActualMiB: f.balloon / MiB / 2}
+	}
+	for id, l := range f.nets {
+		i.Nets = append(i.Nets, NetInfo{ID: id, MAC: "52:54:00:00:00:01", RateLimit: l, RxBytes: 1})
 	}
 	return i
 }
@@ -70,6 +76,26 @@ func (f *fakeVM) BalloonStats() (BalloonStats, error) {
 		UpdatedAt:    time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
 		HostRSSBytes: 300 * MiB,
 	}, nil
+}
+
+func (f *fakeVM) SetNetRateLimit(id string, l RateLimit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("net " + id); err != nil {
+		return err
+	}
+	old, ok := f.nets[id]
+	if !ok {
+		return ErrNotFound
+	}
+	if l.RX != nil {
+		old.RX = l.RX
+	}
+	if l.TX != nil {
+		old.TX = l.TX
+	}
+	f.nets[id] = old
+	return nil
 }
 
 // transition moves from one state to another, or fails as a Machine would.
