@@ -12,7 +12,7 @@ import (
 )
 
 func TestClientRoundTrip(t *testing.T) {
-	f := newFakeVM()
+	f := newFakeVM().withNet("tap0")
 	_, sock := startServer(t, f)
 	c := NewClient(sock)
 	defer c.Close()

@@ -21,8 +21,12 @@ type fakeVM struct {
 
 var _ VM = (*fakeVM)(nil)
 
-func newFakeVM() *fakeVM {
-	return &fakeVM{state: StateRunning, memMiB: 512, nets: map[string]RateLimit{"tap0": {}}}
+func newFakeVM() *fakeVM { return &fakeVM{state: StateRunning, memMiB: 512} }
+
+// withNet gives the fake a network device on TAP id.
+func (f *fakeVM) withNet(id string) *fakeVM {
+	f.nets = map[string]RateLimit{id: {}}
+	return f
 }
 
 func (f *fakeVM) record(call string) error {

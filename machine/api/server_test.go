@@ -393,7 +393,7 @@ func TestStopIsNotBlockedByAStuckCall(t *testing.T) {
 }
 
 func TestNetRateLimit(t *testing.T) {
-	vm := newFakeVM()
+	vm := newFakeVM().withNet("tap0")
 	_, sock := startServer(t, vm)
 	a := send(t, sock, http.MethodPatch, "/vm/net/tap0", []byte(`{"rx": {"bytes": {"rate": 1000000, "burst": 100000}}}`), false)
 	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)

@@ -112,7 +112,6 @@ func ethernet() (netlink.Link, error) {
 	return nil, errors.New("no Ethernet interface appeared")
 }
 
-
 // ping sends ICMP echoes to host until one is answered.
 func ping(host string) error {
 	c, err := icmp.ListenPacket("ip4:icmp", "0.0.0.0")
