@@ -287,8 +287,8 @@ func (d *Device) Process(ctx context.Context, idx int) error {
 	return nil
 }
 
-// slices resolves bufs to guest memory, appending to iovs.
-func slices(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]byte, int, error) {
+// guestIovecs resolves bufs to guest memory, appending to iovs.
+func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]byte, int, error) {
 	total := 0
 	for _, b := range bufs {
 		if b.Len == 0 {
@@ -321,7 +321,7 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 			return err
 		}
 		var n int
-		iovs, n, err = slices(d.mem, c.Readable, iovs[:0])
+		iovs, n, err = guestIovecs(d.mem, c.Readable, iovs[:0])
 		switch {
 		case err != nil:
 			d.txDrop(c.Head, "unmapped tx buffer", "err", err)
@@ -337,6 +337,9 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 					}
 				}
 				sleep(ctx, wait, d.txWake)
+				if ctx.Err() != nil {
+					return nil // a reset: the chain goes with the ring
+				}
 			}
 			d.send(c.Head, iovs, n)
 		}

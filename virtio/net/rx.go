@@ -211,7 +211,7 @@ func (l *rxLoop) resolve() (rxChain, error) {
 	if len(l.c.Readable) > 0 {
 		return rxChain{}, errRxReadable
 	}
-	bufs, size, err := slices(l.mem, l.c.Writable, nil)
+	bufs, size, err := guestIovecs(l.mem, l.c.Writable, nil)
 	if err != nil {
 		return rxChain{}, err
 	}
