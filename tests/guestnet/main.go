@@ -2,9 +2,8 @@
 // It loads the modules /etc/modules.order lists (virtio_net and its
 // dependencies), gives the first Ethernet interface the address
 // gvmm.ip (CIDR), pings gvmm.host, and serves on TCP the services the
-// vsock guest serves on vsock (tests/internal/vsockwire: a sink on
-// port 5001 answering "N SUM", a source on 5002 sending the N bytes
-// asked for). With gvmm.dial=IP:PORT it then sends gvmm.dialbytes bytes
+// vsock guest serves on vsock, on the same ports (tests/internal/vsockwire:
+// a sink answering "N SUM", a source sending the N bytes asked for). With gvmm.dial=IP:PORT it then sends gvmm.dialbytes bytes
 // of the pattern to that sink, as a second guest on the same bridge
 // does to the first.
 //
@@ -34,12 +33,6 @@ import (
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
-)
-
-// Ports of the guest's TCP services.
-const (
-	PortSink   = 5001
-	PortSource = 5002
 )
 
 func main() {
@@ -73,7 +66,7 @@ func run(args map[string]string) error {
 		return err
 	}
 	guest.Report("ping", "ok")
-	for port, serve := range map[int]func(net.Conn){PortSink: sink, PortSource: source} {
+	for port, serve := range map[int]func(net.Conn){vsockwire.PortSink: sink, vsockwire.PortSource: source} {
 		l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
 		if err != nil {
 			return err

@@ -58,8 +58,6 @@ const (
 	guestBIP = "10.0.2.16"
 	tapA     = "gvtap0" // gvmm creates it
 	tapB     = "gvtap1" // the test creates it
-	portSink = 5001
-	portSrc  = 5002
 )
 
 func guestInitrd(t *testing.T) (kernel, initrd string) {
@@ -109,7 +107,7 @@ func waitFor(t *testing.T, out *guest.Recorder, key string, timeout time.Duratio
 // the sum it answers.
 func toGuest(t *testing.T, ip string, n uint64) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, portSink), time.Minute)
+	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, vsockwire.PortSink), time.Minute)
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
@@ -126,7 +124,7 @@ func toGuest(t *testing.T, ip string, n uint64) {
 // fromGuest has the guest's source send n bytes and checks them.
 func fromGuest(t *testing.T, ip string, n uint64) {
 	t.Helper()
-	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, portSrc), time.Minute)
+	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, vsockwire.PortSource), time.Minute)
 	require.NoError(t, err)
 	defer c.Close()
 	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
@@ -201,7 +199,7 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 		outB := &guest.Recorder{}
 		m, err := machine.New(machine.Config{Kernel: kernel, Initrd: initrd, Memory: 256 << 20, Console: outB,
 			Cmdline: fmt.Sprintf("%s gvmm.ip=%s%s gvmm.host=%s gvmm.dial=%s:%d gvmm.dialbytes=%d",
-				cmdline, guestBIP, prefix, hostIP, guestAIP, portSink, n),
+				cmdline, guestBIP, prefix, hostIP, guestAIP, vsockwire.PortSink, n),
 			Nets: []machine.Net{{Tap: tapB, MAC: mac}}})
 		require.NoError(t, err)
 		require.NoError(t, m.Start(context.Background()))
