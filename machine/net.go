@@ -110,13 +110,14 @@ func (m *Machine) openNets() error {
 	return nil
 }
 
+// closeNets closes the TAPs once the VM is down; the devices stay, so
+// that Nets still reports what they moved.
 func (m *Machine) closeNets() {
 	for _, n := range m.nets {
 		if err := n.dev.Close(); err != nil {
 			m.log.Warn("closing a TAP", "tap", n.tap, "err", err)
 		}
 	}
-	m.nets = nil
 }
 
 // NetInfo describes one network device.
