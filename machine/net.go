@@ -24,7 +24,8 @@ type Net struct {
 	Tap string
 	// File, instead of Tap, is an open TAP queue (IFF_TAP, IFF_NO_PI,
 	// IFF_VNET_HDR) such as an orchestrator or CNI plugin hands over.
-	// The machine owns it from New and closes it when it ends.
+	// Start takes it over: it is closed when the machine ends, or when
+	// Start fails.
 	File *os.File
 	// MAC is the guest's address; empty takes one derived from the
 	// TAP's name, the same on every boot.
@@ -83,7 +84,17 @@ type netDev struct {
 	tap string
 }
 
-func (m *Machine) openNets() error {
+func (m *Machine) openNets() (err error) {
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, c := range m.cfg.Nets[len(m.nets):] {
+			if c.File != nil {
+				c.File.Close() // TapFromFile closed the one it failed on
+			}
+		}
+	}()
 	for i, c := range m.cfg.Nets {
 		var tap *vnet.Tap
 		var err error
