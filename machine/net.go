@@ -84,17 +84,7 @@ type netDev struct {
 	tap string
 }
 
-func (m *Machine) openNets() (err error) {
-	defer func() {
-		if err == nil {
-			return
-		}
-		for _, c := range m.cfg.Nets[len(m.nets):] {
-			if c.File != nil {
-				c.File.Close() // TapFromFile closed the one it failed on
-			}
-		}
-	}()
+func (m *Machine) openNets() error {
 	for i, c := range m.cfg.Nets {
 		var tap *vnet.Tap
 		var err error
@@ -121,12 +111,18 @@ func (m *Machine) openNets() (err error) {
 	return nil
 }
 
-// closeNets closes the TAPs once the VM is down; the devices stay, so
-// that Nets still reports what they moved.
+// closeNets closes the TAPs once the VM is down, and the TAP files of a
+// Start that failed before it opened them; the devices stay, so that
+// Nets still reports what they moved.
 func (m *Machine) closeNets() {
 	for _, n := range m.nets {
 		if err := n.dev.Close(); err != nil {
 			m.log.Warn("closing a TAP", "tap", n.tap, "err", err)
+		}
+	}
+	for _, c := range m.cfg.Nets[len(m.nets):] {
+		if c.File != nil {
+			c.File.Close() // already closed if opening it failed
 		}
 	}
 }
