@@ -97,7 +97,7 @@ func ethernet() (netlink.Link, error) {
 			return nil, err
 		}
 		for _, l := range links {
-			if l.Type() == "device" && len(l.Attrs().HardwareAddr) == 6 {
+			if l.Type() == "device" && l.Attrs().Flags&net.FlagLoopback == 0 && len(l.Attrs().HardwareAddr) == 6 {
 				return l, nil
 			}
 		}
