@@ -250,6 +250,9 @@ func makeTap(t *testing.T) {
 	link, err := netlink.LinkByName(netTap)
 	require.NoError(t, err)
 	require.NoError(t, netlink.LinkSetHardwareAddr(link, hostMAC))
+	// The queue where frames wait for the guest's rx buffers: tun's
+	// default, set here because the guest's bound assumes it.
+	require.NoError(t, netlink.LinkSetTxQLen(link, 500))
 	addr, err := netlink.ParseAddr(netHostIP + "/24")
 	require.NoError(t, err)
 	require.NoError(t, netlink.AddrAdd(link, addr))
