@@ -25,6 +25,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
@@ -147,9 +148,10 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	outA, errA := &guest.Recorder{}, &guest.Recorder{}
+	apiSock := filepath.Join(t.TempDir(), "api.sock")
 	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd,
 		"--cmdline", cmdline+" gvmm.ip="+guestAIP+prefix+" gvmm.host="+hostIP,
-		"--memory", "256M", "--net", "tap="+tapA)
+		"--memory", "256M", "--net", "tap="+tapA, "--api-socket", apiSock)
 	cmd.Stdout, cmd.Stderr = outA, errA
 	cmd.WaitDelay = 5 * time.Second
 	require.NoError(t, cmd.Start())
@@ -181,6 +183,37 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 
 	t.Run("64 MiB host to guest", func(t *testing.T) { toGuest(t, guestAIP, bulk) })
 	t.Run("64 MiB guest to host", func(t *testing.T) { fromGuest(t, guestAIP, bulk) })
+
+	t.Run("rate limit set through the API", func(t *testing.T) {
+		c := api.NewClient(apiSock)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		const rate, n = 1 << 20, 8 << 20
+		require.NoError(t, c.SetNetRateLimit(ctx, tapA, api.RateLimit{RX: &api.Limit{Bytes: api.Bucket{Rate: rate, Burst: 128 << 10}}}))
+		info, err := c.Info(ctx)
+		require.NoError(t, err)
+		require.Len(t, info.Nets, 1)
+		assert.Equal(t, tapA, info.Nets[0].ID)
+		assert.Equal(t, machine.DefaultMAC(tapA).String(), info.Nets[0].MAC)
+		assert.Equal(t, api.Bucket{Rate: rate, Burst: 128 << 10}, info.Nets[0].RateLimit.RX.Bytes)
+		assert.GreaterOrEqual(t, info.Nets[0].RxBytes, uint64(bulk), "what the device counted host to guest")
+		assert.GreaterOrEqual(t, info.Nets[0].TxBytes, uint64(bulk), "what the device counted guest to host")
+		start := time.Now()
+		toGuest(t, guestAIP, n)
+		limited := time.Since(start)
+		// 8 MiB at 1 MiB/s, less the burst; the frames' headers count too.
+		assert.Greater(t, limited, 7*time.Second, "host to guest at 1 MiB/s")
+		require.NoError(t, c.SetNetRateLimit(ctx, tapA, api.RateLimit{RX: &api.Limit{}}))
+		start = time.Now()
+		toGuest(t, guestAIP, n)
+		t.Logf("8 MiB host to guest: %s limited to 1 MiB/s, %s after the limit was lifted", limited.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
+		assert.Less(t, time.Since(start), limited/2, "the limit lifted at run time")
+		err = c.SetNetRateLimit(ctx, "nosuchtap", api.RateLimit{RX: &api.Limit{}})
+		var apiErr *api.Error
+		require.ErrorAs(t, err, &apiErr)
+		assert.Equal(t, 404, apiErr.StatusCode)
+	})
 
 	t.Run("second guest on the bridge", func(t *testing.T) {
 		// Guest B: an existing, persistent TAP, used as it is.
