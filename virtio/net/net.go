@@ -27,7 +27,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -330,7 +329,7 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 		case len(iovs) > maxIovs:
 			d.txDrop(c.Head, "tx frame in too many buffers", "buffers", len(iovs))
 		default:
-			if wait := d.txLimit.take(time.Now(), n-HeaderSize); wait > 0 {
+			if wait := d.txLimit.take(n - HeaderSize); wait > 0 {
 				if pushed {
 					if err := d.txq.SignalUsed(); err != nil {
 						return err

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -31,7 +30,8 @@ type rxLoop struct {
 	err   error // the driver broke the protocol
 
 	c      queue.Chain
-	held   []rxChain // popped, not yet used, in ring order
+	held   []rxChain  // popped, not yet used, in ring order
+	spare  [][][]byte // buffer lists of used chains, for the next ones
 	iovs   [][]byte
 	pushed int // chains used since the last interrupt
 }
@@ -142,7 +142,7 @@ func (l *rxLoop) run() {
 		if l.pushed >= signalBatch {
 			l.signal()
 		}
-		if wait := l.d.rxLimit.take(time.Now(), n-HeaderSize); wait > 0 {
+		if wait := l.d.rxLimit.take(n - HeaderSize); wait > 0 {
 			l.signal()
 			sleep(l.ctx, wait, l.d.rxWake)
 		}
@@ -211,8 +211,13 @@ func (l *rxLoop) resolve() (rxChain, error) {
 	if len(l.c.Readable) > 0 {
 		return rxChain{}, errRxReadable
 	}
-	bufs, size, err := guestIovecs(l.mem, l.c.Writable, nil)
+	var bufs [][]byte
+	if n := len(l.spare); n > 0 {
+		bufs, l.spare = l.spare[n-1], l.spare[:n-1]
+	}
+	bufs, size, err := guestIovecs(l.mem, l.c.Writable, bufs)
 	if err != nil {
+		l.spare = append(l.spare, bufs[:0])
 		return rxChain{}, err
 	}
 	least := HeaderSize
@@ -220,6 +225,7 @@ func (l *rxLoop) resolve() (rxChain, error) {
 		least = l.need
 	}
 	if size < least {
+		l.spare = append(l.spare, bufs[:0])
 		return rxChain{}, errRxShort
 	}
 	return rxChain{head: l.c.Head, bufs: bufs, size: size}, nil
@@ -268,6 +274,7 @@ func (l *rxLoop) deliver(n, room int) error {
 		if err := l.q.Push(c.head, uint32(used)); err != nil {
 			return err
 		}
+		l.spare = append(l.spare, c.bufs[:0])
 	}
 	l.held = l.held[:copy(l.held, l.held[k:])]
 	l.pushed += k
