@@ -63,6 +63,9 @@ type Config struct {
 	Shares []Share
 	// Vsock, when set, adds a virtio-vsock device.
 	Vsock *VsockConfig
+	// Nets are virtio-net devices on TAP interfaces (the guest's eth0,
+	// eth1, ... in order).
+	Nets []Net
 
 	// AllowCPUOvercommit lets one guest have more vCPUs than the host
 	// has logical CPUs, which is otherwise refused.
@@ -170,6 +173,9 @@ func (c *Config) withDefaults() (Config, error) {
 		if err := out.Vsock.validate(); err != nil {
 			return out, err
 		}
+	}
+	if err := validateNets(out.Nets); err != nil {
+		return out, err
 	}
 	if out.Console == nil {
 		out.Console = io.Discard

@@ -133,6 +133,12 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 			return err
 		}
 	}
+	for _, n := range b.m.nets {
+		n.dev.Reset() // a reboot starts without offloads
+		if err := b.addVirtio(root, mem, n.dev); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

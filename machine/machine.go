@@ -80,6 +80,7 @@ type Machine struct {
 	balloon *balloon.Balloon
 	shares  []*p9.Device // open for the machine's lifetime
 	vsock   *vsockDev
+	nets    []netDev // open for the machine's lifetime
 	cur     atomic.Pointer[bootedVM]
 	started atomic.Pointer[time.Time]
 
@@ -138,6 +139,9 @@ func (m *Machine) Start(ctx context.Context) error {
 			err = m.openVsock()
 		}
 		if err == nil {
+			err = m.openNets()
+		}
+		if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
@@ -146,6 +150,7 @@ func (m *Machine) Start(ctx context.Context) error {
 			m.closeDisks()
 			m.closeShares()
 			m.closeVsock()
+			m.closeNets()
 			m.closeConsole()
 			close(m.done)
 			return
@@ -295,6 +300,7 @@ func (m *Machine) supervise(ctx context.Context, b *bootedVM) {
 		m.closeDisks()
 		m.closeShares()
 		m.closeVsock()
+		m.closeNets()
 		m.closeConsole()
 		m.finish(r.reason, r.err)
 		return

@@ -18,6 +18,7 @@ type DeviceType uint16
 
 // Device types this VMM implements.
 const (
+	DeviceNet     DeviceType = 1
 	DeviceBlock   DeviceType = 2
 	DeviceBalloon DeviceType = 5
 	Device9P      DeviceType = 9
@@ -27,6 +28,8 @@ const (
 // String names the type as metrics and logs label devices: "block0".
 func (t DeviceType) String() string {
 	switch t {
+	case DeviceNet:
+		return "net"
 	case DeviceBlock:
 		return "block"
 	case DeviceBalloon:

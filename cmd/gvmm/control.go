@@ -13,6 +13,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
+	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 )
 
 // control adapts a machine to the control API, translating its errors
@@ -52,7 +53,44 @@ func (c control) Info() api.Info {
 	if v, st, ok := c.m.Vsock(); ok {
 		info.Vsock = &api.VsockInfo{CID: v.CID, Socket: v.Socket, Connections: st.Conns, Accepted: st.Accepted, Refused: st.Refused}
 	}
+	for _, n := range c.m.Nets() {
+		info.Nets = append(info.Nets, api.NetInfo{
+			ID: n.Tap, MAC: n.MAC.String(), RateLimit: apiRateLimit(n.Limits),
+			RxBytes: n.Stats.RxBytes, RxPackets: n.Stats.RxFrames, RxDropped: n.Stats.RxDropped,
+			TxBytes: n.Stats.TxBytes, TxPackets: n.Stats.TxFrames, TxDropped: n.Stats.TxDropped,
+		})
+	}
 	return info
+}
+
+func apiRateLimit(l vnet.Limits) api.RateLimit {
+	conv := func(l vnet.Limit) *api.Limit {
+		return &api.Limit{
+			Bytes:   api.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
+			Packets: api.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
+		}
+	}
+	return api.RateLimit{RX: conv(l.RX), TX: conv(l.TX)}
+}
+
+// SetNetRateLimit replaces the limits of the directions l gives.
+func (c control) SetNetRateLimit(id string, l api.RateLimit) error {
+	for _, n := range c.m.Nets() {
+		if n.Tap != id {
+			continue
+		}
+		conv := func(l *api.Limit, old vnet.Limit) vnet.Limit {
+			if l == nil {
+				return old
+			}
+			return vnet.Limit{
+				Bytes:   vnet.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
+				Packets: vnet.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
+			}
+		}
+		return apiError(c.m.SetNetLimits(id, vnet.Limits{RX: conv(l.RX, n.Limits.RX), TX: conv(l.TX, n.Limits.TX)}))
+	}
+	return fmt.Errorf("%w: %s", api.ErrNotFound, id)
 }
 
 func (c control) SetBalloon(bytes uint64) error { return apiError(c.m.SetBalloon(bytes)) }
@@ -79,6 +117,8 @@ func apiError(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, machine.ErrNoNet):
+		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, machine.ErrNoBalloon):
 		return fmt.Errorf("%w: %w", api.ErrNoBalloon, err)
 	case errors.Is(err, machine.ErrNotRunning):

@@ -66,6 +66,14 @@ to stderr.`,
 		cfg.Vsock = c
 		return nil
 	})
+	fs.Func("net", "add a virtio-net device on a TAP: `tap=NAME[,mac=MAC]` (an absent TAP is created, and removed at exit) or fd=N[,mac=MAC] for an open TAP descriptor (repeatable; eth0, eth1, ...)", func(v string) error {
+		n, err := vmdef.ParseNet(v)
+		if err != nil {
+			return err
+		}
+		cfg.Nets = append(cfg.Nets, n)
+		return nil
+	})
 	apiSocket := fs.String("api-socket", "", "serve the control API (HTTP+JSON) on the unix socket `PATH`")
 	configFile := fs.String("config", "", "boot the VM definition in the JSON `FILE` instead of the VM flags")
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on the unix socket `PATH` (stdout keeps a copy; stdin is not read)")
@@ -204,6 +212,9 @@ to stderr.`,
 			if len(m.Config().Shares) > 0 {
 				rules = append(rules, seccomp.Shares()...)
 			}
+			if len(m.Config().Nets) > 0 {
+				rules = append(rules, seccomp.Nets()...)
+			}
 			if err := seccomp.Install(rules); err != nil {
 				log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
 				m.Stop()
@@ -251,7 +262,7 @@ func joinBalloonArgs(args []string) []string {
 }
 
 // vmFlags are the flags a definition replaces.
-var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon", "vsock",
+var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", "share", "balloon", "vsock", "net",
 	"mergeable", "hugepages", "allow-cpu-overcommit", "on-reboot"}
 
 // configFromFile reads the VM definition at path into cfg; VM flags

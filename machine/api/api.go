@@ -4,6 +4,7 @@
 //	GET /vm                 Info
 //	PUT /vm/balloon         {"size_mib": N}
 //	GET /vm/balloon/stats   BalloonStats
+//	PATCH /vm/net/{id}      RateLimit (id: the TAP's name)
 //	PUT /vm/pause
 //	PUT /vm/resume
 //	PUT /vm/shutdown        ACPI power button
@@ -41,6 +42,10 @@ type VM interface {
 	SetBalloon(bytes uint64) error
 	// BalloonStats returns the guest's latest memory statistics.
 	BalloonStats() (BalloonStats, error)
+	// SetNetRateLimit changes the rate limits of the network device on
+	// the TAP id; a direction l leaves nil keeps its limits.
+	// ErrNotFound if there is no such device.
+	SetNetRateLimit(id string, l RateLimit) error
 	// Pause stops the vCPUs and quiesces the disks (nothing in flight,
 	// images synced); ErrConflict if already paused.
 	Pause() error
@@ -70,6 +75,7 @@ type Info struct {
 	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
 	Shares        []ShareInfo  `json:"shares,omitempty"`
 	Vsock         *VsockInfo   `json:"vsock,omitempty"` // nil without a vsock device
+	Nets          []NetInfo    `json:"nets,omitempty"`
 	UptimeSeconds float64      `json:"uptime_s"`
 }
 
@@ -87,6 +93,41 @@ type VsockInfo struct {
 	Connections int    `json:"connections"`
 	Accepted    uint64 `json:"accepted"`
 	Refused     uint64 `json:"refused"`
+}
+
+// NetInfo describes a network device and what it moved: rx is host to
+// guest, tx guest to host.
+type NetInfo struct {
+	ID        string    `json:"id"` // the TAP's name
+	MAC       string    `json:"mac"`
+	RateLimit RateLimit `json:"rate_limit"`
+	RxBytes   uint64    `json:"rx_bytes"`
+	RxPackets uint64    `json:"rx_packets"`
+	RxDropped uint64    `json:"rx_dropped"`
+	TxBytes   uint64    `json:"tx_bytes"`
+	TxPackets uint64    `json:"tx_packets"`
+	TxDropped uint64    `json:"tx_dropped"`
+}
+
+// RateLimit is a network device's token buckets per direction, the body
+// of PATCH /vm/net/{id}.
+type RateLimit struct {
+	RX *Limit `json:"rx,omitempty"`
+	TX *Limit `json:"tx,omitempty"`
+}
+
+// Limit bounds one direction in bytes and in packets; a frame needs
+// tokens of both.
+type Limit struct {
+	Bytes   Bucket `json:"bytes"`
+	Packets Bucket `json:"packets"`
+}
+
+// Bucket is a token bucket: Rate a second, up to Burst saved while
+// idle. Rate 0 is no limit; Burst 0 is one second's worth.
+type Bucket struct {
+	Rate  uint64 `json:"rate"`
+	Burst uint64 `json:"burst"`
 }
 
 // BalloonInfo is the balloon's target and the size the guest reports.
@@ -110,4 +151,5 @@ var (
 	ErrNoBalloon  = errors.New("the machine has no balloon device")       // 409
 	ErrNotRunning = errors.New("the machine is not running")              // 409
 	ErrConflict   = errors.New("the machine's state does not allow this") // 409
+	ErrNotFound   = errors.New("no such device")                          // 404
 )

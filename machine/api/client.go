@@ -77,6 +77,12 @@ func (c *Client) BalloonStats(ctx context.Context) (BalloonStats, error) {
 	return s, err
 }
 
+// SetNetRateLimit changes the rate limits of the network device on TAP
+// id.
+func (c *Client) SetNetRateLimit(ctx context.Context, id string, l RateLimit) error {
+	return c.do(ctx, http.MethodPatch, netPrefix+url.PathEscape(id), l, nil)
+}
+
 // Pause stops the guest's vCPUs.
 func (c *Client) Pause(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "/vm/pause", nil, nil)

@@ -12,7 +12,7 @@ import (
 )
 
 func TestClientRoundTrip(t *testing.T) {
-	f := newFakeVM()
+	f := newFakeVM().withNet("tap0")
 	_, sock := startServer(t, f)
 	c := NewClient(sock)
 	defer c.Close()
@@ -23,10 +23,13 @@ func TestClientRoundTrip(t *testing.T) {
 	assert.Equal(t, f.Info(), info)
 
 	require.NoError(t, c.SetBalloon(ctx, 128))
+	require.NoError(t, c.SetNetRateLimit(ctx, "tap0", RateLimit{TX: &Limit{Packets: Bucket{Rate: 10}}}))
 	info, err = c.Info(ctx)
 	require.NoError(t, err)
 	require.NotNil(t, info.Balloon)
 	assert.Equal(t, uint64(128), info.Balloon.RequestedMiB)
+	require.Len(t, info.Nets, 1)
+	assert.Equal(t, RateLimit{TX: &Limit{Packets: Bucket{Rate: 10}}}, info.Nets[0].RateLimit)
 
 	stats, err := c.BalloonStats(ctx)
 	require.NoError(t, err)
@@ -39,7 +42,7 @@ func TestClientRoundTrip(t *testing.T) {
 	require.NoError(t, c.Resume(ctx))
 	require.NoError(t, c.Shutdown(ctx))
 	require.NoError(t, c.Stop(ctx))
-	assert.Equal(t, []string{"balloon", "stats", "stats", "pause", "resume", "shutdown", "stop"}, f.Calls())
+	assert.Equal(t, []string{"balloon", "net tap0", "stats", "stats", "pause", "resume", "shutdown", "stop"}, f.Calls())
 }
 
 func TestClientErrorsCarryStatusAndMessage(t *testing.T) {

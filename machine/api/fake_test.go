@@ -17,6 +17,7 @@ type fakeVM struct {
 	memMiB    uint64
 	noBalloon bool
 	balloon   uint64 // bytes requested
+	nets      map[string]RateLimit
 	calls     []string
 	err       error
 	reg       *prometheus.Registry
@@ -26,6 +27,12 @@ type fakeVM struct {
 var _ VM = (*fakeVM)(nil)
 
 func newFakeVM() *fakeVM { return &fakeVM{state: StateRunning, memMiB: 512} }
+
+// withNet gives the fake a network device on TAP id.
+func (f *fakeVM) withNet(id string) *fakeVM {
+	f.nets = map[string]RateLimit{id: {}}
+	return f
+}
 
 func (f *fakeVM) record(call string) error {
 	f.calls = append(f.calls, call)
@@ -44,6 +51,9 @@ func (f *fakeVM) Info() Info {
 	i := Info{State: f.state, VCPUs: 2, MemoryMiB: f.memMiB, UptimeSeconds: 1.5}
 	if !f.noBalloon {
 		i.Balloon = &BalloonInfo{RequestedMiB: f.balloon / MiB, ActualMiB: f.balloon / MiB / 2}
+	}
+	for id, l := range f.nets {
+		i.Nets = append(i.Nets, NetInfo{ID: id, MAC: "52:54:00:00:00:01", RateLimit: l, RxBytes: 1})
 	}
 	return i
 }
@@ -75,6 +85,26 @@ func (f *fakeVM) BalloonStats() (BalloonStats, error) {
 		UpdatedAt:    time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
 		HostRSSBytes: 300 * MiB,
 	}, nil
+}
+
+func (f *fakeVM) SetNetRateLimit(id string, l RateLimit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("net " + id); err != nil {
+		return err
+	}
+	old, ok := f.nets[id]
+	if !ok {
+		return ErrNotFound
+	}
+	if l.RX != nil {
+		old.RX = l.RX
+	}
+	if l.TX != nil {
+		old.TX = l.TX
+	}
+	f.nets[id] = old
+	return nil
 }
 
 // transition moves from one state to another, or fails as a Machine would.

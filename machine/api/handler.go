@@ -82,6 +82,8 @@ func statusOf(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNoBalloon), errors.Is(err, ErrNotRunning), errors.Is(err, ErrConflict):
 		return http.StatusConflict
+	case errors.Is(err, ErrNotFound):
+		return http.StatusNotFound
 	}
 	return http.StatusInternalServerError
 }
@@ -116,6 +118,9 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err
 		}
 	}()
 	ep, ok := endpoints[r.URL.Path]
+	if id, isNet := strings.CutPrefix(r.URL.Path, netPrefix); isNet {
+		ep, ok = endpoint{method: http.MethodPatch, serve: func(h *handler, body []byte) (any, error) { return h.setNetRateLimit(id, body) }}, true
+	}
 	if !ok {
 		err := &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", r.URL.Path)}
 		return writeError(w, err.status, err), err
@@ -250,6 +255,81 @@ func (h *handler) setBalloon(body []byte) (any, error) {
 		return nil, badRequest("size_mib %d is larger than the guest's memory of %d MiB", mib, mem)
 	}
 	return nil, h.vm.SetBalloon(mib * MiB)
+}
+
+// netPrefix is the path of the network devices, each under its id.
+const netPrefix = "/vm/net/"
+
+func (h *handler) setNetRateLimit(id string, body []byte) (any, error) {
+	if id == "" || strings.Contains(id, "/") {
+		return nil, &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", netPrefix+id)}
+	}
+	var rx, tx json.RawMessage
+	if err := decodeObject(body, map[string]*json.RawMessage{"rx": &rx, "tx": &tx}, false); err != nil {
+		return nil, err
+	}
+	var l RateLimit
+	for _, d := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  **Limit
+	}{{"rx", rx, &l.RX}, {"tx", tx, &l.TX}} {
+		if d.raw == nil {
+			continue
+		}
+		lim, err := parseLimit(d.name, d.raw)
+		if err != nil {
+			return nil, err
+		}
+		*d.dst = &lim
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return nil, h.vm.SetNetRateLimit(id, l)
+}
+
+// parseLimit reads {"bytes": {"rate": N, "burst": N}, "packets": {...}},
+// every field optional, every number a whole one.
+func parseLimit(name string, raw json.RawMessage) (Limit, error) {
+	var bytesRaw, packetsRaw json.RawMessage
+	if err := decodeObject(raw, map[string]*json.RawMessage{"bytes": &bytesRaw, "packets": &packetsRaw}, false); err != nil {
+		return Limit{}, badRequest("%s: %v", name, err)
+	}
+	var l Limit
+	for _, b := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *Bucket
+	}{{name + ".bytes", bytesRaw, &l.Bytes}, {name + ".packets", packetsRaw, &l.Packets}} {
+		if b.raw == nil {
+			continue
+		}
+		var rate, burst json.RawMessage
+		if err := decodeObject(b.raw, map[string]*json.RawMessage{"rate": &rate, "burst": &burst}, false); err != nil {
+			return Limit{}, badRequest("%s: %v", b.name, err)
+		}
+		var err error
+		if b.dst.Rate, err = parseCount(b.name+".rate", rate); err != nil {
+			return Limit{}, err
+		}
+		if b.dst.Burst, err = parseCount(b.name+".burst", burst); err != nil {
+			return Limit{}, err
+		}
+	}
+	return l, nil
+}
+
+// parseCount reads an optional whole, non-negative JSON number.
+func parseCount(name string, raw json.RawMessage) (uint64, error) {
+	if raw == nil {
+		return 0, nil
+	}
+	s := string(raw)
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, badRequest("%s must be a whole number from 0, not %.40s", name, s)
+	}
+	return v, nil
 }
 
 // action is an endpoint that takes an empty body or {} and calls do,

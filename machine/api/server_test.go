@@ -393,3 +393,41 @@ func TestStopIsNotBlockedByAStuckCall(t *testing.T) {
 	close(vm.release)
 	assert.NoError(t, <-paused)
 }
+
+func TestNetRateLimit(t *testing.T) {
+	vm := newFakeVM().withNet("tap0")
+	_, sock := startServer(t, vm)
+	a := send(t, sock, http.MethodPatch, "/vm/net/tap0", []byte(`{"rx": {"bytes": {"rate": 1000000, "burst": 100000}}}`), false)
+	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)
+	a = send(t, sock, http.MethodPatch, "/vm/net/tap0", []byte(`{"tx": {"packets": {"rate": 100}}}`), false)
+	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)
+	vm.mu.Lock()
+	assert.Equal(t, RateLimit{
+		RX: &Limit{Bytes: Bucket{Rate: 1000000, Burst: 100000}},
+		TX: &Limit{Packets: Bucket{Rate: 100}},
+	}, vm.nets["tap0"], "each PATCH changes the directions it names")
+	vm.mu.Unlock()
+
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		text                     string
+	}{
+		{"unknown device", http.MethodPatch, "/vm/net/tap9", `{"rx": {}}`, http.StatusNotFound, "no such device"},
+		{"no id", http.MethodPatch, "/vm/net/", `{"rx": {}}`, http.StatusNotFound, `no endpoint "/vm/net/"`},
+		{"nested path", http.MethodPatch, "/vm/net/tap0/x", `{"rx": {}}`, http.StatusNotFound, `no endpoint "/vm/net/tap0/x"`},
+		{"wrong method", http.MethodPut, "/vm/net/tap0", `{"rx": {}}`, http.StatusMethodNotAllowed, "use PATCH"},
+		{"empty body", http.MethodPatch, "/vm/net/tap0", ``, http.StatusBadRequest, "needs a JSON body"},
+		{"unknown direction", http.MethodPatch, "/vm/net/tap0", `{"in": {}}`, http.StatusBadRequest, `unknown field "in"`},
+		{"unknown bucket", http.MethodPatch, "/vm/net/tap0", `{"rx": {"ops": {}}}`, http.StatusBadRequest, `rx: unknown field "ops"`},
+		{"negative rate", http.MethodPatch, "/vm/net/tap0", `{"rx": {"bytes": {"rate": -1}}}`, http.StatusBadRequest, "rx.bytes.rate must be a whole number"},
+		{"fractional burst", http.MethodPatch, "/vm/net/tap0", `{"tx": {"packets": {"rate": 1, "burst": 1.5}}}`, http.StatusBadRequest, "tx.packets.burst must be a whole number"},
+		{"rate as string", http.MethodPatch, "/vm/net/tap0", `{"tx": {"packets": {"rate": "1"}}}`, http.StatusBadRequest, "tx.packets.rate must be a whole number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := send(t, sock, tc.method, tc.path, []byte(tc.body), false)
+			assert.Equal(t, tc.status, a.status)
+			assert.Contains(t, errorText(t, a), tc.text)
+		})
+	}
+}

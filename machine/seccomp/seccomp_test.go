@@ -168,6 +168,19 @@ func TestSharesPolicy(t *testing.T) {
 	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_EXECVE)))
 }
 
+func TestNetsPolicy(t *testing.T) {
+	without, err := Build(VMM())
+	require.NoError(t, err)
+	with, err := Build(append(VMM(), Nets()...))
+	require.NoError(t, err)
+	for _, nr := range []int{unix.SYS_READV, unix.SYS_WRITEV} {
+		assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, without, call(nr)), "nr %d without nets", nr)
+		assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(nr)), "nr %d with nets", nr)
+	}
+	// Still no sockets of other families than AF_UNIX.
+	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_SOCKET, unix.AF_INET)))
+}
+
 func TestSyscallName(t *testing.T) {
 	assert.Equal(t, "read", SyscallName(0))
 	assert.Equal(t, "socket", SyscallName(unix.SYS_SOCKET))

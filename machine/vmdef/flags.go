@@ -2,8 +2,12 @@ package vmdef
 
 import (
 	"fmt"
+	"net"
+	"os"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/machine"
 )
@@ -120,6 +124,47 @@ func ParseVsock(v string) (*machine.VsockConfig, error) {
 		return nil, fmt.Errorf("%q: want cid=N,socket=PATH", v)
 	}
 	return c, nil
+}
+
+// ParseNet parses gvmm run's --net value tap=NAME[,mac=MAC] or
+// fd=N[,mac=MAC]. For fd=N it checks that N is an open descriptor above
+// stderr and wraps it in the returned Net's File.
+func ParseNet(v string) (machine.Net, error) {
+	var n machine.Net
+	fd := -1
+	for _, opt := range strings.Split(v, ",") {
+		switch key, val, _ := strings.Cut(opt, "="); key {
+		case "tap":
+			if val == "" {
+				return n, fmt.Errorf("%q: empty TAP name", v)
+			}
+			n.Tap = val
+		case "fd":
+			i, err := strconv.Atoi(val)
+			if err != nil || i <= 2 {
+				return n, fmt.Errorf("%q: fd %q: want an open descriptor number above 2", v, val)
+			}
+			fd = i
+		case "mac":
+			mac, err := net.ParseMAC(val)
+			if err != nil || len(mac) != 6 {
+				return n, fmt.Errorf("%q: mac %q: want six hex bytes as 52:54:00:12:34:56", v, val)
+			}
+			n.MAC = mac
+		default:
+			return n, fmt.Errorf("%q: unknown option %q: want tap=NAME or fd=N, and mac=MAC", v, opt)
+		}
+	}
+	switch {
+	case (n.Tap == "") == (fd < 0):
+		return n, fmt.Errorf("%q: want one of tap=NAME and fd=N", v)
+	case fd >= 0:
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+			return n, fmt.Errorf("%q: fd %d: %w", v, fd, err)
+		}
+		n.File = os.NewFile(uintptr(fd), fmt.Sprintf("tap-fd-%d", fd))
+	}
+	return n, nil
 }
 
 // ParseOnReboot parses "exit" or "restart".

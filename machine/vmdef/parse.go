@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -129,7 +130,11 @@ func (p *parser) definition() (*Definition, error) {
 			c.Balloon = b
 			return err
 		},
-		"vsock":     func(m member) (err error) { c.Vsock, err = p.vsock(m); return err },
+		"vsock": func(m member) (err error) { c.Vsock, err = p.vsock(m); return err },
+		"nets": func(m member) error {
+			p.remember("Nets", "nets", m.valOff)
+			return p.nets(m, c)
+		},
 		"mergeable": func(m member) (err error) { c.Mergeable, err = p.boolean(m, "mergeable"); return err },
 		"hugepages": func(m member) (err error) { c.HugePages, err = p.boolean(m, "hugepages"); return err },
 		"allow_cpu_overcommit": func(m member) (err error) {
@@ -257,6 +262,49 @@ func (p *parser) shares(m member, c *machine.Config) error {
 			return p.errAt(off, field, `missing "tag", the guest's mount tag`)
 		}
 		c.Shares = append(c.Shares, share)
+		return nil
+	})
+}
+
+func (p *parser) nets(m member, c *machine.Config) error {
+	return p.list(m, "nets", "a list of network devices", func(i, off int, field string, members []member) error {
+		var n machine.Net
+		for _, nm := range members {
+			var err error
+			sub := field + "." + nm.key
+			switch nm.key {
+			case "tap":
+				p.remember(fmt.Sprintf("Nets[%d].Tap", i), sub, nm.valOff)
+				n.Tap, err = p.str(nm, sub)
+				if err == nil && n.Tap == "" {
+					err = p.errAt(nm.valOff, sub, "an empty TAP name")
+				}
+			case "mac":
+				p.remember(fmt.Sprintf("Nets[%d].MAC", i), sub, nm.valOff)
+				var s string
+				if s, err = p.str(nm, sub); err == nil {
+					if n.MAC, err = net.ParseMAC(s); err != nil || len(n.MAC) != 6 {
+						err = p.errAt(nm.valOff, sub, "%q: want six hex bytes as 52:54:00:12:34:56", s)
+					}
+				}
+			case "rate_limit":
+				p.remember(fmt.Sprintf("Nets[%d].Limits", i), sub, nm.valOff)
+				dec := json.NewDecoder(bytes.NewReader(nm.val))
+				dec.DisallowUnknownFields()
+				if derr := dec.Decode(&n.Limits); derr != nil {
+					err = p.errAt(nm.valOff, sub, `%v: want {"rx": {"bytes": {"rate": N, "burst": N}, "packets": {...}}, "tx": {...}}`, derr)
+				}
+			default:
+				err = p.unknownField(nm, field, map[string]func(member) error{"tap": nil, "mac": nil, "rate_limit": nil})
+			}
+			if err != nil {
+				return err
+			}
+		}
+		if n.Tap == "" {
+			return p.errAt(off, field, `missing "tap", the TAP interface's name`)
+		}
+		c.Nets = append(c.Nets, n)
 		return nil
 	})
 }

@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/gvmm-dev/gvmm/machine"
+	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 )
 
 // MaxFileBytes bounds a definition file.
@@ -212,6 +213,12 @@ type fileBalloon struct {
 	Size string `json:"size"`
 }
 
+type fileNet struct {
+	Tap    string      `json:"tap"`
+	MAC    string      `json:"mac,omitempty"`
+	Limits vnet.Limits `json:"rate_limit,omitzero"`
+}
+
 type fileVsock struct {
 	CID    uint64 `json:"cid"`
 	Socket string `json:"socket,omitempty"`
@@ -232,6 +239,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		Shares             []fileShare  `json:"shares,omitempty"`
 		Balloon            *fileBalloon `json:"balloon,omitempty"`
 		Vsock              *fileVsock   `json:"vsock,omitempty"`
+		Nets               []fileNet    `json:"nets,omitempty"`
 		Mergeable          bool         `json:"mergeable,omitempty"`
 		HugePages          bool         `json:"hugepages,omitempty"`
 		AllowCPUOvercommit bool         `json:"allow_cpu_overcommit,omitempty"`
@@ -257,6 +265,13 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 	}
 	if v := c.Vsock; v != nil {
 		out.Vsock = &fileVsock{v.CID, v.Socket}
+	}
+	for _, n := range c.Nets {
+		f := fileNet{Tap: n.Tap, Limits: n.Limits}
+		if n.MAC != nil {
+			f.MAC = n.MAC.String()
+		}
+		out.Nets = append(out.Nets, f)
 	}
 	if c.OnReboot == machine.RebootRestart {
 		out.OnReboot = "restart"

@@ -2,6 +2,7 @@ package vmdef
 
 import (
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -49,6 +50,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"}]}`,
 		`{"name":"d","kernel":"/k","vsock":{"cid":3,"socket":"/run/d.vsock"}}`,
 		`{"name":"e","kernel":"/k","vsock":{"cid":4294967294}}`,
+		`{"name":"f","kernel":"/k","nets":[{"tap":"tap0","mac":"52:54:00:12:34:56"},{"tap":"tap1","rate_limit":{"rx":{"bytes":{"rate":1000000,"burst":100000}},"tx":{"packets":{"rate":1000}}}}]}`,
 	} {
 		d, err := Parse("in.json", []byte(src), "/")
 		require.NoError(t, err)
@@ -87,7 +89,7 @@ func TestParseErrors(t *testing.T) {
 		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
 		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
 		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
-			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "on_reboot", "shares", "vsock")`},
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "nets", "on_reboot", "shares", "vsock")`},
 		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
 		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
 			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},
@@ -132,6 +134,20 @@ func TestParseErrors(t *testing.T) {
 			`vm.json:1:66: shares[0].tag: share /srv: tag "a b": mount tag must be 1 to 64 letters, digits, '.', '_' or '-'`},
 		{"share tag twice", `{"name": "a", "kernel": "/k", "shares": [{"path": "/a", "tag": "t"}, {"path": "/b", "tag": "t"}]}`,
 			`vm.json:1:92: shares[1].tag: share /b: tag "t" is used twice`},
+		{"net without tap", `{"name": "a", "kernel": "/k", "nets": [{"mac": "52:54:00:12:34:56"}]}`,
+			`vm.json:1:40: nets[0]: missing "tap", the TAP interface's name`},
+		{"net bad mac", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "mac": "52:54:00"}]}`,
+			`vm.json:1:61: nets[0].mac: "52:54:00": want six hex bytes as 52:54:00:12:34:56`},
+		{"net multicast mac", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "mac": "01:54:00:12:34:56"}]}`,
+			`vm.json:1:61: nets[0].mac: MAC 01:54:00:12:34:56 is not a unicast address`},
+		{"net tap twice", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0"}, {"tap": "t0"}]}`,
+			`vm.json:1:63: nets[1].tap: TAP t0 is given twice`},
+		{"net burst too small", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "rate_limit": {"rx": {"bytes": {"rate": 1000}}}}]}`,
+			`vm.json:1:68: nets[0].rate_limit: network device 0: byte burst below the largest frame (65565 bytes)`},
+		{"net rate_limit field", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "rate_limit": {"in": {}}}]}`,
+			`vm.json:1:68: nets[0].rate_limit: json: unknown field "in": want {"rx": {"bytes": {"rate": N, "burst": N}, "packets": {...}}, "tx": {...}}`},
+		{"net unknown field", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "fd": 3}]}`,
+			`vm.json:1:54: nets[0]: unknown field "fd" (known: "mac", "rate_limit", "tap")`},
 		{"share unknown field", `{"name": "a", "kernel": "/k", "shares": [{"path": "/a", "tag": "t", "ro": true}]}`,
 			`vm.json:1:69: shares[0]: unknown field "ro" (known: "path", "readonly", "tag")`},
 	}
@@ -267,6 +283,30 @@ func TestFlagParsers(t *testing.T) {
 	assert.Equal(t, &machine.VsockConfig{CID: 5}, v)
 	for _, bad := range []string{"", "socket=/s", "cid=x,socket=/s", "cid=3,socket=", "cid=3,path=/s", "cid=-1"} {
 		_, err := ParseVsock(bad)
+		assert.Error(t, err, bad)
+	}
+
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	for _, tt := range []struct {
+		in   string
+		want machine.Net
+	}{
+		{"tap=tap0", machine.Net{Tap: "tap0"}},
+		{"tap=tap0,mac=52:54:00:12:34:56", machine.Net{Tap: "tap0", MAC: mac("52:54:00:12:34:56")}},
+	} {
+		n, err := ParseNet(tt.in)
+		require.NoError(t, err, tt.in)
+		assert.Equal(t, tt.want, n)
+	}
+	f, err := os.Open(os.DevNull)
+	require.NoError(t, err)
+	defer f.Close()
+	n, err := ParseNet("fd=" + strconv.Itoa(int(f.Fd())))
+	require.NoError(t, err)
+	require.NotNil(t, n.File)
+	assert.Equal(t, f.Fd(), n.File.Fd())
+	for _, bad := range []string{"", "tap=", "tap=a,fd=5", "fd=2", "fd=x", "fd=99999", "tap=a,mac=1:2:3", "tap=a,mac=00:00:00:00:00:00:00:00", "tap=a,queues=2"} {
+		_, err := ParseNet(bad)
 		assert.Error(t, err, bad)
 	}
 

@@ -72,6 +72,10 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("guestvsock", "github.com/gvmm-dev/gvmm/tests/guestvsock"),
 		kvmhost.WithModules(vsockModules...),
 		kvmhost.WithHostModules("vhost_vsock"),
+		// BenchmarkNet: its guest, the TAP and QEMU's vhost-net.
+		kvmhost.WithBinary("guestnet", "github.com/gvmm-dev/gvmm/tests/guestnet"),
+		kvmhost.WithModules(netModules...),
+		kvmhost.WithHostModules("tun", "vhost_net"),
 	)
 }
 

@@ -26,6 +26,10 @@ type guestSpec struct {
 	// vsockSocket adds a vsock device for guest CID vsockCID: gvmm's
 	// host side is this unix socket, QEMU's the host kernel's vhost.
 	vsockSocket string
+	// tap adds a virtio-net device on this TAP, with MAC benchMAC; for
+	// QEMU, on vhost-net if tapVhost.
+	tap      string
+	tapVhost bool
 }
 
 // vsockCID is the guests' CID in BenchmarkVsock.
@@ -50,6 +54,9 @@ var (
 		if g.vsockSocket != "" {
 			a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", vsockCID, g.vsockSocket))
 		}
+		if g.tap != "" {
+			a = append(a, "--net", "tap="+g.tap+",mac="+benchMAC)
+		}
 		// Extra flags, to compare settings (e.g. --seccomp=off).
 		return append(a, strings.Fields(os.Getenv("GVMM_BENCH_GVMM_FLAGS"))...)
 	}}
@@ -57,7 +64,7 @@ var (
 	// a Linux guest: no PCI, no firmware but qboot, virtio over MMIO.
 	qemu = vmm{"QEMU", func(g guestSpec) []string {
 		machine := "microvm"
-		if g.share != "" {
+		if g.share != "" || g.tap != "" {
 			// virtio-9p-pci, as gvmm's share is a PCI device: microvm's
 			// PCIe host bridge.
 			machine += ",pcie=on"
@@ -80,6 +87,13 @@ var (
 		}
 		if g.vsockSocket != "" {
 			a = append(a, "-device", fmt.Sprintf("vhost-vsock-device,guest-cid=%d", vsockCID))
+		}
+		if g.tap != "" {
+			// virtio-net-pci, as gvmm's device is a PCI device; its
+			// defaults offer the same offloads and mergeable buffers.
+			vhost := map[bool]string{false: "off", true: "on"}[g.tapVhost]
+			a = append(a, "-netdev", "tap,id=n0,ifname="+g.tap+",script=no,downscript=no,vhost="+vhost,
+				"-device", "virtio-net-pci,netdev=n0,mac="+benchMAC)
 		}
 		return a
 	}}

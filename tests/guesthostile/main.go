@@ -59,6 +59,10 @@
 //	         credit, floods of requests, packets to closed ports,
 //	         malformed chains and rx buffers ("vs=CASE:OUTCOME", see
 //	         vsock.go)
+//	net      the virtio-net function (no driver loaded) driven by hand:
+//	         malformed tx and rx chains, and echo requests whose replies
+//	         find no rx buffer ("net=CASE:OUTCOME", see net.go); needs
+//	         gvmm.net=GUEST_IP,HOST_IP,HOST_MAC
 //	rebind   the attacked disk and balloon rebound to virtio-pci; the disk
 //	         must read its pattern again ("recovered=DEV:ok")
 //	verify   the kept disk read with O_DIRECT ("verify=DEV:ok")
@@ -87,7 +91,7 @@ const (
 	diskWait     = 20 * time.Second
 )
 
-var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "rebind", "verify", "break"}
+var allPhases = []string{"ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "net", "rebind", "verify", "break"}
 
 func main() {
 	a := args(guest.Setup())
@@ -201,6 +205,8 @@ func (h *hostile) run(phase string) (int, error) {
 		return h.attackShare()
 	case "vsock":
 		return h.attackVsock()
+	case "net":
+		return h.attackNet()
 	case "rebind":
 		return h.rebind()
 	case "verify":

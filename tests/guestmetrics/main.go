@@ -1,6 +1,8 @@
 // Command guestmetrics is the init of tests/metrics' guest. It loads the
-// modules /etc/modules.order lists (virtio-blk, vsock, balloon), serves
-// an echo on vsock port vsockwire.PortEcho, reports "GVMMTEST ready=1",
+// modules /etc/modules.order lists (virtio-blk, virtio-net, vsock,
+// balloon), gives its Ethernet interface the address gvmm.ip (CIDR),
+// serves an echo on vsock and TCP port vsockwire.PortEcho, reports
+// "GVMMTEST ready=1",
 // then keeps the disk /dev/vda busy: every few milliseconds a 64 KiB
 // O_DIRECT write and read, and a flush and a console line
 // "GVMMTEST rounds=N" every tenth round, so the host sees its disk
@@ -11,6 +13,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"time"
 
@@ -18,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/guestlink"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
 )
 
@@ -29,36 +33,45 @@ const (
 )
 
 func main() {
-	guest.Setup()
+	args := guest.Setup()
 	if err := guest.LoadModules(); err != nil {
 		guest.Report("error", err)
 	}
 	if err := waitFor(disk, 10*time.Second); err != nil {
 		guest.Report("error", err)
 	}
-	l, err := listen(vsockwire.PortEcho, 10*time.Second)
-	if err != nil {
+	if l, err := listen(vsockwire.PortEcho, 10*time.Second); err != nil {
 		guest.Report("error", err)
 	} else {
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					guest.Report("error", fmt.Sprintf("vsock accept: %v", err))
-					return
-				}
-				go func() {
-					defer c.Close()
-					_, _ = io.Copy(c, c)
-				}()
-			}
-		}()
+		go echo(l)
+	}
+	if _, err := guestlink.Up(args["gvmm.ip"]); err != nil {
+		guest.Report("error", err)
+	} else if l, err := net.Listen("tcp4", fmt.Sprintf(":%d", vsockwire.PortEcho)); err != nil {
+		guest.Report("error", err)
+	} else {
+		go echo(l)
 	}
 	guest.Report("ready", 1)
 	if err := diskLoop(); err != nil {
 		guest.Report("error", err)
 	}
 	select {}
+}
+
+// echo sends back what each connection to l sends.
+func echo(l net.Listener) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			guest.Report("error", fmt.Sprintf("accept on %v: %v", l.Addr(), err))
+			return
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
 }
 
 // waitFor waits for a device node: the drivers probe asynchronously.

@@ -5,8 +5,9 @@
 // TestHostileGuest boots the stock Debian kernel with tests/guesthostile
 // as init: root user space that hammers every I/O port, the MMIO hole,
 // the PCI configuration and BARs of the devices it unbinds, drives a
-// virtio-blk queue, the virtio-9p share and the virtio-vsock device by
-// hand with hostile rings, 9P messages and packets, and finally triple-faults
+// virtio-blk queue, the virtio-9p share, the virtio-vsock device and the
+// virtio-net device (on a TAP with the host's address) by hand with
+// hostile rings, 9P messages, packets and frames, and finally triple-faults
 // the machine through the kernel's reboot=t path. TestGuestBreaksItself
 // boots tiny hand-made PVH kernels that break the machine at once, and
 // TestRebootLoop one that resets it as soon as it runs, forever.
@@ -38,8 +39,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
+	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
@@ -59,6 +62,7 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
 		kvmhost.WithBinary("guesthostile", "github.com/gvmm-dev/gvmm/tests/guesthostile"),
 		kvmhost.WithModules(guestModules...),
+		kvmhost.WithHostModules("tun"),
 	)
 }
 
@@ -80,13 +84,13 @@ const (
 	maxThreads  = 48
 	// The vsock device holds a host socket per connection, up to its
 	// limit, which the guest's connection flood reaches.
-	maxFDs    = 64 + vsock.DefaultMaxConns
+	maxFDs    = 64 + vsock.DefaultMaxConns + 1 // and the TAP
 	maxStderr = 32 << 10
 )
 
 // phases are what the guest reports, in order, before it breaks the
 // machine.
-var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "rebind", "verify"}
+var phases = []string{"boot", "ports", "uart", "storm", "mmio", "config", "bar", "queue", "share", "vsock", "net", "rebind", "verify"}
 
 // queueOutcomes is what the device must answer to each hand-made queue
 // case of tests/guesthostile/queue.go: well-formed requests are answered
@@ -196,6 +200,119 @@ var vsockOutcomes = map[string]string{
 	"works-after":     "op=3",
 }
 
+// netOutcomes is what the net device must answer to each case of
+// tests/guesthostile/net.go: tx chains shorter than the header, without
+// a readable buffer or larger than a 64 KiB frame are completed unsent;
+// one outside RAM needs a reset; rx chains that cannot hold an MTU frame
+// (no MRG_RXBUF) or are device-readable come back unused; echo replies
+// that found no rx buffer waited in the TAP's bounded queue and came
+// once buffers did; the device works after each.
+var netOutcomes = map[string]string{
+	"tx-short":       "used:len=0",
+	"tx-no-readable": "used:len=0",
+	"tx-oversized":   "used:len=0",
+	"tx-beyond-ram":  "needs-reset",
+	"rx-short":       "used=[0]",
+	"rx-below-mtu":   "used=[0]",
+	"rx-readable":    "used=[0]",
+	"rx-stall":       "replies>0=true:frames<=520=true",
+	"works-after":    "replies=1",
+}
+
+// The host's side of the hostile guest's TAP (gvmm.net).
+const (
+	netTap     = "gvhostile0"
+	netHostIP  = "10.0.3.1"
+	netGuestIP = "10.0.3.2"
+	netHostMAC = "02:00:00:00:03:01"
+	// stallCPU bounds gvmm's CPU time while the guest sleeps with echo
+	// replies waiting in the TAP and no rx buffer: a VMM polling the TAP
+	// would spend the whole window.
+	stallWindow = 2 * time.Second
+	stallCPU    = time.Second
+)
+
+// makeTap makes the hostile guest's TAP, persistent so gvmm uses it as
+// it is, with the host's address, and the guest's MAC as a permanent
+// neighbour: the host's echo replies need no ARP, which a hand driver
+// does not answer.
+func makeTap(t *testing.T) {
+	t.Helper()
+	hostMAC, err := net.ParseMAC(netHostMAC)
+	require.NoError(t, err)
+	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: netTap, HardwareAddr: hostMAC},
+		Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR | netlink.TUNTAP_ONE_QUEUE}
+	require.NoError(t, netlink.LinkAdd(tap))
+	for _, f := range tap.Fds {
+		f.Close()
+	}
+	t.Cleanup(func() { _ = netlink.LinkDel(tap) })
+	link, err := netlink.LinkByName(netTap)
+	require.NoError(t, err)
+	require.NoError(t, netlink.LinkSetHardwareAddr(link, hostMAC))
+	// The queue where frames wait for the guest's rx buffers: tun's
+	// default, set here because the guest's bound assumes it.
+	require.NoError(t, netlink.LinkSetTxQLen(link, 500))
+	addr, err := netlink.ParseAddr(netHostIP + "/24")
+	require.NoError(t, err)
+	require.NoError(t, netlink.AddrAdd(link, addr))
+	require.NoError(t, netlink.LinkSetUp(link))
+	require.NoError(t, netlink.NeighAdd(&netlink.Neigh{LinkIndex: link.Attrs().Index, State: netlink.NUD_PERMANENT,
+		IP: net.ParseIP(netGuestIP), HardwareAddr: machine.DefaultMAC(netTap)}))
+}
+
+// watchStall measures gvmm's CPU time over stallWindow once the guest
+// reports netstall=begin.
+func watchStall(v *vmm) func() (time.Duration, bool) {
+	var cpu time.Duration
+	measured := false
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for !v.out.Has("netstall") {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		before, err1 := cpuTime(v.cmd.Process.Pid)
+		time.Sleep(stallWindow)
+		after, err2 := cpuTime(v.cmd.Process.Pid)
+		if err1 == nil && err2 == nil {
+			cpu, measured = after-before, true
+		}
+	}()
+	return func() (time.Duration, bool) {
+		close(stop)
+		<-done
+		return cpu, measured
+	}
+}
+
+// cpuTime reads a process's user and system time from /proc.
+func cpuTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command, which ends at the last ')': state is
+	// field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ
+}
+
 // TestHostileGuest runs the hostile guest once, with two disks (vda is
 // attacked, vdb left alone), a balloon and the control API, sampling the
 // VMM's resident memory, threads and descriptors all along and querying
@@ -226,8 +343,10 @@ func TestHostileGuest(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { never.Close() })
 	k := kernel(t)
+	makeTap(t)
 	cmdline := fmt.Sprintf("console=ttyS0 reboot=t panic=1 quiet gvmm.attack=vda gvmm.keep=vdb "+
-		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d", seeds["vda"], seeds["vdb"], diskBytes/mib)
+		"gvmm.seed.vda=%d gvmm.seed.vdb=%d gvmm.mib=%d gvmm.net=%s,%s,%s",
+		seeds["vda"], seeds["vdb"], diskBytes/mib, netGuestIP, netHostIP, netHostMAC)
 	if extra := os.Getenv(envGuestArgs); extra != "" {
 		cmdline += " " + extra
 		t.Logf("%s: %s", envGuestArgs, extra)
@@ -235,11 +354,13 @@ func TestHostileGuest(t *testing.T) {
 	start := time.Now()
 	v := startVMM(t, "run", "--kernel", k.Vmlinuz, "--initrd", guestInitrd(t), "--memory", strconv.Itoa(guestMiB)+"M",
 		"--cmdline", cmdline, "--disk", images["vda"], "--disk", images["vdb"], "--balloon", "--api-socket", sock,
-		"--share", share+",tag=hostile", "--vsock", "cid=3,socket="+vsockSock)
+		"--share", share+",tag=hostile", "--vsock", "cid=3,socket="+vsockSock, "--net", "tap="+netTap)
 	samples := sample(v)
 	apiStates := watchPhases(v, sock)
+	stall := watchStall(v)
 	r := v.wait(t)
 	res, states := samples(), apiStates()
+	stallCPUTime, stallMeasured := stall()
 	elapsed := time.Since(start)
 
 	t.Logf("gvmm ran %s; peak VmRSS %d MiB (VmHWM %d MiB) for %d MiB of guest RAM, %d threads, %d fds; stderr %d bytes",
@@ -304,6 +425,18 @@ func TestHostileGuest(t *testing.T) {
 		}
 		assert.Equal(t, vsockOutcomes, outcomes)
 	})
+	t.Run("net attacks refused, no spinning without rx buffers, device usable after each", func(t *testing.T) {
+		outcomes := map[string]string{}
+		for _, val := range r.values("net") {
+			name, out, _ := strings.Cut(val, ":")
+			outcomes[name] = out
+		}
+		assert.Equal(t, netOutcomes, outcomes)
+		require.True(t, stallMeasured, "gvmm's CPU time was not measured during the stall")
+		t.Logf("gvmm's CPU time over %s of stalled rx: %s", stallWindow, stallCPUTime)
+		assert.Less(t, stallCPUTime, stallCPU, "gvmm's CPU time while rx waited for buffers")
+		assert.Equal(t, "rx_dropped=3:tx_dropped=3:tx_packets>=1500=true", states["net-stats"], "GET /vm after the net phase")
+	})
 	t.Run("MSI-X held while masked, delivered when unmasked", func(t *testing.T) {
 		msix := r.values("msix")
 		assert.Len(t, msix, 2, "the attacked disk and the balloon")
@@ -329,6 +462,21 @@ func TestHostileGuest(t *testing.T) {
 		assert.LessOrEqual(t, strings.Count(r.stderr, `msg="virtio notify eventfd"`), 2*ratelog.Burst,
 			"the guest toggled overlapping BARs %v", r.values("overlap"))
 	})
+}
+
+// netStats summarises the net device's counters in GET /vm.
+func netStats(c *api.Client) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info, err := c.Info(ctx)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	if len(info.Nets) != 1 {
+		return fmt.Sprintf("%d nets", len(info.Nets))
+	}
+	n := info.Nets[0]
+	return fmt.Sprintf("rx_dropped=%d:tx_dropped=%d:tx_packets>=1500=%t", n.RxDropped, n.TxDropped, n.TxPackets >= 1500)
 }
 
 // requireNoPanic fails on a Go panic or runtime error in gvmm's output.
@@ -698,6 +846,9 @@ func watchPhases(v *vmm, sock string) func() map[string]string {
 			for ; seen < len(ps); seen++ {
 				name, _, _ := strings.Cut(ps[seen], " ")
 				query(name)
+				if name == "net" {
+					states["net-stats"] = netStats(c)
+				}
 				if name == "storm" {
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					if err := c.Pause(ctx); err == nil {

@@ -1,8 +1,9 @@
 // Package metrics_test boots the stock Debian kernel under `gvmm run`
-// (seccomp on) with a disk, a vsock device and a balloon, and scrapes
-// GET /metrics on its API socket twice while the guest (tests/guestmetrics)
-// writes and reads its disk and the host echoes bytes through vsock: both
-// scrapes parse with Prometheus' text parser, and the counters move.
+// (seccomp on) with a disk, a network device on a TAP, a vsock device and
+// a balloon, and scrapes GET /metrics on its API socket twice while the
+// guest (tests/guestmetrics) writes and reads its disk and the host
+// echoes bytes through TCP and vsock: both scrapes parse with
+// Prometheus' text parser, and the counters move.
 package metrics_test
 
 import (
@@ -20,6 +21,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
@@ -29,9 +31,9 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
-// guestModules are the guest kernel's PCI transport, disk, vsock and
-// balloon drivers.
-var guestModules = []string{"virtio_pci", "virtio_blk", "vsock", "vmw_vsock_virtio_transport_common",
+// guestModules are the guest kernel's PCI transport, disk, network,
+// vsock and balloon drivers.
+var guestModules = []string{"virtio_pci", "virtio_blk", "virtio_net", "vsock", "vmw_vsock_virtio_transport_common",
 	"vmw_vsock_virtio_transport", "virtio_balloon"}
 
 func TestMain(m *testing.M) {
@@ -48,6 +50,11 @@ const (
 	cmdline     = "console=ttyS0 reboot=k panic=1 quiet"
 	cid         = 5
 	echoBytes   = 256 << 10
+	// The TAP gvmm creates, and the addresses on either end of it.
+	tap     = "gvmmmetrics0"
+	hostIP  = "10.0.3.1"
+	guestIP = "10.0.3.2"
+	prefix  = "/24"
 	// busyTime is how long the guest's disk loop runs between scrapes.
 	busyTime = 3 * time.Second
 )
@@ -96,13 +103,12 @@ func value(fams map[string]*dto.MetricFamily, name string, want ...string) (sum 
 	return sum, ok
 }
 
-// echo sends n bytes through the guest's vsock echo via gvmm's vsock
-// socket and reads them back.
-func echo(t *testing.T, sock string, n int) {
+// vsockEcho connects to the guest's vsock echo through gvmm's vsock
+// socket.
+func vsockEcho(t *testing.T, sock string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("unix", sock)
 	require.NoError(t, err)
-	defer c.Close()
 	require.NoError(t, c.SetDeadline(time.Now().Add(ioTimeout)))
 	_, err = fmt.Fprintf(c, "CONNECT %d\n", vsockwire.PortEcho)
 	require.NoError(t, err)
@@ -113,6 +119,14 @@ func echo(t *testing.T, sock string, n int) {
 		require.Less(t, len(line), 32)
 	}
 	require.True(t, strings.HasPrefix(string(line), "OK "), "CONNECT answered %q", line)
+	return c
+}
+
+// echo sends n bytes through an echo connection c and reads them back.
+func echo(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	defer c.Close()
+	require.NoError(t, c.SetDeadline(time.Now().Add(ioTimeout)))
 	msg := make([]byte, n)
 	for i := range msg {
 		msg[i] = byte(i * 7)
@@ -121,7 +135,7 @@ func echo(t *testing.T, sock string, n int) {
 	go func() {
 		_, err := c.Write(msg)
 		if err == nil {
-			err = c.(*net.UnixConn).CloseWrite()
+			err = c.(interface{ CloseWrite() error }).CloseWrite()
 		}
 		errc <- err
 	}()
@@ -129,6 +143,27 @@ func echo(t *testing.T, sock string, n int) {
 	require.NoError(t, err)
 	require.NoError(t, <-errc)
 	require.Equal(t, msg, got, "the echo")
+}
+
+// addressTap gives the TAP gvmm creates the host's address, once it is
+// there.
+func addressTap(t *testing.T, exited <-chan struct{}) {
+	t.Helper()
+	for deadline := time.Now().Add(bootTimeout); ; time.Sleep(20 * time.Millisecond) {
+		link, err := netlink.LinkByName(tap)
+		if err == nil {
+			addr, err := netlink.ParseAddr(hostIP + prefix)
+			require.NoError(t, err)
+			require.NoError(t, netlink.AddrAdd(link, addr))
+			return
+		}
+		select {
+		case <-exited:
+			t.Fatal("the VM ended before gvmm created its TAP")
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "gvmm did not create %s: %v", tap, err)
+	}
 }
 
 func TestScrapeOfABusyGuest(t *testing.T) {
@@ -149,8 +184,9 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	out, errb := &guest.Recorder{}, &guest.Recorder{}
-	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", initrd, "--cmdline", cmdline,
-		"--memory", "256M", "--disk", img, "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--balloon",
+	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", initrd,
+		"--cmdline", cmdline+" gvmm.ip="+guestIP+prefix, "--memory", "256M", "--disk", img,
+		"--net", "tap="+tap, "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--balloon",
 		"--api-socket", apiSock)
 	cmd.Stdout, cmd.Stderr = out, errb
 	cmd.WaitDelay = 5 * time.Second
@@ -164,6 +200,7 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 			t.Logf("console:\n%s\ngvmm stderr:\n%s", out.String(), errb.String())
 		}
 	})
+	addressTap(t, exited)
 	for deadline := time.Now().Add(bootTimeout); !out.Has("ready"); time.Sleep(50 * time.Millisecond) {
 		select {
 		case <-exited:
@@ -176,7 +213,10 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 	defer c.Close()
 
 	before := scrape(t, c)
-	echo(t, sock, echoBytes)
+	echo(t, vsockEcho(t, sock), echoBytes)
+	tcp, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", guestIP, vsockwire.PortEcho), ioTimeout)
+	require.NoError(t, err)
+	echo(t, tcp, echoBytes)
 	time.Sleep(busyTime)
 	after := scrape(t, c)
 	require.Empty(t, out.Values("error"), "the guest reported errors")
@@ -205,6 +245,15 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 	moved("gvmm_disk_request_duration_seconds", disk...)
 	errs, _ := value(after, "gvmm_disk_errors_total", disk...)
 	assert.Zero(t, errs, "no disk request failed")
+
+	nd := []string{"device", "net0"}
+	atLeast(echoBytes, "gvmm_net_bytes_total", append(nd, "direction", "tx")...)
+	atLeast(echoBytes, "gvmm_net_bytes_total", append(nd, "direction", "rx")...)
+	moved("gvmm_net_packets_total", append(nd, "direction", "tx")...)
+	moved("gvmm_net_packets_total", append(nd, "direction", "rx")...)
+	throttled, ok := value(after, "gvmm_net_throttled_packets_total", nd...)
+	require.True(t, ok, "the rate limiter's throttling is reported")
+	assert.Zero(t, throttled, "no limit, no throttling")
 
 	vs := []string{"device", "vsock0"}
 	atLeast(echoBytes, "gvmm_vsock_bytes_total", append(vs, "direction", "tx")...)
