@@ -45,7 +45,47 @@ func openFunction(dir string) (*function, error) {
 	return &function{dir: dir, cfg: f}, nil
 }
 
-func (f *function) close()       { f.cfg.Close() }
+func (f *function) close() { f.cfg.Close() }
+
+// claimed is a function taken from its driver to be driven by hand: its
+// BAR mapped, and DMA memory for its queues.
+type claimed struct {
+	fn  *function
+	bar *bar
+	mem *dma
+}
+
+// claim opens the function at dir, unbinds it from virtio-pci (which
+// holds it, no virtio driver taking it; a BAR a driver holds cannot be
+// mapped), maps its BAR and makes pages of DMA memory.
+func claim(dir string, pages int) (*claimed, error) {
+	fn, err := openFunction(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := unbind(fn.dir); err != nil {
+		fn.close()
+		return nil, err
+	}
+	b, err := mapBAR(fn)
+	if err != nil {
+		fn.close()
+		return nil, err
+	}
+	mem, err := newDMA(pages)
+	if err != nil {
+		b.unmap()
+		fn.close()
+		return nil, err
+	}
+	return &claimed{fn: fn, bar: b, mem: mem}, nil
+}
+
+// release unmaps the BAR and closes the function.
+func (c *claimed) release() {
+	c.bar.unmap()
+	c.fn.close()
+}
 func (f *function) name() string { return filepath.Base(f.dir) }
 
 // read reads size bytes of configuration space at off; sysfs turns an

@@ -236,23 +236,12 @@ func (h *hostile) attackNet() (int, error) {
 	if dir == "" {
 		return 0, errors.New("no virtio-net function")
 	}
-	fn, err := openFunction(dir)
+	cl, err := claim(dir, netPages)
 	if err != nil {
 		return 0, err
 	}
-	defer fn.close()
-	if err := unbind(fn.dir); err != nil {
-		return 0, err
-	}
-	b, err := mapBAR(fn)
-	if err != nil {
-		return 0, err
-	}
-	defer b.unmap()
-	mem, err := newDMA(netPages)
-	if err != nil {
-		return 0, err
-	}
+	defer cl.release()
+	b, mem := cl.bar, cl.mem
 	n := 0
 	for _, c := range netCases {
 		d, err := setupNet(b, mem)

@@ -316,23 +316,12 @@ type qcase struct {
 // every case and reports "vq=CASE:OUTCOME"; the test on the host knows
 // what each outcome must be.
 func (h *hostile) attackQueue() (int, error) {
-	fn, err := openFunction(h.attackFn)
+	cl, err := claim(h.attackFn, dmaPages)
 	if err != nil {
 		return 0, err
 	}
-	defer fn.close()
-	if err := unbind(fn.dir); err != nil {
-		return 0, err
-	}
-	b, err := mapBAR(fn)
-	if err != nil {
-		return 0, err
-	}
-	defer b.unmap()
-	mem, err := newDMA(dmaPages)
-	if err != nil {
-		return 0, err
-	}
+	defer cl.release()
+	b, mem := cl.bar, cl.mem
 	n := 0
 	for _, c := range h.queueCases(b, mem) {
 		q, out, err := setup(b, mem, c.setup)

@@ -254,25 +254,12 @@ func (h *hostile) attackVsock() (int, error) {
 	if dir == "" {
 		return 0, errors.New("no vsock function")
 	}
-	fn, err := openFunction(dir)
+	cl, err := claim(dir, vsDMAPages)
 	if err != nil {
 		return 0, err
 	}
-	defer fn.close()
-	// virtio-pci holds the function (no virtio driver takes it); a BAR
-	// a driver holds cannot be mapped.
-	if err := unbind(fn.dir); err != nil {
-		return 0, err
-	}
-	b, err := mapBAR(fn)
-	if err != nil {
-		return 0, err
-	}
-	defer b.unmap()
-	mem, err := newDMA(vsDMAPages)
-	if err != nil {
-		return 0, err
-	}
+	defer cl.release()
+	b, mem := cl.bar, cl.mem
 	n := 0
 	for _, c := range vsockCases {
 		d, out, err := setupVsock(b, mem)

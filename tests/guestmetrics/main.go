@@ -12,7 +12,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"time"
@@ -43,35 +42,20 @@ func main() {
 	if l, err := listen(vsockwire.PortEcho, 10*time.Second); err != nil {
 		guest.Report("error", err)
 	} else {
-		go echo(l)
+		go func() { guest.Report("error", vsockwire.Serve(l, vsockwire.Echo)) }()
 	}
 	if _, err := guestlink.Up(args["gvmm.ip"]); err != nil {
 		guest.Report("error", err)
 	} else if l, err := net.Listen("tcp4", fmt.Sprintf(":%d", vsockwire.PortEcho)); err != nil {
 		guest.Report("error", err)
 	} else {
-		go echo(l)
+		go func() { guest.Report("error", vsockwire.Serve(l, vsockwire.Echo)) }()
 	}
 	guest.Report("ready", 1)
 	if err := diskLoop(); err != nil {
 		guest.Report("error", err)
 	}
 	select {}
-}
-
-// echo sends back what each connection to l sends.
-func echo(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			guest.Report("error", fmt.Sprintf("accept on %v: %v", l.Addr(), err))
-			return
-		}
-		go func() {
-			defer c.Close()
-			_, _ = io.Copy(c, c)
-		}()
-	}
 }
 
 // waitFor waits for a device node: the drivers probe asynchronously.

@@ -55,12 +55,12 @@ func run(args map[string]string) error {
 		return err
 	}
 	guest.Report("ping", "ok")
-	for port, serve := range map[int]func(net.Conn){vsockwire.PortSink: sink, vsockwire.PortSource: source} {
+	for port, serve := range map[int]func(net.Conn){vsockwire.PortSink: vsockwire.Sink, vsockwire.PortSource: vsockwire.Source} {
 		l, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
 		if err != nil {
 			return err
 		}
-		go accept(l, serve)
+		go func() { guest.Report("error", vsockwire.Serve(l, serve)) }()
 	}
 	guest.Report("ready", 1)
 	if to := args["gvmm.dial"]; to != "" {
@@ -117,41 +117,6 @@ func ping(host string) error {
 		}
 	}
 	return fmt.Errorf("no echo reply from %s: %v", host, lastErr)
-}
-
-func accept(l net.Listener, serve func(net.Conn)) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			guest.Report("error", fmt.Sprintf("accept on %v: %v", l.Addr(), err))
-			return
-		}
-		go func() {
-			defer c.Close()
-			serve(c)
-		}()
-	}
-}
-
-func sink(c net.Conn) {
-	n, sum, err := vsockwire.Sum(c)
-	if err != nil {
-		fmt.Fprintf(c, "error %v\n", err)
-		return
-	}
-	fmt.Fprintf(c, "%d %s\n", n, sum)
-}
-
-func source(c net.Conn) {
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
-	if err != nil {
-		return
-	}
-	_ = vsockwire.WritePattern(c, n)
 }
 
 // dial sends n bytes of the pattern to the sink at addr and returns its

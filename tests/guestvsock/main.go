@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,9 +31,9 @@ func main() {
 	}
 	guest.Report("cid", cid)
 	for port, serve := range map[uint32]func(net.Conn){
-		vsockwire.PortEcho:    echo,
-		vsockwire.PortSink:    sink,
-		vsockwire.PortSource:  source,
+		vsockwire.PortEcho:    vsockwire.Echo,
+		vsockwire.PortSink:    vsockwire.Sink,
+		vsockwire.PortSource:  vsockwire.Source,
 		vsockwire.PortStall:   stall,
 		vsockwire.PortControl: control,
 	} {
@@ -43,7 +42,7 @@ func main() {
 			guest.Report("error", fmt.Sprintf("listen on port %d: %v", port, err))
 			continue
 		}
-		go accept(l, serve)
+		go func() { guest.Report("error", vsockwire.Serve(l, serve)) }()
 	}
 	guest.Report("ready", 1)
 	select {}
@@ -63,43 +62,6 @@ func localCID() (uint32, error) {
 
 // vsockAny is VMADDR_CID_ANY, what the core answers without a transport.
 const vsockAny = 0xffffffff
-
-func accept(l net.Listener, serve func(net.Conn)) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			guest.Report("error", fmt.Sprintf("accept on %v: %v", l.Addr(), err))
-			return
-		}
-		go func() {
-			defer c.Close()
-			serve(c)
-		}()
-	}
-}
-
-func echo(c net.Conn) { _, _ = io.Copy(c, c) }
-
-func sink(c net.Conn) {
-	n, sum, err := vsockwire.Sum(c)
-	if err != nil {
-		fmt.Fprintf(c, "error %v\n", err)
-		return
-	}
-	fmt.Fprintf(c, "%d %s\n", n, sum)
-}
-
-func source(c net.Conn) {
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(line), 10, 64)
-	if err != nil {
-		return
-	}
-	_ = vsockwire.WritePattern(c, n)
-}
 
 // stall keeps the connection open and never reads it.
 func stall(net.Conn) { select {} }

@@ -11,7 +11,6 @@
 package net_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"net"
@@ -30,6 +29,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -104,40 +104,12 @@ func waitFor(t *testing.T, out *guest.Recorder, key string, timeout time.Duratio
 	return out.Values(key)[0]
 }
 
-// toGuest sends n bytes of the pattern to the guest's sink and checks
-// the sum it answers.
-func toGuest(t *testing.T, ip string, n uint64) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, vsockwire.PortSink), time.Minute)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
-	start := time.Now()
-	require.NoError(t, vsockwire.WritePattern(c, n))
-	require.NoError(t, c.(*net.TCPConn).CloseWrite())
-	answer, err := bufio.NewReader(c).ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("%d %s\n", n, vsockwire.PatternSum(n)), answer)
-	t.Logf("host to guest: %d MiB in %s, %.1f MiB/s", n>>20, time.Since(start).Round(time.Millisecond),
-		float64(n)/(1<<20)/time.Since(start).Seconds())
-}
-
-// fromGuest has the guest's source send n bytes and checks them.
-func fromGuest(t *testing.T, ip string, n uint64) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", ip, vsockwire.PortSource), time.Minute)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
-	start := time.Now()
-	_, err = fmt.Fprintf(c, "%d\n", n)
-	require.NoError(t, err)
-	got, sum, err := vsockwire.Sum(c)
-	require.NoError(t, err)
-	assert.Equal(t, n, got)
-	assert.Equal(t, vsockwire.PatternSum(n), sum)
-	t.Logf("guest to host: %d MiB in %s, %.1f MiB/s", n>>20, time.Since(start).Round(time.Millisecond),
-		float64(n)/(1<<20)/time.Since(start).Seconds())
+// tcp dials the guest at ip.
+func tcp(ip string) wiretest.Dialer {
+	return func(ctx context.Context, port uint32) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp4", fmt.Sprintf("%s:%d", ip, port))
+	}
 }
 
 func TestTwoGuestsOnABridge(t *testing.T) {
@@ -181,8 +153,8 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotZero(t, linkA.Attrs().Flags&net.FlagUp, "gvmm brings up the TAP it creates")
 
-	t.Run("64 MiB host to guest", func(t *testing.T) { toGuest(t, guestAIP, bulk) })
-	t.Run("64 MiB guest to host", func(t *testing.T) { fromGuest(t, guestAIP, bulk) })
+	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, tcp(guestAIP), bulk) })
+	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, tcp(guestAIP), bulk) })
 
 	t.Run("rate limit set through the API", func(t *testing.T) {
 		c := api.NewClient(apiSock)
@@ -200,13 +172,13 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 		assert.GreaterOrEqual(t, info.Nets[0].RxBytes, uint64(bulk), "what the device counted host to guest")
 		assert.GreaterOrEqual(t, info.Nets[0].TxBytes, uint64(bulk), "what the device counted guest to host")
 		start := time.Now()
-		toGuest(t, guestAIP, n)
+		wiretest.ToGuest(t, tcp(guestAIP), n)
 		limited := time.Since(start)
 		// 8 MiB at 1 MiB/s, less the burst; the frames' headers count too.
 		assert.Greater(t, limited, 7*time.Second, "host to guest at 1 MiB/s")
 		require.NoError(t, c.SetNetRateLimit(ctx, tapA, api.RateLimit{RX: &api.Limit{}}))
 		start = time.Now()
-		toGuest(t, guestAIP, n)
+		wiretest.ToGuest(t, tcp(guestAIP), n)
 		t.Logf("8 MiB host to guest: %s limited to 1 MiB/s, %s after the limit was lifted", limited.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 		assert.Less(t, time.Since(start), limited/2, "the limit lifted at run time")
 		err = c.SetNetRateLimit(ctx, "nosuchtap", api.RateLimit{RX: &api.Limit{}})

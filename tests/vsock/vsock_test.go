@@ -33,6 +33,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
@@ -112,46 +113,6 @@ func echoes(t *testing.T, dial dialer, msg string) {
 	_, err = io.ReadFull(c, got)
 	require.NoError(t, err)
 	assert.Equal(t, msg, string(got))
-}
-
-// toGuest sends n bytes of the pattern to the guest's sink and checks
-// the sum it answers.
-func toGuest(t *testing.T, dial dialer, n uint64, closeWrite func(net.Conn) error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	c, err := dial(ctx, vsockwire.PortSink)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
-	start := time.Now()
-	require.NoError(t, vsockwire.WritePattern(c, n))
-	require.NoError(t, closeWrite(c))
-	answer, err := bufio.NewReader(c).ReadString('\n')
-	require.NoError(t, err)
-	assert.Equal(t, fmt.Sprintf("%d %s\n", n, vsockwire.PatternSum(n)), answer)
-	t.Logf("host to guest: %d MiB in %s, %.1f MiB/s", n>>20, time.Since(start).Round(time.Millisecond),
-		float64(n)/(1<<20)/time.Since(start).Seconds())
-}
-
-// fromGuest has the guest's source send n bytes and checks them.
-func fromGuest(t *testing.T, dial dialer, n uint64) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	c, err := dial(ctx, vsockwire.PortSource)
-	require.NoError(t, err)
-	defer c.Close()
-	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
-	start := time.Now()
-	_, err = fmt.Fprintf(c, "%d\n", n)
-	require.NoError(t, err)
-	got, sum, err := vsockwire.Sum(c)
-	require.NoError(t, err)
-	assert.Equal(t, n, got)
-	assert.Equal(t, vsockwire.PatternSum(n), sum)
-	t.Logf("guest to host: %d MiB in %s, %.1f MiB/s", n>>20, time.Since(start).Round(time.Millisecond),
-		float64(n)/(1<<20)/time.Since(start).Seconds())
 }
 
 // guestDials has the guest connect to host port port, send n bytes, and
@@ -265,8 +226,6 @@ func readLine(c net.Conn) (string, error) {
 	return string(b), errors.New("line too long")
 }
 
-func closeWriteUnix(c net.Conn) error { return c.(*net.UnixConn).CloseWrite() }
-
 func rssBytes(t *testing.T, pid int) uint64 {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
@@ -347,8 +306,8 @@ func TestUnixSocket(t *testing.T) {
 		}
 	})
 
-	t.Run("64 MiB host to guest", func(t *testing.T) { toGuest(t, dial, bulk, closeWriteUnix) })
-	t.Run("64 MiB guest to host", func(t *testing.T) { fromGuest(t, dial, bulk) })
+	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, wiretest.Dialer(dial), bulk) })
+	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, wiretest.Dialer(dial), bulk) })
 
 	t.Run("guest connects to PATH_P", func(t *testing.T) {
 		l, err := net.Listen("unix", fmt.Sprintf("%s_%d", sock, 6000))
@@ -432,8 +391,8 @@ func TestLibrary(t *testing.T) {
 		assert.ErrorIs(t, err, vsock.ErrRefused)
 	})
 
-	t.Run("64 MiB host to guest", func(t *testing.T) { toGuest(t, dial, bulk, closeWriteUnix) })
-	t.Run("64 MiB guest to host", func(t *testing.T) { fromGuest(t, dial, bulk) })
+	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, wiretest.Dialer(dial), bulk) })
+	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, wiretest.Dialer(dial), bulk) })
 
 	t.Run("guest connects to ListenVsock", func(t *testing.T) {
 		l, err := m.ListenVsock(6000)

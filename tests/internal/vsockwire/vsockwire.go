@@ -1,7 +1,8 @@
 // Package vsockwire is what the vsock tests' guest (tests/guestvsock) and
 // host side (tests/vsock) agree on: the guest's services, its commands
 // and the data pattern both generate, so that neither needs the other's
-// copy of a payload to check it.
+// copy of a payload to check it. The network tests' guests serve the
+// same services on TCP.
 package vsockwire
 
 import (

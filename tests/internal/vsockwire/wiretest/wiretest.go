@@ -1,0 +1,81 @@
+// Package wiretest is the host side of the bulk transfers the vsock and
+// network tests make with the guests' vsockwire services.
+package wiretest
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
+)
+
+const (
+	dialTimeout = time.Minute
+	// bulkTimeout bounds one transfer: 64 MiB under emulation.
+	bulkTimeout = 10 * time.Minute
+)
+
+// Dialer connects to one of the guest's service ports.
+type Dialer func(ctx context.Context, port uint32) (net.Conn, error)
+
+// closeWrite shuts a connection's write side (TCP, unix sockets): the
+// sink reads to EOF.
+func closeWrite(c net.Conn) error {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok {
+		return fmt.Errorf("%T cannot shut its write side", c)
+	}
+	return cw.CloseWrite()
+}
+
+func dial(t *testing.T, d Dialer, port uint32) net.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	c, err := d(ctx, port)
+	require.NoError(t, err)
+	require.NoError(t, c.SetDeadline(time.Now().Add(bulkTimeout)))
+	return c
+}
+
+// ToGuest sends n bytes of the pattern to the guest's sink and checks the
+// sum it answers.
+func ToGuest(t *testing.T, d Dialer, n uint64) {
+	t.Helper()
+	c := dial(t, d, vsockwire.PortSink)
+	defer c.Close()
+	start := time.Now()
+	require.NoError(t, vsockwire.WritePattern(c, n))
+	require.NoError(t, closeWrite(c))
+	answer, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("%d %s\n", n, vsockwire.PatternSum(n)), answer)
+	logRate(t, "host to guest", n, time.Since(start))
+}
+
+// FromGuest has the guest's source send n bytes and checks them.
+func FromGuest(t *testing.T, d Dialer, n uint64) {
+	t.Helper()
+	c := dial(t, d, vsockwire.PortSource)
+	defer c.Close()
+	start := time.Now()
+	_, err := fmt.Fprintf(c, "%d\n", n)
+	require.NoError(t, err)
+	got, sum, err := vsockwire.Sum(c)
+	require.NoError(t, err)
+	assert.Equal(t, n, got)
+	assert.Equal(t, vsockwire.PatternSum(n), sum)
+	logRate(t, "guest to host", n, time.Since(start))
+}
+
+func logRate(t *testing.T, what string, n uint64, took time.Duration) {
+	t.Helper()
+	t.Logf("%s: %d MiB in %s, %.1f MiB/s", what, n>>20, took.Round(time.Millisecond), float64(n)/(1<<20)/took.Seconds())
+}
