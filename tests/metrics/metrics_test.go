@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -26,7 +25,7 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
-	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
@@ -145,27 +144,6 @@ func echo(t *testing.T, c net.Conn, n int) {
 	require.Equal(t, msg, got, "the echo")
 }
 
-// addressTap gives the TAP gvmm creates the host's address, once it is
-// there.
-func addressTap(t *testing.T, exited <-chan struct{}) {
-	t.Helper()
-	for deadline := time.Now().Add(bootTimeout); ; time.Sleep(20 * time.Millisecond) {
-		link, err := netlink.LinkByName(tap)
-		if err == nil {
-			addr, err := netlink.ParseAddr(hostIP + prefix)
-			require.NoError(t, err)
-			require.NoError(t, netlink.AddrAdd(link, addr))
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatal("the VM ended before gvmm created its TAP")
-		default:
-		}
-		require.True(t, time.Now().Before(deadline), "gvmm did not create %s: %v", tap, err)
-	}
-}
-
 func TestScrapeOfABusyGuest(t *testing.T) {
 	k, err := debkernel.Get()
 	require.NoError(t, err)
@@ -181,34 +159,16 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 	require.NoError(t, os.Truncate(img, 16<<20))
 	sock, apiSock := filepath.Join(dir, "v.sock"), filepath.Join(dir, "api.sock")
 
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	out, errb := &guest.Recorder{}, &guest.Recorder{}
-	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", initrd,
+	vm := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", k.Vmlinuz, "--initrd", initrd,
 		"--cmdline", cmdline+" gvmm.ip="+guestIP+prefix, "--memory", "256M", "--disk", img,
 		"--net", "tap="+tap, "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--balloon",
 		"--api-socket", apiSock)
-	cmd.Stdout, cmd.Stderr = out, errb
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("console:\n%s\ngvmm stderr:\n%s", out.String(), errb.String())
-		}
-	})
-	addressTap(t, exited)
-	for deadline := time.Now().Add(bootTimeout); !out.Has("ready"); time.Sleep(50 * time.Millisecond) {
-		select {
-		case <-exited:
-			t.Fatalf("the VM ended before the guest was ready\n%s", out.String())
-		default:
-		}
-		require.True(t, time.Now().Before(deadline), "the guest was not ready in %s", bootTimeout)
-	}
+	// The host's end of the guest's network: the TAP gvmm creates, with
+	// an address.
+	addr, err := netlink.ParseAddr(hostIP + prefix)
+	require.NoError(t, err)
+	require.NoError(t, netlink.AddrAdd(vm.WaitForLink(t, tap, bootTimeout), addr))
+	vm.WaitFor(t, "ready", bootTimeout)
 	c := api.NewClient(apiSock)
 	defer c.Close()
 
@@ -219,7 +179,7 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 	echo(t, tcp, echoBytes)
 	time.Sleep(busyTime)
 	after := scrape(t, c)
-	require.Empty(t, out.Values("error"), "the guest reported errors")
+	require.Empty(t, vm.Out.Values("error"), "the guest reported errors")
 
 	moved := func(name string, labels ...string) {
 		t.Helper()
@@ -290,9 +250,9 @@ func TestScrapeOfABusyGuest(t *testing.T) {
 
 	require.NoError(t, c.Stop(context.Background()))
 	select {
-	case <-exited:
+	case <-vm.Exited:
 	case <-time.After(ioTimeout):
 		t.Fatal("gvmm did not end after stop")
 	}
-	assert.True(t, cmd.ProcessState.Success(), "gvmm ends cleanly after stop: %v", cmd.ProcessState)
+	assert.True(t, vm.Cmd.ProcessState.Success(), "gvmm ends cleanly after stop: %v", vm.Cmd.ProcessState)
 }

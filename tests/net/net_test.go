@@ -14,7 +14,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -28,6 +27,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
@@ -85,25 +85,6 @@ func makeBridge(t *testing.T) netlink.Link {
 	return br
 }
 
-// waitFor waits for the guest's report key, failing on a guest error or
-// the VM's end.
-func waitFor(t *testing.T, out *guest.Recorder, key string, timeout time.Duration, exited <-chan struct{}) string {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !out.Has(key) {
-		select {
-		case <-exited:
-			t.Fatalf("the VM ended before the guest reported %s\n%s", key, out.String())
-		default:
-		}
-		require.Empty(t, out.Values("error"), "the guest reported errors\n%s", out.String())
-		require.True(t, time.Now().Before(deadline), "no %s from the guest in %s\n%s", key, timeout, out.String())
-		time.Sleep(50 * time.Millisecond)
-	}
-	require.Empty(t, out.Values("error"), "the guest reported errors\n%s", out.String())
-	return out.Values(key)[0]
-}
-
 // tcp dials the guest at ip.
 func tcp(ip string) wiretest.Dialer {
 	return func(ctx context.Context, port uint32) (net.Conn, error) {
@@ -117,38 +98,16 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 	br := makeBridge(t)
 
 	// Guest A: gvmm run creates its TAP; the test puts it on the bridge.
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	outA, errA := &guest.Recorder{}, &guest.Recorder{}
 	apiSock := filepath.Join(t.TempDir(), "api.sock")
-	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd,
+	vmA := vmmproc.Start(t, 40*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd,
 		"--cmdline", cmdline+" gvmm.ip="+guestAIP+prefix+" gvmm.host="+hostIP,
 		"--memory", "256M", "--net", "tap="+tapA, "--api-socket", apiSock)
-	cmd.Stdout, cmd.Stderr = outA, errA
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(t, cmd.Start())
-	exitedA := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exitedA) }()
-	t.Cleanup(func() {
-		cancel()
-		<-exitedA
-		if t.Failed() {
-			t.Logf("guest A console:\n%s\ngvmm stderr:\n%s", outA.String(), errA.String())
-		}
-	})
-	var linkA netlink.Link
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
-		var err error
-		if linkA, err = netlink.LinkByName(tapA); err == nil {
-			break
-		}
-		require.True(t, time.Now().Before(deadline), "gvmm did not create %s: %v\n%s", tapA, err, errA.String())
-	}
+	linkA := vmA.WaitForLink(t, tapA, time.Minute)
 	require.NoError(t, netlink.LinkSetMaster(linkA, br))
 
-	assert.Equal(t, machine.DefaultMAC(tapA).String(), waitFor(t, outA, "mac", bootTimeout, exitedA), "the default MAC")
-	assert.Equal(t, "ok", waitFor(t, outA, "ping", bootTimeout, exitedA))
-	waitFor(t, outA, "ready", bootTimeout, exitedA)
+	assert.Equal(t, machine.DefaultMAC(tapA).String(), vmA.WaitFor(t, "mac", bootTimeout), "the default MAC")
+	assert.Equal(t, "ok", vmA.WaitFor(t, "ping", bootTimeout))
+	vmA.WaitFor(t, "ready", bootTimeout)
 	linkA, err := netlink.LinkByName(tapA)
 	require.NoError(t, err)
 	assert.NotZero(t, linkA.Attrs().Flags&net.FlagUp, "gvmm brings up the TAP it creates")
@@ -217,9 +176,9 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 				t.Logf("guest B console:\n%s", outB.String())
 			}
 		})
-		assert.Equal(t, mac.String(), waitFor(t, outB, "mac", bootTimeout, exitedB))
-		assert.Equal(t, "ok", waitFor(t, outB, "ping", bootTimeout, exitedB))
-		assert.Equal(t, fmt.Sprintf("%d %s", n, vsockwire.PatternSum(n)), waitFor(t, outB, "dialed", bulkTimeout, exitedB))
+		assert.Equal(t, mac.String(), vmmproc.WaitFor(t, outB, "mac", bootTimeout, exitedB))
+		assert.Equal(t, "ok", vmmproc.WaitFor(t, outB, "ping", bootTimeout, exitedB))
+		assert.Equal(t, fmt.Sprintf("%d %s", n, vsockwire.PatternSum(n)), vmmproc.WaitFor(t, outB, "dialed", bulkTimeout, exitedB))
 		infos := m.Nets()
 		require.Len(t, infos, 1)
 		assert.Equal(t, tapB, infos[0].Tap)
@@ -228,8 +187,7 @@ func TestTwoGuestsOnABridge(t *testing.T) {
 	})
 
 	// The TAP gvmm created goes with it.
-	cancel()
-	<-exitedA
+	vmA.Kill()
 	_, err = netlink.LinkByName(tapA)
 	assert.Error(t, err, "%s outlived gvmm", tapA)
 }

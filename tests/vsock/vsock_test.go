@@ -15,7 +15,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
@@ -81,17 +81,7 @@ func guestInitrd(t *testing.T) (kernel, initrd string) {
 // waitReady waits for the guest's services and checks its CID.
 func waitReady(t *testing.T, out *guest.Recorder, cid uint64, exited <-chan struct{}) {
 	t.Helper()
-	deadline := time.Now().Add(bootTimeout)
-	for len(out.Values("ready")) == 0 {
-		select {
-		case <-exited:
-			t.Fatalf("the VM ended before the guest was ready\n%s", out.String())
-		default:
-		}
-		require.True(t, time.Now().Before(deadline), "the guest was not ready in %s\n%s", bootTimeout, out.String())
-		time.Sleep(50 * time.Millisecond)
-	}
-	require.Empty(t, out.Values("error"), "the guest reported errors\n%s", out.String())
+	vmmproc.WaitFor(t, out, "ready", bootTimeout, exited)
 	require.Equal(t, []string{strconv.FormatUint(cid, 10)}, out.Values("cid"), "the guest's driver read its CID")
 }
 
@@ -251,24 +241,9 @@ func TestUnixSocket(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	sock, apiSock := filepath.Join(dir, "v.sock"), filepath.Join(dir, "api.sock")
 	const cid = 7
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
-	defer cancel()
-	out, errb := &guest.Recorder{}, &guest.Recorder{}
-	cmd := exec.CommandContext(ctx, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
+	vm := vmmproc.Start(t, 40*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
 		"--memory", "256M", "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--api-socket", apiSock)
-	cmd.Stdout, cmd.Stderr = out, errb
-	cmd.WaitDelay = 5 * time.Second
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cancel()
-		<-exited
-		if t.Failed() {
-			t.Logf("console:\n%s\ngvmm stderr:\n%s", out.String(), errb.String())
-		}
-	})
-	waitReady(t, out, cid, exited)
+	waitReady(t, vm.Out, cid, vm.Exited)
 	dial := unixDialer(sock)
 
 	t.Run("echo", func(t *testing.T) { echoes(t, dial, "hello through the unix socket") })
@@ -322,7 +297,7 @@ func TestUnixSocket(t *testing.T) {
 	t.Run("32 connections at once", func(t *testing.T) { concurrentEchoes(t, dial, concurrent) })
 
 	t.Run("a guest that stops reading", func(t *testing.T) {
-		before := rssBytes(t, cmd.Process.Pid)
+		before := rssBytes(t, vm.Cmd.Process.Pid)
 		c, err := dial(context.Background(), vsockwire.PortStall)
 		require.NoError(t, err)
 		defer c.Close()
@@ -337,7 +312,7 @@ func TestUnixSocket(t *testing.T) {
 				break
 			}
 		}
-		after := rssBytes(t, cmd.Process.Pid)
+		after := rssBytes(t, vm.Cmd.Process.Pid)
 		t.Logf("stalled connection took %d KiB; gvmm's RSS %d -> %d KiB", written>>10, before>>10, after>>10)
 		assert.Less(t, written, uint64(stallBudget), "the host's writes block once the guest's credit is used")
 		assert.Less(t, int64(after)-int64(before), int64(rssBudget), "gvmm's memory does not grow with what the host writes")
@@ -356,8 +331,8 @@ func TestUnixSocket(t *testing.T) {
 		assert.Positive(t, info.Vsock.Refused)
 	})
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	<-exited
+	require.NoError(t, vm.Cmd.Process.Signal(syscall.SIGTERM))
+	<-vm.Exited
 	_, err = os.Lstat(sock)
 	assert.ErrorIs(t, err, os.ErrNotExist, "gvmm removes its vsock socket")
 }
