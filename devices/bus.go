@@ -125,7 +125,7 @@ func (b *Bus) lookup(cpu int, addr uint64, n int) (Device, uint64, bool) {
 		b.unclaimed[cpu].n.Add(1)
 		return nil, 0, false
 	}
-	r := ranges[i]
+	r := &ranges[i]
 	off := addr - r.base
 	if uint64(n) > r.size-off {
 		b.unclaimed[cpu].n.Add(1)
