@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -108,9 +110,16 @@ func backupCmd(c *vmCommand) func() int {
 	}
 }
 
+// pauseLease is how long a backup's pause outlives the backup: if gvmm
+// backup dies while the VM is paused, the VMM resumes it then. The
+// backup renews it every third of it.
+const pauseLease = 30 * time.Second
+
 // pauseForBackup pauses a running VM through its API: the VMM then has
 // no disk request in progress and its images synced. resume undoes it,
-// unless the VM was already paused.
+// unless the VM was already paused, and fails if the pause ended before
+// (its lease ran out, or someone resumed it): the copy is then not
+// consistent.
 func pauseForBackup(ctx context.Context, socket string) (resume func() error, err error) {
 	cl := api.NewClient(socket)
 	call := func(do func(context.Context) error) error {
@@ -127,17 +136,59 @@ func pauseForBackup(ctx context.Context, socket string) (resume func() error, er
 		cl.Close()
 		return func() error { return nil }, nil
 	}
-	if err := call(cl.Pause); err != nil {
+	if err := call(func(ctx context.Context) error { return cl.PauseLease(ctx, pauseLease) }); err != nil {
+		// A timeout or a signal loses the answer, not the pause: undo
+		// it in case it happened.
+		if rerr := resumeVM(cl); rerr != nil && !isConflict(rerr) {
+			err = fmt.Errorf("%w; resuming it: %w", err, rerr)
+		}
 		cl.Close()
 		return nil, err
 	}
+	renewing, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { renewLease(renewing, cl) })
 	return func() error {
+		stop()
+		wg.Wait()
 		defer cl.Close()
-		// Not ctx: an interrupted backup must still resume the VM.
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		return cl.Resume(ctx)
+		err := resumeVM(cl)
+		if isConflict(err) {
+			return fmt.Errorf("the pause ended before the copy did (its lease of %s ran out, or the VM was resumed): the copy is not consistent", pauseLease)
+		}
+		return err
 	}, nil
+}
+
+// renewLease renews the pause's lease until ctx is done. A renewal that
+// fails is tried again at the next tick; a pause that ended is found by
+// the resume.
+func renewLease(ctx context.Context, cl *api.Client) {
+	tick := time.NewTicker(pauseLease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		_ = cl.RenewLease(rctx, pauseLease)
+		cancel()
+	}
+}
+
+// resumeVM resumes the VM with a context of its own: an interrupted
+// backup must still resume it.
+func resumeVM(cl *api.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	return cl.Resume(ctx)
+}
+
+func isConflict(err error) bool {
+	apiErr, ok := errors.AsType[*api.Error](err)
+	return ok && apiErr.StatusCode == http.StatusConflict
 }
 
 // restoreItem is a file of the backup and where it goes.

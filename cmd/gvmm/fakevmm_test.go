@@ -29,6 +29,9 @@ const (
 	envFakeVMM = "GVMM_TEST_FAKE_VMM"
 	// envFakeEvents names a file the fake VMM appends its API calls to.
 	envFakeEvents = "GVMM_TEST_FAKE_EVENTS"
+	// envFakePauseDelay is how long the fake VMM takes to pause, as a
+	// VMM whose disks are slow to quiesce (a time.Duration).
+	envFakePauseDelay = "GVMM_TEST_FAKE_PAUSE_DELAY"
 	// envAsGVMM makes the test binary gvmm itself, for the tests that
 	// run it from a shell (completion) or a terminal (tmux).
 	envAsGVMM = "GVMM_TEST_AS_GVMM"
@@ -171,6 +174,9 @@ func (g *fakeGuest) setState(from, to string) error {
 
 func (g *fakeGuest) Pause() error {
 	g.record("pause")
+	if d, err := time.ParseDuration(os.Getenv(envFakePauseDelay)); err == nil {
+		time.Sleep(d)
+	}
 	return g.setState(api.StateRunning, api.StatePaused)
 }
 

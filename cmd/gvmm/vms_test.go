@@ -431,6 +431,27 @@ func TestBackupRestoreStopped(t *testing.T) {
 	assert.Equal(t, []string{"web1", "web2"}, names)
 }
 
+func TestBackupResumesAPauseWhoseAnswerTimedOut(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	t.Setenv(envFakePauseDelay, (apiTimeout + time.Second).String())
+	eventsFile := filepath.Join(t.TempDir(), "events")
+	t.Setenv(envFakeEvents, eventsFile)
+	w := newWorld(t)
+	w.define("web1")
+	w.ok("start", "web1")
+	defer w.gvmm("destroy", "web1")
+	dest := filepath.Join(w.dir, "backup")
+	code, _, errOut := w.gvmm("backup", "web1", dest)
+	assert.Equal(t, exitFault, code)
+	assert.Contains(t, errOut, "pausing web1 for a consistent copy: ")
+	assert.Contains(t, errOut, "context deadline exceeded")
+	assert.NoDirExists(t, dest)
+	assert.Equal(t, "running", w.list()[0].State, "the VMM paused it after the answer timed out, and it was resumed")
+	ev := events(t, eventsFile)
+	require.GreaterOrEqual(t, len(ev), 2, "%q", ev)
+	assert.Equal(t, []string{"pause", "resume"}, ev[:2])
+}
+
 func TestRestoreRefusesDamagedBackups(t *testing.T) {
 	tests := []struct {
 		name   string
