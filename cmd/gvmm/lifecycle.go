@@ -91,9 +91,11 @@ func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout
 		return 0, err
 	}
 	// The VMM writes the console log itself, rotating it: a guest that
-	// writes without end must not fill the disk.
+	// writes without end must not fill the disk. So it does vmm.log, for
+	// a VMM that runs long; stderr catches what comes before.
 	cmd := exec.Command(self, "run", "--config", dir.DefinitionPath(l.Name()),
-		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID)
+		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID,
+		"--log-file", p.VMMLog)
 	cmd.Stderr, cmd.Dir = vmmLog, "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -219,7 +219,7 @@ func TestStartRotatesAFullVMMLog(t *testing.T) {
 	require.NoError(t, err)
 	p := dir.Paths("web1")
 	require.NoError(t, os.MkdirAll(filepath.Dir(p.VMMLog), 0o700))
-	for _, size := range []int64{console.LogLimit - 1, console.LogLimit} {
+	for _, size := range []int64{console.LogLimit / 2, console.LogLimit} {
 		f, err := os.Create(p.VMMLog)
 		require.NoError(t, err)
 		require.NoError(t, f.Truncate(size))
@@ -238,6 +238,29 @@ func TestStartRotatesAFullVMMLog(t *testing.T) {
 		old, err := os.Stat(p.VMMLog + ".1")
 		require.NoError(t, err)
 		assert.Equal(t, size, old.Size(), "the full log, moved")
+	}
+}
+
+func TestVMMLogIsBoundedWhileTheVMMRuns(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	t.Setenv(envFakeLogBytes, fmt.Sprint(3*console.LogLimit))
+	w := newWorld(t)
+	w.define("web1")
+	w.ok("start", "web1")
+	defer w.ok("destroy", "web1")
+	dir, err := state.Open(w.state)
+	require.NoError(t, err)
+	p := dir.Paths("web1")
+	cur, err := os.Stat(p.VMMLog)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, cur.Size(), int64(console.LogLimit))
+	old, err := os.Stat(p.VMMLog + ".1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(console.LogLimit), old.Size(), "the full log, moved")
+	ents, err := os.ReadDir(filepath.Dir(p.VMMLog))
+	require.NoError(t, err)
+	for _, e := range ents {
+		assert.NotRegexp(t, `^vmm\.log\.[2-9]`, e.Name(), "one old file is kept")
 	}
 }
 
