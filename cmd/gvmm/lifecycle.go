@@ -249,7 +249,12 @@ func hardStop(dir *state.Dir, l *state.Lock, pid int) error {
 }
 
 func consoleCmd(c *vmCommand) func() int {
+	raw := c.fs.Bool("raw", false, "pass the guest's output on as it is, escape sequences included (the default when stdout is not a terminal)")
+	filter := c.fs.Bool("filter", false, "drop the guest's control and escape sequences but colours (the default when stdout is a terminal)")
 	return func() int {
+		if *raw && *filter {
+			return c.usageErr("--raw and --filter exclude each other")
+		}
 		name := c.args[0]
 		dir, err := c.open()
 		if err != nil {
@@ -287,7 +292,15 @@ func consoleCmd(c *vmCommand) func() int {
 			_, _ = io.Copy(conn, console.NewEscapeReader(c.env.stdin, func() {}))
 			conn.Close()
 		}()
-		_, _ = io.Copy(c.env.stdout, conn)
+		// On a terminal the guest's escape sequences would reach the
+		// admin's terminal: a hostile guest could retitle it, make it
+		// answer into the input, redefine keys. Only text and colours
+		// pass unless --raw.
+		out := c.env.stdout
+		if f, ok := out.(*os.File); *filter || !*raw && ok && console.IsTerminal(f) {
+			out = console.NewFilter(out)
+		}
+		_, _ = io.Copy(out, conn)
 		fmt.Fprintf(c.env.stderr, "\r\nDetached from %s's console.\r\n", name)
 		return exitOK
 	}

@@ -365,6 +365,49 @@ func TestLifecycleWithAFakeVMM(t *testing.T) {
 	assert.Contains(t, errOut, "web1 is not running")
 }
 
+func TestConsoleFiltersEscapeSequences(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	const hostile = "\x1b]0;pwned\x07hi \x1b[31mred\x1b[0m\x1b[6n\x1b[?1049h"
+	for _, tt := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, "echo: " + hostile + "\n"}, // not a terminal: as it is
+		{[]string{"--raw"}, "echo: " + hostile + "\n"},
+		{[]string{"--filter"}, "echo: hi \x1b[31mred\x1b[0m\n"},
+	} {
+		t.Run(fmt.Sprint(tt.flags), func(t *testing.T) {
+			// A VM each: the console takes one client at a time.
+			w := newWorld(t)
+			w.define("web1")
+			w.ok("start", "web1")
+			defer w.ok("destroy", "web1")
+			in, inW, err := os.Pipe()
+			require.NoError(t, err)
+			defer in.Close()
+			var out, errOut lockedBuffer
+			done := make(chan int)
+			go func() {
+				env := cmdEnv{stdin: in, stdout: &out, stderr: &errOut, getenv: func(string) string { return w.state }}
+				done <- execute(env, append([]string{"console", "web1"}, tt.flags...))
+			}()
+			_, err = io.WriteString(inW, hostile+"\n")
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return strings.Contains(out.String(), "echo: ") && strings.HasSuffix(out.String(), "\n") },
+				10*time.Second, 10*time.Millisecond)
+			_, err = inW.Write([]byte{0x01, 'x'})
+			require.NoError(t, err)
+			require.Equal(t, exitOK, <-done, errOut.String())
+			inW.Close()
+			got := out.String()
+			assert.Equal(t, tt.want, got[strings.Index(got, "echo: "):])
+		})
+	}
+	code, _, errOut := newWorld(t).gvmm("console", "--raw", "--filter", "web1")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "--raw and --filter exclude each other")
+}
+
 func TestStartWarnsOfMemoryOvercommit(t *testing.T) {
 	t.Setenv(envFakeVMM, "poweroff")
 	w := newWorld(t)
