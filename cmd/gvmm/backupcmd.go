@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -338,10 +339,11 @@ func readBackup(bd *backup.Dir) (*backup.Manifest, *vmdef.Definition, error) {
 	if err := defFile.Match(backup.Copied{Size: int64(len(data)), SHA256: fmt.Sprintf("%x", sha256.Sum256(data))}); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", defPath, err)
 	}
-	// No base folder: a relative path stays relative, and is refused
-	// where it would be written.
 	def, err := vmdef.Parse(defPath, data, "")
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkSpelledPaths(defPath, data); err != nil {
 		return nil, nil, err
 	}
 	inconsistent := func(what string) error {
@@ -356,8 +358,39 @@ func readBackup(bd *backup.Dir) (*backup.Manifest, *vmdef.Definition, error) {
 	return m, def, nil
 }
 
+// checkSpelledPaths refuses a definition whose kernel, initrd or disk
+// path is relative or has a .. element as vm.json spells it (vmdef
+// cleans them): gvmm stores absolute, clean paths, so such a backup was
+// made by hand or forged, and its paths would not be what they seem.
+func checkSpelledPaths(defPath string, data []byte) error {
+	var spelled struct {
+		Kernel string `json:"kernel"`
+		Initrd string `json:"initrd"`
+		Disks  []struct {
+			Path string `json:"path"`
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal(data, &spelled); err != nil {
+		return fmt.Errorf("%s: %w", defPath, err) // vmdef.Parse took it: not reached
+	}
+	paths := []string{spelled.Kernel, spelled.Initrd}
+	for _, d := range spelled.Disks {
+		paths = append(paths, d.Path)
+	}
+	for _, p := range paths {
+		switch {
+		case p == "":
+		case !filepath.IsAbs(p):
+			return fmt.Errorf("%s names %q: not an absolute path; a backup of gvmm's has only absolute ones", defPath, p)
+		case slices.Contains(strings.Split(p, "/"), ".."):
+			return fmt.Errorf("%s names %q: a path with ..; a backup of gvmm's has only clean ones", defPath, p)
+		}
+	}
+	return nil
+}
+
 // planRestore decides where each file goes: the folder diskDir, or the
-// absolute path the definition has. An identical kernel or initrd already
+// path the definition has (absolute: readBackup checked). An identical kernel or initrd already
 // there is used as it is; any other existing file is refused, never
 // overwritten. Nothing is created yet.
 func planRestore(ctx context.Context, m *backup.Manifest, def *vmdef.Definition, diskDir string) ([]*restoreItem, error) {
@@ -375,16 +408,13 @@ func planRestore(ctx context.Context, m *backup.Manifest, def *vmdef.Definition,
 			disk++
 		}
 		it := &restoreItem{file: f, target: orig}
-		if f.Role != backup.RoleDisk && filepath.IsAbs(orig) && holds(ctx, orig, f) {
+		if f.Role != backup.RoleDisk && holds(ctx, orig, f) {
 			it.reuse = true
 			items = append(items, it)
 			continue
 		}
-		switch {
-		case diskDir != "":
+		if diskDir != "" {
 			it.target = filepath.Join(diskDir, filepath.Base(f.Path))
-		case !filepath.IsAbs(orig):
-			return nil, fmt.Errorf("the backup's definition names %q for its %s: not an absolute path; restore with --disk-dir", orig, f.Role)
 		}
 		if err := absent(it.target); err != nil {
 			return nil, err

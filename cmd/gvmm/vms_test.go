@@ -688,12 +688,16 @@ func TestRestoreWritesOnlyWhereTheUserSaid(t *testing.T) {
 	assert.Equal(t, sum(t, img), sum(t, cron))
 	w.ok("undefine", "web1")
 
-	// A relative path is never taken: it would land wherever restore runs.
-	rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, cron, "../x.img") })
-	code, _, errOut = w.gvmm("restore", dest, "--yes")
-	assert.Equal(t, exitFault, code)
-	assert.Contains(t, errOut, "not an absolute path")
-	assert.Empty(t, w.list())
+	// A relative path, or one with .., is never taken: it would not be
+	// what it seems.
+	for _, p := range []string{"../x.img", w.dir + "/a/../../x.img"} {
+		rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, cron, p) })
+		code, _, errOut = w.gvmm("restore", dest, "--yes")
+		assert.Equal(t, exitFault, code)
+		assert.Contains(t, errOut, fmt.Sprintf("vm.json names %q: ", p))
+		assert.Empty(t, w.list())
+		rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, p, cron) })
+	}
 }
 
 func TestRestoreNeverFollowsASymlink(t *testing.T) {
