@@ -2,16 +2,24 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/backup"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
@@ -103,9 +111,16 @@ func backupCmd(c *vmCommand) func() int {
 	}
 }
 
+// pauseLease is how long a backup's pause outlives the backup: if gvmm
+// backup dies while the VM is paused, the VMM resumes it then. The
+// backup renews it every third of it.
+const pauseLease = 30 * time.Second
+
 // pauseForBackup pauses a running VM through its API: the VMM then has
 // no disk request in progress and its images synced. resume undoes it,
-// unless the VM was already paused.
+// unless the VM was already paused, and fails if the pause ended before
+// (its lease ran out, or someone resumed it): the copy is then not
+// consistent.
 func pauseForBackup(ctx context.Context, socket string) (resume func() error, err error) {
 	cl := api.NewClient(socket)
 	call := func(do func(context.Context) error) error {
@@ -122,31 +137,75 @@ func pauseForBackup(ctx context.Context, socket string) (resume func() error, er
 		cl.Close()
 		return func() error { return nil }, nil
 	}
-	if err := call(cl.Pause); err != nil {
+	if err := call(func(ctx context.Context) error { return cl.PauseLease(ctx, pauseLease) }); err != nil {
+		// A timeout or a signal loses the answer, not the pause: undo
+		// it in case it happened.
+		if rerr := resumeVM(cl); rerr != nil && !isConflict(rerr) {
+			err = fmt.Errorf("%w; resuming it: %w", err, rerr)
+		}
 		cl.Close()
 		return nil, err
 	}
+	renewing, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { renewLease(renewing, cl) })
 	return func() error {
+		stop()
+		wg.Wait()
 		defer cl.Close()
-		// Not ctx: an interrupted backup must still resume the VM.
-		ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
-		defer cancel()
-		return cl.Resume(ctx)
+		err := resumeVM(cl)
+		if isConflict(err) {
+			return fmt.Errorf("the pause ended before the copy did (its lease of %s ran out, or the VM was resumed): the copy is not consistent", pauseLease)
+		}
+		return err
 	}, nil
+}
+
+// renewLease renews the pause's lease until ctx is done. A renewal that
+// fails is tried again at the next tick; a pause that ended is found by
+// the resume.
+func renewLease(ctx context.Context, cl *api.Client) {
+	tick := time.NewTicker(pauseLease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, apiTimeout)
+		_ = cl.RenewLease(rctx, pauseLease)
+		cancel()
+	}
+}
+
+// resumeVM resumes the VM with a context of its own: an interrupted
+// backup must still resume it.
+func resumeVM(cl *api.Client) error {
+	ctx, cancel := context.WithTimeout(context.Background(), apiTimeout)
+	defer cancel()
+	return cl.Resume(ctx)
+}
+
+func isConflict(err error) bool {
+	apiErr, ok := errors.AsType[*api.Error](err)
+	return ok && apiErr.StatusCode == http.StatusConflict
 }
 
 // restoreItem is a file of the backup and where it goes.
 type restoreItem struct {
 	file   backup.File
-	target string
-	reuse  bool   // the target already holds exactly this file
-	tmp    string // the copy before it is moved into place
+	target string   // absolute
+	reuse  bool     // the target already holds exactly this file
+	dir    *os.File // the target's folder, once open
+	tmp    string   // the copy's name in dir before it is moved into place
 	placed bool
 }
 
 func restoreCmd(c *vmCommand) func() int {
 	newName := c.fs.String("name", "", "define the VM as `NEW` instead of the backup's name")
 	diskDir := c.fs.String("disk-dir", "", "restore the images into `DIR` instead of where the definition had them")
+	yes := c.fs.Bool("yes", false, "without --disk-dir: write the files to the paths the backup's definition names, which restore shows and otherwise refuses")
 	return func() (code int) {
 		src := c.args[0]
 		if *newName != "" {
@@ -156,7 +215,12 @@ func restoreCmd(c *vmCommand) func() int {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		m, def, err := readBackup(src)
+		bd, err := backup.OpenDir(src)
+		if err != nil {
+			return c.fail(err)
+		}
+		defer bd.Close()
+		m, def, err := readBackup(bd)
 		if err != nil {
 			return c.fail(err)
 		}
@@ -164,18 +228,8 @@ func restoreCmd(c *vmCommand) func() int {
 		if *newName != "" {
 			name = *newName
 		}
-		// A failed restore leaves no folder of its own behind.
-		var dirs madeDirs
-		defer func() {
-			if code != exitOK {
-				dirs.removeEmpty()
-			}
-		}()
 		if *diskDir != "" {
-			if *diskDir, err = filepath.Abs(*diskDir); err == nil {
-				err = dirs.mkdirAll(*diskDir)
-			}
-			if err != nil {
+			if *diskDir, err = filepath.Abs(*diskDir); err != nil {
 				return c.fail(err)
 			}
 		}
@@ -189,10 +243,23 @@ func restoreCmd(c *vmCommand) func() int {
 		} else if !errors.Is(err, state.ErrNotDefined) {
 			return c.fail(err)
 		}
-		items, err := planRestore(ctx, src, m, def, *diskDir)
+		items, err := planRestore(ctx, m, def, *diskDir)
 		if err != nil {
 			return c.fail(err)
 		}
+		defer closeItems(items)
+		if *diskDir == "" && !*yes {
+			if shown := writtenTo(items); shown != "" {
+				return c.usageErr("the backup's definition would have these files written:\n%srestore there with --yes, or into a folder of your choosing with --disk-dir DIR", shown)
+			}
+		}
+		// A failed restore leaves no folder of its own behind.
+		var dirs madeDirs
+		defer func() {
+			if code != exitOK {
+				dirs.removeEmpty()
+			}
+		}()
 		var total int64
 		for _, it := range items {
 			if !it.reuse {
@@ -200,7 +267,7 @@ func restoreCmd(c *vmCommand) func() int {
 			}
 		}
 		p := newProgress(c.env.stderr, c.env.progressBar, total)
-		err = copyRestore(ctx, src, items, p, &dirs)
+		err = copyRestore(ctx, bd, items, p, &dirs)
 		p.stop()
 		if err == nil {
 			err = placeRestore(items)
@@ -237,31 +304,50 @@ func restoreCmd(c *vmCommand) func() int {
 	}
 }
 
-// readBackup reads the manifest and the definition of the backup in src,
+// writtenTo lists the files a restore would write, one a line.
+func writtenTo(items []*restoreItem) string {
+	var b strings.Builder
+	for _, it := range items {
+		if !it.reuse {
+			fmt.Fprintf(&b, "  %s %s\n", it.file.Role, it.target)
+		}
+	}
+	return b.String()
+}
+
+// readBackup reads the manifest and the definition of the backup in bd,
 // checking the definition's checksum and that both agree.
-func readBackup(src string) (*backup.Manifest, *vmdef.Definition, error) {
-	m, err := backup.ReadManifest(src)
+func readBackup(bd *backup.Dir) (*backup.Manifest, *vmdef.Definition, error) {
+	m, err := backup.ReadManifest(bd)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := backup.CheckPresent(src, m); err != nil {
+	if err := backup.CheckPresent(bd, m); err != nil {
 		return nil, nil, err
 	}
 	defFile := m.Files[0]
-	defPath := filepath.Join(src, defFile.Path)
-	data, err := os.ReadFile(defPath)
+	f, err := bd.Open(defFile.Path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	defPath := f.Name()
+	data, err := io.ReadAll(io.LimitReader(f, defFile.Size+1))
 	if err != nil {
 		return nil, nil, err
 	}
 	if err := defFile.Match(backup.Copied{Size: int64(len(data)), SHA256: fmt.Sprintf("%x", sha256.Sum256(data))}); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", defPath, err)
 	}
-	def, err := vmdef.Parse(defPath, data, src)
+	def, err := vmdef.Parse(defPath, data, "")
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := checkSpelledPaths(defPath, data); err != nil {
+		return nil, nil, err
+	}
 	inconsistent := func(what string) error {
-		return fmt.Errorf("%s: %w: %s", filepath.Join(src, backup.ManifestName), backup.ErrManifest, what)
+		return fmt.Errorf("%s: %w: %s", filepath.Join(bd.Path(), backup.ManifestName), backup.ErrManifest, what)
 	}
 	switch {
 	case len(m.Role(backup.RoleDisk)) != len(def.Config.Disks):
@@ -272,10 +358,42 @@ func readBackup(src string) (*backup.Manifest, *vmdef.Definition, error) {
 	return m, def, nil
 }
 
+// checkSpelledPaths refuses a definition whose kernel, initrd or disk
+// path is relative or has a .. element as vm.json spells it (vmdef
+// cleans them): gvmm stores absolute, clean paths, so such a backup was
+// made by hand or forged, and its paths would not be what they seem.
+func checkSpelledPaths(defPath string, data []byte) error {
+	var spelled struct {
+		Kernel string `json:"kernel"`
+		Initrd string `json:"initrd"`
+		Disks  []struct {
+			Path string `json:"path"`
+		} `json:"disks"`
+	}
+	if err := json.Unmarshal(data, &spelled); err != nil {
+		return fmt.Errorf("%s: %w", defPath, err) // vmdef.Parse took it: not reached
+	}
+	paths := []string{spelled.Kernel, spelled.Initrd}
+	for _, d := range spelled.Disks {
+		paths = append(paths, d.Path)
+	}
+	for _, p := range paths {
+		switch {
+		case p == "":
+		case !filepath.IsAbs(p):
+			return fmt.Errorf("%s names %q: not an absolute path; a backup of gvmm's has only absolute ones", defPath, p)
+		case slices.Contains(strings.Split(p, "/"), ".."):
+			return fmt.Errorf("%s names %q: a path with ..; a backup of gvmm's has only clean ones", defPath, p)
+		}
+	}
+	return nil
+}
+
 // planRestore decides where each file goes: the folder diskDir, or the
-// path the definition has. An identical kernel or initrd already there is
-// used as it is; any other existing file is refused, never overwritten.
-func planRestore(ctx context.Context, src string, m *backup.Manifest, def *vmdef.Definition, diskDir string) ([]*restoreItem, error) {
+// path the definition has (absolute: readBackup checked). An identical kernel or initrd already
+// there is used as it is; any other existing file is refused, never
+// overwritten. Nothing is created yet.
+func planRestore(ctx context.Context, m *backup.Manifest, def *vmdef.Definition, diskDir string) ([]*restoreItem, error) {
 	var items []*restoreItem
 	disk := 0
 	for _, f := range m.Files[1:] {
@@ -290,19 +408,15 @@ func planRestore(ctx context.Context, src string, m *backup.Manifest, def *vmdef
 			disk++
 		}
 		it := &restoreItem{file: f, target: orig}
-		if f.Role != backup.RoleDisk {
-			if c, err := backup.HashFile(ctx, orig, nil); err == nil && f.Match(c) == nil {
-				it.reuse = true
-				items = append(items, it)
-				continue
-			}
+		if f.Role != backup.RoleDisk && holds(ctx, orig, f) {
+			it.reuse = true
+			items = append(items, it)
+			continue
 		}
 		if diskDir != "" {
 			it.target = filepath.Join(diskDir, filepath.Base(f.Path))
 		}
-		if _, err := os.Lstat(it.target); err == nil {
-			return nil, fmt.Errorf("%s exists: a restore never overwrites a file; move it away or restore with --disk-dir", it.target)
-		} else if !errors.Is(err, fs.ErrNotExist) {
+		if err := absent(it.target); err != nil {
 			return nil, err
 		}
 		items = append(items, it)
@@ -310,34 +424,71 @@ func planRestore(ctx context.Context, src string, m *backup.Manifest, def *vmdef
 	return items, nil
 }
 
+// holds says whether the regular file at path, reached without a symlink,
+// is f.
+func holds(ctx context.Context, path string, f backup.File) bool {
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	in, err := backup.OpenAt(nil, path, unix.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer in.Close()
+	if st, err := in.Stat(); err != nil || !st.Mode().IsRegular() {
+		return false
+	}
+	c, err := backup.Hash(ctx, in, nil)
+	return err == nil && f.Match(c) == nil
+}
+
+// absent checks that nothing is at path, and that no symlink leads there.
+func absent(path string) error {
+	dir, err := backup.OpenAt(nil, filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil // created by the restore
+	case errors.Is(err, backup.ErrSymlink):
+		return fmt.Errorf("%s: %w", path, backup.ErrSymlink)
+	case err != nil:
+		return err
+	}
+	defer dir.Close()
+	var st unix.Stat_t
+	err = unix.Fstatat(int(dir.Fd()), filepath.Base(path), &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%s exists: a restore never overwrites a file; move it away or restore with --disk-dir", path)
+	case !errors.Is(err, unix.ENOENT):
+		return &fs.PathError{Op: "stat", Path: path, Err: err}
+	}
+	return nil
+}
+
 // copyRestore copies every file to a temporary file next to its target,
 // checking each against the manifest as it is read.
-func copyRestore(ctx context.Context, src string, items []*restoreItem, p *progress, dirs *madeDirs) error {
+func copyRestore(ctx context.Context, bd *backup.Dir, items []*restoreItem, p *progress, dirs *madeDirs) error {
 	for _, it := range items {
 		if it.reuse {
 			continue
 		}
-		if err := copyOne(ctx, src, it, p, dirs); err != nil {
+		if err := copyOne(ctx, bd, it, p, dirs); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func copyOne(ctx context.Context, src string, it *restoreItem, p *progress, dirs *madeDirs) error {
-	if err := dirs.mkdirAll(filepath.Dir(it.target)); err != nil {
+func copyOne(ctx context.Context, bd *backup.Dir, it *restoreItem, p *progress, dirs *madeDirs) (err error) {
+	if it.dir, err = dirs.open(filepath.Dir(it.target)); err != nil {
 		return err
 	}
-	out, err := os.CreateTemp(filepath.Dir(it.target), "."+filepath.Base(it.target)+".restore-*")
+	tmp := "." + filepath.Base(it.target) + ".restore-" + rand.Text()
+	out, err := backup.OpenAt(it.dir, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL, 0o600)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	it.tmp = out.Name()
-	if err := backup.CopyOut(ctx, out, src, it.file, p.event); err != nil {
-		return err
-	}
-	if err := out.Chmod(0o600); err != nil {
+	it.tmp = tmp
+	if err := backup.CopyOut(ctx, out, bd, it.file, p.event); err != nil {
 		return err
 	}
 	return out.Close()
@@ -350,15 +501,16 @@ func placeRestore(items []*restoreItem) error {
 		if it.reuse {
 			continue
 		}
-		if err := os.Link(it.tmp, it.target); err != nil {
+		fd := int(it.dir.Fd())
+		if err := unix.Linkat(fd, it.tmp, fd, filepath.Base(it.target), 0); err != nil {
 			return fmt.Errorf("placing %s: %w", it.target, err)
 		}
 		it.placed = true
-		if err := os.Remove(it.tmp); err != nil {
-			return err
+		if err := unix.Unlinkat(fd, it.tmp, 0); err != nil {
+			return fmt.Errorf("removing %s: %w", filepath.Join(it.dir.Name(), it.tmp), err)
 		}
 		it.tmp = ""
-		if err := syncDir(filepath.Dir(it.target)); err != nil {
+		if err := it.dir.Sync(); err != nil {
 			return err
 		}
 	}
@@ -368,11 +520,22 @@ func placeRestore(items []*restoreItem) error {
 // undoRestore removes what a failed restore copied or placed.
 func undoRestore(items []*restoreItem) {
 	for _, it := range items {
+		if it.dir == nil {
+			continue
+		}
 		if it.tmp != "" {
-			os.Remove(it.tmp)
+			_ = unix.Unlinkat(int(it.dir.Fd()), it.tmp, 0)
 		}
 		if it.placed {
-			os.Remove(it.target)
+			_ = unix.Unlinkat(int(it.dir.Fd()), filepath.Base(it.target), 0)
+		}
+	}
+}
+
+func closeItems(items []*restoreItem) {
+	for _, it := range items {
+		if it.dir != nil {
+			it.dir.Close()
 		}
 	}
 }
@@ -380,24 +543,36 @@ func undoRestore(items []*restoreItem) {
 // madeDirs are the folders a command created, in the order it did.
 type madeDirs []string
 
-// mkdirAll is os.MkdirAll, noting the folders it creates.
-func (d *madeDirs) mkdirAll(path string) error {
-	var missing []string // deepest first
-	for p := path; ; p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		missing = append(missing, p)
-		if filepath.Dir(p) == p {
-			break
-		}
+// open opens the folder path (absolute), creating the folders missing
+// and noting them, never through a symlink.
+func (d *madeDirs) open(path string) (*os.File, error) {
+	dir, err := backup.OpenAt(nil, "/", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(path, 0o700); err != nil {
-		return err
+	for name := range strings.SplitSeq(strings.TrimPrefix(filepath.Clean(path), "/"), "/") {
+		if name == "" {
+			continue // path is /
+		}
+		next, err := backup.OpenAt(dir, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if errors.Is(err, fs.ErrNotExist) {
+			if err = unix.Mkdirat(int(dir.Fd()), name, 0o700); err != nil {
+				err = &fs.PathError{Op: "mkdir", Path: filepath.Join(dir.Name(), name), Err: err}
+			} else {
+				*d = append(*d, filepath.Join(dir.Name(), name))
+				next, err = backup.OpenAt(dir, name, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			}
+		}
+		dir.Close()
+		if errors.Is(err, backup.ErrSymlink) {
+			return nil, fmt.Errorf("%s: %w", path, backup.ErrSymlink)
+		}
+		if err != nil {
+			return nil, err
+		}
+		dir = next
 	}
-	slices.Reverse(missing)
-	*d = append(*d, missing...)
-	return nil
+	return dir, nil
 }
 
 // removeEmpty removes the folders, deepest first, that are still empty:
@@ -406,13 +581,4 @@ func (d madeDirs) removeEmpty() {
 	for _, p := range slices.Backward(d) {
 		_ = os.Remove(p)
 	}
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

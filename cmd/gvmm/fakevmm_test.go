@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +31,11 @@ const (
 	envFakeVMM = "GVMM_TEST_FAKE_VMM"
 	// envFakeEvents names a file the fake VMM appends its API calls to.
 	envFakeEvents = "GVMM_TEST_FAKE_EVENTS"
+	// envFakeLogBytes is how much the fake VMM logs as it starts.
+	envFakeLogBytes = "GVMM_TEST_FAKE_LOG_BYTES"
+	// envFakePauseDelay is how long the fake VMM takes to pause, as a
+	// VMM whose disks are slow to quiesce (a time.Duration).
+	envFakePauseDelay = "GVMM_TEST_FAKE_PAUSE_DELAY"
 	// envAsGVMM makes the test binary gvmm itself, for the tests that
 	// run it from a shell (completion) or a terminal (tmux).
 	envAsGVMM = "GVMM_TEST_AS_GVMM"
@@ -67,10 +74,28 @@ func fakeVMM(mode string, args []string) int {
 	consoleSocket := fs.String("console-socket", "", "")
 	consoleLog := fs.String("console-log", "", "")
 	pidFile := fs.String("pid-file", "", "")
+	logFile := fs.String("log-file", "", "")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	var logOut io.Writer = os.Stderr
+	if *logFile != "" {
+		lf, err := openVMMLog(*logFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return exitFault
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	if n, err := strconv.ParseInt(os.Getenv(envFakeLogBytes), 10, 64); err == nil {
+		// As a guest that reboots again and again, with on_reboot restart.
+		filler := strings.Repeat("x", 1000)
+		for written := int64(0); written < n; written += int64(len(filler)) {
+			log.Info("the guest rebooted; restarting it", "filler", filler)
+		}
+	}
 	if mode == "fail" {
 		log.Error("creating the machine", "err", "fake failure for the test")
 		return exitFault
@@ -171,6 +196,9 @@ func (g *fakeGuest) setState(from, to string) error {
 
 func (g *fakeGuest) Pause() error {
 	g.record("pause")
+	if d, err := time.ParseDuration(os.Getenv(envFakePauseDelay)); err == nil {
+		time.Sleep(d)
+	}
 	return g.setState(api.StateRunning, api.StatePaused)
 }
 

@@ -91,9 +91,11 @@ func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout
 		return 0, err
 	}
 	// The VMM writes the console log itself, rotating it: a guest that
-	// writes without end must not fill the disk.
+	// writes without end must not fill the disk. So it does vmm.log, for
+	// a VMM that runs long; stderr catches what comes before.
 	cmd := exec.Command(self, "run", "--config", dir.DefinitionPath(l.Name()),
-		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID)
+		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID,
+		"--log-file", p.VMMLog)
 	cmd.Stderr, cmd.Dir = vmmLog, "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -247,7 +249,12 @@ func hardStop(dir *state.Dir, l *state.Lock, pid int) error {
 }
 
 func consoleCmd(c *vmCommand) func() int {
+	raw := c.fs.Bool("raw", false, "pass the guest's output on as it is, escape sequences included (the default when stdout is not a terminal)")
+	filter := c.fs.Bool("filter", false, "drop the guest's control and escape sequences but colours (the default when stdout is a terminal)")
 	return func() int {
+		if *raw && *filter {
+			return c.usageErr("--raw and --filter exclude each other")
+		}
 		name := c.args[0]
 		dir, err := c.open()
 		if err != nil {
@@ -285,7 +292,15 @@ func consoleCmd(c *vmCommand) func() int {
 			_, _ = io.Copy(conn, console.NewEscapeReader(c.env.stdin, func() {}))
 			conn.Close()
 		}()
-		_, _ = io.Copy(c.env.stdout, conn)
+		// On a terminal the guest's escape sequences would reach the
+		// admin's terminal: a hostile guest could retitle it, make it
+		// answer into the input, redefine keys. Only text and colours
+		// pass unless --raw.
+		out := c.env.stdout
+		if f, ok := out.(*os.File); *filter || !*raw && ok && console.IsTerminal(f) {
+			out = console.NewFilter(out)
+		}
+		_, _ = io.Copy(out, conn)
 		fmt.Fprintf(c.env.stderr, "\r\nDetached from %s's console.\r\n", name)
 		return exitOK
 	}

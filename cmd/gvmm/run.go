@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
@@ -22,6 +23,22 @@ import (
 	"github.com/gvmm-dev/gvmm/machine/seccomp"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
+
+// openVMMLog sends the VMM's log, and its stderr, to path: added to, and
+// rotated at console.LogLimit, so that a VMM that runs for long (a guest
+// that reboots again and again, with on_reboot restart) cannot fill the
+// disk. The log's own failures go to stderr, which is the log's current
+// file: when that fails too, there is nowhere else.
+func openVMMLog(path string) (*console.LogFile, error) {
+	return console.AppendLog(path, console.LogLimit, slog.New(slog.NewTextHandler(os.Stderr, nil)), func(f *os.File) error {
+		// A crash's trace, written by the runtime to fd 2, lands in the
+		// current file, not in a rotated one.
+		if err := unix.Dup3(int(f.Fd()), int(os.Stderr.Fd()), 0); err != nil {
+			return fmt.Errorf("pointing stderr at %s: %w", f.Name(), err)
+		}
+		return nil
+	})
+}
 
 func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -78,6 +95,7 @@ to stderr.`,
 	configFile := fs.String("config", "", "boot the VM definition in the JSON `FILE` instead of the VM flags")
 	consoleSocket := fs.String("console-socket", "", "serve the serial console on the unix socket `PATH` (stdout keeps a copy; stdin is not read)")
 	consoleLog := fs.String("console-log", "", "also write the console's output to `FILE`, rotated to FILE.1 at 16 MiB")
+	logFile := fs.String("log-file", "", "write the logs, and stderr, to `FILE`, added to and rotated to FILE.1 at 16 MiB")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs (`MODE`): on, or off for debugging")
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
@@ -121,7 +139,17 @@ to stderr.`,
 		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 			return usageErr("--log-level %q: want debug, info, warn or error", *logLevel)
 		}
-		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+		var logOut io.Writer = os.Stderr
+		if *logFile != "" {
+			lf, err := openVMMLog(*logFile)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "gvmm run: %v\n", err)
+				return exitFault
+			}
+			defer lf.Close()
+			logOut = lf
+		}
+		log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
 		cfg.Log = log
 		cfg.Console = os.Stdout
 		if *pidFile != "" {

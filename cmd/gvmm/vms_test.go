@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -218,7 +219,7 @@ func TestStartRotatesAFullVMMLog(t *testing.T) {
 	require.NoError(t, err)
 	p := dir.Paths("web1")
 	require.NoError(t, os.MkdirAll(filepath.Dir(p.VMMLog), 0o700))
-	for _, size := range []int64{console.LogLimit - 1, console.LogLimit} {
+	for _, size := range []int64{console.LogLimit / 2, console.LogLimit} {
 		f, err := os.Create(p.VMMLog)
 		require.NoError(t, err)
 		require.NoError(t, f.Truncate(size))
@@ -237,6 +238,29 @@ func TestStartRotatesAFullVMMLog(t *testing.T) {
 		old, err := os.Stat(p.VMMLog + ".1")
 		require.NoError(t, err)
 		assert.Equal(t, size, old.Size(), "the full log, moved")
+	}
+}
+
+func TestVMMLogIsBoundedWhileTheVMMRuns(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	t.Setenv(envFakeLogBytes, fmt.Sprint(3*console.LogLimit))
+	w := newWorld(t)
+	w.define("web1")
+	w.ok("start", "web1")
+	defer w.ok("destroy", "web1")
+	dir, err := state.Open(w.state)
+	require.NoError(t, err)
+	p := dir.Paths("web1")
+	cur, err := os.Stat(p.VMMLog)
+	require.NoError(t, err)
+	assert.LessOrEqual(t, cur.Size(), int64(console.LogLimit))
+	old, err := os.Stat(p.VMMLog + ".1")
+	require.NoError(t, err)
+	assert.Equal(t, int64(console.LogLimit), old.Size(), "the full log, moved")
+	ents, err := os.ReadDir(filepath.Dir(p.VMMLog))
+	require.NoError(t, err)
+	for _, e := range ents {
+		assert.NotRegexp(t, `^vmm\.log\.[2-9]`, e.Name(), "one old file is kept")
 	}
 }
 
@@ -299,7 +323,10 @@ func TestLifecycleWithAFakeVMM(t *testing.T) {
 	assert.Contains(t, out2, "web1 was paused for")
 	assert.Equal(t, []string{"pause", "resume"}, events(t, eventsFile))
 	assert.Equal(t, "running", w.list()[0].State)
-	m, err := backup.ReadManifest(dest)
+	bd, err := backup.OpenDir(dest)
+	require.NoError(t, err)
+	defer bd.Close()
+	m, err := backup.ReadManifest(bd)
 	require.NoError(t, err)
 	assert.Equal(t, sum(t, img), m.Role(backup.RoleDisk)[0].SHA256)
 
@@ -336,6 +363,49 @@ func TestLifecycleWithAFakeVMM(t *testing.T) {
 	code, _, errOut = w.gvmm("destroy", "web1")
 	assert.Equal(t, exitFault, code)
 	assert.Contains(t, errOut, "web1 is not running")
+}
+
+func TestConsoleFiltersEscapeSequences(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	const hostile = "\x1b]0;pwned\x07hi \x1b[31mred\x1b[0m\x1b[6n\x1b[?1049h"
+	for _, tt := range []struct {
+		flags []string
+		want  string
+	}{
+		{nil, "echo: " + hostile + "\n"}, // not a terminal: as it is
+		{[]string{"--raw"}, "echo: " + hostile + "\n"},
+		{[]string{"--filter"}, "echo: hi \x1b[31mred\x1b[0m\n"},
+	} {
+		t.Run(fmt.Sprint(tt.flags), func(t *testing.T) {
+			// A VM each: the console takes one client at a time.
+			w := newWorld(t)
+			w.define("web1")
+			w.ok("start", "web1")
+			defer w.ok("destroy", "web1")
+			in, inW, err := os.Pipe()
+			require.NoError(t, err)
+			defer in.Close()
+			var out, errOut lockedBuffer
+			done := make(chan int)
+			go func() {
+				env := cmdEnv{stdin: in, stdout: &out, stderr: &errOut, getenv: func(string) string { return w.state }}
+				done <- execute(env, append([]string{"console", "web1"}, tt.flags...))
+			}()
+			_, err = io.WriteString(inW, hostile+"\n")
+			require.NoError(t, err)
+			require.Eventually(t, func() bool { return strings.Contains(out.String(), "echo: ") && strings.HasSuffix(out.String(), "\n") },
+				10*time.Second, 10*time.Millisecond)
+			_, err = inW.Write([]byte{0x01, 'x'})
+			require.NoError(t, err)
+			require.Equal(t, exitOK, <-done, errOut.String())
+			inW.Close()
+			got := out.String()
+			assert.Equal(t, tt.want, got[strings.Index(got, "echo: "):])
+		})
+	}
+	code, _, errOut := newWorld(t).gvmm("console", "--raw", "--filter", "web1")
+	assert.Equal(t, exitUsage, code)
+	assert.Contains(t, errOut, "--raw and --filter exclude each other")
 }
 
 func TestStartWarnsOfMemoryOvercommit(t *testing.T) {
@@ -418,13 +488,34 @@ func TestBackupRestoreStopped(t *testing.T) {
 	// To where it was, once the VM and its images are gone.
 	w.ok("undefine", "web1")
 	require.NoError(t, os.Remove(img))
-	w.ok("restore", dest)
+	w.ok("restore", dest, "--yes")
 	assert.Equal(t, sum(t, filepath.Join(restored, "web1.img")), sum(t, img))
 	names := []string{}
 	for _, vm := range w.list() {
 		names = append(names, vm.Name)
 	}
 	assert.Equal(t, []string{"web1", "web2"}, names)
+}
+
+func TestBackupResumesAPauseWhoseAnswerTimedOut(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	t.Setenv(envFakePauseDelay, (apiTimeout + time.Second).String())
+	eventsFile := filepath.Join(t.TempDir(), "events")
+	t.Setenv(envFakeEvents, eventsFile)
+	w := newWorld(t)
+	w.define("web1")
+	w.ok("start", "web1")
+	defer w.gvmm("destroy", "web1")
+	dest := filepath.Join(w.dir, "backup")
+	code, _, errOut := w.gvmm("backup", "web1", dest)
+	assert.Equal(t, exitFault, code)
+	assert.Contains(t, errOut, "pausing web1 for a consistent copy: ")
+	assert.Contains(t, errOut, "context deadline exceeded")
+	assert.NoDirExists(t, dest)
+	assert.Equal(t, "running", w.list()[0].State, "the VMM paused it after the answer timed out, and it was resumed")
+	ev := events(t, eventsFile)
+	require.GreaterOrEqual(t, len(ev), 2, "%q", ev)
+	assert.Equal(t, []string{"pause", "resume"}, ev[:2])
 }
 
 func TestRestoreRefusesDamagedBackups(t *testing.T) {
@@ -490,7 +581,7 @@ func TestRestoreRefusesDamagedBackups(t *testing.T) {
 	assert.Equal(t, exitFault, code)
 	assert.Contains(t, errOut, "web1: a VM of that name is already defined")
 	w.ok("undefine", "web1")
-	code, _, errOut = w.gvmm("restore", dest)
+	code, _, errOut = w.gvmm("restore", dest, "--yes")
 	assert.Equal(t, exitFault, code)
 	assert.Contains(t, errOut, filepath.Join(w.imgs, "web1.img")+" exists: a restore never overwrites a file")
 	assert.Empty(t, w.list())
@@ -552,4 +643,153 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// rewriteDefinition replaces the backup's vm.json, as a forger would,
+// with its manifest entry updated to match.
+func rewriteDefinition(t *testing.T, dest string, edit func(string) string) {
+	t.Helper()
+	p := filepath.Join(dest, backup.DefinitionName)
+	data, err := os.ReadFile(p)
+	require.NoError(t, err)
+	data = []byte(edit(string(data)))
+	require.NoError(t, os.WriteFile(p, data, 0o600))
+	mp := filepath.Join(dest, backup.ManifestName)
+	var m backup.Manifest
+	mdata, err := os.ReadFile(mp)
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(mdata, &m))
+	m.Files[0].Size, m.Files[0].Data, m.Files[0].SHA256 = int64(len(data)), int64(len(data)), fmt.Sprintf("%x", sha256.Sum256(data))
+	mdata, err = json.Marshal(m)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(mp, mdata, 0o600))
+}
+
+func TestRestoreWritesOnlyWhereTheUserSaid(t *testing.T) {
+	w := newWorld(t)
+	img := w.define("web1")
+	dest := filepath.Join(w.dir, "backup")
+	w.ok("backup", "web1", dest)
+	w.ok("undefine", "web1")
+	cron := filepath.Join(w.dir, "etc", "cron.d", "x")
+	rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, img, cron) })
+
+	// The definition's paths are shown, and not written without --yes.
+	code, out, errOut := w.gvmm("restore", dest)
+	assert.Equal(t, exitUsage, code)
+	assert.Empty(t, out)
+	assert.Contains(t, errOut, "disk "+cron)
+	assert.Contains(t, errOut, "--yes")
+	assert.NoDirExists(t, filepath.Join(w.dir, "etc"), "nothing is created before the paths are confirmed")
+	assert.Empty(t, w.list())
+
+	// Confirmed, they are written.
+	w.ok("restore", dest, "--yes")
+	assert.Equal(t, sum(t, img), sum(t, cron))
+	w.ok("undefine", "web1")
+
+	// A relative path, or one with .., is never taken: it would not be
+	// what it seems.
+	for _, p := range []string{"../x.img", w.dir + "/a/../../x.img"} {
+		rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, cron, p) })
+		code, _, errOut = w.gvmm("restore", dest, "--yes")
+		assert.Equal(t, exitFault, code)
+		assert.Contains(t, errOut, fmt.Sprintf("vm.json names %q: ", p))
+		assert.Empty(t, w.list())
+		rewriteDefinition(t, dest, func(s string) string { return strings.ReplaceAll(s, p, cron) })
+	}
+}
+
+func TestRestoreNeverFollowsASymlink(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, w *world, dest string) (args []string)
+		want  string
+	}{
+		{"disk folder is a symlink", func(t *testing.T, w *world, dest string) []string {
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "elsewhere"), filepath.Join(w.dir, "restored")))
+			return []string{"--disk-dir", filepath.Join(w.dir, "restored")}
+		}, "restored/web1.img: a symlink"},
+		{"a folder above the disk folder is a symlink", func(t *testing.T, w *world, dest string) []string {
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "elsewhere"), filepath.Join(w.dir, "link")))
+			return []string{"--disk-dir", filepath.Join(w.dir, "link", "restored")}
+		}, "restored/web1.img: a symlink"},
+		{"the definition's folder is a symlink", func(t *testing.T, w *world, dest string) []string {
+			require.NoError(t, os.Rename(w.imgs, filepath.Join(w.dir, "elsewhere")))
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "elsewhere"), w.imgs))
+			return []string{"--yes"}
+		}, "images/vmlinuz: a symlink"},
+		{"the backup is a symlink", func(t *testing.T, w *world, dest string) []string {
+			require.NoError(t, os.Rename(dest, filepath.Join(w.dir, "elsewhere")))
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "elsewhere"), dest))
+			return []string{"--disk-dir", filepath.Join(w.dir, "restored")}
+		}, "backup: a symlink"},
+		{"an image in the backup is a symlink", func(t *testing.T, w *world, dest string) []string {
+			p := filepath.Join(dest, "disks", "web1.img")
+			require.NoError(t, os.Rename(p, filepath.Join(w.dir, "moved")))
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "moved"), p))
+			return []string{"--disk-dir", filepath.Join(w.dir, "restored")}
+		}, "web1.img: a symlink"},
+		{"a folder in the backup is a symlink", func(t *testing.T, w *world, dest string) []string {
+			p := filepath.Join(dest, "disks")
+			require.NoError(t, os.Rename(p, filepath.Join(w.dir, "moved")))
+			require.NoError(t, os.Symlink(filepath.Join(w.dir, "moved"), p))
+			return []string{"--disk-dir", filepath.Join(w.dir, "restored")}
+		}, "web1.img: a symlink"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t)
+			img := w.define("web1")
+			dest := filepath.Join(w.dir, "backup")
+			w.ok("backup", "web1", dest)
+			w.ok("undefine", "web1")
+			require.NoError(t, os.Remove(img))
+			args := tt.setup(t, w, dest)
+			code, out, errOut := w.gvmm(append([]string{"restore", dest}, args...)...)
+			assert.Equal(t, exitFault, code)
+			assert.Empty(t, out)
+			assert.Contains(t, errOut, tt.want)
+			assert.Empty(t, w.list())
+			assert.NoFileExists(t, filepath.Join(w.dir, "elsewhere", "web1.img"), "nothing written through the link")
+			assert.NoDirExists(t, filepath.Join(w.dir, "elsewhere", "restored"), "nothing created through the link")
+		})
+	}
+}
+
+func TestRestoreRefusesABackupOthersCouldWrite(t *testing.T) {
+	tests := []struct {
+		name string
+		path string // in the backup
+		mode os.FileMode
+		uid  int
+		want string
+	}{
+		{"group-writable folder", ".", 0o770, -1, "backup: refused: writable by its group or others (mode 770)"},
+		{"world-writable image", "disks/web1.img", 0o606, -1, "backup/disks/web1.img: refused: writable by its group or others (mode 606)"},
+		{"group-writable subfolder", "boot", 0o730, -1, "backup/boot: refused: writable by its group or others (mode 730)"},
+		{"definition of another user", "vm.json", 0o600, 65534, "backup/vm.json: refused: owned by uid 65534, neither root nor you"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.uid >= 0 && os.Geteuid() != 0 {
+				t.Fatal("changing a file's owner needs root")
+			}
+			w := newWorld(t)
+			w.define("web1")
+			dest := filepath.Join(w.dir, "backup")
+			w.ok("backup", "web1", dest)
+			p := filepath.Join(dest, tt.path)
+			require.NoError(t, os.Chmod(p, tt.mode))
+			if tt.uid >= 0 {
+				require.NoError(t, os.Chown(p, tt.uid, -1))
+			}
+			code, out, errOut := w.gvmm("restore", dest, "--name", "web2", "--disk-dir", filepath.Join(w.dir, "restored"))
+			assert.Equal(t, exitFault, code)
+			assert.Empty(t, out)
+			assert.Contains(t, errOut, filepath.Join(w.dir, tt.want))
+			assert.NoDirExists(t, filepath.Join(w.dir, "restored"))
+			assert.Len(t, w.list(), 1)
+		})
+	}
 }

@@ -5,7 +5,7 @@
 //	PUT /vm/balloon         {"size_mib": N}
 //	GET /vm/balloon/stats   BalloonStats
 //	PATCH /vm/net/{id}      RateLimit (id: the TAP's name)
-//	PUT /vm/pause
+//	PUT /vm/pause           {"lease_s": N, "renew": bool}, both optional
 //	PUT /vm/resume
 //	PUT /vm/shutdown        ACPI power button
 //	PUT /vm/stop            immediate

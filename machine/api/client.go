@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -86,6 +87,29 @@ func (c *Client) SetNetRateLimit(ctx context.Context, id string, l RateLimit) er
 // Pause stops the guest's vCPUs.
 func (c *Client) Pause(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "/vm/pause", nil, nil)
+}
+
+// PauseLease stops the guest's vCPUs for lease (whole seconds, rounded
+// up): the VMM resumes the guest then unless RenewLease or Resume came
+// first.
+func (c *Client) PauseLease(ctx context.Context, lease time.Duration) error {
+	return c.do(ctx, http.MethodPut, "/vm/pause", leaseBody{Seconds: leaseSeconds(lease)}, nil)
+}
+
+// RenewLease makes a pause made with PauseLease last lease from now; a
+// 409 Error says the pause is over (its lease ran out, or a resume ended
+// it) or had no lease.
+func (c *Client) RenewLease(ctx context.Context, lease time.Duration) error {
+	return c.do(ctx, http.MethodPut, "/vm/pause", leaseBody{Seconds: leaseSeconds(lease), Renew: true}, nil)
+}
+
+type leaseBody struct {
+	Seconds uint64 `json:"lease_s"`
+	Renew   bool   `json:"renew,omitempty"`
+}
+
+func leaseSeconds(d time.Duration) uint64 {
+	return uint64((max(d, 0) + time.Second - 1) / time.Second)
 }
 
 // Resume restarts a paused guest.

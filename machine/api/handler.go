@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,7 +28,7 @@ const MaxBodyBytes = 64 << 10
 // that answers in a format of its own has raw instead of serve.
 type endpoint struct {
 	method string
-	serve  func(h *handler, body []byte) (any, error)
+	serve  func(h *handler, ctx context.Context, body []byte) (any, error)
 	raw    func(h *handler, w http.ResponseWriter, r *http.Request) int
 }
 
@@ -35,8 +36,8 @@ var endpoints = map[string]endpoint{
 	"/vm":               {method: http.MethodGet, serve: (*handler).info},
 	"/vm/balloon":       {method: http.MethodPut, serve: (*handler).setBalloon},
 	"/vm/balloon/stats": {method: http.MethodGet, serve: (*handler).balloonStats},
-	"/vm/pause":         {method: http.MethodPut, serve: action((VM).Pause, true)},
-	"/vm/resume":        {method: http.MethodPut, serve: action((VM).Resume, true)},
+	"/vm/pause":         {method: http.MethodPut, serve: (*handler).pause},
+	"/vm/resume":        {method: http.MethodPut, serve: (*handler).resume},
 	"/vm/shutdown":      {method: http.MethodPut, serve: action((VM).Shutdown, true)},
 	// Stop is the way out of a machine stuck in another call: it does
 	// not wait for the lock.
@@ -49,6 +50,13 @@ type handler struct {
 	vm  VM
 	log *slog.Logger
 	mu  sync.Mutex // serialises the calls that change the machine
+
+	// The pause's lease, under mu: leased while a pause made with one
+	// lasts, lease its timer, leaseGen telling a timer that fired late
+	// that a renewal or a resume replaced it.
+	leased   bool
+	lease    *time.Timer
+	leaseGen uint64
 }
 
 // NewHandler returns the API's HTTP handler; Server serves it on a unix
@@ -119,7 +127,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err
 	}()
 	ep, ok := endpoints[r.URL.Path]
 	if id, isNet := strings.CutPrefix(r.URL.Path, netPrefix); isNet {
-		ep, ok = endpoint{method: http.MethodPatch, serve: func(h *handler, body []byte) (any, error) { return h.setNetRateLimit(id, body) }}, true
+		ep, ok = endpoint{method: http.MethodPatch, serve: func(h *handler, _ context.Context, body []byte) (any, error) { return h.setNetRateLimit(id, body) }}, true
 	}
 	if !ok {
 		err := &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", r.URL.Path)}
@@ -141,7 +149,7 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err
 	body, err := readBody(w, r)
 	if err == nil {
 		var v any
-		if v, err = ep.serve(h, body); err == nil {
+		if v, err = ep.serve(h, r.Context(), body); err == nil {
 			if v == nil {
 				w.WriteHeader(http.StatusNoContent)
 				return http.StatusNoContent, nil
@@ -216,14 +224,14 @@ func (s *statusRecorder) WriteHeader(status int) {
 	s.ResponseWriter.WriteHeader(status)
 }
 
-func (h *handler) info(body []byte) (any, error) {
+func (h *handler) info(_ context.Context, body []byte) (any, error) {
 	if err := decodeObject(body, nil, true); err != nil {
 		return nil, err
 	}
 	return h.vm.Info(), nil
 }
 
-func (h *handler) balloonStats(body []byte) (any, error) {
+func (h *handler) balloonStats(_ context.Context, body []byte) (any, error) {
 	if err := decodeObject(body, nil, true); err != nil {
 		return nil, err
 	}
@@ -237,7 +245,7 @@ func (h *handler) balloonStats(body []byte) (any, error) {
 	return s, nil
 }
 
-func (h *handler) setBalloon(body []byte) (any, error) {
+func (h *handler) setBalloon(_ context.Context, body []byte) (any, error) {
 	var size json.RawMessage
 	if err := decodeObject(body, map[string]*json.RawMessage{"size_mib": &size}, false); err != nil {
 		return nil, err
@@ -332,10 +340,101 @@ func parseCount(name string, raw json.RawMessage) (uint64, error) {
 	return v, nil
 }
 
+// MaxLease bounds a pause's lease.
+const MaxLease = 24 * time.Hour
+
+// pause pauses the machine; with {"lease_s": N} the pause lasts N seconds
+// unless renewed with {"lease_s": N, "renew": true} or ended by a resume,
+// so that a client that dies while the machine is paused (gvmm backup,
+// killed) does not leave it paused for good.
+func (h *handler) pause(ctx context.Context, body []byte) (any, error) {
+	var leaseRaw, renewRaw json.RawMessage
+	if err := decodeObject(body, map[string]*json.RawMessage{"lease_s": &leaseRaw, "renew": &renewRaw}, true); err != nil {
+		return nil, err
+	}
+	secs, err := parseCount("lease_s", leaseRaw)
+	if err != nil {
+		return nil, err
+	}
+	lease := time.Duration(secs) * time.Second
+	if leaseRaw != nil && (secs == 0 || lease > MaxLease) {
+		return nil, badRequest("lease_s must be from 1 to %d seconds, not %d", int(MaxLease/time.Second), secs)
+	}
+	var renew bool
+	if renewRaw != nil && json.Unmarshal(renewRaw, &renew) != nil {
+		return nil, badRequest("renew must be true or false, not %.40s", renewRaw)
+	}
+	if renew && leaseRaw == nil {
+		return nil, badRequest("renew needs lease_s")
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if renew {
+		if !h.leased {
+			return nil, &requestError{http.StatusConflict, "no pause lease to renew: the machine was resumed, or paused without one"}
+		}
+		h.startLease(lease)
+		return nil, nil
+	}
+	if err := h.vm.Pause(); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		// The client went away before it learnt of the pause: nobody
+		// would resume the machine.
+		rerr := h.vm.Resume()
+		h.log.Warn("api pause: the client went away before the answer, so the machine was resumed", "err", rerr)
+		return nil, fmt.Errorf("the client went away: %w", err)
+	}
+	if leaseRaw != nil {
+		h.startLease(lease)
+	}
+	return nil, nil
+}
+
+func (h *handler) resume(_ context.Context, body []byte) (any, error) {
+	if err := decodeObject(body, nil, true); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.vm.Resume(); err != nil {
+		return nil, err
+	}
+	h.endLease()
+	return nil, nil
+}
+
+// startLease (re)starts the pause's lease; h.mu is held.
+func (h *handler) startLease(d time.Duration) {
+	h.endLease()
+	h.leased = true
+	gen := h.leaseGen
+	h.lease = time.AfterFunc(d, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if !h.leased || h.leaseGen != gen {
+			return // renewed or resumed as it fired
+		}
+		h.endLease()
+		err := h.vm.Resume()
+		h.log.Warn("api pause: the lease ran out without a renewal, so the machine was resumed", "lease", d, "err", err)
+	})
+}
+
+// endLease drops the pause's lease, if any; h.mu is held.
+func (h *handler) endLease() {
+	if h.lease != nil {
+		h.lease.Stop()
+	}
+	h.leased, h.lease = false, nil
+	h.leaseGen++
+}
+
 // action is an endpoint that takes an empty body or {} and calls do,
 // holding the lock if serialise.
-func action(do func(VM) error, serialise bool) func(*handler, []byte) (any, error) {
-	return func(h *handler, body []byte) (any, error) {
+func action(do func(VM) error, serialise bool) func(*handler, context.Context, []byte) (any, error) {
+	return func(h *handler, _ context.Context, body []byte) (any, error) {
 		if err := decodeObject(body, nil, true); err != nil {
 			return nil, err
 		}

@@ -431,3 +431,87 @@ func TestNetRateLimit(t *testing.T) {
 		})
 	}
 }
+
+// slowPauseVM pauses once release is closed, as a machine whose disks
+// take long to quiesce.
+type slowPauseVM struct {
+	*fakeVM
+	release chan struct{}
+}
+
+func (v slowPauseVM) Pause() error { <-v.release; return v.fakeVM.Pause() }
+
+func TestPauseOfAClientThatWentAwayIsUndone(t *testing.T) {
+	vm := slowPauseVM{newFakeVM(), make(chan struct{})}
+	_, sock := startServer(t, vm)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	cl := NewClient(sock)
+	defer cl.Close()
+	assert.ErrorIs(t, cl.Pause(ctx), context.DeadlineExceeded)
+	// The server learns of the closed connection by reading it, in a
+	// moment: a real pause lasts longer than that.
+	time.Sleep(200 * time.Millisecond)
+	close(vm.release)
+	assert.Eventually(t, func() bool { return vm.Info().State == StateRunning && len(vm.Calls()) == 2 },
+		5*time.Second, 10*time.Millisecond, "nobody is left to resume it: the server does")
+	assert.Equal(t, []string{"pause", "resume"}, vm.Calls())
+}
+
+func TestPauseLease(t *testing.T) {
+	vm := newFakeVM()
+	_, sock := startServer(t, vm)
+	cl := NewClient(sock)
+	defer cl.Close()
+	ctx := context.Background()
+
+	// Not renewed, the lease runs out and the machine runs again.
+	start := time.Now()
+	require.NoError(t, cl.PauseLease(ctx, time.Second))
+	assert.Equal(t, StatePaused, vm.Info().State)
+	require.Eventually(t, func() bool { return vm.Info().State == StateRunning }, 5*time.Second, 10*time.Millisecond)
+	assert.GreaterOrEqual(t, time.Since(start), time.Second)
+	assert.Equal(t, []string{"pause", "resume"}, vm.Calls())
+
+	// Renewed, it stays paused past the first lease.
+	require.NoError(t, cl.PauseLease(ctx, time.Second))
+	for range 4 {
+		time.Sleep(400 * time.Millisecond)
+		require.NoError(t, cl.RenewLease(ctx, time.Second))
+		assert.Equal(t, StatePaused, vm.Info().State)
+	}
+	// Resumed, the lease is gone: a later pause without one stays.
+	require.NoError(t, cl.Resume(ctx))
+	var apiErr *Error
+	require.ErrorAs(t, cl.RenewLease(ctx, time.Second), &apiErr)
+	assert.Equal(t, http.StatusConflict, apiErr.StatusCode)
+	assert.Contains(t, apiErr.Message, "no pause lease to renew")
+	require.NoError(t, cl.Pause(ctx))
+	time.Sleep(1500 * time.Millisecond)
+	assert.Equal(t, StatePaused, vm.Info().State)
+	assert.Equal(t, []string{"pause", "resume", "pause", "resume", "pause"}, vm.Calls())
+	require.ErrorAs(t, cl.RenewLease(ctx, time.Second), &apiErr, "a pause without a lease is not given one")
+	assert.Equal(t, http.StatusConflict, apiErr.StatusCode)
+}
+
+func TestPauseLeaseRefusesBadValues(t *testing.T) {
+	vm := newFakeVM()
+	_, sock := startServer(t, vm)
+	for _, tc := range []struct{ body, text string }{
+		{`{"lease_s": 0}`, "lease_s must be from 1 to 86400 seconds"},
+		{`{"lease_s": 86401}`, "lease_s must be from 1 to 86400 seconds"},
+		{`{"lease_s": -1}`, "lease_s must be a whole number"},
+		{`{"lease_s": 1.5}`, "lease_s must be a whole number"},
+		{`{"lease_s": "5"}`, "lease_s must be a whole number"},
+		{`{"renew": true}`, "renew needs lease_s"},
+		{`{"lease_s": 5, "renew": 1}`, "renew must be true or false"},
+		{`{"lease": 5}`, `unknown field "lease"`},
+	} {
+		t.Run(tc.body, func(t *testing.T) {
+			a := send(t, sock, "PUT", "/vm/pause", []byte(tc.body), false)
+			assert.Equal(t, http.StatusBadRequest, a.status)
+			assert.Contains(t, errorText(t, a), tc.text)
+		})
+	}
+	assert.Empty(t, vm.Calls(), "nothing reached the machine")
+}

@@ -95,6 +95,10 @@ var childCases = map[string]func(install func() error) error{
 			if _, err := f.WriteString("output\n"); err != nil {
 				return err
 			}
+			// gvmm run's stderr follows its log.
+			if err := unix.Dup3(int(f.Fd()), 2, 0); err != nil {
+				return err
+			}
 			if err := f.Close(); err != nil {
 				return err
 			}
@@ -127,6 +131,12 @@ var childCases = map[string]func(install func() error) error{
 			unix.Exit(0) // the forked child, had the filter let it be
 		}
 		return errno
+	},
+	"dup3 onto another descriptor": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		return unix.Dup3(0, 100, 0)
 	},
 	"kill another process": func(install func() error) error {
 		if err := install(); err != nil {
@@ -198,6 +208,7 @@ func TestInstallDeniesAndReports(t *testing.T) {
 		{name: "ptrace", status: ExitStatus, syscall: "ptrace nr=101"},
 		{name: "fork", status: ExitStatus, syscall: "clone nr=56"},
 		{name: "kill another process", status: ExitStatus, syscall: "kill nr=62"},
+		{name: "dup3 onto another descriptor", status: ExitStatus, syscall: "dup3 nr=292"},
 		{name: "executable memory", status: ExitStatus, syscall: "mmap nr=9"},
 		{name: "socket from an older thread", status: ExitStatus, syscall: "socket nr=41"},
 	}

@@ -363,18 +363,15 @@ func lockShared(f *os.File) error {
 
 var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-// ReadManifest reads and checks the manifest of the backup in dir.
-func ReadManifest(dir string) (*Manifest, error) {
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
-	}
-	path := filepath.Join(dir, ManifestName)
-	f, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w: %s is not a complete backup", path, ErrMissing, dir)
+// ReadManifest reads and checks the manifest of the backup in d.
+func ReadManifest(d *Dir) (*Manifest, error) {
+	path := filepath.Join(d.Path(), ManifestName)
+	f, err := d.Open(ManifestName)
+	if errors.Is(err, ErrMissing) {
+		return nil, fmt.Errorf("%w: %s is not a complete backup", err, d.Path())
 	}
 	if err != nil {
-		return nil, fmt.Errorf("backup: %w", err)
+		return nil, err
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, maxManifestBytes+1))
@@ -445,39 +442,38 @@ func (m *Manifest) Role(role string) []File {
 	return out
 }
 
-// CheckPresent checks that every file of the backup in dir exists with
+// CheckPresent checks that every file of the backup in d exists with
 // its size, without reading it: what is cheap to find wrong first.
-func CheckPresent(dir string, m *Manifest) error {
+func CheckPresent(d *Dir, m *Manifest) error {
 	for _, f := range m.Files {
-		p := filepath.Join(dir, f.Path)
-		st, err := os.Stat(p)
+		in, err := d.Open(f.Path)
+		if err != nil {
+			return err
+		}
+		st, err := in.Stat()
+		in.Close()
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			return fmt.Errorf("%s: %w", p, ErrMissing)
 		case err != nil:
 			return fmt.Errorf("backup: %w", err)
 		case !st.Mode().IsRegular():
-			return fmt.Errorf("%s: %w: not a regular file", p, ErrCorrupt)
+			return fmt.Errorf("%s: %w: not a regular file", in.Name(), ErrCorrupt)
 		case st.Size() != f.Size:
-			return fmt.Errorf("%s: %w: %d bytes, the manifest says %d", p, ErrCorrupt, st.Size(), f.Size)
+			return fmt.Errorf("%s: %w: %d bytes, the manifest says %d", in.Name(), ErrCorrupt, st.Size(), f.Size)
 		}
 	}
 	return nil
 }
 
-// CopyOut copies the file f of the backup in dir into dst, which must be
+// CopyOut copies the file f of the backup in d into dst, which must be
 // empty, checking it against the manifest as it is read: a file changed
 // after a check cannot slip through.
-func CopyOut(ctx context.Context, dst *os.File, dir string, f File, progress func(Event)) error {
-	path := filepath.Join(dir, f.Path)
-	in, err := os.Open(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", path, ErrMissing)
-	}
+func CopyOut(ctx context.Context, dst *os.File, d *Dir, f File, progress func(Event)) error {
+	in, err := d.Open(f.Path)
 	if err != nil {
-		return fmt.Errorf("backup: %w", err)
+		return err
 	}
 	defer in.Close()
+	path := in.Name()
 	if size, err := in.Seek(0, io.SeekEnd); err != nil {
 		return fmt.Errorf("backup: %w", err)
 	} else if size != f.Size {

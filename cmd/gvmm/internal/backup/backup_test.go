@@ -127,7 +127,7 @@ func newBackup(t *testing.T) (string, *Manifest) {
 
 func TestWriteReadVerify(t *testing.T) {
 	dest, m := newBackup(t)
-	read, err := ReadManifest(dest)
+	read, err := ReadManifest(openDir(t, dest))
 	require.NoError(t, err)
 	assert.Equal(t, m, read)
 	require.Len(t, read.Role(RoleDisk), 2)
@@ -180,7 +180,7 @@ func TestVerifyRefusesDamage(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dest, m := newBackup(t)
 			tt.damage(t, dest)
-			err := CheckPresent(dest, m)
+			err := CheckPresent(openDir(t, dest), m)
 			if err == nil {
 				err = copyAllOut(t, dest, m)
 			}
@@ -199,7 +199,7 @@ func copyAllOut(t *testing.T, dir string, m *Manifest) error {
 		dst, err := os.Create(filepath.Join(out, fmt.Sprint(i)))
 		require.NoError(t, err)
 		var finished *Event
-		err = CopyOut(context.Background(), dst, dir, f, func(e Event) {
+		err = CopyOut(context.Background(), dst, openDir(t, dir), f, func(e Event) {
 			if e.Finished {
 				finished = &e
 			}
@@ -249,14 +249,14 @@ func TestReadManifestRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			require.NoError(t, os.WriteFile(filepath.Join(dest, ManifestName), []byte(tt.manifest), 0o600))
-			_, err := ReadManifest(dest)
+			_, err := ReadManifest(openDir(t, dest))
 			assert.ErrorIs(t, err, ErrManifest)
 			assert.ErrorContains(t, err, tt.want)
 			assert.ErrorContains(t, err, filepath.Join(dest, ManifestName))
 		})
 	}
 	require.NoError(t, os.Remove(filepath.Join(dest, ManifestName)))
-	_, err = ReadManifest(dest)
+	_, err = ReadManifest(openDir(t, dest))
 	assert.ErrorIs(t, err, ErrMissing)
 }
 
@@ -304,4 +304,55 @@ func TestWriteStopsWhenCancelled(t *testing.T) {
 		Options{BeforeDisks: func() error { return nil }, AfterDisks: func() error { resumed = true; return nil }})
 	assert.ErrorIs(t, err, os.ErrNotExist)
 	assert.True(t, resumed)
+}
+
+// openDir opens a backup folder for the test's duration.
+func openDir(t *testing.T, path string) *Dir {
+	t.Helper()
+	d, err := OpenDir(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func TestDirRefusesSymlinksAndWritableFiles(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup func(t *testing.T, dest string)
+		want  error
+		msg   string
+	}{
+		{"file is a symlink", func(t *testing.T, dest string) {
+			require.NoError(t, os.Rename(filepath.Join(dest, "disks/web1.img"), filepath.Join(dest, "moved")))
+			require.NoError(t, os.Symlink("../moved", filepath.Join(dest, "disks/web1.img")))
+		}, ErrSymlink, "disks/web1.img: a symlink"},
+		{"folder is a symlink", func(t *testing.T, dest string) {
+			require.NoError(t, os.Rename(filepath.Join(dest, "disks"), filepath.Join(dest, "moved")))
+			require.NoError(t, os.Symlink("moved", filepath.Join(dest, "disks")))
+		}, ErrSymlink, "disks/web1.img: a symlink"},
+		{"group-writable file", func(t *testing.T, dest string) {
+			require.NoError(t, os.Chmod(filepath.Join(dest, "disks/web1.img"), 0o660))
+		}, ErrUnsafe, "disks/web1.img: refused: writable by its group or others (mode 660)"},
+		{"world-writable folder", func(t *testing.T, dest string) {
+			require.NoError(t, os.Chmod(filepath.Join(dest, "disks"), 0o703))
+		}, ErrUnsafe, "disks: refused: writable by its group or others (mode 703)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dest, m := newBackup(t)
+			tt.setup(t, dest)
+			err := CheckPresent(openDir(t, dest), m)
+			assert.ErrorIs(t, err, tt.want)
+			assert.ErrorContains(t, err, filepath.Join(dest, tt.msg))
+		})
+	}
+
+	dest, _ := newBackup(t)
+	link := filepath.Join(t.TempDir(), "link")
+	require.NoError(t, os.Symlink(dest, link))
+	_, err := OpenDir(link)
+	assert.ErrorIs(t, err, ErrSymlink)
+	require.NoError(t, os.Chmod(dest, 0o770))
+	_, err = OpenDir(dest)
+	assert.ErrorIs(t, err, ErrUnsafe)
 }

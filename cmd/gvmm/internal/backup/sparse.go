@@ -154,6 +154,11 @@ func HashFile(ctx context.Context, path string, progress func(int64)) (Copied, e
 		return Copied{}, err
 	}
 	defer f.Close()
+	return Hash(ctx, f, progress)
+}
+
+// Hash hashes the open file f, reading only its data extents.
+func Hash(ctx context.Context, f *os.File, progress func(int64)) (Copied, error) {
 	size, err := f.Seek(0, io.SeekEnd) // also sizes block devices
 	if err != nil {
 		return Copied{}, err

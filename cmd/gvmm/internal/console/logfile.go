@@ -56,6 +56,42 @@ func createLog(path string) (io.WriteCloser, error) {
 	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 }
 
+// AppendLog opens the log at path to add to what it holds, as a log kept
+// across runs, rotated at limit bytes like a console log: a file already
+// past its limit is rotated at the first write. onOpen, if not nil, is
+// given each file the log opens, before it is written to (gvmm run points
+// its stderr there, so that a crash's trace lands in the current file).
+func AppendLog(path string, limit int64, log *slog.Logger, onOpen func(*os.File) error) (*LogFile, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("log %s: limit %d is not positive", path, limit)
+	}
+	create := func(path string) (io.WriteCloser, error) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, err
+		}
+		if onOpen != nil {
+			if err := onOpen(f); err != nil {
+				f.Close()
+				return nil, err
+			}
+		}
+		return f, nil
+	}
+	l := &LogFile{path: path, limit: limit, log: log, create: create, now: time.Now}
+	w, err := create(path)
+	if err != nil {
+		return nil, fmt.Errorf("log: %w", err)
+	}
+	f := w.(*os.File)
+	if l.size, err = f.Seek(0, io.SeekEnd); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("log: %w", err)
+	}
+	l.f = f
+	return l, nil
+}
+
 // Write appends p, rotating first when p would take the file past its
 // limit; it always reports len(p) written.
 func (l *LogFile) Write(p []byte) (int, error) {

@@ -153,3 +153,50 @@ func TestOpenLogRefusesANonPositiveLimit(t *testing.T) {
 	_, err := OpenLog(filepath.Join(t.TempDir(), "console.log"), 0, slog.New(slog.DiscardHandler))
 	assert.ErrorContains(t, err, "not positive")
 }
+
+func TestAppendLogAddsAndRotates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "vmm.log")
+	require.NoError(t, os.WriteFile(path, []byte("earlier run\n"), 0o600))
+	var opened []string
+	l, err := AppendLog(path, 21, slog.New(slog.DiscardHandler), func(f *os.File) error {
+		opened = append(opened, f.Name())
+		return nil
+	})
+	require.NoError(t, err)
+	_, err = l.Write([]byte("this run\n"))
+	require.NoError(t, err)
+	got, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "earlier run\nthis run\n", string(got), "added to, not emptied")
+	assert.NoFileExists(t, path+".1")
+
+	// Full, the file moves to .1 and a new one starts, opened
+	// through the hook again.
+	_, err = l.Write([]byte("and more\n"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	old, err := os.ReadFile(path + ".1")
+	require.NoError(t, err)
+	assert.Equal(t, "earlier run\nthis run\n", string(old))
+	got, err = os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "and more\n", string(got))
+	assert.Equal(t, []string{path, path}, opened)
+
+	// A file already past its limit is rotated at the first write.
+	require.NoError(t, os.WriteFile(path, bytes.Repeat([]byte("x"), 30), 0o600))
+	l, err = AppendLog(path, 20, slog.New(slog.DiscardHandler), nil)
+	require.NoError(t, err)
+	_, err = l.Write([]byte("new\n"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	got, err = os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, "new\n", string(got))
+	old, err = os.ReadFile(path + ".1")
+	require.NoError(t, err)
+	assert.Len(t, old, 30)
+
+	_, err = AppendLog(path, 0, slog.New(slog.DiscardHandler), nil)
+	assert.ErrorContains(t, err, "limit 0 is not positive")
+}
