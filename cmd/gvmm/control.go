@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 	vnet "github.com/gvmm-dev/gvmm/virtio/net"
@@ -84,8 +85,8 @@ func (c control) SetNetRateLimit(id string, l api.RateLimit) error {
 				return old
 			}
 			return vnet.Limit{
-				Bytes:   vnet.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
-				Packets: vnet.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
+				Bytes:   ratelimit.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
+				Packets: ratelimit.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
 			}
 		}
 		return apiError(c.m.SetNetLimits(id, vnet.Limits{RX: conv(l.RX, n.Limits.RX), TX: conv(l.TX, n.Limits.TX)}))
