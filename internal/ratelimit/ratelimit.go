@@ -7,6 +7,7 @@ package ratelimit
 import (
 	"context"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,24 +31,26 @@ func (b Bucket) Size() uint64 {
 	return b.Rate
 }
 
-// Limiter is a pair of buckets, bytes and operations. It is a handle:
-// copies share the buckets and the counters. golang.org/x/time/rate is
-// safe for concurrent use, so Set may change it while a queue runs.
+// Limiter is a pair of buckets, bytes and operations. Set may change it
+// while a queue runs.
 type Limiter struct {
+	// mu makes Take's and Set's changes to a bucket's size atomic.
+	mu         sync.Mutex
 	bytes, ops *rate.Limiter
 	// waits and waitedNS count the operations held for tokens and how
 	// long, for the metrics.
-	waits, waitedNS *atomic.Uint64
+	waits, waitedNS atomic.Uint64
 }
 
 // New returns a Limiter that does not limit until Set.
-func New() Limiter {
-	return Limiter{bytes: rate.NewLimiter(rate.Inf, 0), ops: rate.NewLimiter(rate.Inf, 0),
-		waits: new(atomic.Uint64), waitedNS: new(atomic.Uint64)}
+func New() *Limiter {
+	return &Limiter{bytes: rate.NewLimiter(rate.Inf, 0), ops: rate.NewLimiter(rate.Inf, 0)}
 }
 
 // Set replaces both buckets; a zero Rate lifts that bucket's limit.
-func (l Limiter) Set(bytes, ops Bucket) {
+func (l *Limiter) Set(bytes, ops Bucket) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	for _, p := range []struct {
 		r *rate.Limiter
 		b Bucket
@@ -63,13 +66,16 @@ func (l Limiter) Set(bytes, ops Bucket) {
 
 // Take spends the tokens of one operation of n bytes and returns how long
 // the caller must wait before it may go: the buckets may go into debt,
-// never spun on. An operation larger than the byte bucket takes all of it.
+// never spun on. An operation larger than the byte bucket empties it and
+// leaves the rest as debt, as Firecracker's over-consumption does.
 // Without limits it does not read the clock, which costs a system call
 // where the clock source has no vDSO.
-func (l Limiter) Take(n int) time.Duration {
+func (l *Limiter) Take(n int) time.Duration {
 	if l.bytes.Limit() == rate.Inf && l.ops.Limit() == rate.Inf {
 		return 0
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	now := time.Now()
 	var d time.Duration
 	for _, p := range []struct {
@@ -79,7 +85,16 @@ func (l Limiter) Take(n int) time.Duration {
 		if p.r.Limit() == rate.Inf {
 			continue
 		}
-		r := p.r.ReserveN(now, min(p.n, p.r.Burst()))
+		// rate.Limiter refuses more than its burst at once: let the
+		// bucket hold n for the reservation, which leaves it in debt.
+		burst := p.r.Burst()
+		if p.n > burst {
+			p.r.SetBurstAt(now, p.n)
+		}
+		r := p.r.ReserveN(now, p.n)
+		if p.n > burst {
+			p.r.SetBurstAt(now, burst)
+		}
 		if r.OK() {
 			d = max(d, r.DelayFrom(now))
 		}
@@ -93,7 +108,7 @@ func (l Limiter) Take(n int) time.Duration {
 
 // Throttled returns how many operations had to wait for tokens and how
 // long they waited in all.
-func (l Limiter) Throttled() (ops uint64, waited time.Duration) {
+func (l *Limiter) Throttled() (ops uint64, waited time.Duration) {
 	return l.waits.Load(), time.Duration(l.waitedNS.Load())
 }
 

@@ -20,7 +20,7 @@ func TestTake(t *testing.T) {
 		{"no limit", Bucket{}, Bucket{}, []int{1 << 30, 1 << 30}, 0, 0, 0},
 		{"within the burst", Bucket{Rate: 1000}, Bucket{}, []int{400, 600}, 0, 0, 0},
 		{"bytes in debt", Bucket{Rate: 1000}, Bucket{}, []int{1000, 500}, 400 * time.Millisecond, 500 * time.Millisecond, 1},
-		{"larger than the burst takes it all", Bucket{Rate: 1000, Burst: 100}, Bucket{}, []int{1 << 20, 100}, 50 * time.Millisecond, 100 * time.Millisecond, 1},
+		{"larger than the burst goes into debt", Bucket{Rate: 1000, Burst: 100}, Bucket{}, []int{1100, 100}, 1050 * time.Millisecond, 1100 * time.Millisecond, 2},
 		{"ops", Bucket{}, Bucket{Rate: 10, Burst: 2}, []int{0, 0, 0}, 50 * time.Millisecond, 100 * time.Millisecond, 1},
 		{"the longer of both waits", Bucket{Rate: 1000}, Bucket{Rate: 1, Burst: 1}, []int{10, 10}, 900 * time.Millisecond, time.Second, 1},
 	}

@@ -24,7 +24,7 @@ func (d *Device) CollectMetrics(s metrics.Sink) {
 	s.Counter("gvmm_net_dropped_packets_total", droppedHelp, float64(st.RxDropped), rx)
 	for _, l := range []struct {
 		dir metrics.Label
-		lim ratelimit.Limiter
+		lim *ratelimit.Limiter
 	}{{tx, d.txLimit}, {rx, d.rxLimit}} {
 		throttled, waited := l.lim.Throttled()
 		s.Counter("gvmm_net_throttled_packets_total", throttledHelp, float64(throttled), l.dir)

@@ -111,7 +111,7 @@ type Device struct {
 	log  *slog.Logger
 	glog *ratelog.Logger
 
-	rxLimit, txLimit ratelimit.Limiter
+	rxLimit, txLimit *ratelimit.Limiter
 	limitsMu         sync.Mutex
 	limits           Limits
 	// rxWake and txWake tell a queue waiting for tokens that the
