@@ -11,11 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
@@ -80,6 +82,7 @@ var ErrReadOnly = errors.New("write to a read-only disk")
 type Options struct {
 	ReadOnly bool
 	Serial   string // returned by GET_ID, at most 20 bytes
+	Limit    Limit
 	Log      *slog.Logger
 }
 
@@ -103,6 +106,13 @@ type Disk struct {
 	// QEMU's do, so that the guest never hears its data is safe again.
 	syncErr atomic.Pointer[error]
 	stats   stats
+
+	limiter *ratelimit.Limiter
+	limitMu sync.Mutex
+	limit   Limit
+	// limitWake tells a request waiting for tokens that the limit
+	// changed.
+	limitWake chan struct{}
 
 	// Set by Activate before the workers start and cleared by Reset
 	// after they stopped (the virtio.Device contract), so unguarded.
@@ -132,7 +142,7 @@ func Open(path string, opts Options) (*Disk, error) {
 		return nil, fmt.Errorf("open disk image: %w", err)
 	}
 	d := &Disk{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, log: log.With("disk", path),
-		datasync: unix.Fdatasync, fallocate: unix.Fallocate}
+		datasync: unix.Fdatasync, fallocate: unix.Fallocate, limiter: ratelimit.New(), limitWake: make(chan struct{}, 1)}
 	d.glog = ratelog.New(d.log)
 	d.gate.idle.L = &d.gate.mu
 	if err := unix.Flock(d.fd, lock|unix.LOCK_NB); err != nil {
@@ -154,6 +164,7 @@ func Open(path string, opts Options) (*Disk, error) {
 	d.capacity = uint64(size) / SectorSize
 	copy(d.serial[:], opts.Serial)
 	d.fillConfig()
+	d.SetLimit(opts.Limit)
 	return d, nil
 }
 
@@ -219,31 +230,23 @@ func (d *Disk) Reset() {
 func (d *Disk) Process(ctx context.Context, idx int) error {
 	q := d.queues[idx]
 	var c queue.Chain
-	for ctx.Err() == nil && d.gate.enter(ctx) {
-		done, err := d.next(ctx, q, &c)
-		d.gate.leave()
-		if done || err != nil {
+	for ctx.Err() == nil {
+		ok, err := q.Pop(&c)
+		if err != nil || !ok {
+			return err
+		}
+		n, err := d.handle(ctx, &c)
+		if err != nil {
+			return nil // a reset: the chain goes with the ring
+		}
+		if err := q.Push(c.Head, n); err != nil {
+			return err
+		}
+		if err := q.SignalUsed(); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// next completes the next available request, if any; done reports an
-// empty queue or a request abandoned because ctx ended.
-func (d *Disk) next(ctx context.Context, q *queue.Queue, c *queue.Chain) (done bool, err error) {
-	ok, err := q.Pop(c)
-	if err != nil || !ok {
-		return true, err
-	}
-	n, err := d.handle(ctx, c)
-	if err != nil {
-		return true, nil // a reset: the chain goes with the ring
-	}
-	if err := q.Push(c.Head, n); err != nil {
-		return true, err
-	}
-	return false, q.SignalUsed()
 }
 
 // handle executes one request and writes its status; it returns the
@@ -260,7 +263,7 @@ func (d *Disk) handle(ctx context.Context, c *queue.Chain) (uint32, error) {
 	var n uint32
 	var moved uint64
 	if err == nil {
-		n, moved, err = d.execute(ctx, req)
+		n, moved, err = d.run(ctx, req)
 	}
 	if ctx.Err() != nil {
 		return 0, ctx.Err()
@@ -280,6 +283,17 @@ func (d *Disk) handle(ctx context.Context, c *queue.Chain) (uint32, error) {
 		return n, nil
 	}
 	return n + 1, nil
+}
+
+// run executes a parsed request once the rate limit allows it and the
+// disk is not quiesced: a request waiting for tokens holds up no Quiesce.
+func (d *Disk) run(ctx context.Context, req Request) (written uint32, moved uint64, err error) {
+	d.throttle(ctx, req)
+	if !d.gate.enter(ctx) {
+		return 0, 0, ctx.Err()
+	}
+	defer d.gate.leave()
+	return d.execute(ctx, req)
 }
 
 // execute performs a parsed request and returns the bytes it wrote into
