@@ -28,6 +28,18 @@ func (m *Machine) Disks() []DiskInfo {
 	return out
 }
 
+// DiskLimit returns the rate limit in force on disk id, named as for
+// SetDiskLimit.
+func (m *Machine) DiskLimit(id string) (blk.Limit, error) {
+	m.pauseMu.Lock()
+	defer m.pauseMu.Unlock()
+	i, err := m.diskIndex(id)
+	if err != nil {
+		return blk.Limit{}, err
+	}
+	return m.disks[i].Limit(), nil
+}
+
 // SetDiskLimit changes the rate limit of disk id at once. The id is the
 // disk's index in Config.Disks ("0", "1", ...), or its serial if no
 // other disk has it, as a Firecracker drive is named by its drive_id.

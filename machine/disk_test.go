@@ -61,6 +61,12 @@ func TestSetDiskLimit(t *testing.T) {
 			} else {
 				assert.NoError(t, err)
 			}
+			got, err := m.DiskLimit(tt.id)
+			if tt.want < 0 {
+				assert.ErrorIs(t, err, ErrNoDisk)
+			} else {
+				assert.Equal(t, lim, got)
+			}
 			for i, d := range m.Disks() {
 				if i == tt.want {
 					assert.Equal(t, lim, d.Limit, "disk %d", i)
