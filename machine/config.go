@@ -8,6 +8,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/gvmm-dev/gvmm/virtio/blk"
 )
 
 // DefaultCmdline brings up the serial console and makes the kernel reboot
@@ -87,6 +89,8 @@ type Disk struct {
 	ReadOnly bool
 	// Serial is what the guest reads as the disk's ID (at most 20 bytes).
 	Serial string
+	// Limit bounds the disk's rates; zero values do not limit.
+	Limit blk.Limit
 }
 
 // maxDisks bounds the PCI slots disks take.

@@ -44,8 +44,9 @@ func (m *Machine) Uptime() time.Duration {
 }
 
 // Pause stops every vCPU outside the guest until Resume, then quiesces
-// the disks: the request in progress completes, no other starts, and the
-// images are synced. A copy of the images is then consistent, as after a
+// the disks: the request in progress completes (a discard or write-zeroes
+// pauses between chunks instead), no other starts, and the images are
+// synced. A copy of the images is then consistent, as after a
 // crash at that instant (QEMU's stop drains and flushes alike).
 func (m *Machine) Pause() error {
 	m.pauseMu.Lock()

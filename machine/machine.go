@@ -182,7 +182,7 @@ func (m *Machine) closeConsole() {
 
 func (m *Machine) openDisks() error {
 	for _, d := range m.cfg.Disks {
-		disk, err := blk.Open(d.Path, blk.Options{ReadOnly: d.ReadOnly, Serial: d.Serial, Log: m.log})
+		disk, err := blk.Open(d.Path, blk.Options{ReadOnly: d.ReadOnly, Serial: d.Serial, Limit: d.Limit, Log: m.log})
 		if err != nil {
 			return fmt.Errorf("machine: disk %s: %w", d.Path, err)
 		}

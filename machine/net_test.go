@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 )
 
@@ -36,7 +37,7 @@ func TestNetsValidation(t *testing.T) {
 		{"tap", []Net{{Tap: "tap0"}}, ""},
 		{"file", []Net{{File: f}}, ""},
 		{"tap and mac and limits", []Net{{Tap: "tap0", MAC: mac("52:54:00:00:00:01"),
-			Limits: vnet.Limits{TX: vnet.Limit{Packets: vnet.Bucket{Rate: 100}}}}}, ""},
+			Limits: vnet.Limits{TX: vnet.Limit{Packets: ratelimit.Bucket{Rate: 100}}}}}, ""},
 		{"neither", []Net{{}}, "Nets[0]"},
 		{"both", []Net{{Tap: "tap0", File: f}}, "Nets[0]"},
 		{"long name", []Net{{Tap: "a-very-long-tap-name"}}, "Nets[0].Tap"},
@@ -44,7 +45,7 @@ func TestNetsValidation(t *testing.T) {
 		{"multicast", []Net{{Tap: "tap0", MAC: mac("01:00:5e:00:00:01")}}, "Nets[0].MAC"},
 		{"zero", []Net{{Tap: "tap0", MAC: mac("00:00:00:00:00:00")}}, "Nets[0].MAC"},
 		{"eight bytes", []Net{{Tap: "tap0", MAC: mac("02:00:00:00:00:00:00:01")}}, "Nets[0].MAC"},
-		{"burst below a frame", []Net{{Tap: "tap0", Limits: vnet.Limits{RX: vnet.Limit{Bytes: vnet.Bucket{Rate: 1000}}}}}, "Nets[0].Limits"},
+		{"burst below a frame", []Net{{Tap: "tap0", Limits: vnet.Limits{RX: vnet.Limit{Bytes: ratelimit.Bucket{Rate: 1000}}}}}, "Nets[0].Limits"},
 		{"too many", make([]Net, maxNets+1), "Nets"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

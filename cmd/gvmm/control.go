@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 	vnet "github.com/gvmm-dev/gvmm/virtio/net"
@@ -47,6 +48,12 @@ func (c control) Info() api.Info {
 	if target, actual, ok := c.m.Balloon(); ok {
 		info.Balloon = &api.BalloonInfo{RequestedMiB: target / api.MiB, ActualMiB: actual / api.MiB}
 	}
+	for i, d := range c.m.Disks() {
+		info.Disks = append(info.Disks, api.DiskInfo{
+			ID: strconv.Itoa(i), Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial,
+			RateLimit: api.DiskRateLimit{Bytes: apiBucket(d.Limit.Bytes), Ops: apiBucket(d.Limit.Ops)},
+		})
+	}
 	for _, s := range cfg.Shares {
 		info.Shares = append(info.Shares, api.ShareInfo{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
 	}
@@ -62,6 +69,8 @@ func (c control) Info() api.Info {
 	}
 	return info
 }
+
+func apiBucket(b ratelimit.Bucket) *api.Bucket { return &api.Bucket{Rate: b.Rate, Burst: b.Burst} }
 
 func apiRateLimit(l vnet.Limits) api.RateLimit {
 	conv := func(l vnet.Limit) *api.Limit {
@@ -84,13 +93,30 @@ func (c control) SetNetRateLimit(id string, l api.RateLimit) error {
 				return old
 			}
 			return vnet.Limit{
-				Bytes:   vnet.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
-				Packets: vnet.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
+				Bytes:   ratelimit.Bucket{Rate: l.Bytes.Rate, Burst: l.Bytes.Burst},
+				Packets: ratelimit.Bucket{Rate: l.Packets.Rate, Burst: l.Packets.Burst},
 			}
 		}
 		return apiError(c.m.SetNetLimits(id, vnet.Limits{RX: conv(l.RX, n.Limits.RX), TX: conv(l.TX, n.Limits.TX)}))
 	}
 	return fmt.Errorf("%w: %s", api.ErrNotFound, id)
+}
+
+// SetDiskRateLimit replaces the buckets l gives.
+func (c control) SetDiskRateLimit(id string, l api.DiskRateLimit) error {
+	lim, err := c.m.DiskLimit(id)
+	if err != nil {
+		return apiError(err)
+	}
+	for _, b := range []struct {
+		from *api.Bucket
+		to   *ratelimit.Bucket
+	}{{l.Bytes, &lim.Bytes}, {l.Ops, &lim.Ops}} {
+		if b.from != nil {
+			*b.to = ratelimit.Bucket{Rate: b.from.Rate, Burst: b.from.Burst}
+		}
+	}
+	return apiError(c.m.SetDiskLimit(id, lim))
 }
 
 func (c control) SetBalloon(bytes uint64) error { return apiError(c.m.SetBalloon(bytes)) }
@@ -117,7 +143,7 @@ func apiError(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case errors.Is(err, machine.ErrNoNet):
+	case errors.Is(err, machine.ErrNoNet), errors.Is(err, machine.ErrNoDisk):
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, machine.ErrNoBalloon):
 		return fmt.Errorf("%w: %w", api.ErrNoBalloon, err)

@@ -123,7 +123,8 @@ func (v *ctlVM) SetBalloon(b uint64) error {
 	return nil
 }
 
-func (v *ctlVM) SetNetRateLimit(string, api.RateLimit) error { return api.ErrNotFound }
+func (v *ctlVM) SetNetRateLimit(string, api.RateLimit) error      { return api.ErrNotFound }
+func (v *ctlVM) SetDiskRateLimit(string, api.DiskRateLimit) error { return api.ErrNotFound }
 
 func (v *ctlVM) BalloonStats() (api.BalloonStats, error) {
 	return api.BalloonStats{Stats: map[string]uint64{"free_memory": 5}, HostRSSBytes: 7}, nil

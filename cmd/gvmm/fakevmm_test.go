@@ -180,7 +180,8 @@ func (g *fakeGuest) Info() api.Info {
 
 func (g *fakeGuest) SetBalloon(uint64) error { return nil }
 
-func (g *fakeGuest) SetNetRateLimit(string, api.RateLimit) error { return api.ErrNotFound }
+func (g *fakeGuest) SetNetRateLimit(string, api.RateLimit) error      { return api.ErrNotFound }
+func (g *fakeGuest) SetDiskRateLimit(string, api.DiskRateLimit) error { return api.ErrNotFound }
 
 func (g *fakeGuest) BalloonStats() (api.BalloonStats, error) { return api.BalloonStats{}, nil }
 

@@ -5,6 +5,7 @@
 //	PUT /vm/balloon         {"size_mib": N}
 //	GET /vm/balloon/stats   BalloonStats
 //	PATCH /vm/net/{id}      RateLimit (id: the TAP's name)
+//	PATCH /vm/disk/{id}     DiskRateLimit (id: the disk's index or serial)
 //	PUT /vm/pause           {"lease_s": N, "renew": bool}, both optional
 //	PUT /vm/resume
 //	PUT /vm/shutdown        ACPI power button
@@ -46,6 +47,10 @@ type VM interface {
 	// the TAP id; a direction l leaves nil keeps its limits.
 	// ErrNotFound if there is no such device.
 	SetNetRateLimit(id string, l RateLimit) error
+	// SetDiskRateLimit changes the rate limit of disk id, its index or
+	// its serial; a bucket l leaves nil keeps its limit. ErrNotFound if
+	// there is no such disk.
+	SetDiskRateLimit(id string, l DiskRateLimit) error
 	// Pause stops the vCPUs and quiesces the disks (nothing in flight,
 	// images synced); ErrConflict if already paused.
 	Pause() error
@@ -73,10 +78,28 @@ type Info struct {
 	VCPUs         int          `json:"vcpus"`
 	MemoryMiB     uint64       `json:"memory_mib"`
 	Balloon       *BalloonInfo `json:"balloon,omitempty"` // nil without a balloon device
+	Disks         []DiskInfo   `json:"disks,omitempty"`
 	Shares        []ShareInfo  `json:"shares,omitempty"`
 	Vsock         *VsockInfo   `json:"vsock,omitempty"` // nil without a vsock device
 	Nets          []NetInfo    `json:"nets,omitempty"`
 	UptimeSeconds float64      `json:"uptime_s"`
+}
+
+// DiskInfo describes a disk.
+type DiskInfo struct {
+	ID        string        `json:"id"` // the index among the disks, "0", "1", ...
+	Path      string        `json:"path"`
+	ReadOnly  bool          `json:"readonly,omitempty"`
+	Serial    string        `json:"serial,omitempty"`
+	RateLimit DiskRateLimit `json:"rate_limit"`
+}
+
+// DiskRateLimit is a disk's token buckets, the body of PATCH
+// /vm/disk/{id}: a request needs one token of Ops and one of Bytes for
+// each byte it reads or writes.
+type DiskRateLimit struct {
+	Bytes *Bucket `json:"bytes,omitempty"`
+	Ops   *Bucket `json:"ops,omitempty"`
 }
 
 // ShareInfo is a host folder served to the guest over virtio-9p.

@@ -84,6 +84,12 @@ func (c *Client) SetNetRateLimit(ctx context.Context, id string, l RateLimit) er
 	return c.do(ctx, http.MethodPatch, netPrefix+url.PathEscape(id), l, nil)
 }
 
+// SetDiskRateLimit changes the rate limit of disk id, its index or its
+// serial.
+func (c *Client) SetDiskRateLimit(ctx context.Context, id string, l DiskRateLimit) error {
+	return c.do(ctx, http.MethodPatch, diskPrefix+url.PathEscape(id), l, nil)
+}
+
 // Pause stops the guest's vCPUs.
 func (c *Client) Pause(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "/vm/pause", nil, nil)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 )
 
 func TestClientRoundTrip(t *testing.T) {
-	f := newFakeVM().withNet("tap0")
+	f := newFakeVM().withNet("tap0").withDisks(1)
 	_, sock := startServer(t, f)
 	c := NewClient(sock)
 	defer c.Close()
@@ -31,6 +32,15 @@ func TestClientRoundTrip(t *testing.T) {
 	require.Len(t, info.Nets, 1)
 	assert.Equal(t, RateLimit{TX: &Limit{Packets: Bucket{Rate: 10}}}, info.Nets[0].RateLimit)
 
+	require.NoError(t, c.SetDiskRateLimit(ctx, "disk0", DiskRateLimit{Ops: &Bucket{Rate: 500, Burst: 50}}))
+	var apiErr *Error
+	require.ErrorAs(t, c.SetDiskRateLimit(ctx, "7", DiskRateLimit{}), &apiErr)
+	assert.Equal(t, http.StatusNotFound, apiErr.StatusCode)
+	info, err = c.Info(ctx)
+	require.NoError(t, err)
+	require.Len(t, info.Disks, 1)
+	assert.Equal(t, DiskRateLimit{Ops: &Bucket{Rate: 500, Burst: 50}}, info.Disks[0].RateLimit)
+
 	stats, err := c.BalloonStats(ctx)
 	require.NoError(t, err)
 	want, _ := f.BalloonStats()
@@ -42,7 +52,7 @@ func TestClientRoundTrip(t *testing.T) {
 	require.NoError(t, c.Resume(ctx))
 	require.NoError(t, c.Shutdown(ctx))
 	require.NoError(t, c.Stop(ctx))
-	assert.Equal(t, []string{"balloon", "net tap0", "stats", "stats", "pause", "resume", "shutdown", "stop"}, f.Calls())
+	assert.Equal(t, []string{"balloon", "net tap0", "disk disk0", "disk 7", "stats", "stats", "pause", "resume", "shutdown", "stop"}, f.Calls())
 }
 
 func TestClientErrorsCarryStatusAndMessage(t *testing.T) {

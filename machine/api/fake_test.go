@@ -1,6 +1,7 @@
 package api
 
 import (
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ type fakeVM struct {
 	noBalloon bool
 	balloon   uint64 // bytes requested
 	nets      map[string]RateLimit
+	disks     []DiskRateLimit // by index; disk i has serial "disk<i>"
 	calls     []string
 	err       error
 	reg       *prometheus.Registry
@@ -31,6 +33,12 @@ func newFakeVM() *fakeVM { return &fakeVM{state: StateRunning, memMiB: 512} }
 // withNet gives the fake a network device on TAP id.
 func (f *fakeVM) withNet(id string) *fakeVM {
 	f.nets = map[string]RateLimit{id: {}}
+	return f
+}
+
+// withDisks gives the fake n disks.
+func (f *fakeVM) withDisks(n int) *fakeVM {
+	f.disks = make([]DiskRateLimit, n)
 	return f
 }
 
@@ -54,6 +62,9 @@ func (f *fakeVM) Info() Info {
 	}
 	for id, l := range f.nets {
 		i.Nets = append(i.Nets, NetInfo{ID: id, MAC: "52:54:00:00:00:01", RateLimit: l, RxBytes: 1})
+	}
+	for n, l := range f.disks {
+		i.Disks = append(i.Disks, DiskInfo{ID: strconv.Itoa(n), Path: "/img/" + strconv.Itoa(n), Serial: "disk" + strconv.Itoa(n), RateLimit: l})
 	}
 	return i
 }
@@ -105,6 +116,27 @@ func (f *fakeVM) SetNetRateLimit(id string, l RateLimit) error {
 	}
 	f.nets[id] = old
 	return nil
+}
+
+func (f *fakeVM) SetDiskRateLimit(id string, l DiskRateLimit) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("disk " + id); err != nil {
+		return err
+	}
+	for n := range f.disks {
+		if id != strconv.Itoa(n) && id != "disk"+strconv.Itoa(n) {
+			continue
+		}
+		if l.Bytes != nil {
+			f.disks[n].Bytes = l.Bytes
+		}
+		if l.Ops != nil {
+			f.disks[n].Ops = l.Ops
+		}
+		return nil
+	}
+	return ErrNotFound
 }
 
 // transition moves from one state to another, or fails as a Machine would.

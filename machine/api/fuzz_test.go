@@ -37,13 +37,16 @@ func FuzzHandler(f *testing.F) {
 		{"GET", "/metrics", "ignored"},
 		{"POST", "/vm/stop", ""},
 		{"GET", "/nope", "\xff"},
+		{"PATCH", "/vm/disk/0", `{"bytes": {"rate": 1048576, "burst": 4096}, "ops": {"rate": 10}}`},
+		{"PATCH", "/vm/disk/disk1", `{"ops": {"rate": -1}}`},
+		{"PATCH", "/vm/disk/9", `{}`},
 	} {
 		for state := range uint8(4) {
 			f.Add(s.method, s.path, []byte(s.body), state)
 		}
 	}
 	f.Fuzz(func(t *testing.T, method, path string, body []byte, state uint8) {
-		vm := newFakeVM()
+		vm := newFakeVM().withDisks(2)
 		vm.state = []string{StateRunning, StatePaused, StateStopped, StateRunning}[state%4]
 		vm.noBalloon = state&4 != 0
 		req := httptest.NewRequest(http.MethodGet, "/", bytes.NewReader(body))

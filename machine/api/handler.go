@@ -32,6 +32,13 @@ type endpoint struct {
 	raw    func(h *handler, w http.ResponseWriter, r *http.Request) int
 }
 
+// devicePatches change one device among several, named by the id after
+// the prefix.
+var devicePatches = map[string]func(h *handler, id string, body []byte) (any, error){
+	netPrefix:  (*handler).setNetRateLimit,
+	diskPrefix: (*handler).setDiskRateLimit,
+}
+
 var endpoints = map[string]endpoint{
 	"/vm":               {method: http.MethodGet, serve: (*handler).info},
 	"/vm/balloon":       {method: http.MethodPut, serve: (*handler).setBalloon},
@@ -126,8 +133,10 @@ func (h *handler) serve(w http.ResponseWriter, r *http.Request) (status int, err
 		}
 	}()
 	ep, ok := endpoints[r.URL.Path]
-	if id, isNet := strings.CutPrefix(r.URL.Path, netPrefix); isNet {
-		ep, ok = endpoint{method: http.MethodPatch, serve: func(h *handler, _ context.Context, body []byte) (any, error) { return h.setNetRateLimit(id, body) }}, true
+	for prefix, set := range devicePatches {
+		if id, found := strings.CutPrefix(r.URL.Path, prefix); found {
+			ep, ok = endpoint{method: http.MethodPatch, serve: func(h *handler, _ context.Context, body []byte) (any, error) { return set(h, id, body) }}, true
+		}
 	}
 	if !ok {
 		err := &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", r.URL.Path)}
@@ -297,34 +306,73 @@ func (h *handler) setNetRateLimit(id string, body []byte) (any, error) {
 }
 
 // parseLimit reads {"bytes": {"rate": N, "burst": N}, "packets": {...}},
-// every field optional, every number a whole one.
+// every field optional.
 func parseLimit(name string, raw json.RawMessage) (Limit, error) {
 	var bytesRaw, packetsRaw json.RawMessage
 	if err := decodeObject(raw, map[string]*json.RawMessage{"bytes": &bytesRaw, "packets": &packetsRaw}, false); err != nil {
 		return Limit{}, badRequest("%s: %v", name, err)
 	}
 	var l Limit
+	var err error
+	if l.Bytes, err = parseBucket(name+".bytes", bytesRaw); err != nil {
+		return Limit{}, err
+	}
+	if l.Packets, err = parseBucket(name+".packets", packetsRaw); err != nil {
+		return Limit{}, err
+	}
+	return l, nil
+}
+
+// parseBucket reads {"rate": N, "burst": N}, both optional whole numbers;
+// nil raw is the zero Bucket.
+func parseBucket(name string, raw json.RawMessage) (Bucket, error) {
+	if raw == nil {
+		return Bucket{}, nil
+	}
+	var rate, burst json.RawMessage
+	if err := decodeObject(raw, map[string]*json.RawMessage{"rate": &rate, "burst": &burst}, false); err != nil {
+		return Bucket{}, badRequest("%s: %v", name, err)
+	}
+	var b Bucket
+	var err error
+	if b.Rate, err = parseCount(name+".rate", rate); err != nil {
+		return Bucket{}, err
+	}
+	if b.Burst, err = parseCount(name+".burst", burst); err != nil {
+		return Bucket{}, err
+	}
+	return b, nil
+}
+
+// diskPrefix is the path of the disks, each under its id.
+const diskPrefix = "/vm/disk/"
+
+func (h *handler) setDiskRateLimit(id string, body []byte) (any, error) {
+	if id == "" || strings.Contains(id, "/") {
+		return nil, &requestError{http.StatusNotFound, fmt.Sprintf("no endpoint %q", diskPrefix+id)}
+	}
+	var bytesRaw, opsRaw json.RawMessage
+	if err := decodeObject(body, map[string]*json.RawMessage{"bytes": &bytesRaw, "ops": &opsRaw}, false); err != nil {
+		return nil, err
+	}
+	var l DiskRateLimit
 	for _, b := range []struct {
 		name string
 		raw  json.RawMessage
-		dst  *Bucket
-	}{{name + ".bytes", bytesRaw, &l.Bytes}, {name + ".packets", packetsRaw, &l.Packets}} {
+		dst  **Bucket
+	}{{"bytes", bytesRaw, &l.Bytes}, {"ops", opsRaw, &l.Ops}} {
 		if b.raw == nil {
 			continue
 		}
-		var rate, burst json.RawMessage
-		if err := decodeObject(b.raw, map[string]*json.RawMessage{"rate": &rate, "burst": &burst}, false); err != nil {
-			return Limit{}, badRequest("%s: %v", b.name, err)
+		bucket, err := parseBucket(b.name, b.raw)
+		if err != nil {
+			return nil, err
 		}
-		var err error
-		if b.dst.Rate, err = parseCount(b.name+".rate", rate); err != nil {
-			return Limit{}, err
-		}
-		if b.dst.Burst, err = parseCount(b.name+".burst", burst); err != nil {
-			return Limit{}, err
-		}
+		*b.dst = &bucket
 	}
-	return l, nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return nil, h.vm.SetDiskRateLimit(id, l)
 }
 
 // parseCount reads an optional whole, non-negative JSON number.

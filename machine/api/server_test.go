@@ -515,3 +515,50 @@ func TestPauseLeaseRefusesBadValues(t *testing.T) {
 	}
 	assert.Empty(t, vm.Calls(), "nothing reached the machine")
 }
+
+func TestDiskRateLimit(t *testing.T) {
+	vm := newFakeVM().withDisks(2)
+	_, sock := startServer(t, vm)
+	a := send(t, sock, http.MethodPatch, "/vm/disk/1", []byte(`{"bytes": {"rate": 104857600, "burst": 1048576}}`), false)
+	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)
+	a = send(t, sock, http.MethodPatch, "/vm/disk/disk1", []byte(`{"ops": {"rate": 1000}}`), false)
+	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)
+	a = send(t, sock, http.MethodPatch, "/vm/disk/0", []byte(`{}`), false)
+	require.Equal(t, http.StatusNoContent, a.status, "%s", a.body)
+	vm.mu.Lock()
+	assert.Equal(t, []DiskRateLimit{{}, {Bytes: &Bucket{Rate: 104857600, Burst: 1048576}, Ops: &Bucket{Rate: 1000}}},
+		vm.disks, "each PATCH changes the buckets it names")
+	vm.mu.Unlock()
+
+	a = send(t, sock, http.MethodGet, "/vm", nil, false)
+	require.Equal(t, http.StatusOK, a.status)
+	assert.Contains(t, string(a.body), `"disks":[{"id":"0","path":"/img/0","serial":"disk0","rate_limit":{}},`+
+		`{"id":"1","path":"/img/1","serial":"disk1","rate_limit":{"bytes":{"rate":104857600,"burst":1048576},"ops":{"rate":1000,"burst":0}}}]`)
+
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		text                     string
+	}{
+		{"unknown disk", http.MethodPatch, "/vm/disk/2", `{}`, http.StatusNotFound, "no such device"},
+		{"no id", http.MethodPatch, "/vm/disk/", `{}`, http.StatusNotFound, `no endpoint "/vm/disk/"`},
+		{"nested path", http.MethodPatch, "/vm/disk/0/x", `{}`, http.StatusNotFound, `no endpoint "/vm/disk/0/x"`},
+		{"wrong method", http.MethodGet, "/vm/disk/0", ``, http.StatusMethodNotAllowed, "use PATCH"},
+		{"empty body", http.MethodPatch, "/vm/disk/0", ``, http.StatusBadRequest, "needs a JSON body"},
+		{"net's bucket", http.MethodPatch, "/vm/disk/0", `{"packets": {}}`, http.StatusBadRequest, `unknown field "packets"`},
+		{"unknown bucket field", http.MethodPatch, "/vm/disk/0", `{"ops": {"size": 1}}`, http.StatusBadRequest, `ops: unknown field "size"`},
+		{"negative rate", http.MethodPatch, "/vm/disk/0", `{"bytes": {"rate": -1}}`, http.StatusBadRequest, "bytes.rate must be a whole number"},
+		{"fractional burst", http.MethodPatch, "/vm/disk/0", `{"ops": {"rate": 1, "burst": 0.5}}`, http.StatusBadRequest, "ops.burst must be a whole number"},
+		{"bucket not an object", http.MethodPatch, "/vm/disk/0", `{"ops": 5}`, http.StatusBadRequest, "ops: "},
+		{"rate too large", http.MethodPatch, "/vm/disk/0", `{"ops": {"rate": 18446744073709551616}}`, http.StatusBadRequest, "ops.rate must be a whole number"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := send(t, sock, tc.method, tc.path, []byte(tc.body), false)
+			assert.Equal(t, tc.status, a.status)
+			assert.Contains(t, errorText(t, a), tc.text)
+		})
+	}
+	vm.mu.Lock()
+	assert.Equal(t, DiskRateLimit{}, vm.disks[0], "refused PATCHes change nothing")
+	vm.mu.Unlock()
+}

@@ -217,8 +217,11 @@ func (p *parser) disks(m member, c *machine.Config) error {
 			case "serial":
 				p.remember(fmt.Sprintf("Disks[%d].Serial", i), sub, dm.valOff)
 				disk.Serial, err = p.str(dm, sub)
+			case "rate_limit":
+				p.remember(fmt.Sprintf("Disks[%d].Limit", i), sub, dm.valOff)
+				err = p.rateLimit(dm, sub, &disk.Limit, `{"bytes": {"rate": N, "burst": N}, "ops": {...}}`)
 			default:
-				err = p.unknownField(dm, field, map[string]func(member) error{"path": nil, "readonly": nil, "serial": nil})
+				err = p.unknownField(dm, field, map[string]func(member) error{"path": nil, "readonly": nil, "serial": nil, "rate_limit": nil})
 			}
 			if err != nil {
 				return err
@@ -230,6 +233,17 @@ func (p *parser) disks(m member, c *machine.Config) error {
 		c.Disks = append(c.Disks, disk)
 		return nil
 	})
+}
+
+// rateLimit decodes a device's "rate_limit" into dst, refusing unknown
+// fields and numbers that are not whole and from 0; want shows its form.
+func (p *parser) rateLimit(m member, field string, dst any, want string) error {
+	dec := json.NewDecoder(bytes.NewReader(m.val))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return p.errAt(m.valOff, field, "%v: want %s", err, want)
+	}
+	return nil
 }
 
 func (p *parser) shares(m member, c *machine.Config) error {
@@ -289,11 +303,7 @@ func (p *parser) nets(m member, c *machine.Config) error {
 				}
 			case "rate_limit":
 				p.remember(fmt.Sprintf("Nets[%d].Limits", i), sub, nm.valOff)
-				dec := json.NewDecoder(bytes.NewReader(nm.val))
-				dec.DisallowUnknownFields()
-				if derr := dec.Decode(&n.Limits); derr != nil {
-					err = p.errAt(nm.valOff, sub, `%v: want {"rx": {"bytes": {"rate": N, "burst": N}, "packets": {...}}, "tx": {...}}`, derr)
-				}
+				err = p.rateLimit(nm, sub, &n.Limits, `{"rx": {"bytes": {"rate": N, "burst": N}, "packets": {...}}, "tx": {...}}`)
 			default:
 				err = p.unknownField(nm, field, map[string]func(member) error{"tap": nil, "mac": nil, "rate_limit": nil})
 			}

@@ -22,6 +22,7 @@ import (
 	"strings"
 
 	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/virtio/blk"
 	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 )
 
@@ -198,9 +199,10 @@ func FormatSize(n uint64) string {
 
 // fileDisk and fileBalloon are the JSON forms of disks and the balloon.
 type fileDisk struct {
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"readonly,omitempty"`
-	Serial   string `json:"serial,omitempty"`
+	Path     string    `json:"path"`
+	ReadOnly bool      `json:"readonly,omitempty"`
+	Serial   string    `json:"serial,omitempty"`
+	Limit    blk.Limit `json:"rate_limit,omitzero"`
 }
 
 type fileShare struct {
@@ -252,7 +254,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		out.Memory = FormatSize(c.Memory)
 	}
 	for _, disk := range c.Disks {
-		out.Disks = append(out.Disks, fileDisk{disk.Path, disk.ReadOnly, disk.Serial})
+		out.Disks = append(out.Disks, fileDisk{disk.Path, disk.ReadOnly, disk.Serial, disk.Limit})
 	}
 	for _, share := range c.Shares {
 		out.Shares = append(out.Shares, fileShare{share.Path, share.Tag, share.ReadOnly})

@@ -3,8 +3,10 @@
 // virtio_blk drivers see and do: the disks' sizes, serials and PCI IDs,
 // data written with O_DIRECT and through the page cache, reads of what
 // the host wrote, flushes that survive a killed VMM, read-only disks,
-// the lock on writable images, and an ext4 file system shared with the
-// host's e2fsprogs. The guest's init is tests/guestblk.
+// the lock on writable images, an ext4 file system shared with the
+// host's e2fsprogs, discard and write-zeroes within the limits the device
+// advertises, and a rate limit set through the API. The guest's init is
+// tests/guestblk.
 package blk_test
 
 import (
@@ -24,7 +26,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
@@ -248,8 +252,14 @@ func assertPattern(t *testing.T, path string, seed uint64, n int64) {
 // assertZero checks that the bytes [off, off+n) of the image are zero.
 func assertZero(t *testing.T, path string, off, n int64) {
 	t.Helper()
-	assert.Equal(t, sha256.Sum256(make([]byte, n)), rangeSum(t, path, off, n),
-		"%s: bytes [%d, %d) were changed", filepath.Base(path), off, off+n)
+	zero, err := os.Open("/dev/zero")
+	require.NoError(t, err)
+	defer zero.Close()
+	h := sha256.New()
+	_, err = io.CopyN(h, zero, n)
+	require.NoError(t, err)
+	assert.Equal(t, [32]byte(h.Sum(nil)), rangeSum(t, path, off, n),
+		"%s: bytes [%d, %d) are not zero", filepath.Base(path), off, off+n)
 }
 
 // TestDisksAndData boots once with three disks. The guest lists them
@@ -444,4 +454,86 @@ func TestExt4SharedWithHost(t *testing.T) {
 	assert.Equal(t, []string{"written"}, r.values("guestfile"))
 	assert.Equal(t, guestFileText+token+"\n", tool(t, debugfs, "-R", "cat guest.txt", img))
 	tool(t, fsck, "-f", "-n", img)
+}
+
+// TestDiscardAndWriteZeroes lets the guest's driver zero 144 MiB and
+// discard 136 MiB of a disk filled with the pattern, each more than the
+// 128 MiB the device allows one request, so the driver splits them along
+// the limits it read from the config space. The host then finds those
+// ranges zero, the discarded one freed, and the rest untouched.
+func TestDiscardAndWriteZeroes(t *testing.T) {
+	const size, seed = 288 * mib, 44
+	img := filepath.Join(t.TempDir(), "trim.img")
+	newImage(t, img, size, seed, size)
+	r := run(t, runArgs(t, guestInitrd(t), []string{"gvmm.steps=limits,zeroout,discard", "gvmm.zero=4:144", "gvmm.discard=148:136"}, img)...)
+	r.requireClean(t)
+	assert.Equal(t, []string{"vda:zeroes=134217728:discard=134217728:segments=8"}, r.values("limits"), "the advertised limits")
+	assert.Equal(t, []string{"vda:4:144"}, r.values("zeroed"))
+	assert.Equal(t, []string{"vda:148:136"}, r.values("discarded"))
+
+	assertPattern(t, img, seed, 4*mib)
+	assertZero(t, img, 4*mib, 280*mib)
+	h := sha256.New()
+	_, err := io.Copy(h, pattern.Reader(seed, 284*mib, 4*mib))
+	require.NoError(t, err)
+	assert.Equal(t, [32]byte(h.Sum(nil)), rangeSum(t, img, 284*mib, 4*mib), "the last 4 MiB changed")
+	var st unix.Stat_t
+	require.NoError(t, unix.Stat(img, &st))
+	assert.Less(t, st.Blocks*512, int64(size-100*mib), "the discarded range still takes space")
+}
+
+// TestDiskRateLimitThroughAPI times a 16 MiB O_DIRECT read in the guest
+// before and after the host limits the disk to 4 MiB/s through the
+// control API, naming it by its serial: the second read cannot take less
+// than the 15 MiB beyond the burst allow.
+func TestDiskRateLimitThroughAPI(t *testing.T) {
+	dir := t.TempDir()
+	img, apiSock := filepath.Join(dir, "limited.img"), filepath.Join(dir, "api.sock")
+	newImage(t, img, 32*mib, 0, 0)
+	stdin, feed := io.Pipe()
+	defer feed.Close()
+	v := start(t, stdin, append(runArgs(t, guestInitrd(t),
+		[]string{"gvmm.mib=16", "gvmm.sleep=180", "gvmm.steps=timed-read,wait,timed-read"}, img+",serial=limited"),
+		"--api-socket", apiSock)...)
+	v.waitFor(t, "waiting", func(v []string) bool { return len(v) > 0 })
+
+	c := api.NewClient(apiSock)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const rate, burst = 4 * mib, 1 * mib
+	limit := api.Bucket{Rate: rate, Burst: burst}
+	require.NoError(t, c.SetDiskRateLimit(ctx, "limited", api.DiskRateLimit{Bytes: &limit}))
+	info, err := c.Info(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, []api.DiskInfo{{ID: "0", Path: img, Serial: "limited",
+		RateLimit: api.DiskRateLimit{Bytes: &limit, Ops: &api.Bucket{}}}}, info.Disks)
+	var apiErr *api.Error
+	require.ErrorAs(t, c.SetDiskRateLimit(ctx, "1", api.DiskRateLimit{}), &apiErr)
+	assert.Equal(t, 404, apiErr.StatusCode)
+
+	_, err = io.WriteString(feed, "go\n")
+	require.NoError(t, err)
+	v.waitFor(t, "readms", func(v []string) bool { return len(v) >= 2 })
+	text, err := c.Metrics(ctx)
+	require.NoError(t, err)
+	fams, err := api.ParseMetrics(text)
+	require.NoError(t, err)
+	require.Contains(t, fams, "gvmm_disk_throttled_requests_total")
+	require.Len(t, fams["gvmm_disk_throttled_requests_total"].Metric, 1)
+	assert.Positive(t, fams["gvmm_disk_throttled_requests_total"].Metric[0].GetCounter().GetValue())
+	require.NoError(t, feed.Close())
+	r := v.wait(t)
+	r.requireClean(t)
+
+	ms := r.values("readms")
+	require.Len(t, ms, 2, "%s", r)
+	var took [2]time.Duration
+	for i, s := range ms {
+		n, err := strconv.Atoi(strings.TrimPrefix(s, "vda:"))
+		require.NoError(t, err, s)
+		took[i] = time.Duration(n) * time.Millisecond
+	}
+	t.Logf("16 MiB O_DIRECT read: %s unlimited, %s at 4 MiB/s", took[0], took[1])
+	assert.GreaterOrEqual(t, took[1], 3500*time.Millisecond, "15 MiB beyond the burst at 4 MiB/s")
 }

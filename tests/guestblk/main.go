@@ -17,6 +17,8 @@
 //	gvmm.pausems=N          durable: pause after each round (default 200)
 //	gvmm.sleep=N            sleep, wait: seconds (default 30)
 //	gvmm.token=T            mount-ext4: written into guest.txt
+//	gvmm.zero=OFF:LEN       zeroout: the range in MiB
+//	gvmm.discard=OFF:LEN    discard: the range in MiB
 //
 // Steps (default disk in brackets):
 //
@@ -34,6 +36,12 @@
 //	clock           the guest's clock source, how far CLOCK_MONOTONIC and the
 //	                local timer interrupts advance over a busy loop:
 //	                "clock=source=S monotonic_ns=N timer_irqs=BEFORE->AFTER"
+//	limits          [vda] the queue limits the driver took from the device:
+//	                "limits=DEV:zeroes=BYTES:discard=BYTES:segments=N"
+//	zeroout         [vda] BLKZEROOUT over gvmm.zero (write-zeroes requests):
+//	                "zeroed=DEV:OFF:LEN"
+//	discard         [vda] BLKDISCARD over gvmm.discard: "discarded=DEV:OFF:LEN"
+//	timed-read      [vda] read mib MiB with O_DIRECT: "readms=DEV:MILLISECONDS"
 //	sleep           "sleeping=N", then sleep N seconds
 //	wait            "waiting=1", then wait for a console input line, at most
 //	                gvmm.sleep seconds: "waited=input" or "waited=timeout"
@@ -132,6 +140,34 @@ func runStep(a args, name, dev string) error {
 		return mountExt4(path, a["gvmm.token"])
 	case "clock":
 		guest.Report("clock", clock())
+	case "limits":
+		q := "/sys/block/" + dev + "/queue/"
+		guest.Report("limits", fmt.Sprintf("%s:zeroes=%s:discard=%s:segments=%s", dev,
+			readTrim(q+"write_zeroes_max_bytes"), readTrim(q+"discard_max_bytes"), readTrim(q+"max_discard_segments")))
+	case "zeroout", "discard":
+		key, req, report := "gvmm.zero", uintptr(unix.BLKZEROOUT), "zeroed"
+		if name == "discard" {
+			key, req, report = "gvmm.discard", unix.BLKDISCARD, "discarded"
+		}
+		off, n, err := a.mibRange(key)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", path, err)
+		}
+		defer unix.Close(fd)
+		if err := blkRange(fd, req, off*mib, n*mib); err != nil {
+			return err
+		}
+		guest.Report(report, fmt.Sprintf("%s:%d:%d", dev, off, n))
+	case "timed-read":
+		start := time.Now()
+		if err := readDirect(path, size); err != nil {
+			return err
+		}
+		guest.Report("readms", fmt.Sprintf("%s:%d", dev, time.Since(start).Milliseconds()))
 	case "sleep":
 		n := a.num("gvmm.sleep", 30)
 		guest.Report("sleeping", n)
@@ -169,6 +205,18 @@ func (a args) num(key string, def int) int {
 		return def
 	}
 	return n
+}
+
+// mibRange reads key's OFF:LEN.
+func (a args) mibRange(key string) (off, n uint64, err error) {
+	o, l, ok := strings.Cut(a[key], ":")
+	if off, err = strconv.ParseUint(o, 10, 64); ok && err == nil {
+		n, err = strconv.ParseUint(l, 10, 64)
+	}
+	if !ok || err != nil {
+		return 0, 0, fmt.Errorf("%s=%q: want OFF:LEN in MiB", key, a[key])
+	}
+	return off, n, nil
 }
 
 func (a args) unum(key string, def uint64) uint64 {
@@ -286,6 +334,29 @@ func writeDirect(path string, seed uint64, size int64) error {
 	}
 	if err := unix.Fsync(fd); err != nil {
 		return fmt.Errorf("fsync: %w", err)
+	}
+	return nil
+}
+
+func readDirect(path string, size int64) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s O_DIRECT: %w", path, err)
+	}
+	defer unix.Close(fd)
+	buf, free, err := alignedBuffer(mib)
+	if err != nil {
+		return err
+	}
+	defer free()
+	for off := int64(0); off < size; off += mib {
+		n, err := unix.Pread(fd, buf, off)
+		if err != nil {
+			return fmt.Errorf("pread at %d: %w", off, err)
+		}
+		if n != mib {
+			return fmt.Errorf("pread at %d: %d bytes", off, n)
+		}
 	}
 	return nil
 }

@@ -82,10 +82,11 @@ const (
 
 // virtio-blk request types and the status the device writes.
 const (
-	blkIn      = 0
-	blkGetID   = 8
-	statusNone = 0xee // what the driver puts in the status byte beforehand
-	noVector   = 0xffff
+	blkIn          = 0
+	blkGetID       = 8
+	blkWriteZeroes = 13
+	statusNone     = 0xee // what the driver puts in the status byte beforehand
+	noVector       = 0xffff
 )
 
 // vq is the driver side of queue 0 of a virtio-blk function driven by
@@ -363,6 +364,21 @@ func (h *hostile) queueCases(b *bar, mem *dma) []qcase {
 			return q.request(0)
 		}
 	}
+	// A write-zeroes request of n ranges of the given sectors from sector
+	// 0, beyond what the device advertises (8 ranges of 128 MiB): it
+	// must refuse it before zeroing anything.
+	zeroes := func(n int, sectors uint32) func(*hostile, *vq) string {
+		return func(_ *hostile, q *vq) string {
+			p := q.mem.page(pgData)
+			for i := range n {
+				binary.LittleEndian.PutUint64(p[16*i:], 0)
+				binary.LittleEndian.PutUint32(p[16*i+8:], sectors)
+				binary.LittleEndian.PutUint32(p[16*i+12:], 0)
+			}
+			return q.request(chain(q.mem.page(pgDesc), 0, q.header(0, blkWriteZeroes, 0),
+				seg{q.mem.addr(pgData, 0), uint32(16 * n), false}, q.status(0)))
+		}
+	}
 	barAddr := uint64(lapicPage)
 	if st, err := memoryBARs(h.attackFn); err != nil || len(st) == 0 {
 		guest.Report("error", fmt.Sprintf("the attacked function's BAR: %v", err))
@@ -405,6 +421,9 @@ func (h *hostile) queueCases(b *bar, mem *dma) []qcase {
 			s.write = false
 			return q.request(chain(q.mem.page(pgDesc), 0, q.header(0, blkIn, 0), s))
 		}},
+
+		{name: "zeroes-too-many-ranges", run: zeroes(9, 1)},
+		{name: "zeroes-range-too-long", run: zeroes(1, 128<<20/512+1)},
 
 		// Broken chains: the device must stop and ask for a reset.
 		{name: "loop", run: func(_ *hostile, q *vq) string {

@@ -108,6 +108,8 @@ var queueOutcomes = map[string]string{
 	"wrong-direction":               "used:status=1:len=1",
 	"short-header":                  "used:status=1:len=1",
 	"no-status":                     "used:status=238:len=0",
+	"zeroes-too-many-ranges":        "used:status=1:len=1",
+	"zeroes-range-too-long":         "used:status=1:len=1",
 	"loop":                          "needs-reset",
 	"self-loop":                     "needs-reset",
 	"next-out-of-range":             "needs-reset",

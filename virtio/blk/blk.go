@@ -11,11 +11,13 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
@@ -33,7 +35,11 @@ const (
 	// discardAlignment hints 4 KiB, the granularity at which host file
 	// systems can actually free blocks.
 	discardAlignment = 4096 / SectorSize
-	serialLen        = 20 // VIRTIO_BLK_ID_BYTES
+	// zeroChunk is how many bytes of a discard or write-zeroes range one
+	// fallocate call covers: at most this much work keeps a Stop or
+	// Pause waiting.
+	zeroChunk = 16 << 20
+	serialLen = 20 // VIRTIO_BLK_ID_BYTES
 )
 
 // Feature bits (spec 5.2.3).
@@ -76,28 +82,37 @@ var ErrReadOnly = errors.New("write to a read-only disk")
 type Options struct {
 	ReadOnly bool
 	Serial   string // returned by GET_ID, at most 20 bytes
+	Limit    Limit
 	Log      *slog.Logger
 }
 
 // Disk is a virtio-blk device over a raw image file.
 type Disk struct {
-	f        *os.File
-	fd       int // f's descriptor; f keeps it open
-	path     string
-	readOnly bool
-	capacity uint64 // sectors
-	serial   [serialLen]byte
-	config   [configSize]byte
-	log      *slog.Logger
-	glog     *ratelog.Logger    // for failed requests: a guest can send them without end
-	datasync func(fd int) error // unix.Fdatasync; a test observes it
-	gate     ioGate
+	f         *os.File
+	fd        int // f's descriptor; f keeps it open
+	path      string
+	readOnly  bool
+	capacity  uint64 // sectors
+	serial    [serialLen]byte
+	config    [configSize]byte
+	log       *slog.Logger
+	glog      *ratelog.Logger                               // for failed requests: a guest can send them without end
+	datasync  func(fd int) error                            // unix.Fdatasync; a test observes it
+	fallocate func(fd int, mode uint32, off, n int64) error // unix.Fallocate; a test slows it down
+	gate      ioGate
 	// syncErr is the first failed fdatasync's error. Linux reports a
 	// writeback error to a file once: a later fdatasync succeeds although
 	// the writes it covered are lost. Every later flush fails with it, as
 	// QEMU's do, so that the guest never hears its data is safe again.
 	syncErr atomic.Pointer[error]
 	stats   stats
+
+	limiter *ratelimit.Limiter
+	limitMu sync.Mutex
+	limit   Limit
+	// limitWake tells a request waiting for tokens that the limit
+	// changed.
+	limitWake chan struct{}
 
 	// Set by Activate before the workers start and cleared by Reset
 	// after they stopped (the virtio.Device contract), so unguarded.
@@ -126,7 +141,8 @@ func Open(path string, opts Options) (*Disk, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open disk image: %w", err)
 	}
-	d := &Disk{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, log: log.With("disk", path), datasync: unix.Fdatasync}
+	d := &Disk{f: f, fd: int(f.Fd()), path: path, readOnly: opts.ReadOnly, log: log.With("disk", path),
+		datasync: unix.Fdatasync, fallocate: unix.Fallocate, limiter: ratelimit.New(), limitWake: make(chan struct{}, 1)}
 	d.glog = ratelog.New(d.log)
 	d.gate.idle.L = &d.gate.mu
 	if err := unix.Flock(d.fd, lock|unix.LOCK_NB); err != nil {
@@ -148,6 +164,7 @@ func Open(path string, opts Options) (*Disk, error) {
 	d.capacity = uint64(size) / SectorSize
 	copy(d.serial[:], opts.Serial)
 	d.fillConfig()
+	d.SetLimit(opts.Limit)
 	return d, nil
 }
 
@@ -213,43 +230,43 @@ func (d *Disk) Reset() {
 func (d *Disk) Process(ctx context.Context, idx int) error {
 	q := d.queues[idx]
 	var c queue.Chain
-	for ctx.Err() == nil && d.gate.enter(ctx) {
-		done, err := d.next(q, &c)
-		d.gate.leave()
-		if done || err != nil {
+	for ctx.Err() == nil {
+		ok, err := q.Pop(&c)
+		if err != nil || !ok {
+			return err
+		}
+		n, err := d.handle(ctx, &c)
+		if err != nil {
+			return nil // a reset: the chain goes with the ring
+		}
+		if err := q.Push(c.Head, n); err != nil {
+			return err
+		}
+		if err := q.SignalUsed(); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// next completes the next available request, if any; done reports an
-// empty queue.
-func (d *Disk) next(q *queue.Queue, c *queue.Chain) (done bool, err error) {
-	ok, err := q.Pop(c)
-	if err != nil || !ok {
-		return true, err
-	}
-	if err := q.Push(c.Head, d.handle(c)); err != nil {
-		return true, err
-	}
-	return false, q.SignalUsed()
-}
-
 // handle executes one request and writes its status; it returns the
-// bytes written into the chain's buffers.
-func (d *Disk) handle(c *queue.Chain) uint32 {
+// bytes written into the chain's buffers, or ctx's error if ctx ended
+// before the request was done, which leaves it without a status.
+func (d *Disk) handle(ctx context.Context, c *queue.Chain) (uint32, error) {
 	start := time.Now()
 	req, err := ParseRequest(*c, d.mem, d.capacity)
 	if errors.Is(err, ErrNoStatus) {
 		d.glog.Warn("dropping virtio-blk request without a status byte", "err", err)
 		d.stats.count(req.Type, 0, true, time.Since(start))
-		return 0
+		return 0, nil
 	}
 	var n uint32
 	var moved uint64
 	if err == nil {
-		n, moved, err = d.execute(req)
+		n, moved, err = d.run(ctx, req)
+	}
+	if ctx.Err() != nil {
+		return 0, ctx.Err()
 	}
 	status := byte(StatusOK)
 	switch {
@@ -263,14 +280,25 @@ func (d *Disk) handle(c *queue.Chain) uint32 {
 	d.stats.count(req.Type, moved, err != nil, time.Since(start))
 	if err := d.mem.WriteAt([]byte{status}, req.Status); err != nil {
 		d.log.Error("write virtio-blk status", "err", err) // ParseRequest checked it
-		return n
+		return n, nil
 	}
-	return n + 1
+	return n + 1, nil
+}
+
+// run executes a parsed request once the rate limit allows it and the
+// disk is not quiesced: a request waiting for tokens holds up no Quiesce.
+func (d *Disk) run(ctx context.Context, req Request) (written uint32, moved uint64, err error) {
+	d.throttle(ctx, req)
+	if !d.gate.enter(ctx) {
+		return 0, 0, ctx.Err()
+	}
+	defer d.gate.leave()
+	return d.execute(ctx, req)
 }
 
 // execute performs a parsed request and returns the bytes it wrote into
 // guest buffers and the bytes it moved to or from the image.
-func (d *Disk) execute(req Request) (written uint32, moved uint64, err error) {
+func (d *Disk) execute(ctx context.Context, req Request) (written uint32, moved uint64, err error) {
 	switch req.Type {
 	case TypeIn:
 		n, err := d.transfer(unix.Preadv, req.Data, req.Sector)
@@ -294,7 +322,7 @@ func (d *Disk) execute(req Request) (written uint32, moved uint64, err error) {
 			return 0, 0, ErrReadOnly
 		}
 		for _, r := range req.Ranges {
-			if err := d.deallocate(req.Type, r); err != nil {
+			if err := d.deallocate(ctx, req.Type, r); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -387,22 +415,34 @@ func (d *Disk) getID(data []queue.Buffer) (uint32, error) {
 	return uint32(n), nil
 }
 
-// deallocate discards or zeroes a range with fallocate. Write zeroes
-// prefers ZERO_RANGE, which keeps the blocks, unless the driver allowed
-// unmapping; a punched hole reads as zeroes too, so it is the fallback.
-func (d *Disk) deallocate(typ uint32, r Range) error {
-	off, n := int64(r.Sector*SectorSize), int64(r.Sectors)*SectorSize
-	if n == 0 {
-		return nil
+// deallocate discards or zeroes a range with fallocate, a chunk at a
+// time: zeroing can write every byte (a block device without an offload),
+// so between chunks it steps aside for Quiesce and stops when ctx ends.
+func (d *Disk) deallocate(ctx context.Context, typ uint32, r Range) error {
+	off, end := int64(r.Sector*SectorSize), int64(r.Sector+uint64(r.Sectors))*SectorSize
+	for ; off < end; off += zeroChunk {
+		if err := d.gate.yield(ctx); err != nil {
+			return err
+		}
+		if err := d.fallocateRange(typ, r.Unmap, off, min(zeroChunk, end-off)); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// fallocateRange discards or zeroes n bytes at off. Write zeroes prefers
+// ZERO_RANGE, which keeps the blocks, unless the driver allowed
+// unmapping; a punched hole reads as zeroes too, so it is the fallback.
+func (d *Disk) fallocateRange(typ uint32, unmap bool, off, n int64) error {
 	const punch = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
-	if typ == TypeWriteZeroes && !r.Unmap {
-		err := unix.Fallocate(d.fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if typ == TypeWriteZeroes && !unmap {
+		err := d.fallocate(d.fd, unix.FALLOC_FL_ZERO_RANGE|unix.FALLOC_FL_KEEP_SIZE, off, n)
 		if !errors.Is(err, unix.EOPNOTSUPP) {
 			return wrapFallocate(err)
 		}
 	}
-	return wrapFallocate(unix.Fallocate(d.fd, punch, off, n))
+	return wrapFallocate(d.fallocate(d.fd, punch, off, n))
 }
 
 func wrapFallocate(err error) error {

@@ -71,6 +71,9 @@ func (d *Disk) CollectMetrics(s metrics.Sink) {
 			s.Counter("gvmm_disk_bytes_total", "Bytes read from and written to the disk image for the guest.", float64(d.stats.bytes[op].Load()), l)
 		}
 	}
+	throttled, waited := d.limiter.Throttled()
+	s.Counter("gvmm_disk_throttled_requests_total", "virtio-blk requests held back by the disk's rate limit.", float64(throttled))
+	s.Counter("gvmm_disk_throttled_seconds_total", "Time virtio-blk requests were held back by the disk's rate limit.", waited.Seconds())
 	s.Histogram("gvmm_disk_request_duration_seconds", "Time to carry out a virtio-blk request, from taking it off the queue until its status is written.", d.stats.latency.Snapshot())
 }
 

@@ -39,6 +39,29 @@ func (g *ioGate) enter(ctx context.Context) bool {
 	}
 }
 
+// yield steps out of the gate while the disk is quiesced, so that
+// Quiesce need not wait for the rest of a long request, and back in on
+// Release. It returns ctx's error if ctx ended: the caller then abandons
+// the request, still inside the gate.
+func (g *ioGate) yield(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for g.held != nil && ctx.Err() == nil {
+		held := g.held
+		if g.busy--; g.busy == 0 {
+			g.idle.Broadcast()
+		}
+		g.mu.Unlock()
+		select {
+		case <-held:
+		case <-ctx.Done():
+		}
+		g.mu.Lock()
+		g.busy++
+	}
+	return ctx.Err()
+}
+
 func (g *ioGate) leave() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -49,9 +72,11 @@ func (g *ioGate) leave() {
 
 // Quiesce waits for the request being executed, if any, keeps the queue
 // from starting another until Release, and makes everything written so
-// far stable in the image (fdatasync). The image then holds exactly the
-// requests completed, so a copy of it is consistent; requests the driver
-// queues meanwhile run after Release.
+// far stable in the image (fdatasync). The image then holds the requests
+// completed, and part of a discard or write-zeroes in progress, which
+// pauses between chunks rather than keep Quiesce waiting: a copy of it is
+// consistent as after a crash. Requests the driver queues meanwhile, and
+// the rest of one paused, run after Release.
 func (d *Disk) Quiesce() error {
 	g := &d.gate
 	g.mu.Lock()

@@ -31,8 +31,8 @@ const (
 	rangeSize        = 16 // struct virtio_blk_discard_write_zeroes
 	rangeFlagUnmap   = 1
 	maxDataLen       = SegMax * SizeMax
-	maxRangeSegments = 32
-	maxRangeSectors  = 1 << 22
+	maxRangeSegments = 8                      // of maxRangeSectors: 1 GiB a request, as zeroing may write it all
+	maxRangeSectors  = 128 << 20 / SectorSize // Linux's limit of a whole discard or write-zeroes request
 )
 
 // Errors ParseRequest wraps in a *RequestError. All but ErrUnsupported

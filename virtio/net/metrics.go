@@ -1,9 +1,8 @@
 package net
 
 import (
-	"time"
-
 	"github.com/gvmm-dev/gvmm/internal/metrics"
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 )
 
 // CollectMetrics implements metrics.Source.
@@ -25,10 +24,11 @@ func (d *Device) CollectMetrics(s metrics.Sink) {
 	s.Counter("gvmm_net_dropped_packets_total", droppedHelp, float64(st.RxDropped), rx)
 	for _, l := range []struct {
 		dir metrics.Label
-		lim limiter
+		lim *ratelimit.Limiter
 	}{{tx, d.txLimit}, {rx, d.rxLimit}} {
-		s.Counter("gvmm_net_throttled_packets_total", throttledHelp, float64(l.lim.waits.Load()), l.dir)
-		s.Counter("gvmm_net_throttled_seconds_total", waitedHelp, time.Duration(l.lim.waitedNS.Load()).Seconds(), l.dir)
+		throttled, waited := l.lim.Throttled()
+		s.Counter("gvmm_net_throttled_packets_total", throttledHelp, float64(throttled), l.dir)
+		s.Counter("gvmm_net_throttled_seconds_total", waitedHelp, waited.Seconds(), l.dir)
 	}
 }
 

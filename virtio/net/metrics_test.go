@@ -6,11 +6,12 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	"github.com/gvmm-dev/gvmm/internal/metrics/metricstest"
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
 )
 
 func TestMetricsCountTraffic(t *testing.T) {
-	r := newRig(t, linuxFeatures, Limits{TX: Limit{Packets: Bucket{Rate: 100, Burst: 1}}})
+	r := newRig(t, linuxFeatures, Limits{TX: Limit{Packets: ratelimit.Bucket{Rate: 100, Burst: 1}}})
 	for range 3 {
 		r.send(t, virtiotest.Buf{Data: frame([HeaderSize]byte{}, []byte("hello"))})
 		r.recvPeer(t)

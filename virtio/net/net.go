@@ -30,6 +30,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
@@ -110,7 +111,7 @@ type Device struct {
 	log  *slog.Logger
 	glog *ratelog.Logger
 
-	rxLimit, txLimit limiter
+	rxLimit, txLimit *ratelimit.Limiter
 	limitsMu         sync.Mutex
 	limits           Limits
 	// rxWake and txWake tell a queue waiting for tokens that the
@@ -146,11 +147,11 @@ func New(opts Options) (*Device, error) {
 	log = log.With("virtio", "net", "tap", opts.Tap.Name())
 	d := &Device{
 		tap: opts.Tap, mac: opts.MAC, log: log, glog: ratelog.New(log),
-		rxLimit: newLimiter(), txLimit: newLimiter(), rxWake: make(chan struct{}, 1), txWake: make(chan struct{}, 1),
+		rxLimit: ratelimit.New(), txLimit: ratelimit.New(), rxWake: make(chan struct{}, 1), txWake: make(chan struct{}, 1),
 	}
 	d.limits = opts.Limits
-	d.rxLimit.set(opts.Limits.RX)
-	d.txLimit.set(opts.Limits.TX)
+	d.rxLimit.Set(opts.Limits.RX.Bytes, opts.Limits.RX.Packets)
+	d.txLimit.Set(opts.Limits.TX.Bytes, opts.Limits.TX.Packets)
 	return d, nil
 }
 
@@ -189,8 +190,8 @@ func (d *Device) SetLimits(l Limits) error {
 func (d *Device) setLimits(l Limits) {
 	d.limitsMu.Lock()
 	d.limits = l
-	d.rxLimit.set(l.RX)
-	d.txLimit.set(l.TX)
+	d.rxLimit.Set(l.RX.Bytes, l.RX.Packets)
+	d.txLimit.Set(l.TX.Bytes, l.TX.Packets)
 	d.limitsMu.Unlock()
 	poke(d.rxWake)
 	poke(d.txWake)
@@ -329,13 +330,13 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 		case len(iovs) > maxIovs:
 			d.txDrop(c.Head, "tx frame in too many buffers", "buffers", len(iovs))
 		default:
-			if wait := d.txLimit.take(n - HeaderSize); wait > 0 {
+			if wait := d.txLimit.Take(n - HeaderSize); wait > 0 {
 				if pushed {
 					if err := d.txq.SignalUsed(); err != nil {
 						return err
 					}
 				}
-				sleep(ctx, wait, d.txWake)
+				ratelimit.Sleep(ctx, wait, d.txWake)
 				if ctx.Err() != nil {
 					return nil // a reset: the chain goes with the ring
 				}

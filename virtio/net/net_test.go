@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
@@ -186,7 +187,7 @@ func TestRxChainsTheDeviceCannotUse(t *testing.T) {
 }
 
 func TestTxRateLimit(t *testing.T) {
-	r := newRig(t, linuxFeatures, Limits{TX: Limit{Packets: Bucket{Rate: 20, Burst: 1}}})
+	r := newRig(t, linuxFeatures, Limits{TX: Limit{Packets: ratelimit.Bucket{Rate: 20, Burst: 1}}})
 	start := time.Now()
 	for range 5 {
 		r.send(t, virtiotest.Buf{Data: frame([HeaderSize]byte{}, []byte("x"))})
@@ -205,7 +206,7 @@ func TestTxRateLimit(t *testing.T) {
 }
 
 func TestRxRateLimit(t *testing.T) {
-	r := newRig(t, linuxFeatures, Limits{RX: Limit{Bytes: Bucket{Rate: 10 * MaxFrame, Burst: MaxFrame}}})
+	r := newRig(t, linuxFeatures, Limits{RX: Limit{Bytes: ratelimit.Bucket{Rate: 10 * MaxFrame, Burst: MaxFrame}}})
 	r.postRx(128, 4096)
 	start := time.Now()
 	for range 4 {
@@ -218,6 +219,6 @@ func TestRxRateLimit(t *testing.T) {
 }
 
 func TestLimitsValidate(t *testing.T) {
-	require.ErrorIs(t, Limits{RX: Limit{Bytes: Bucket{Rate: 1000}}}.Validate(), ErrBurstTooSmall)
-	require.NoError(t, Limits{RX: Limit{Bytes: Bucket{Rate: 1000, Burst: MaxFrame}}, TX: Limit{Packets: Bucket{Rate: 1}}}.Validate())
+	require.ErrorIs(t, Limits{RX: Limit{Bytes: ratelimit.Bucket{Rate: 1000}}}.Validate(), ErrBurstTooSmall)
+	require.NoError(t, Limits{RX: Limit{Bytes: ratelimit.Bucket{Rate: 1000, Burst: MaxFrame}}, TX: Limit{Packets: ratelimit.Bucket{Rate: 1}}}.Validate())
 }

@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
@@ -142,9 +143,9 @@ func (l *rxLoop) run() {
 		if l.pushed >= signalBatch {
 			l.signal()
 		}
-		if wait := l.d.rxLimit.take(n - HeaderSize); wait > 0 {
+		if wait := l.d.rxLimit.Take(n - HeaderSize); wait > 0 {
 			l.signal()
-			sleep(l.ctx, wait, l.d.rxWake)
+			ratelimit.Sleep(l.ctx, wait, l.d.rxWake)
 		}
 	}
 }
