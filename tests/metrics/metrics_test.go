@@ -40,6 +40,7 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
 		kvmhost.WithBinary("guestmetrics", "github.com/gvmm-dev/gvmm/tests/guestmetrics"),
 		kvmhost.WithModules(guestModules...),
+		kvmhost.WithHostModules("tun"), // the guest's TAP
 	)
 }
 
