@@ -3,12 +3,15 @@ package bench
 import (
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/gvmm-dev/gvmm/tests/bench/measure"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
@@ -37,12 +40,34 @@ var qemuVhost = vmm{"QEMU vhost=on", func(g guestSpec) []string {
 	return qemu.argv(g)
 }}
 
+// The hist triggers of GVMM_BENCH_NET_COUNT: every thread's syscalls
+// (the VMM's are picked out by thread id afterwards) and the MSIs KVM
+// injects, the guest's interrupts of both VMMs' devices.
+var (
+	syscallHist = measure.Hist{Event: "raw_syscalls/sys_enter", Keys: []string{"common_pid", "id"}}
+	msiHist     = measure.Hist{Event: "kvm/kvm_msi_set_irq", Keys: []string{"address"}}
+)
+
+// syscallNames names the x86-64 system calls a VMM's data path makes;
+// others are shown by number.
+var syscallNames = map[string]string{
+	"0": "read", "1": "write", "7": "poll", "16": "ioctl", "19": "readv", "20": "writev",
+	"24": "sched_yield", "35": "nanosleep", "202": "futex", "230": "clock_nanosleep",
+	"232": "epoll_wait", "233": "epoll_ctl", "270": "pselect6", "271": "ppoll",
+	"281": "epoll_pwait", "441": "epoll_pwait2", "14": "rt_sigprocmask", "15": "rt_sigreturn",
+	"200": "tkill", "234": "tgkill", "28": "madvise", "9": "mmap", "11": "munmap",
+}
+
 // BenchmarkNet moves vsockBytes over TCP host to guest (to the guest's
 // sink) and guest to host (from its source), each on one connection,
 // through the same TAP: gvmm's virtio-net, QEMU's virtio-net-pci with
 // its userspace backend (vhost=off, the same kind of data path) and, for
 // reference, with vhost-net (vhost=on). Both ends check a SHA-256 of
-// the data. The guest is tests/guestnet for all.
+// the data. The guest is tests/guestnet for all. Every run also counts
+// the frames each way through the TAP, whose size shows whether
+// segmentation offloads are in use; with GVMM_BENCH_NET_COUNT=1 it
+// counts the VMM's system calls and the guest's interrupts per transfer
+// too, which slows every system call while it runs.
 func BenchmarkNet(b *testing.B) {
 	k, err := debkernel.Get()
 	if err != nil {
@@ -63,8 +88,17 @@ func BenchmarkNet(b *testing.B) {
 	dial := func(port uint32) (net.Conn, error) {
 		return net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", benchGuestIP, port), time.Minute)
 	}
+	var tr *measure.Tracing
+	if os.Getenv("GVMM_BENCH_NET_COUNT") != "" {
+		t, err := measure.FindTracing()
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr = &t
+	}
 	s := samples{}
-	for range rounds("GVMM_BENCH_NET_ROUNDS", 2) {
+	n := rounds("GVMM_BENCH_NET_ROUNDS", 2)
+	for range n {
 		for _, v := range []vmm{gvmm, qemu, qemuVhost} {
 			r := start(b, v, g)
 			r.waitReport(b, "ready")
@@ -75,11 +109,17 @@ func BenchmarkNet(b *testing.B) {
 				{"host to guest", func() error { return toSink(dial, want) }},
 				{"guest to host", func() error { return fromSource(dial, want) }},
 			} {
-				before, t0 := r.cpu(b), time.Now()
-				if err := t.fn(); err != nil {
-					b.Fatalf("%s: %s: %v", v.name, t.dir, err)
-				}
-				wall, cpu := time.Since(t0), r.cpu(b).Sub(before)
+				tapBefore := tapStats(b)
+				var wall time.Duration
+				var cpu measure.CPU
+				counted := countIf(b, tr, func() {
+					before, t0 := r.cpu(b), time.Now()
+					if err := t.fn(); err != nil {
+						b.Fatalf("%s: %s: %v", v.name, t.dir, err)
+					}
+					wall, cpu = time.Since(t0), r.cpu(b).Sub(before)
+				})
+				tapAfter := tapStats(b)
 				rate := float64(vsockBytes) / (1 << 20) / wall.Seconds()
 				name, metric := v.name, t.dir
 				if v.name == qemuVhost.name {
@@ -92,6 +132,16 @@ func BenchmarkNet(b *testing.B) {
 				if v.name != qemuVhost.name {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
+					// The data's direction: the TAP transmits toward the VMM.
+					frames := tapAfter.TxPackets - tapBefore.TxPackets
+					if t.dir == "guest to host" {
+						frames = tapAfter.RxPackets - tapBefore.RxPackets
+					}
+					s.add(t.dir+", TAP frames", v.name, float64(frames))
+					s.add(t.dir+", data per TAP frame", v.name, float64(vsockBytes)/1024/float64(max(frames, 1)))
+					if counted != nil {
+						addCounted(b, s, t.dir, r, counted)
+					}
 				}
 			}
 			r.cancel()
@@ -103,7 +153,70 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+" vs vhost=on", "MiB/s", nil)
 		emit(b, s, dir+", VMM outside guest mode", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
+		emit(b, s, dir+", TAP frames", "frames", nil)
+		emit(b, s, dir+", data per TAP frame", "KiB", nil)
+		if tr != nil {
+			pad(s, dir+", syscall ", n)
+			emit(b, s, dir+", guest interrupts", "MSIs", nil)
+			emit(b, s, dir+", VMM system calls", "calls", nil)
+			total := measure.Median(s[dir+", VMM system calls"][qemu.name])
+			for _, m := range top(s, dir+", syscall ", total, 0.02) {
+				emit(b, s, m, "calls", nil)
+			}
+		}
 	}
+}
+
+// tapStats reads benchTap's counters.
+func tapStats(b *testing.B) netlink.LinkStatistics {
+	b.Helper()
+	l, err := netlink.LinkByName(benchTap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := l.Attrs().Statistics
+	if st == nil {
+		b.Fatalf("TAP %s: no statistics", benchTap)
+	}
+	return *st
+}
+
+// countIf runs fn, counting syscalls and MSIs around it when tr is set.
+func countIf(b *testing.B, tr *measure.Tracing, fn func()) map[string]measure.Counts {
+	b.Helper()
+	if tr == nil {
+		fn()
+		return nil
+	}
+	return count(b, *tr, []measure.Hist{syscallHist, msiHist}, fn)
+}
+
+// addCounted adds the MSIs and the system calls of r's threads.
+func addCounted(b *testing.B, s samples, dir string, r *running, c map[string]measure.Counts) {
+	b.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mine := map[string]bool{}
+	for _, t := range tasks {
+		mine[t.Name()] = true
+	}
+	s.add(dir+", guest interrupts", r.vmm.name, float64(c[msiHist.Event].Total()))
+	calls := measure.Counts{}
+	for k, n := range c[syscallHist.Event] {
+		tid, id, _ := strings.Cut(k, ",")
+		if mine[tid] {
+			calls[id] += n
+		}
+	}
+	s.add(dir+", VMM system calls", r.vmm.name, float64(calls.Total()))
+	s.addCounts(dir+", syscall ", r.vmm.name, calls, func(id string) string {
+		if n, ok := syscallNames[id]; ok {
+			return n
+		}
+		return "#" + id
+	})
 }
 
 // makeBenchTap makes the persistent TAP every VMM attaches to in turn,
