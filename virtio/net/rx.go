@@ -34,6 +34,8 @@ type rxLoop struct {
 	spare  [][][]byte // buffer lists of used chains, for the next ones
 	iovs   [][]byte
 	pushed int // chains used since the last interrupt
+	// signalFn is signal as a func value made once, not per read.
+	signalFn func()
 }
 
 // rxChain is a popped rx chain resolved to guest memory.
@@ -60,6 +62,7 @@ func (d *Device) startRx(q *queue.Queue) *rxLoop {
 		// The TAP may hold a GSO frame from before the offloads changed.
 		l.need = MaxFrame
 	}
+	l.signalFn = l.signal
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
 	return l
@@ -119,15 +122,12 @@ func (l *rxLoop) run() {
 			continue
 		}
 		capacity := l.iovecs()
-		n, err := l.d.tap.readv(l.iovs, false)
-		if errors.Is(err, unix.EAGAIN) {
-			l.signal() // the TAP is drained: let the guest see the batch
-			n, err = l.d.tap.readv(l.iovs, true)
-		}
+		// The TAP drained: the guest sees the batch before the wait.
+		n, err := l.d.tap.readv(l.iovs, l.signalFn)
 		switch {
 		case closedErr(err):
 			return
-		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN):
+		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
 			// Not the guest's doing (the TAP went away, say): stop

@@ -218,15 +218,23 @@ func (t *Tap) Name() string { return t.name }
 // Close closes the queue; a TAP OpenTap created goes away with it.
 func (t *Tap) Close() error { return t.f.Close() }
 
-// readv reads one frame into iovs. With block it waits on the runtime
-// poller, not spinning, until a frame arrives or the read deadline
-// passes; without, it returns unix.EAGAIN when none is queued.
-func (t *Tap) readv(iovs [][]byte, block bool) (int, error) {
+// readv reads one frame into iovs, waiting on the runtime poller, not
+// spinning, until one arrives or the read deadline passes. idle runs,
+// once, when the TAP has no frame queued, before the wait: it costs no
+// read of its own, as a non-blocking attempt before a blocking one would.
+func (t *Tap) readv(iovs [][]byte, idle func()) (int, error) {
 	var n int
 	var err error
 	if rerr := t.rc.Read(func(fd uintptr) bool {
 		n, err = unix.Readv(int(fd), iovs)
-		return !block || err != unix.EAGAIN
+		if err != unix.EAGAIN {
+			return true
+		}
+		if idle != nil {
+			idle()
+			idle = nil
+		}
+		return false
 	}); rerr != nil {
 		return 0, rerr
 	}
