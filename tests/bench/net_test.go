@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -40,9 +41,10 @@ var qemuVhost = vmm{"QEMU vhost=on", func(g guestSpec) []string {
 	return qemu.argv(g)
 }}
 
-// The hist triggers of GVMM_BENCH_NET_COUNT: every thread's syscalls
-// (the VMM's are picked out by thread id afterwards) and the MSIs KVM
-// injects, the guest's interrupts of both VMMs' devices.
+// The hist triggers of GVMM_BENCH_NET_COUNT, besides the VM exits:
+// every thread's syscalls (the VMM's are picked out by thread id
+// afterwards) and the MSIs KVM injects, the guest's interrupts of both
+// VMMs' devices.
 var (
 	syscallHist = measure.Hist{Event: "raw_syscalls/sys_enter", Keys: []string{"common_pid", "id"}}
 	msiHist     = measure.Hist{Event: "kvm/kvm_msi_set_irq", Keys: []string{"address"}}
@@ -52,7 +54,7 @@ var (
 // others are shown by number.
 var syscallNames = map[string]string{
 	"0": "read", "1": "write", "7": "poll", "16": "ioctl", "19": "readv", "20": "writev",
-	"24": "sched_yield", "35": "nanosleep", "202": "futex", "230": "clock_nanosleep",
+	"24": "sched_yield", "35": "nanosleep", "202": "futex", "228": "clock_gettime", "230": "clock_nanosleep",
 	"232": "epoll_wait", "233": "epoll_ctl", "270": "pselect6", "271": "ppoll",
 	"281": "epoll_pwait", "441": "epoll_pwait2", "14": "rt_sigprocmask", "15": "rt_sigreturn",
 	"200": "tkill", "234": "tgkill", "28": "madvise", "9": "mmap", "11": "munmap",
@@ -89,6 +91,8 @@ func BenchmarkNet(b *testing.B) {
 		return net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", benchGuestIP, port), time.Minute)
 	}
 	var tr *measure.Tracing
+	_, amdErr := os.Stat("/sys/module/kvm_amd")
+	isSVM := amdErr == nil
 	if os.Getenv("GVMM_BENCH_NET_COUNT") != "" {
 		t, err := measure.FindTracing()
 		if err != nil {
@@ -140,7 +144,7 @@ func BenchmarkNet(b *testing.B) {
 					s.add(t.dir+", TAP frames", v.name, float64(frames))
 					s.add(t.dir+", data per TAP frame", v.name, float64(vsockBytes)/1024/float64(max(frames, 1)))
 					if counted != nil {
-						addCounted(b, s, t.dir, r, counted)
+						addCounted(b, s, t.dir, isSVM, r, counted)
 					}
 				}
 			}
@@ -157,7 +161,13 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
 		if tr != nil {
 			pad(s, dir+", syscall ", n)
+			pad(s, dir+", exit ", n)
 			emit(b, s, dir+", guest interrupts", "MSIs", nil)
+			emit(b, s, dir+", VM exits", "exits", nil)
+			exits := measure.Median(s[dir+", VM exits"][qemu.name])
+			for _, m := range top(s, dir+", exit ", exits, 0.02) {
+				emit(b, s, m, "exits", nil)
+			}
 			emit(b, s, dir+", VMM system calls", "calls", nil)
 			total := measure.Median(s[dir+", VMM system calls"][qemu.name])
 			for _, m := range top(s, dir+", syscall ", total, 0.02) {
@@ -188,11 +198,11 @@ func countIf(b *testing.B, tr *measure.Tracing, fn func()) map[string]measure.Co
 		fn()
 		return nil
 	}
-	return count(b, *tr, []measure.Hist{syscallHist, msiHist}, fn)
+	return count(b, *tr, []measure.Hist{syscallHist, msiHist, exitHist}, fn)
 }
 
 // addCounted adds the MSIs and the system calls of r's threads.
-func addCounted(b *testing.B, s samples, dir string, r *running, c map[string]measure.Counts) {
+func addCounted(b *testing.B, s samples, dir string, svm bool, r *running, c map[string]measure.Counts) {
 	b.Helper()
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid))
 	if err != nil {
@@ -203,6 +213,11 @@ func addCounted(b *testing.B, s samples, dir string, r *running, c map[string]me
 		mine[t.Name()] = true
 	}
 	s.add(dir+", guest interrupts", r.vmm.name, float64(c[msiHist.Event].Total()))
+	s.add(dir+", VM exits", r.vmm.name, float64(c[exitHist.Event].Total()))
+	s.addCounts(dir+", exit ", r.vmm.name, c[exitHist.Event], func(k string) string {
+		code, _ := strconv.ParseUint(k, 10, 64)
+		return measure.ExitName(svm, code)
+	})
 	calls := measure.Counts{}
 	for k, n := range c[syscallHist.Event] {
 		tid, id, _ := strings.Cut(k, ",")
