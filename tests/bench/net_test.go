@@ -118,7 +118,7 @@ func BenchmarkNet(b *testing.B) {
 				{"host to guest", func() error { return toSink(dial, want) }},
 				{"guest to host", func() error { return fromSource(dial, want) }},
 			} {
-				tapBefore := tapStats(b)
+				tapBefore, threadsBefore := tapStats(b), r.threadCPU(b)
 				var wall time.Duration
 				var cpu measure.CPU
 				counted := countIf(b, tr, func() {
@@ -128,7 +128,7 @@ func BenchmarkNet(b *testing.B) {
 					}
 					wall, cpu = time.Since(t0), r.cpu(b).Sub(before)
 				})
-				tapAfter := tapStats(b)
+				tapAfter, threadsAfter := tapStats(b), r.threadCPU(b)
 				rate := float64(vsockBytes) / (1 << 20) / wall.Seconds()
 				name, metric := v.name, t.dir
 				if v.name == qemuVhost.name {
@@ -141,6 +141,17 @@ func BenchmarkNet(b *testing.B) {
 				if v.name != qemuVhost.name {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
+					var vcpus, others time.Duration
+					for tid, after := range threadsAfter {
+						d := after.Sub(threadsBefore[tid])
+						if after.Guest > 0 {
+							vcpus += d.Host()
+						} else {
+							others += d.Host()
+						}
+					}
+					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
+					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
 					// The data's direction: the TAP transmits toward the VMM.
 					frames := tapAfter.TxPackets - tapBefore.TxPackets
 					if t.dir == "guest to host" {
@@ -161,6 +172,8 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir, "MiB/s", &atLeast1)
 		emit(b, s, dir+" vs vhost=on", "MiB/s", nil)
 		emit(b, s, dir+", VMM outside guest mode", "CPU s", nil)
+		emit(b, s, dir+", VMM outside guest mode: vCPU threads", "CPU s", nil)
+		emit(b, s, dir+", VMM outside guest mode: other threads", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
 		emit(b, s, dir+", TAP frames", "frames", nil)
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
@@ -180,6 +193,28 @@ func BenchmarkNet(b *testing.B) {
 			}
 		}
 	}
+}
+
+// threadCPU reads the CPU time of each of the VMM's threads by id; the
+// threads that ever ran in guest mode are its vCPUs.
+func (r *running) threadCPU(b *testing.B) map[string]measure.CPU {
+	b.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cpu := map[string]measure.CPU{}
+	for _, t := range tasks {
+		stat, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		if cpu[t.Name()], err = measure.ParseStat(string(stat)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return cpu
 }
 
 // tapStats reads benchTap's counters.
