@@ -304,14 +304,11 @@ func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]by
 }
 
 // processTx writes each of the guest's frames to the TAP, header and
-// all, and interrupts the driver once per batch.
-func (d *Device) processTx(ctx context.Context) (err error) {
-	pushed := false
-	defer func() {
-		if pushed && err == nil {
-			err = d.txq.SignalUsed()
-		}
-	}()
+// all. Each chain goes back, with an interrupt if the driver wants one
+// (used_event), as soon as its frame is written: the guest's stack frees
+// the frame's buffers and sends more while the next frame is written,
+// instead of waiting for the whole batch.
+func (d *Device) processTx(ctx context.Context) error {
 	var c queue.Chain
 	iovs := make([][]byte, 0, 16)
 	for ctx.Err() == nil {
@@ -330,11 +327,6 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 			d.txDrop(c.Head, "tx frame in too many buffers", "buffers", len(iovs))
 		default:
 			if wait := d.txLimit.take(n - HeaderSize); wait > 0 {
-				if pushed {
-					if err := d.txq.SignalUsed(); err != nil {
-						return err
-					}
-				}
 				sleep(ctx, wait, d.txWake)
 				if ctx.Err() != nil {
 					return nil // a reset: the chain goes with the ring
@@ -345,7 +337,9 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 		if err := d.txq.Push(c.Head, 0); err != nil {
 			return err
 		}
-		pushed = true
+		if err := d.txq.SignalUsed(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

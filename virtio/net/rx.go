@@ -45,10 +45,6 @@ type rxChain struct {
 	size int
 }
 
-// signalBatch bounds the frames delivered before the driver is
-// interrupted while the TAP keeps having more.
-const signalBatch = 64
-
 func (d *Device) startRx(q *queue.Queue) *rxLoop {
 	l := &rxLoop{
 		d: d, q: q, mem: d.mem, mrg: d.features&FeatureMrgRxBuf != 0,
@@ -122,7 +118,8 @@ func (l *rxLoop) run() {
 			continue
 		}
 		capacity := l.iovecs()
-		// The TAP drained: the guest sees the batch before the wait.
+		// The TAP drained: chains fill gave back unused reach the
+		// guest before the wait.
 		n, err := l.d.tap.readv(l.iovs, l.signalFn)
 		switch {
 		case closedErr(err):
@@ -139,11 +136,11 @@ func (l *rxLoop) run() {
 			l.fail(err)
 			return
 		}
-		if l.pushed >= signalBatch {
-			l.signal()
-		}
+		// At once, not per batch: the guest takes this frame while
+		// the next is read. used_event spares it the interrupts it
+		// does not want.
+		l.signal()
 		if wait := l.d.rxLimit.take(n - HeaderSize); wait > 0 {
-			l.signal()
 			sleep(l.ctx, wait, l.d.rxWake)
 		}
 	}
