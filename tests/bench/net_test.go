@@ -65,12 +65,13 @@ var syscallNames = map[string]string{
 // through the same TAP: gvmm's virtio-net, QEMU's virtio-net-pci with
 // its userspace backend (vhost=off, the same kind of data path) and, for
 // reference, with vhost-net (vhost=on). Both ends check a SHA-256 of
-// the data. The guest is tests/guestnet for all. Every run also counts
-// the frames each way through the TAP, whose size shows whether
-// segmentation offloads are in use; with GVMM_BENCH_NET_COUNT=1 it
-// counts the VMM's system calls and the guest's interrupts per transfer
-// too, which slows every system call while it runs, and leaves out the
-// vhost=on runs.
+// the data. The guest is tests/guestnet for all. Every run also reports
+// the VMM's CPU time outside guest mode split between its vCPU threads
+// and the others, its context switches, and the frames each way through
+// the TAP, whose size shows the segmentation offloads at work; with
+// GVMM_BENCH_NET_COUNT=1 it counts the VMM's system calls, the VM exits
+// and the guest's interrupts per transfer too, which slows every system
+// call while it runs, and leaves out the vhost=on runs.
 func BenchmarkNet(b *testing.B) {
 	k, err := debkernel.Get()
 	if err != nil {
@@ -118,7 +119,7 @@ func BenchmarkNet(b *testing.B) {
 				{"host to guest", func() error { return toSink(dial, want) }},
 				{"guest to host", func() error { return fromSource(dial, want) }},
 			} {
-				tapBefore, threadsBefore := tapStats(b), r.threadCPU(b)
+				tapBefore, threadsBefore := tapStats(b), r.threads(b)
 				var wall time.Duration
 				var cpu measure.CPU
 				counted := countIf(b, tr, func() {
@@ -128,7 +129,7 @@ func BenchmarkNet(b *testing.B) {
 					}
 					wall, cpu = time.Since(t0), r.cpu(b).Sub(before)
 				})
-				tapAfter, threadsAfter := tapStats(b), r.threadCPU(b)
+				tapAfter, threadsAfter := tapStats(b), r.threads(b)
 				rate := float64(vsockBytes) / (1 << 20) / wall.Seconds()
 				name, metric := v.name, t.dir
 				if v.name == qemuVhost.name {
@@ -142,14 +143,18 @@ func BenchmarkNet(b *testing.B) {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
 					var vcpus, others time.Duration
+					var switches uint64
 					for tid, after := range threadsAfter {
-						d := after.Sub(threadsBefore[tid])
-						if after.Guest > 0 {
+						before := threadsBefore[tid]
+						d := after.cpu.Sub(before.cpu)
+						if after.cpu.Guest > 0 {
 							vcpus += d.Host()
 						} else {
 							others += d.Host()
 						}
+						switches += after.switches - before.switches
 					}
+					s.add(t.dir+", VMM context switches", v.name, float64(switches))
 					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
 					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
 					// The data's direction: the TAP transmits toward the VMM.
@@ -175,6 +180,7 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+", VMM outside guest mode: vCPU threads", "CPU s", nil)
 		emit(b, s, dir+", VMM outside guest mode: other threads", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
+		emit(b, s, dir+", VMM context switches", "switches", nil)
 		emit(b, s, dir+", TAP frames", "frames", nil)
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
 		if tr != nil {
@@ -195,26 +201,48 @@ func BenchmarkNet(b *testing.B) {
 	}
 }
 
-// threadCPU reads the CPU time of each of the VMM's threads by id; the
-// threads that ever ran in guest mode are its vCPUs.
-func (r *running) threadCPU(b *testing.B) map[string]measure.CPU {
+// threadUse is one thread's CPU time and context switches so far.
+type threadUse struct {
+	cpu      measure.CPU
+	switches uint64 // voluntary and involuntary
+}
+
+// threads reads the use of each of the VMM's threads by id; the threads
+// that ever ran in guest mode are its vCPUs.
+func (r *running) threads(b *testing.B) map[string]threadUse {
 	b.Helper()
 	dir := fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid)
 	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		b.Fatal(err)
 	}
-	cpu := map[string]measure.CPU{}
+	use := map[string]threadUse{}
 	for _, t := range tasks {
 		stat, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
 		if err != nil {
 			continue // the thread ended
 		}
-		if cpu[t.Name()], err = measure.ParseStat(string(stat)); err != nil {
+		status, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		var u threadUse
+		if u.cpu, err = measure.ParseStat(string(stat)); err != nil {
 			b.Fatal(err)
 		}
+		for _, line := range strings.Split(string(status), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					b.Fatalf("%s/status: %s: %v", t.Name(), line, err)
+				}
+				u.switches += n
+			}
+		}
+		use[t.Name()] = u
 	}
-	return cpu
+	return use
 }
 
 // tapStats reads benchTap's counters.
