@@ -126,6 +126,10 @@ type Device struct {
 	txq      *queue.Queue
 	kick     func(int)
 	rx       *rxLoop
+	// The tx queue worker's chain and buffer list, kept between
+	// notifications so that a frame allocates nothing.
+	txChain queue.Chain
+	txIovs  [][]byte
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -268,6 +272,7 @@ func (d *Device) Reset() {
 		d.rx = nil
 	}
 	d.mem, d.features, d.txq, d.kick = nil, 0, nil, nil
+	d.txIovs = nil // slices of the guest memory that goes with the reset
 	if err := d.tap.offload(0); err != nil {
 		d.log.Warn("clearing the TAP's offloads", "err", err)
 	}
@@ -309,10 +314,10 @@ func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]by
 // the frame's buffers and sends more while the next frame is written,
 // instead of waiting for the whole batch.
 func (d *Device) processTx(ctx context.Context) error {
-	var c queue.Chain
-	iovs := make([][]byte, 0, 16)
+	c, iovs := &d.txChain, d.txIovs
+	defer func() { d.txIovs = iovs[:0] }()
 	for ctx.Err() == nil {
-		ok, err := d.txq.Pop(&c)
+		ok, err := d.txq.Pop(c)
 		if err != nil || !ok {
 			return err
 		}
