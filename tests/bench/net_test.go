@@ -3,12 +3,16 @@ package bench
 import (
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/gvmm-dev/gvmm/tests/bench/measure"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
@@ -37,12 +41,37 @@ var qemuVhost = vmm{"QEMU vhost=on", func(g guestSpec) []string {
 	return qemu.argv(g)
 }}
 
+// The hist triggers of GVMM_BENCH_NET_COUNT, besides the VM exits:
+// every thread's syscalls (the VMM's are picked out by thread id
+// afterwards) and the MSIs KVM injects, the guest's interrupts of both
+// VMMs' devices.
+var (
+	syscallHist = measure.Hist{Event: "raw_syscalls/sys_enter", Keys: []string{"common_pid", "id"}}
+	msiHist     = measure.Hist{Event: "kvm/kvm_msi_set_irq", Keys: []string{"address"}}
+)
+
+// syscallNames names the x86-64 system calls a VMM's data path makes;
+// others are shown by number.
+var syscallNames = map[string]string{
+	"0": "read", "1": "write", "7": "poll", "16": "ioctl", "19": "readv", "20": "writev",
+	"24": "sched_yield", "35": "nanosleep", "202": "futex", "228": "clock_gettime", "230": "clock_nanosleep",
+	"232": "epoll_wait", "233": "epoll_ctl", "270": "pselect6", "271": "ppoll",
+	"281": "epoll_pwait", "441": "epoll_pwait2", "14": "rt_sigprocmask", "15": "rt_sigreturn",
+	"200": "tkill", "234": "tgkill", "28": "madvise", "9": "mmap", "11": "munmap",
+}
+
 // BenchmarkNet moves vsockBytes over TCP host to guest (to the guest's
 // sink) and guest to host (from its source), each on one connection,
 // through the same TAP: gvmm's virtio-net, QEMU's virtio-net-pci with
 // its userspace backend (vhost=off, the same kind of data path) and, for
 // reference, with vhost-net (vhost=on). Both ends check a SHA-256 of
-// the data. The guest is tests/guestnet for all.
+// the data. The guest is tests/guestnet for all. Every run also reports
+// the VMM's CPU time outside guest mode split between its vCPU threads
+// and the others, its context switches, and the frames each way through
+// the TAP, whose size shows the segmentation offloads at work; with
+// GVMM_BENCH_NET_COUNT=1 it counts the VMM's system calls, the VM exits
+// and the guest's interrupts per transfer too, which slows every system
+// call while it runs, and leaves out the vhost=on runs.
 func BenchmarkNet(b *testing.B) {
 	k, err := debkernel.Get()
 	if err != nil {
@@ -63,9 +92,24 @@ func BenchmarkNet(b *testing.B) {
 	dial := func(port uint32) (net.Conn, error) {
 		return net.DialTimeout("tcp4", fmt.Sprintf("%s:%d", benchGuestIP, port), time.Minute)
 	}
+	var tr *measure.Tracing
+	_, amdErr := os.Stat("/sys/module/kvm_amd")
+	isSVM := amdErr == nil
+	if os.Getenv("GVMM_BENCH_NET_COUNT") != "" {
+		t, err := measure.FindTracing()
+		if err != nil {
+			b.Fatal(err)
+		}
+		tr = &t
+	}
+	runs := []vmm{gvmm, qemu, qemuVhost}
+	if tr != nil {
+		runs = vmms // the counts compare the two userspace data paths
+	}
 	s := samples{}
-	for range rounds("GVMM_BENCH_NET_ROUNDS", 2) {
-		for _, v := range []vmm{gvmm, qemu, qemuVhost} {
+	n := rounds("GVMM_BENCH_NET_ROUNDS", 2)
+	for range n {
+		for _, v := range runs {
 			r := start(b, v, g)
 			r.waitReport(b, "ready")
 			for _, t := range []struct {
@@ -75,11 +119,17 @@ func BenchmarkNet(b *testing.B) {
 				{"host to guest", func() error { return toSink(dial, want) }},
 				{"guest to host", func() error { return fromSource(dial, want) }},
 			} {
-				before, t0 := r.cpu(b), time.Now()
-				if err := t.fn(); err != nil {
-					b.Fatalf("%s: %s: %v", v.name, t.dir, err)
-				}
-				wall, cpu := time.Since(t0), r.cpu(b).Sub(before)
+				tapBefore, threadsBefore := tapStats(b), r.threads(b)
+				var wall time.Duration
+				var cpu measure.CPU
+				counted := countIf(b, tr, func() {
+					before, t0 := r.cpu(b), time.Now()
+					if err := t.fn(); err != nil {
+						b.Fatalf("%s: %s: %v", v.name, t.dir, err)
+					}
+					wall, cpu = time.Since(t0), r.cpu(b).Sub(before)
+				})
+				tapAfter, threadsAfter := tapStats(b), r.threads(b)
 				rate := float64(vsockBytes) / (1 << 20) / wall.Seconds()
 				name, metric := v.name, t.dir
 				if v.name == qemuVhost.name {
@@ -92,6 +142,31 @@ func BenchmarkNet(b *testing.B) {
 				if v.name != qemuVhost.name {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
+					var vcpus, others time.Duration
+					var switches uint64
+					for tid, after := range threadsAfter {
+						before := threadsBefore[tid]
+						d := after.cpu.Sub(before.cpu)
+						if after.cpu.Guest > 0 {
+							vcpus += d.Host()
+						} else {
+							others += d.Host()
+						}
+						switches += after.switches - before.switches
+					}
+					s.add(t.dir+", VMM context switches", v.name, float64(switches))
+					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
+					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
+					// The data's direction: the TAP transmits toward the VMM.
+					frames := tapAfter.TxPackets - tapBefore.TxPackets
+					if t.dir == "guest to host" {
+						frames = tapAfter.RxPackets - tapBefore.RxPackets
+					}
+					s.add(t.dir+", TAP frames", v.name, float64(frames))
+					s.add(t.dir+", data per TAP frame", v.name, float64(vsockBytes)/1024/float64(max(frames, 1)))
+					if counted != nil {
+						addCounted(b, s, t.dir, isSVM, r, counted)
+					}
 				}
 			}
 			r.cancel()
@@ -102,8 +177,129 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir, "MiB/s", &atLeast1)
 		emit(b, s, dir+" vs vhost=on", "MiB/s", nil)
 		emit(b, s, dir+", VMM outside guest mode", "CPU s", nil)
+		emit(b, s, dir+", VMM outside guest mode: vCPU threads", "CPU s", nil)
+		emit(b, s, dir+", VMM outside guest mode: other threads", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
+		emit(b, s, dir+", VMM context switches", "switches", nil)
+		emit(b, s, dir+", TAP frames", "frames", nil)
+		emit(b, s, dir+", data per TAP frame", "KiB", nil)
+		if tr != nil {
+			pad(s, dir+", syscall ", n)
+			pad(s, dir+", exit ", n)
+			emit(b, s, dir+", guest interrupts", "MSIs", nil)
+			emit(b, s, dir+", VM exits", "exits", nil)
+			exits := measure.Median(s[dir+", VM exits"][qemu.name])
+			for _, m := range top(s, dir+", exit ", exits, 0.02) {
+				emit(b, s, m, "exits", nil)
+			}
+			emit(b, s, dir+", VMM system calls", "calls", nil)
+			total := measure.Median(s[dir+", VMM system calls"][qemu.name])
+			for _, m := range top(s, dir+", syscall ", total, 0.02) {
+				emit(b, s, m, "calls", nil)
+			}
+		}
 	}
+}
+
+// threadUse is one thread's CPU time and context switches so far.
+type threadUse struct {
+	cpu      measure.CPU
+	switches uint64 // voluntary and involuntary
+}
+
+// threads reads the use of each of the VMM's threads by id; the threads
+// that ever ran in guest mode are its vCPUs.
+func (r *running) threads(b *testing.B) map[string]threadUse {
+	b.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid)
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	use := map[string]threadUse{}
+	for _, t := range tasks {
+		stat, err := os.ReadFile(filepath.Join(dir, t.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended
+		}
+		status, err := os.ReadFile(filepath.Join(dir, t.Name(), "status"))
+		if err != nil {
+			continue
+		}
+		var u threadUse
+		if u.cpu, err = measure.ParseStat(string(stat)); err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			k, v, _ := strings.Cut(line, ":")
+			if k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches" {
+				n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				if err != nil {
+					b.Fatalf("%s/status: %s: %v", t.Name(), line, err)
+				}
+				u.switches += n
+			}
+		}
+		use[t.Name()] = u
+	}
+	return use
+}
+
+// tapStats reads benchTap's counters.
+func tapStats(b *testing.B) netlink.LinkStatistics {
+	b.Helper()
+	l, err := netlink.LinkByName(benchTap)
+	if err != nil {
+		b.Fatal(err)
+	}
+	st := l.Attrs().Statistics
+	if st == nil {
+		b.Fatalf("TAP %s: no statistics", benchTap)
+	}
+	return *st
+}
+
+// countIf runs fn, counting syscalls and MSIs around it when tr is set.
+func countIf(b *testing.B, tr *measure.Tracing, fn func()) map[string]measure.Counts {
+	b.Helper()
+	if tr == nil {
+		fn()
+		return nil
+	}
+	return count(b, *tr, []measure.Hist{syscallHist, msiHist, exitHist}, fn)
+}
+
+// addCounted adds the MSIs and the system calls of r's threads.
+func addCounted(b *testing.B, s samples, dir string, svm bool, r *running, c map[string]measure.Counts) {
+	b.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", r.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	mine := map[string]bool{}
+	for _, t := range tasks {
+		mine[t.Name()] = true
+	}
+	s.add(dir+", guest interrupts", r.vmm.name, float64(c[msiHist.Event].Total()))
+	s.add(dir+", VM exits", r.vmm.name, float64(c[exitHist.Event].Total()))
+	s.addCounts(dir+", exit ", r.vmm.name, c[exitHist.Event], func(k string) string {
+		code, _ := strconv.ParseUint(k, 10, 64)
+		return measure.ExitName(svm, code)
+	})
+	calls := measure.Counts{}
+	for k, n := range c[syscallHist.Event] {
+		tid, id, _ := strings.Cut(k, ",")
+		if mine[tid] {
+			calls[id] += n
+		}
+	}
+	s.add(dir+", VMM system calls", r.vmm.name, float64(calls.Total()))
+	s.addCounts(dir+", syscall ", r.vmm.name, calls, func(id string) string {
+		if n, ok := syscallNames[id]; ok {
+			return n
+		}
+		return "#" + id
+	})
 }
 
 // makeBenchTap makes the persistent TAP every VMM attaches to in turn,

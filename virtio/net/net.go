@@ -127,6 +127,10 @@ type Device struct {
 	txq      *queue.Queue
 	kick     func(int)
 	rx       *rxLoop
+	// The tx queue worker's chain and buffer list, kept between
+	// notifications so that a frame allocates nothing.
+	txChain queue.Chain
+	txIovs  [][]byte
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -269,6 +273,7 @@ func (d *Device) Reset() {
 		d.rx = nil
 	}
 	d.mem, d.features, d.txq, d.kick = nil, 0, nil, nil
+	d.txIovs = nil // slices of the guest memory that goes with the reset
 	if err := d.tap.offload(0); err != nil {
 		d.log.Warn("clearing the TAP's offloads", "err", err)
 	}
@@ -305,18 +310,15 @@ func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]by
 }
 
 // processTx writes each of the guest's frames to the TAP, header and
-// all, and interrupts the driver once per batch.
-func (d *Device) processTx(ctx context.Context) (err error) {
-	pushed := false
-	defer func() {
-		if pushed && err == nil {
-			err = d.txq.SignalUsed()
-		}
-	}()
-	var c queue.Chain
-	iovs := make([][]byte, 0, 16)
+// all. Each chain goes back, with an interrupt if the driver wants one
+// (used_event), as soon as its frame is written: the guest's stack frees
+// the frame's buffers and sends more while the next frame is written,
+// instead of waiting for the whole batch.
+func (d *Device) processTx(ctx context.Context) error {
+	c, iovs := &d.txChain, d.txIovs
+	defer func() { d.txIovs = iovs[:0] }()
 	for ctx.Err() == nil {
-		ok, err := d.txq.Pop(&c)
+		ok, err := d.txq.Pop(c)
 		if err != nil || !ok {
 			return err
 		}
@@ -331,11 +333,6 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 			d.txDrop(c.Head, "tx frame in too many buffers", "buffers", len(iovs))
 		default:
 			if wait := d.txLimit.Take(n - HeaderSize); wait > 0 {
-				if pushed {
-					if err := d.txq.SignalUsed(); err != nil {
-						return err
-					}
-				}
 				ratelimit.Sleep(ctx, wait, d.txWake)
 				if ctx.Err() != nil {
 					return nil // a reset: the chain goes with the ring
@@ -346,7 +343,9 @@ func (d *Device) processTx(ctx context.Context) (err error) {
 		if err := d.txq.Push(c.Head, 0); err != nil {
 			return err
 		}
-		pushed = true
+		if err := d.txq.SignalUsed(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -31,6 +31,7 @@ type rig struct {
 	d    *Device
 	drv  *virtiotest.PCIDriver
 	mem  *memory.Memory
+	msi  *virtiotest.MSI // vector i is queue i's
 	peer *os.File
 	logs *virtiotest.Log
 
@@ -46,7 +47,7 @@ func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	for _, fd := range fds {
 		require.NoError(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20))
 	}
-	r := &rig{mem: virtiotest.NewMemory(ramSize), logs: &virtiotest.Log{}, peer: os.NewFile(uintptr(fds[1]), "peer")}
+	r := &rig{mem: virtiotest.NewMemory(ramSize), msi: virtiotest.NewMSI(), logs: &virtiotest.Log{}, peer: os.NewFile(uintptr(fds[1]), "peer")}
 	tap, err := newTestTap(os.NewFile(uintptr(fds[0]), "tap"), func(flags int) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -57,7 +58,7 @@ func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	r.d, err = New(Options{Tap: tap, MAC: [6]byte{0x52, 0x54, 0, 1, 2, 3}, Limits: limits,
 		Log: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	require.NoError(t, err)
-	fn, err := virtio.NewPCI(r.d, virtio.PCIOptions{Mem: r.mem, MSI: virtiotest.NewMSI(), Log: slog.New(slog.DiscardHandler)})
+	fn, err := virtio.NewPCI(r.d, virtio.PCIOptions{Mem: r.mem, MSI: r.msi, Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
 	r.drv, err = virtiotest.NewPCIDriver(fn, r.mem)
 	require.NoError(t, err)

@@ -35,6 +35,8 @@ type rxLoop struct {
 	spare  [][][]byte // buffer lists of used chains, for the next ones
 	iovs   [][]byte
 	pushed int // chains used since the last interrupt
+	// signalFn is signal as a func value made once, not per read.
+	signalFn func()
 }
 
 // rxChain is a popped rx chain resolved to guest memory.
@@ -43,10 +45,6 @@ type rxChain struct {
 	bufs [][]byte
 	size int
 }
-
-// signalBatch bounds the frames delivered before the driver is
-// interrupted while the TAP keeps having more.
-const signalBatch = 64
 
 func (d *Device) startRx(q *queue.Queue) *rxLoop {
 	l := &rxLoop{
@@ -61,6 +59,7 @@ func (d *Device) startRx(q *queue.Queue) *rxLoop {
 		// The TAP may hold a GSO frame from before the offloads changed.
 		l.need = MaxFrame
 	}
+	l.signalFn = l.signal
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
 	return l
@@ -120,15 +119,13 @@ func (l *rxLoop) run() {
 			continue
 		}
 		capacity := l.iovecs()
-		n, err := l.d.tap.readv(l.iovs, false)
-		if errors.Is(err, unix.EAGAIN) {
-			l.signal() // the TAP is drained: let the guest see the batch
-			n, err = l.d.tap.readv(l.iovs, true)
-		}
+		// The TAP drained: chains fill gave back unused reach the
+		// guest before the wait.
+		n, err := l.d.tap.readv(l.iovs, l.signalFn)
 		switch {
 		case closedErr(err):
 			return
-		case errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN):
+		case errors.Is(err, unix.EINTR):
 			continue
 		case err != nil:
 			// Not the guest's doing (the TAP went away, say): stop
@@ -140,11 +137,11 @@ func (l *rxLoop) run() {
 			l.fail(err)
 			return
 		}
-		if l.pushed >= signalBatch {
-			l.signal()
-		}
+		// At once, not per batch: the guest takes this frame while
+		// the next is read. used_event spares it the interrupts it
+		// does not want.
+		l.signal()
 		if wait := l.d.rxLimit.Take(n - HeaderSize); wait > 0 {
-			l.signal()
 			ratelimit.Sleep(l.ctx, wait, l.d.rxWake)
 		}
 	}

@@ -43,6 +43,25 @@ type Tap struct {
 	created bool
 	// offload applies TUNSETOFFLOAD; device tests without a TAP replace it.
 	offload func(flags int) error
+	// readv's state, which only the rx goroutine uses, and writev's,
+	// which only the tx queue's worker uses.
+	rx, tx tapIO
+}
+
+// tapIO is one direction's system call state, kept so that a frame's
+// readv or writev allocates nothing: the iovecs, the result, and the
+// function the runtime poller calls, made once.
+type tapIO struct {
+	iov  iovecs
+	n    int
+	err  error
+	idle func()
+	call func(fd uintptr) bool
+}
+
+// initIO makes the poller's functions; every constructor calls it.
+func (t *Tap) initIO() {
+	t.rx.call, t.tx.call = t.readOnce, t.writeOnce
 }
 
 // OpenTap attaches to the TAP interface name, creating it if it does not
@@ -154,6 +173,7 @@ func TapFromFile(f *os.File) (*Tap, error) {
 
 func newTap(f *os.File, name string) (*Tap, error) {
 	t := &Tap{f: f, name: name}
+	t.initIO()
 	var err error
 	if t.rc, err = f.SyscallConn(); err != nil {
 		f.Close()
@@ -183,7 +203,9 @@ func newTestTap(f *os.File, offload func(int) error) (*Tap, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tap{f: f, rc: rc, name: "test", offload: offload}, nil
+	t := &Tap{f: f, rc: rc, name: "test", offload: offload}
+	t.initIO()
+	return t, nil
 }
 
 func ioctlIfreq(f *os.File, req uint, ifr *unix.Ifreq) error {
@@ -218,33 +240,45 @@ func (t *Tap) Name() string { return t.name }
 // Close closes the queue; a TAP OpenTap created goes away with it.
 func (t *Tap) Close() error { return t.f.Close() }
 
-// readv reads one frame into iovs. With block it waits on the runtime
-// poller, not spinning, until a frame arrives or the read deadline
-// passes; without, it returns unix.EAGAIN when none is queued.
-func (t *Tap) readv(iovs [][]byte, block bool) (int, error) {
-	var n int
-	var err error
-	if rerr := t.rc.Read(func(fd uintptr) bool {
-		n, err = unix.Readv(int(fd), iovs)
-		return !block || err != unix.EAGAIN
-	}); rerr != nil {
-		return 0, rerr
+// readv reads one frame into iovs, waiting on the runtime poller, not
+// spinning, until one arrives or the read deadline passes. idle runs,
+// once, when the TAP has no frame queued, before the wait: it costs no
+// read of its own, as a non-blocking attempt before a blocking one would.
+func (t *Tap) readv(iovs [][]byte, idle func()) (int, error) {
+	t.rx.iov.set(iovs)
+	t.rx.idle = idle
+	if err := t.rc.Read(t.rx.call); err != nil {
+		return 0, err
 	}
-	return n, err
+	return t.rx.n, t.rx.err
+}
+
+func (t *Tap) readOnce(fd uintptr) bool {
+	r := &t.rx
+	r.n, r.err = r.iov.readv(fd)
+	if r.err != unix.EAGAIN {
+		return true
+	}
+	if r.idle != nil {
+		r.idle()
+		r.idle = nil
+	}
+	return false
 }
 
 // writev writes one frame from iovs without waiting: a TAP whose queue
 // is full drops the frame, as a NIC's full ring does.
 func (t *Tap) writev(iovs [][]byte) (int, error) {
-	var n int
-	var err error
-	if werr := t.rc.Write(func(fd uintptr) bool {
-		n, err = unix.Writev(int(fd), iovs)
-		return true
-	}); werr != nil {
-		return 0, werr
+	t.tx.iov.set(iovs)
+	if err := t.rc.Write(t.tx.call); err != nil {
+		return 0, err
 	}
-	return n, err
+	return t.tx.n, t.tx.err
+}
+
+func (t *Tap) writeOnce(fd uintptr) bool {
+	t.tx.n, t.tx.err = t.tx.iov.writev(fd)
+	return true
 }
 
 // interruptReads makes a waiting readv, and every later one, fail with
