@@ -129,6 +129,12 @@ func Run(ctx context.Context, cfg Config) (int, error) {
 // survive.
 var ErrFroze = errors.New("the test host froze: its user space stopped showing signs of life")
 
+// ErrDied reports a test host whose kernel ended under the payload
+// without a word on its console: a triple fault of the emulated CPU,
+// which, like a freeze, no program inside can cause or survive (seen
+// once with two Linux guests running, see docs/kvm-test-host.md).
+var ErrDied = errors.New("the test host ended without reporting the payload's status")
+
 const (
 	// aliveBoot is how long a host may take to show its first sign of
 	// life, aliveGap how long it may then stay silent (AliveEvery is 5 s).
@@ -433,7 +439,7 @@ func report(consoleLog string) (int, error) {
 			return status, nil
 		}
 	}
-	return 0, errors.New("the test host ended without reporting the payload's status")
+	return 0, ErrDied
 }
 
 // tail returns the end of the console log, for error reports.

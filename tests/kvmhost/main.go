@@ -187,10 +187,10 @@ func mainStatus(m *testing.M, opts []Option) int {
 			Stdout:      results,
 			Log:         os.Stderr,
 		})
-		// A frozen host is the emulator's failure, not the tests': those
-		// that had not passed run again on a fresh host. A test that had
-		// failed fails the run, whatever happens next.
-		if errors.Is(err, ErrFroze) && !results.anyFailed() && attempt < frozenAttempts && time.Until(deadline) > minAttempt {
+		// A frozen or dead host is the emulator's failure, not the
+		// tests': those that had not passed run again on a fresh host.
+		// A test that had failed fails the run, whatever happens next.
+		if (errors.Is(err, ErrFroze) || errors.Is(err, ErrDied)) && !results.anyFailed() && attempt < frozenAttempts && time.Until(deadline) > minAttempt {
 			fmt.Fprintf(os.Stderr, "kvmhost: %v\nkvmhost: RETRYING on a fresh test host (attempt %d of %d); the tests that passed are skipped\n", err, attempt+1, frozenAttempts)
 			continue
 		}
