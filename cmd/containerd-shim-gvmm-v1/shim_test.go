@@ -34,6 +34,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, uint64(1<<30), s.memory)
 	assert.Equal(t, 2, s.cpus)
 	assert.Equal(t, "30s", s.bootTimeout.String())
+	assert.True(t, s.seccomp, "the filter is on by default")
 
 	byBody, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte("cpus = 3\n")})
 	require.NoError(t, err)
@@ -42,6 +43,14 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, 3, s.cpus)
 	assert.Equal(t, uint64(machine.DefaultMemory), s.memory, "the default")
 	assert.True(t, strings.HasPrefix(s.kernel, "/boot/vmlinuz-"))
+
+	for body, want := range map[string]bool{"seccomp = \"on\"\n": true, "seccomp = \"off\"\n": false} {
+		opts, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte(body)})
+		require.NoError(t, err)
+		s, err = loadConfig(protobuf.FromAny(opts))
+		require.NoError(t, err)
+		assert.Equal(t, want, s.seccomp, "%s", body)
+	}
 }
 
 func TestLoadConfigRefusesBadFiles(t *testing.T) {
@@ -50,6 +59,7 @@ func TestLoadConfigRefusesBadFiles(t *testing.T) {
 		"bad memory":   "memory = \"lots\"",
 		"cpus":         "cpus = 1000",
 		"bad duration": "boot_timeout = \"soon\"",
+		"seccomp":      "seccomp = \"log\"",
 	} {
 		t.Run(name, func(t *testing.T) {
 			opts, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte(body)})
