@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/containerd/containerd/protobuf"
 	"github.com/containerd/typeurl/v2"
@@ -130,4 +133,13 @@ func TestIsDaemonOf(t *testing.T) {
 	assert.False(t, isDaemonOf([]string{self, "-id", "c2"}, "c1"))
 	assert.False(t, isDaemonOf([]string{"/usr/bin/other", "-id", "c1"}, "c1"))
 	assert.False(t, isDaemonOf(nil, "c1"))
+}
+
+// A shim whose first boot failed may be under its seccomp filter: it
+// refuses to mount another root rather than die of it.
+func TestCreateAfterAFailedBoot(t *testing.T) {
+	s := &service{procs: map[string]*proc{}, booted: true}
+	_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir()})
+	require.Error(t, err)
+	assert.True(t, errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)), "%v", err)
 }
