@@ -172,7 +172,7 @@ var childCases = map[string]func(install func() error) error{
 
 // shimChildCases are childCases under the shim's list.
 var shimChildCases = map[string]func(install func() error) error{
-	"shim: unmount and reap": func(install func() error) error {
+	"shim: unmount, getcwd and reap": func(install func() error) error {
 		if err := install(); err != nil {
 			return err
 		}
@@ -183,6 +183,9 @@ var shimChildCases = map[string]func(install func() error) error{
 		// either way the call ran.
 		if err := unix.Unmount(os.Getenv(childDirEnv), 0); err != unix.EINVAL && err != unix.EPERM {
 			return fmt.Errorf("umount2: %v, want EINVAL or EPERM", err)
+		}
+		if _, err := unix.Getwd(); err != nil {
+			return fmt.Errorf("getcwd: %w", err)
 		}
 		if _, err := unix.Wait4(-1, nil, unix.WNOHANG, nil); err != unix.ECHILD {
 			return fmt.Errorf("wait4: %v, want ECHILD", err)
@@ -244,7 +247,7 @@ func TestInstallDeniesAndReports(t *testing.T) {
 		{name: "kill another process", status: ExitStatus, syscall: "kill nr=62"},
 		{name: "executable memory", status: ExitStatus, syscall: "mmap nr=9"},
 		{name: "socket from an older thread", status: ExitStatus, syscall: "socket nr=41"},
-		{name: "shim: unmount and reap", stdout: "survived\n"},
+		{name: "shim: unmount, getcwd and reap", stdout: "survived\n"},
 		{name: "shim: mount", status: ExitStatus, syscall: "mount nr=165"},
 		{name: "shim: detach", status: ExitStatus, syscall: "umount2 nr=166"},
 		{name: "shim: exec", status: ExitStatus, syscall: "execve nr=59"},

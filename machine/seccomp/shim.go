@@ -10,7 +10,7 @@ import "golang.org/x/sys/unix"
 // and the removal of its files need no more than VMM and Shares; the
 // rest is below. It was derived from the code of the shim and of
 // containerd's shim library, and checked by running containerd's task
-// life cycle under the filter.
+// life cycle under the filter, which found the getcwd below.
 //
 // Not listed, among others: mount (the root is mounted before the VM
 // starts), execve and fork (the shim's start and delete modes are
@@ -26,6 +26,11 @@ func Shim() []Rule {
 		// unmount it with fusermount, a new process. Failing statfs makes
 		// it use umount2 at once, which a root shim may do on FUSE too.
 		Rule{Syscall: unix.SYS_STATFS, Errno: unix.ENOSYS},
+		// On its way out, after Shutdown, the shim library reads its
+		// socket's address from the bundle's file "address" to remove
+		// the socket, through filepath.Abs: getcwd, as the shim's $PWD
+		// is containerd's, not the bundle it runs in.
+		Rule{Syscall: unix.SYS_GETCWD},
 		// The shim library's reaper calls wait4(-1, WNOHANG) on every
 		// SIGCHLD, which anyone may send; a process that cannot fork
 		// only learns it has no child.
