@@ -35,6 +35,9 @@ type Config struct {
 	CPUs   int    `toml:"cpus"`
 	// BootTimeout bounds the wait for the agent: "2m".
 	BootTimeout string `toml:"boot_timeout"`
+	// Seccomp is "on" (the default): the shim confines itself to the
+	// system calls it needs once the VM runs; "off" is for debugging.
+	Seccomp string `toml:"seccomp"`
 }
 
 // settings is a Config checked and completed.
@@ -43,6 +46,7 @@ type settings struct {
 	memory                 uint64
 	cpus                   int
 	bootTimeout            time.Duration
+	seccomp                bool
 }
 
 // loadConfig reads the configuration the runtime options name, or the
@@ -87,7 +91,7 @@ func loadConfig(opts *anypb.Any) (settings, error) {
 func (c Config) settings() (settings, error) {
 	release := kernelRelease()
 	s := settings{kernel: c.Kernel, modules: c.Modules, agent: c.Agent, cpus: c.CPUs,
-		memory: machine.DefaultMemory, bootTimeout: 2 * time.Minute}
+		memory: machine.DefaultMemory, bootTimeout: 2 * time.Minute, seccomp: true}
 	if s.kernel == "" {
 		s.kernel = "/boot/vmlinuz-" + release
 	}
@@ -120,6 +124,13 @@ func (c Config) settings() (settings, error) {
 			return settings{}, fmt.Errorf("boot_timeout = %q: want a duration such as 2m", c.BootTimeout)
 		}
 		s.bootTimeout = d
+	}
+	switch c.Seccomp {
+	case "", "on":
+	case "off":
+		s.seccomp = false
+	default:
+		return settings{}, fmt.Errorf("seccomp = %q: want on or off", c.Seccomp)
 	}
 	return s, nil
 }

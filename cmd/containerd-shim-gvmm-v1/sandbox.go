@@ -15,6 +15,7 @@ import (
 	"github.com/gvmm-dev/gvmm/internal/guestimage"
 	"github.com/gvmm-dev/gvmm/internal/kmod"
 	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/seccomp"
 	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
@@ -92,6 +93,15 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 			s.stop()
 		}
 	}()
+	if cfg.seccomp {
+		// The VM runs and all the shim opens by itself is open; the
+		// guest's agent is not yet listened to. From here on a call
+		// outside the list ends the shim with a line naming it in its
+		// log, and containerd sees the task end as with a killed shim.
+		if err := seccomp.Install(seccomp.Shim()); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.waitAgent(ctx, cfg.bootTimeout); err != nil {
 		return nil, err
 	}

@@ -47,6 +47,10 @@ type service struct {
 	sb     *sandbox
 	procs  map[string]*proc // "" is the init
 	paused bool
+	// booted is set by the first Create to boot a VM: a shim boots one.
+	// A failed boot leaves the shim under its seccomp filter, which
+	// forbids mounting another root file system.
+	booted bool
 }
 
 func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) *service {
@@ -115,6 +119,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if s.sb != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "this shim runs container %s", s.id)
 	}
+	if s.booted {
+		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "this shim's VM failed to start; a new task needs a new shim")
+	}
 	if r.Checkpoint != "" {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "%s restores no checkpoint", runtimeName)
 	}
@@ -146,6 +153,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}()
 	vm.bundle = r.Bundle
+	s.booted = true
 	sb, err := startSandbox(ctx, cfg, vm, s.log)
 	if err != nil {
 		return nil, err

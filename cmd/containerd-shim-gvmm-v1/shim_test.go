@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/errdefs"
 	runtimeoptions "github.com/containerd/containerd/pkg/runtimeoptions/v1"
 	"github.com/containerd/containerd/protobuf"
 	"github.com/containerd/typeurl/v2"
@@ -34,6 +37,7 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, uint64(1<<30), s.memory)
 	assert.Equal(t, 2, s.cpus)
 	assert.Equal(t, "30s", s.bootTimeout.String())
+	assert.True(t, s.seccomp, "the filter is on by default")
 
 	byBody, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte("cpus = 3\n")})
 	require.NoError(t, err)
@@ -42,6 +46,14 @@ func TestLoadConfig(t *testing.T) {
 	assert.Equal(t, 3, s.cpus)
 	assert.Equal(t, uint64(machine.DefaultMemory), s.memory, "the default")
 	assert.True(t, strings.HasPrefix(s.kernel, "/boot/vmlinuz-"))
+
+	for body, want := range map[string]bool{"seccomp = \"on\"\n": true, "seccomp = \"off\"\n": false} {
+		opts, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte(body)})
+		require.NoError(t, err)
+		s, err = loadConfig(protobuf.FromAny(opts))
+		require.NoError(t, err)
+		assert.Equal(t, want, s.seccomp, "%s", body)
+	}
 }
 
 func TestLoadConfigRefusesBadFiles(t *testing.T) {
@@ -50,6 +62,7 @@ func TestLoadConfigRefusesBadFiles(t *testing.T) {
 		"bad memory":   "memory = \"lots\"",
 		"cpus":         "cpus = 1000",
 		"bad duration": "boot_timeout = \"soon\"",
+		"seccomp":      "seccomp = \"log\"",
 	} {
 		t.Run(name, func(t *testing.T) {
 			opts, err := typeurl.MarshalAny(&runtimeoptions.Options{ConfigBody: []byte(body)})
@@ -120,4 +133,13 @@ func TestIsDaemonOf(t *testing.T) {
 	assert.False(t, isDaemonOf([]string{self, "-id", "c2"}, "c1"))
 	assert.False(t, isDaemonOf([]string{"/usr/bin/other", "-id", "c1"}, "c1"))
 	assert.False(t, isDaemonOf(nil, "c1"))
+}
+
+// A shim whose first boot failed may be under its seccomp filter: it
+// refuses to mount another root rather than die of it.
+func TestCreateAfterAFailedBoot(t *testing.T) {
+	s := &service{procs: map[string]*proc{}, booted: true}
+	_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir()})
+	require.Error(t, err)
+	assert.True(t, errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)), "%v", err)
 }

@@ -180,13 +180,60 @@ var childCases = map[string]func(install func() error) error{
 	},
 }
 
+// shimChildCases are childCases under the shim's list.
+var shimChildCases = map[string]func(install func() error) error{
+	"shim: unmount, getcwd and reap": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		if err := unix.Statfs("/", &unix.Statfs_t{}); err != unix.ENOSYS {
+			return fmt.Errorf("statfs: %v, want ENOSYS", err)
+		}
+		// Not a mount point: EINVAL, or EPERM without CAP_SYS_ADMIN;
+		// either way the call ran.
+		if err := unix.Unmount(os.Getenv(childDirEnv), 0); err != unix.EINVAL && err != unix.EPERM {
+			return fmt.Errorf("umount2: %v, want EINVAL or EPERM", err)
+		}
+		if _, err := unix.Getwd(); err != nil {
+			return fmt.Errorf("getcwd: %w", err)
+		}
+		if _, err := unix.Wait4(-1, nil, unix.WNOHANG, nil); err != unix.ECHILD {
+			return fmt.Errorf("wait4: %v, want ECHILD", err)
+		}
+		return nil
+	},
+	"shim: mount": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		return unix.Mount("none", os.Getenv(childDirEnv), "tmpfs", 0, "")
+	},
+	"shim: detach": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		return unix.Unmount(os.Getenv(childDirEnv), unix.MNT_DETACH)
+	},
+	"shim: exec": func(install func() error) error {
+		if err := install(); err != nil {
+			return err
+		}
+		return unix.Exec("/bin/true", []string{"true"}, nil)
+	},
+}
+
 func child(name string) int {
+	rules := VMM
 	fn, ok := childCases[name]
+	if !ok {
+		fn, ok = shimChildCases[name]
+		rules = Shim
+	}
 	if !ok {
 		fmt.Fprintf(os.Stderr, "no child case %q\n", name)
 		return 99
 	}
-	if err := fn(func() error { return Install(VMM()) }); err != nil {
+	if err := fn(func() error { return Install(rules()) }); err != nil {
 		fmt.Printf("survived: %v\n", err)
 		return 0
 	}
@@ -211,6 +258,10 @@ func TestInstallDeniesAndReports(t *testing.T) {
 		{name: "dup3 onto another descriptor", status: ExitStatus, syscall: "dup3 nr=292"},
 		{name: "executable memory", status: ExitStatus, syscall: "mmap nr=9"},
 		{name: "socket from an older thread", status: ExitStatus, syscall: "socket nr=41"},
+		{name: "shim: unmount, getcwd and reap", stdout: "survived\n"},
+		{name: "shim: mount", status: ExitStatus, syscall: "mount nr=165"},
+		{name: "shim: detach", status: ExitStatus, syscall: "umount2 nr=166"},
+		{name: "shim: exec", status: ExitStatus, syscall: "execve nr=59"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -181,6 +181,37 @@ func TestNetsPolicy(t *testing.T) {
 	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_SOCKET, unix.AF_INET)))
 }
 
+func TestShimPolicy(t *testing.T) {
+	prog, err := Build(Shim())
+	require.NoError(t, err)
+	tests := []struct {
+		name string
+		in   seccompData
+		want uint32
+	}{
+		{"KVM_RUN", call(unix.SYS_IOCTL, 5, 0xae80), unix.SECCOMP_RET_ALLOW},
+		{"a share's openat2", call(unix.SYS_OPENAT2), unix.SECCOMP_RET_ALLOW},
+		{"a FIFO", call(unix.SYS_OPENAT, 3, 0, unix.O_WRONLY), unix.SECCOMP_RET_ALLOW},
+		{"dial containerd", call(unix.SYS_SOCKET, unix.AF_UNIX, unix.SOCK_STREAM), unix.SECCOMP_RET_ALLOW},
+		{"unmount the root", call(unix.SYS_UMOUNT2, 0, 0), unix.SECCOMP_RET_ALLOW},
+		{"detach a mount", call(unix.SYS_UMOUNT2, 0, unix.MNT_DETACH), unix.SECCOMP_RET_TRAP},
+		{"force an unmount", call(unix.SYS_UMOUNT2, 0, unix.MNT_FORCE), unix.SECCOMP_RET_TRAP},
+		{"is it FUSE", call(unix.SYS_STATFS), unix.SECCOMP_RET_ERRNO | uint32(unix.ENOSYS)},
+		{"where am I", call(unix.SYS_GETCWD), unix.SECCOMP_RET_ALLOW},
+		{"reap", call(unix.SYS_WAIT4, ^uint64(0), 0, unix.WNOHANG), unix.SECCOMP_RET_ALLOW},
+		{"mount", call(unix.SYS_MOUNT), unix.SECCOMP_RET_TRAP},
+		{"fork for fusermount", call(unix.SYS_CLONE, unix.CLONE_VM|unix.CLONE_VFORK|uint64(unix.SIGCHLD)), unix.SECCOMP_RET_TRAP},
+		{"execve", call(unix.SYS_EXECVE), unix.SECCOMP_RET_TRAP},
+		{"a device node", call(unix.SYS_MKNODAT), unix.SECCOMP_RET_TRAP},
+		{"socket", call(unix.SYS_SOCKET, unix.AF_INET), unix.SECCOMP_RET_TRAP},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, run(t, prog, tt.in))
+		})
+	}
+}
+
 func TestSyscallName(t *testing.T) {
 	assert.Equal(t, "read", SyscallName(0))
 	assert.Equal(t, "socket", SyscallName(unix.SYS_SOCKET))

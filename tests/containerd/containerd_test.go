@@ -102,6 +102,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		// containerd copies its shims' logs to its own: a shim that made
+		// a call its seccomp filter denies said so there, even when it
+		// happened on its way out after the task's delete.
+		assert.False(t, strings.Contains(e.daemonLog.String(), "seccomp: system call not allowed"), "a shim was stopped by its seccomp filter")
 		if t.Failed() {
 			t.Logf("containerd's log:\n%s", e.daemonLog)
 		}
@@ -210,6 +214,11 @@ func TestLifecycle(t *testing.T) {
 	r := e.run([]string{"-d"}, "life1", "sh", "-c", "trap '' TERM; sleep 1000; echo not reached")
 	require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
 	assert.Equal(t, "RUNNING", e.taskStatus("life1"))
+	pids := shimPids("life1")
+	require.Len(t, pids, 1, "one shim for the container")
+	mode, filters := seccompStatus(t, pids[0])
+	assert.Equal(t, "2", mode, "the shim runs under a seccomp filter (mode 2)")
+	assert.GreaterOrEqual(t, filters, 1, "the shim's seccomp filters")
 
 	x := e.ctrStatus("task", "exec", "--exec-id", "e1", "life1", "sh", "-c", "echo from exec; id -u; exit 5")
 	assert.Equal(t, 5, x.status, "the exec's status; stderr: %s", x.stderr)
@@ -280,6 +289,58 @@ func TestKilledShim(t *testing.T) {
 	_, err := e.ctr("container", "delete", "dead1")
 	require.NoError(t, err)
 	e.assertNothingLeft("dead1")
+}
+
+// TestSeccompOff: with seccomp = "off" in its configuration the shim
+// installs no filter, and the container runs as with one.
+func TestSeccompOff(t *testing.T) {
+	e := startContainerd(t)
+	conf, err := os.ReadFile(e.shimConf)
+	require.NoError(t, err)
+	off := filepath.Join(e.dir, "gvmm-shim-seccomp-off.toml")
+	require.NoError(t, os.WriteFile(off, append(conf, "seccomp = \"off\"\n"...), 0o644))
+	a := []string{"run", "--snapshotter", "native", "--runtime", runtimeName, "--runtime-config-path", off, "-d", imageName, "off1", "sleep", "1000"}
+	r := e.ctrStatus(a...)
+	require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
+	pids := shimPids("off1")
+	require.Len(t, pids, 1, "one shim for the container")
+	mode, filters := seccompStatus(t, pids[0])
+	assert.Equal(t, "0", mode, "the shim runs without a seccomp filter")
+	assert.Zero(t, filters)
+	_, err = e.ctr("task", "kill", "--signal", "SIGKILL", "off1")
+	require.NoError(t, err)
+	deadline := time.Now().Add(time.Minute)
+	for e.taskStatus("off1") != "STOPPED" {
+		require.True(t, time.Now().Before(deadline), "the task did not stop after SIGKILL")
+		time.Sleep(200 * time.Millisecond)
+	}
+	_, err = e.ctr("task", "delete", "off1")
+	require.NoError(t, err)
+	_, err = e.ctr("container", "delete", "off1")
+	require.NoError(t, err)
+	e.assertNothingLeft("off1")
+}
+
+// seccompStatus is the Seccomp and Seccomp_filters lines of process
+// pid's status.
+func seccompStatus(t *testing.T, pid int) (mode string, filters int) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	require.NoError(t, err)
+	filters = -1
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "Seccomp":
+			mode = strings.TrimSpace(v)
+		case "Seccomp_filters":
+			filters, err = strconv.Atoi(strings.TrimSpace(v))
+			require.NoError(t, err, "%q", line)
+		}
+	}
+	require.NotEmpty(t, mode, "no Seccomp line in the status of %d:\n%s", pid, data)
+	require.GreaterOrEqual(t, filters, 0, "no Seccomp_filters line in the status of %d:\n%s", pid, data)
+	return mode, filters
 }
 
 // assertNothingLeft checks that no shim process of container id runs,
