@@ -37,7 +37,7 @@ var _ virtio.Device = (*fakeDevice)(nil)
 type fakeDevice struct {
 	sizes  []uint16
 	config []byte
-	fail   error // returned by Process
+	fail   error // returned by Process for the first chain it pops
 
 	mu          sync.Mutex
 	act         virtio.Activation
@@ -67,9 +67,6 @@ func (f *fakeDevice) Activate(a virtio.Activation) error {
 }
 
 func (f *fakeDevice) Process(ctx context.Context, idx int) error {
-	if f.fail != nil {
-		return f.fail
-	}
 	q := f.act.Queues[idx]
 	var c queue.Chain
 	for ctx.Err() == nil {
@@ -79,6 +76,9 @@ func (f *fakeDevice) Process(ctx context.Context, idx int) error {
 		}
 		if !ok {
 			break
+		}
+		if f.fail != nil {
+			return f.fail // a chain it cannot handle
 		}
 		if err := q.Push(c.Head, 0); err != nil {
 			return err
@@ -299,14 +299,23 @@ func TestNotifyRunsWorker(t *testing.T) {
 	f.fn.Notify(2)
 }
 
+// startWithChain probes the one-queue device as Start does, with a chain
+// made available before DRIVER_OK: activation's kick takes it, and
+// nothing the test writes to the ring races the worker.
+func startWithChain(t *testing.T, f *fixture) {
+	t.Helper()
+	require.True(t, f.drv.Negotiate(virtio.FeatureVersion1))
+	f.drv.EnableMSIX(2)
+	f.drv.WriteCommon(virtiotest.CommonConfigMSIXVector, 2, 1)
+	f.drv.SetupQueue(0, 0, ringBase).AddChain([]virtiotest.Buf{{Len: 4, Write: true}})
+	f.drv.SetStatus(1 | 2 | 8 | 4)
+}
+
 func TestProcessErrorNeedsReset(t *testing.T) {
 	f := newFixture(t, 8)
 	f.dev.fail = errors.New("broken chain")
-	// Read before Start: activation already kicks the worker, which may
-	// break the device before the Kick below.
 	gen := f.drv.ReadCommon(virtiotest.CommonConfigGeneration, 1)
-	require.NoError(t, f.drv.Start(virtio.FeatureVersion1, ringBase))
-	f.drv.Kick(0)
+	startWithChain(t, f)
 	require.True(t, f.msi.Wait(1, waitFor), "configuration change vector")
 	assert.NotZero(t, f.drv.Status()&virtio.StatusNeedsReset)
 	assert.NotEqual(t, gen, f.drv.ReadCommon(virtiotest.CommonConfigGeneration, 1))
@@ -315,10 +324,9 @@ func TestProcessErrorNeedsReset(t *testing.T) {
 	f.drv.SetStatus(0)
 	assert.Equal(t, uint8(0), f.drv.Status())
 	f.dev.fail = nil
-	require.NoError(t, f.drv.Start(virtio.FeatureVersion1, ringBase))
-	f.drv.Queues[0].AddChain([]virtiotest.Buf{{Len: 4, Write: true}})
-	f.drv.Kick(0)
+	startWithChain(t, f)
 	require.True(t, f.msi.Wait(0, waitFor), "works again after reset")
+	assert.Zero(t, f.drv.Status()&virtio.StatusNeedsReset)
 }
 
 func TestResetStopsWorkers(t *testing.T) {
