@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/machine"
 )
@@ -305,13 +306,19 @@ func TestFlagParsers(t *testing.T) {
 		require.NoError(t, err, tt.in)
 		assert.Equal(t, tt.want, n)
 	}
+	// The parsed File owns the descriptor it names, as gvmm owns one it
+	// inherits: a descriptor of its own, not another File's, which
+	// would be closed twice (the second time, maybe another test's).
 	f, err := os.Open(os.DevNull)
 	require.NoError(t, err)
-	defer f.Close()
-	n, err := ParseNet("fd=" + strconv.Itoa(int(f.Fd())))
+	fd, err := unix.Dup(int(f.Fd()))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	n, err := ParseNet("fd=" + strconv.Itoa(fd))
 	require.NoError(t, err)
 	require.NotNil(t, n.File)
-	assert.Equal(t, f.Fd(), n.File.Fd())
+	defer n.File.Close()
+	assert.Equal(t, uintptr(fd), n.File.Fd())
 	for _, bad := range []string{"", "tap=", "tap=a,fd=5", "fd=2", "fd=x", "fd=99999", "tap=a,mac=1:2:3", "tap=a,mac=00:00:00:00:00:00:00:00", "tap=a,queues=2"} {
 		_, err := ParseNet(bad)
 		assert.Error(t, err, bad)
