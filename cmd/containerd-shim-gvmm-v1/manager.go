@@ -12,19 +12,24 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/internal/agent"
 )
 
 // Files the shim keeps in the bundle, which containerd removes after
 // the task's delete.
 const (
-	addressFile = "address"  // the shim's socket (the shim library's name)
-	pidFile     = "shim.pid" // the shim daemon, which is the VMM
-	workDir     = "gvmm"     // the guest's initramfs
+	addressFile = "address"    // the shim's socket (the shim library's name)
+	pidFile     = "shim.pid"   // the shim daemon, which is the VMM
+	workDir     = "gvmm"       // the guest's initramfs
+	shareFolder = "gvmm-share" // the VM's share: a folder per container's root
+	// sandboxFile names, in a pod's container's bundle, the pod sandbox
+	// whose shim and VM run it.
+	sandboxFile = "gvmm-sandbox"
 )
 
 // manager is the shim binary's start and delete modes.
@@ -33,11 +38,30 @@ type manager struct{}
 func (manager) Name() string { return runtimeName }
 
 // Start starts the shim daemon for container id on its own socket and
-// returns the socket's address; it runs in the bundle.
+// returns the socket's address; it runs in the bundle. A pod's container
+// (CRI's annotations) gets its sandbox's shim, as with Kata: that shim
+// runs it in the sandbox's VM.
 func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ string, retErr error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
+	}
+	spec, err := readSpec(".")
+	if err != nil {
+		return "", err
+	}
+	if sandbox := podContainer(spec); sandbox != "" {
+		if err := agent.CheckID(sandbox); err != nil {
+			return "", fmt.Errorf("the annotation %s: %w", annotationSandboxID, err)
+		}
+		address, err := shim.SocketAddress(ctx, opts.Address, sandbox)
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(sandboxFile, []byte(sandbox), 0o600); err != nil {
+			return "", err
+		}
+		return address, shim.WriteAddress(addressFile, address)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -95,18 +119,35 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 
 // Stop is "shim delete", which containerd runs in the bundle when the
 // shim daemon died or never answered: it ends a daemon still there (the
-// VMM, so its guest too), unmounts the root file system and removes the
-// socket and the shim's files.
+// VMM, so its guest too), unmounts the root file systems and removes the
+// socket and the shim's files. For a pod's container, whose shim is its
+// sandbox's, it unmounts the container's root from the sandbox's share
+// and leaves the shim alone.
 func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	bundle := "." // containerd runs it in the bundle, and names it too
 	if o, ok := ctx.Value(shim.OptsKey{}).(shim.Opts); ok && o.BundlePath != "" {
 		bundle = o.BundlePath
 	}
+	status := shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}
+	if sandbox, err := os.ReadFile(filepath.Join(bundle, sandboxFile)); err == nil {
+		if err := agent.CheckID(string(sandbox)); err != nil {
+			return status, fmt.Errorf("%s: %w", sandboxFile, err)
+		}
+		// Bundles are siblings, named by their containers' ids.
+		abs, err := filepath.Abs(bundle)
+		if err != nil {
+			return status, err
+		}
+		if err := unmountRoot(filepath.Join(shareDir(filepath.Join(filepath.Dir(abs), string(sandbox))), id), unix.MNT_DETACH); err != nil {
+			log.G(ctx).WithError(err).Warn("unmounting the root file system")
+		}
+		return status, os.Remove(filepath.Join(bundle, sandboxFile))
+	}
 	if err := killDaemon(filepath.Join(bundle, pidFile), id); err != nil {
 		log.G(ctx).WithError(err).Warn("ending the shim daemon")
 	}
-	if err := mount.UnmountAll(rootfsDir(bundle), 0); err != nil {
-		log.G(ctx).WithError(err).Warn("unmounting the root file system")
+	if err := removeShare(shareDir(bundle), unix.MNT_DETACH); err != nil {
+		log.G(ctx).WithError(err).Warn("unmounting the root file systems")
 	}
 	if address, err := shim.ReadAddress(filepath.Join(bundle, addressFile)); err == nil {
 		if err := shim.RemoveSocket(address); err != nil {
@@ -118,7 +159,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 			log.G(ctx).WithError(err).Warn("removing the shim's files")
 		}
 	}
-	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL)}, nil
+	return status, nil
 }
 
 // killDaemon kills the shim daemon of container id named in the pid
@@ -169,5 +210,26 @@ func isDaemonOf(args []string, id string) bool {
 	return false
 }
 
-// rootfsDir is the bundle's root file system mount point.
-func rootfsDir(bundle string) string { return filepath.Join(bundle, "rootfs") }
+// shareDir is the folder a bundle's VM shares.
+func shareDir(bundle string) string { return filepath.Join(bundle, shareFolder) }
+
+// removeShare unmounts every container's root in share (umount2 flags,
+// see unmountRoot) and removes it. Removing folder by folder, never
+// recursively, cannot reach into a root file system still mounted.
+func removeShare(share string, flags int) error {
+	ents, err := os.ReadDir(share)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		errs = append(errs, unmountRoot(filepath.Join(share, e.Name()), flags))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return os.Remove(share)
+}

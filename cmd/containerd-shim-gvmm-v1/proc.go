@@ -51,11 +51,11 @@ func (p *proc) taskID(containerID string) string {
 // create prepares the process in the guest and attaches its stdio to
 // containerd's FIFOs, before it starts, so that no output is lost.
 func (p *proc) create(ctx context.Context, sb *sandbox, ap *agent.Process, c *agent.Container) error {
-	if _, err := sb.call(ctx, agent.Request{Op: agent.OpCreate, ID: p.execID, Process: ap, Container: c}); err != nil {
+	if _, err := sb.call(ctx, agent.Request{Op: agent.OpCreate, ContainerID: p.containerID, ID: p.execID, Process: ap, Container: c}); err != nil {
 		return err
 	}
 	if p.stdin != "" {
-		conn, err := sb.dial(ctx, agent.Request{Op: agent.OpStdin, ID: p.execID})
+		conn, err := sb.dial(ctx, agent.Request{Op: agent.OpStdin, ContainerID: p.containerID, ID: p.execID})
 		if err != nil {
 			return err
 		}
@@ -75,7 +75,7 @@ func (p *proc) create(ctx context.Context, sb *sandbox, ap *agent.Process, c *ag
 		if o.path == "" || (o.op == agent.OpStderr && p.terminal) {
 			continue
 		}
-		conn, err := sb.dial(ctx, agent.Request{Op: o.op, ID: p.execID})
+		conn, err := sb.dial(ctx, agent.Request{Op: o.op, ContainerID: p.containerID, ID: p.execID})
 		if err != nil {
 			p.closeIO()
 			return err
@@ -105,7 +105,7 @@ func (p *proc) start(ctx context.Context, sb *sandbox) error {
 	if p.status != task.Status_CREATED {
 		return fmt.Errorf("process %s: started already", p.taskID(p.containerID))
 	}
-	if _, err := sb.call(ctx, agent.Request{Op: agent.OpStart, ID: p.execID}); err != nil {
+	if _, err := sb.call(ctx, agent.Request{Op: agent.OpStart, ContainerID: p.containerID, ID: p.execID}); err != nil {
 		return err
 	}
 	p.status = task.Status_RUNNING

@@ -41,9 +41,14 @@ type sandbox struct {
 // vmSpec is what the VM gets beyond the shim's settings.
 type vmSpec struct {
 	bundle   string
-	readonly bool
+	share    string // the folder of the containers' roots
+	readonly bool   // the share
 	memory   uint64 // 0: the settings'
 	cpus     int
+	// podSandbox: the VM will run the pod's other containers too.
+	podSandbox bool
+	// sandboxID: a pod's container, to run in this sandbox's VM.
+	sandboxID string
 }
 
 // startSandbox boots the VM and waits for its agent.
@@ -74,7 +79,7 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 	s.m, err = machine.New(machine.Config{
 		Kernel: cfg.kernel, Initrd: initrd, Cmdline: cmdline, CPUs: cpus, Memory: mem,
 		Console: s.console, Log: log,
-		Shares: []machine.Share{{Path: rootfsDir(spec.bundle), Tag: agent.RootfsTag, ReadOnly: spec.readonly}},
+		Shares: []machine.Share{{Path: spec.share, Tag: agent.ShareTag, ReadOnly: spec.readonly}},
 		Vsock:  &machine.VsockConfig{CID: vsock.MinCID},
 	})
 	if err != nil {

@@ -34,32 +34,42 @@ import (
 
 var empty = &ptypes.Empty{}
 
-// service is the task API of one container: its VM, init and execs.
+// service is the task API of one VM: its container, or a pod sandbox
+// and the pod's containers, each with its init and execs.
 type service struct {
 	publisher shim.Publisher
 	shutdown  shutdown.Service
 	events    chan any // published in order by forward
 	log       *slog.Logger
 
-	mu     sync.Mutex
-	id     string
-	bundle string
-	sb     *sandbox
-	procs  map[string]*proc // "" is the init
-	paused bool
+	mu sync.Mutex
+	// first is the container whose Create booted the VM (the pod
+	// sandbox's), whose Delete ends it.
+	first      string
+	share      string // the host folder the VM shares: a root per container
+	sb         *sandbox
+	mounter    *mounter // a pod sandbox's: its later containers' roots
+	containers map[string]*container
+	paused     bool
 	// booted is set by the first Create to boot a VM: a shim boots one.
 	// A failed boot leaves the shim under its seccomp filter, which
 	// forbids mounting another root file system.
 	booted bool
 }
 
+// container is one container of the VM.
+type container struct {
+	id, bundle string
+	procs      map[string]*proc // "" is the init
+}
+
 func newService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) *service {
 	s := &service{
-		publisher: publisher,
-		shutdown:  sd,
-		events:    make(chan any, 128),
-		log:       slog.New(slog.NewTextHandler(log.G(ctx).Logger.Out, nil)),
-		procs:     map[string]*proc{},
+		publisher:  publisher,
+		shutdown:   sd,
+		events:     make(chan any, 128),
+		log:        slog.New(slog.NewTextHandler(log.G(ctx).Logger.Out, nil)),
+		containers: map[string]*container{},
 	}
 	go s.forward(ctx)
 	sd.RegisterCallback(func(context.Context) error {
@@ -112,22 +122,23 @@ func topic(e any) string {
 // send queues an event; callers hold s.mu, which orders them.
 func (s *service) send(e any) { s.events <- e }
 
-// Create boots the container's VM and prepares its init process.
+// Create boots the VM and prepares the container's init process, or,
+// for a later container of the VM's pod, mounts its root file system in
+// the VM's share and prepares its init there.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.sb != nil {
-		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "this shim runs container %s", s.id)
-	}
-	if s.booted {
+	if s.sb == nil && s.booted {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "this shim's VM failed to start; a new task needs a new shim")
 	}
 	if r.Checkpoint != "" {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "%s restores no checkpoint", runtimeName)
 	}
-	cfg, err := loadConfig(r.Options)
-	if err != nil {
+	if err := agent.CheckID(r.ID); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	if _, ok := s.containers[r.ID]; ok {
+		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "container %s", r.ID)
 	}
 	spec, err := readSpec(r.Bundle)
 	if err != nil {
@@ -137,42 +148,112 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
 	}
-	rootfs := rootfsDir(r.Bundle)
 	var mounts []mount.Mount
 	for _, m := range r.Rootfs {
 		mounts = append(mounts, mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
 	}
-	if err := mount.All(mounts, rootfs); err != nil {
-		return nil, fmt.Errorf("mounting the root file system: %w", err)
-	}
-	defer func() {
-		if retErr != nil {
-			if err := mount.UnmountAll(rootfs, 0); err != nil {
-				s.log.Warn("unmounting the root file system", "err", err)
-			}
+	if s.sb != nil {
+		if err := s.addToPod(ctx, r, vm, mounts, p, c); err != nil {
+			return nil, err
 		}
-	}()
-	vm.bundle = r.Bundle
-	s.booted = true
-	sb, err := startSandbox(ctx, cfg, vm, s.log)
-	if err != nil {
+	} else if err := s.boot(ctx, r, vm, mounts, p, c); err != nil {
 		return nil, err
 	}
-	init := newProc(r.ID, "", r.Stdin, r.Stdout, r.Stderr, r.Terminal)
-	p.Stdin, p.Stdout, p.Stderr = r.Stdin != "", r.Stdout != "", r.Stderr != "" && !r.Terminal
-	if err := init.create(ctx, sb, p, c); err != nil {
-		sb.stop()
-		return nil, err
-	}
-	s.id, s.bundle, s.sb = r.ID, r.Bundle, sb
-	s.procs[""] = init
-	go s.watchVM()
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO:  &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 		Pid: uint32(os.Getpid()),
 	})
 	return &taskAPI.CreateTaskResponse{Pid: uint32(os.Getpid())}, nil
+}
+
+// boot mounts the first container's root file system in the VM's share,
+// boots the VM and prepares the container's init. A pod sandbox's VM
+// gets the mounter for its later containers, started before the shim's
+// seccomp filter.
+func (s *service) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, vm vmSpec, mounts []mount.Mount, p *agent.Process, c *agent.Container) (retErr error) {
+	cfg, err := loadConfig(r.Options)
+	if err != nil {
+		return errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "%v", err)
+	}
+	share := shareDir(r.Bundle)
+	root := filepath.Join(share, r.ID)
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return err
+	}
+	if err := mount.All(mounts, root); err != nil {
+		return fmt.Errorf("mounting the root file system: %w", err)
+	}
+	defer func() {
+		if retErr != nil {
+			if err := removeShare(share, 0); err != nil {
+				s.log.Warn("unmounting the root file system", "err", err)
+			}
+		}
+	}()
+	if vm.podSandbox {
+		if s.mounter, err = startMounter(share); err != nil {
+			return err
+		}
+		defer func() {
+			if retErr != nil {
+				s.mounter.close()
+				s.mounter = nil
+			}
+		}()
+	}
+	vm.bundle, vm.share = r.Bundle, share
+	s.booted = true
+	sb, err := startSandbox(ctx, cfg, vm, s.log)
+	if err != nil {
+		return err
+	}
+	ct := &container{id: r.ID, bundle: r.Bundle, procs: map[string]*proc{}}
+	if err := s.createInit(ctx, sb, ct, r, p, c); err != nil {
+		sb.stop()
+		return err
+	}
+	s.first, s.share, s.sb = r.ID, share, sb
+	s.containers[r.ID] = ct
+	go s.watchVM()
+	return nil
+}
+
+// addToPod runs container r.ID in the pod sandbox's VM.
+func (s *service) addToPod(ctx context.Context, r *taskAPI.CreateTaskRequest, vm vmSpec, mounts []mount.Mount, p *agent.Process, c *agent.Container) (retErr error) {
+	if s.mounter == nil || vm.sandboxID != s.first {
+		return errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "this shim runs container %s, not a pod sandbox of container %s", s.first, r.ID)
+	}
+	if vm.memory > 0 || vm.cpus > 0 {
+		s.log.Info("a pod's container runs in the VM its sandbox sized", "container", r.ID)
+	}
+	if err := s.mounter.mount(r.ID, mounts); err != nil {
+		return err
+	}
+	defer func() {
+		if retErr != nil {
+			if err := s.mounter.unmount(r.ID); err != nil {
+				s.log.Warn("unmounting the root file system", "container", r.ID, "err", err)
+			}
+		}
+	}()
+	ct := &container{id: r.ID, bundle: r.Bundle, procs: map[string]*proc{}}
+	if err := s.createInit(ctx, s.sb, ct, r, p, c); err != nil {
+		return err
+	}
+	s.containers[r.ID] = ct
+	return nil
+}
+
+// createInit prepares container ct's init in the guest.
+func (s *service) createInit(ctx context.Context, sb *sandbox, ct *container, r *taskAPI.CreateTaskRequest, p *agent.Process, c *agent.Container) error {
+	init := newProc(r.ID, "", r.Stdin, r.Stdout, r.Stderr, r.Terminal)
+	p.Stdin, p.Stdout, p.Stderr = r.Stdin != "", r.Stdout != "", r.Stderr != "" && !r.Terminal
+	if err := init.create(ctx, sb, p, c); err != nil {
+		return err
+	}
+	ct.procs[""] = init
+	return nil
 }
 
 // watchVM ends every process when the VM ends on its own: a guest that
@@ -184,8 +265,10 @@ func (s *service) watchVM() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range s.procs {
-		s.exited(p, 128+int(unix.SIGKILL), time.Now())
+	for _, ct := range s.containers {
+		for _, p := range ct.procs {
+			s.exited(p, 128+int(unix.SIGKILL), time.Now())
+		}
 	}
 }
 
@@ -202,10 +285,11 @@ func readSpec(bundle string) (*specs.Spec, error) {
 }
 
 func (s *service) get(id, execID string) (*proc, error) {
-	if s.sb == nil || id != s.id {
+	ct, ok := s.containers[id]
+	if !ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "container %s: not created", id)
 	}
-	p, ok := s.procs[execID]
+	p, ok := ct.procs[execID]
 	if !ok {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s of container %s", execID, id)
 	}
@@ -239,7 +323,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // wait waits for p's exit in the guest and for its output's end, then
 // records it and sends TaskExit.
 func (s *service) wait(p *proc) {
-	resp, err := s.sb.call(context.Background(), agent.Request{Op: agent.OpWait, ID: p.execID})
+	resp, err := s.sb.call(context.Background(), agent.Request{Op: agent.OpWait, ContainerID: p.containerID, ID: p.execID})
 	status, at := 128+int(unix.SIGKILL), time.Now()
 	if err == nil {
 		status, at = resp.Status, resp.ExitedAt
@@ -258,13 +342,14 @@ func (s *service) exited(p *proc, status int, at time.Time) {
 		return
 	}
 	s.send(&eventstypes.TaskExit{
-		ContainerID: s.id, ID: p.taskID(s.id), Pid: uint32(os.Getpid()),
+		ContainerID: p.containerID, ID: p.taskID(p.containerID), Pid: uint32(os.Getpid()),
 		ExitStatus: uint32(status), ExitedAt: protobuf.ToTimestamp(at),
 	})
 }
 
-// Delete deletes an exec, or the container: its VM ends, its root file
-// system is unmounted.
+// Delete deletes an exec, or a container: a pod's container ends in the
+// guest and its root file system is unmounted; the first container's
+// (the pod sandbox's) Delete ends the VM and every container.
 func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -276,31 +361,70 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "process %s is running", p.taskID(r.ID))
 	}
 	st, at := p.exit()
-	if r.ExecID != "" {
-		if _, err := s.sb.call(ctx, agent.Request{Op: agent.OpDelete, ID: r.ExecID}); err != nil && !errors.Is(err, agent.ErrNotFound) {
+	ct := s.containers[r.ID]
+	switch {
+	case r.ExecID != "":
+		if _, err := s.sb.call(ctx, agent.Request{Op: agent.OpDelete, ContainerID: r.ID, ID: r.ExecID}); err != nil && !errors.Is(err, agent.ErrNotFound) {
 			s.log.Warn("deleting an exec in the guest", "exec", r.ExecID, "err", err)
 		}
 		p.closeIO()
-		delete(s.procs, r.ExecID)
-	} else {
-		// Execs still running end with the VM: their exits go out now,
-		// before TaskDelete.
-		for _, q := range s.procs {
-			s.exited(q, 128+int(unix.SIGKILL), time.Now())
-			q.closeIO()
+		delete(ct.procs, r.ExecID)
+	case r.ID != s.first:
+		if err := s.deleteFromPod(ctx, ct); err != nil {
+			return nil, err
+		}
+	default:
+		// The other containers and the execs still running end with the
+		// VM: their exits go out now, and the others' TaskDelete, before
+		// this TaskDelete.
+		for _, o := range s.containers {
+			for _, q := range o.procs {
+				s.exited(q, 128+int(unix.SIGKILL), time.Now())
+				q.closeIO()
+			}
 		}
 		s.sb.stop()
-		if err := mount.UnmountAll(rootfsDir(s.bundle), 0); err != nil {
-			return nil, fmt.Errorf("unmounting the root file system: %w", err)
+		if s.mounter != nil {
+			s.mounter.close()
 		}
-		if err := os.RemoveAll(filepath.Join(s.bundle, workDir)); err != nil {
+		// The VM has ended: nothing holds the roots any more.
+		if err := removeShare(s.share, 0); err != nil {
+			return nil, fmt.Errorf("unmounting the root file systems: %w", err)
+		}
+		if err := os.RemoveAll(filepath.Join(ct.bundle, workDir)); err != nil {
 			s.log.Warn("removing the shim's files", "err", err)
 		}
-		s.procs = map[string]*proc{}
+		for id, o := range s.containers {
+			if id != r.ID {
+				ost, oat := o.procs[""].exit()
+				s.send(&eventstypes.TaskDelete{ContainerID: id, Pid: uint32(os.Getpid()),
+					ExitStatus: uint32(ost), ExitedAt: protobuf.ToTimestamp(oat)})
+			}
+		}
+		s.containers = map[string]*container{}
+	}
+	if r.ExecID == "" {
 		s.send(&eventstypes.TaskDelete{ContainerID: r.ID, Pid: uint32(os.Getpid()),
 			ExitStatus: uint32(st), ExitedAt: protobuf.ToTimestamp(at)})
 	}
 	return &taskAPI.DeleteResponse{Pid: uint32(os.Getpid()), ExitStatus: uint32(st), ExitedAt: protobuf.ToTimestamp(at)}, nil
+}
+
+// deleteFromPod ends a pod's container in the guest (its execs, its
+// root's mounts) and unmounts its root file system.
+func (s *service) deleteFromPod(ctx context.Context, ct *container) error {
+	for _, q := range ct.procs {
+		s.exited(q, 128+int(unix.SIGKILL), time.Now())
+		q.closeIO()
+	}
+	if _, err := s.sb.call(ctx, agent.Request{Op: agent.OpDelete, ContainerID: ct.id}); err != nil && !errors.Is(err, agent.ErrNotFound) {
+		return fmt.Errorf("ending container %s in the guest: %w", ct.id, err)
+	}
+	if err := s.mounter.unmount(ct.id); err != nil {
+		return fmt.Errorf("unmounting the root file system of container %s: %w", ct.id, err)
+	}
+	delete(s.containers, ct.id)
+	return nil
 }
 
 // Exec prepares an additional process in the container.
@@ -311,7 +435,8 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := s.procs[r.ExecID]; ok || r.ExecID == "" {
+	ct := s.containers[r.ID]
+	if _, ok := ct.procs[r.ExecID]; ok || r.ExecID == "" {
 		return nil, errdefs.ToGRPCf(errdefs.ErrAlreadyExists, "exec %q", r.ExecID)
 	}
 	if init.state() != task.Status_RUNNING {
@@ -333,7 +458,7 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	if err := p.create(ctx, s.sb, ap, nil); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	s.procs[r.ExecID] = p
+	ct.procs[r.ExecID] = p
 	s.send(&eventstypes.TaskExecAdded{ContainerID: r.ID, ExecID: r.ExecID})
 	return empty, nil
 }
@@ -348,7 +473,7 @@ func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*
 	if r.Width > 0xffff || r.Height > 0xffff {
 		return nil, errdefs.ToGRPCf(errdefs.ErrInvalidArgument, "a terminal of %dx%d", r.Width, r.Height)
 	}
-	if _, err := s.sb.call(ctx, agent.Request{Op: agent.OpResize, ID: r.ExecID, Width: uint16(r.Width), Height: uint16(r.Height)}); err != nil {
+	if _, err := s.sb.call(ctx, agent.Request{Op: agent.OpResize, ContainerID: r.ID, ID: r.ExecID, Width: uint16(r.Width), Height: uint16(r.Height)}); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
 	return empty, nil
@@ -368,18 +493,22 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	}
 	code, at := p.exit()
 	return &taskAPI.StateResponse{
-		ID: p.taskID(r.ID), Bundle: s.bundle, Pid: uint32(os.Getpid()), Status: st,
+		ID: p.taskID(r.ID), Bundle: s.containers[r.ID].bundle, Pid: uint32(os.Getpid()), Status: st,
 		Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr, Terminal: p.terminal,
 		ExitStatus: uint32(code), ExitedAt: protobuf.ToTimestamp(at), ExecID: r.ExecID,
 	}, nil
 }
 
-// Pause freezes the whole VM: its vCPUs stop.
+// Pause freezes the whole VM: its vCPUs stop. In a pod, that is the
+// sandbox's pause; its other containers cannot pause alone.
 func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, err := s.get(r.ID, ""); err != nil {
 		return nil, err
+	}
+	if r.ID != s.first {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "container %s shares its pod's VM: pause the pod sandbox %s", r.ID, s.first)
 	}
 	if err := s.sb.m.Pause(); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
@@ -396,6 +525,9 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes
 	if _, err := s.get(r.ID, ""); err != nil {
 		return nil, err
 	}
+	if r.ID != s.first {
+		return nil, errdefs.ToGRPCf(errdefs.ErrNotImplemented, "container %s shares its pod's VM: resume the pod sandbox %s", r.ID, s.first)
+	}
 	if err := s.sb.m.Resume(); err != nil {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "%v", err)
 	}
@@ -410,7 +542,7 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes
 func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	p, err := s.get(r.ID, r.ExecID)
-	paused := s.paused
+	paused, first := s.paused, s.first
 	s.mu.Unlock()
 	if err != nil {
 		return nil, err
@@ -419,17 +551,24 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "process %s has exited", p.taskID(r.ID))
 	}
 	if p.state() == task.Status_CREATED && r.ExecID == "" && r.Signal == uint32(unix.SIGKILL) {
+		if r.ID != first {
+			// A pod's container that never ran ends alone.
+			s.mu.Lock()
+			s.exited(p, 128+int(unix.SIGKILL), time.Now())
+			s.mu.Unlock()
+			return empty, nil
+		}
 		s.sb.stop() // a created container that never ran: its VM ends
 		return empty, nil
 	}
-	if paused && r.ExecID == "" && r.Signal == uint32(unix.SIGKILL) {
+	if paused && r.ExecID == "" && r.ID == first && r.Signal == uint32(unix.SIGKILL) {
 		s.sb.stop()
 		return empty, nil
 	}
 	if paused {
 		return nil, errdefs.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s is paused: only SIGKILL reaches it", r.ID)
 	}
-	_, err = s.sb.call(ctx, agent.Request{Op: agent.OpSignal, ID: r.ExecID, Signal: int(r.Signal), All: r.All})
+	_, err = s.sb.call(ctx, agent.Request{Op: agent.OpSignal, ContainerID: r.ID, ID: r.ExecID, Signal: int(r.Signal), All: r.All})
 	if errors.Is(err, agent.ErrNotFound) {
 		return nil, errdefs.ToGRPCf(errdefs.ErrNotFound, "%v", err)
 	}
@@ -447,7 +586,7 @@ func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.sb.call(ctx, agent.Request{Op: agent.OpPids})
+	resp, err := s.sb.call(ctx, agent.Request{Op: agent.OpPids, ContainerID: r.ID})
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -533,11 +672,11 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: uint32(os.Getpid())}, nil
 }
 
-// Shutdown ends the shim once its container is deleted.
+// Shutdown ends the shim once its containers are deleted.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.procs) > 0 {
+	if len(s.containers) > 0 {
 		return empty, nil
 	}
 	s.shutdown.Shutdown()

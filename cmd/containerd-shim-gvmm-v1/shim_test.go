@@ -138,7 +138,7 @@ func TestIsDaemonOf(t *testing.T) {
 // A shim whose first boot failed may be under its seccomp filter: it
 // refuses to mount another root rather than die of it.
 func TestCreateAfterAFailedBoot(t *testing.T) {
-	s := &service{procs: map[string]*proc{}, booted: true}
+	s := &service{containers: map[string]*container{}, booted: true}
 	_, err := s.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir()})
 	require.Error(t, err)
 	assert.True(t, errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)), "%v", err)

@@ -19,6 +19,25 @@ var guestFilesystems = map[string]bool{"proc": true, "sysfs": true, "tmpfs": tru
 // minMemory is the least a VM needs to boot the agent.
 const minMemory = 128 * machine.MiB
 
+// The annotations of CRI (containerd's and Kata's): a pod's sandbox
+// (pause) container has type sandbox, its other containers type
+// container and the sandbox's id.
+const (
+	annotationType      = "io.kubernetes.cri.container-type"
+	annotationSandboxID = "io.kubernetes.cri.sandbox-id"
+	typeSandbox         = "sandbox"
+	typeContainer       = "container"
+)
+
+// podContainer reports the sandbox of a pod's container, which runs in
+// the sandbox's VM; "" for a sandbox or a container of its own.
+func podContainer(spec *specs.Spec) string {
+	if spec.Annotations[annotationType] != typeContainer {
+		return ""
+	}
+	return spec.Annotations[annotationSandboxID]
+}
+
 // fromSpec is what of the OCI spec reaches the guest: the process, the
 // root, hostname and kernel mounts, and the VM's size from the
 // resources.
@@ -31,9 +50,11 @@ func fromSpec(spec *specs.Spec, log *slog.Logger) (*agent.Process, *agent.Contai
 		return nil, nil, vmSpec{}, err
 	}
 	c := &agent.Container{Hostname: spec.Hostname}
-	var vm vmSpec
+	vm := vmSpec{podSandbox: spec.Annotations[annotationType] == typeSandbox, sandboxID: podContainer(spec)}
 	if spec.Root != nil {
-		vm.readonly = spec.Root.Readonly
+		// A pod's share holds the roots of several containers: each
+		// one's read-only root is the guest's to keep.
+		vm.readonly = spec.Root.Readonly && !vm.podSandbox
 		c.Readonly = spec.Root.Readonly
 	}
 	for _, m := range spec.Mounts {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,24 +14,41 @@ import (
 )
 
 const (
-	// rootDir is where the container's root is mounted in the guest.
-	rootDir = "/rootfs"
+	// shareDir is where the VM's share is mounted in the guest: each
+	// container's root is its folder there, named by the container's id.
+	shareDir = "/share"
 	// p9Options: msize the most 9pnet_virtio posts in one chain.
 	p9Options = "trans=virtio,version=9p2000.L,msize=512000"
 )
 
-// setupRoot mounts the container's root file system and its mounts.
-func setupRoot(c *agent.Container, log *slog.Logger) error {
-	var flags uintptr
-	if c.Readonly {
-		flags = unix.MS_RDONLY
+// mountShare mounts the VM's share, once, at the agent's start.
+func mountShare() error { return mount(agent.ShareTag, shareDir, "9p", 0, p9Options) }
+
+// setupRoot sets container id's root up and returns it: its folder in
+// the share, bound on itself (read-only if asked) so that the container's
+// mounts and the root go in one detach at its end, and its mounts.
+func setupRoot(id string, c *agent.Container, log *slog.Logger) (string, error) {
+	root := filepath.Join(shareDir, id)
+	st, err := os.Stat(root)
+	if err != nil {
+		return "", fmt.Errorf("container %s's root: %w", id, err)
 	}
-	if err := mount(agent.RootfsTag, rootDir, "9p", flags, p9Options); err != nil {
-		return err
+	if !st.IsDir() {
+		return "", fmt.Errorf("container %s's root %s is no folder", id, root)
+	}
+	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", fmt.Errorf("binding %s: %w", root, err)
+	}
+	if c.Readonly {
+		if err := unix.Mount("", root, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			_ = teardownRoot(root)
+			return "", fmt.Errorf("making %s read-only: %w", root, err)
+		}
 	}
 	if c.Hostname != "" {
 		if err := unix.Sethostname([]byte(c.Hostname)); err != nil {
-			return fmt.Errorf("hostname: %w", err)
+			_ = teardownRoot(root)
+			return "", fmt.Errorf("hostname: %w", err)
 		}
 	}
 	for _, m := range c.Mounts {
@@ -53,10 +71,19 @@ func setupRoot(c *agent.Container, log *slog.Logger) error {
 				}
 			}
 		}
-		dst := filepath.Join(rootDir, filepath.Clean("/"+m.Destination))
+		dst := filepath.Join(root, filepath.Clean("/"+m.Destination))
 		if err := mount(m.Source, dst, fstype, flags, strings.Trim(data, ",")); err != nil {
 			log.Warn("a container mount failed", "destination", m.Destination, "type", m.Type, "err", err)
 		}
+	}
+	return root, nil
+}
+
+// teardownRoot detaches a container's root and every mount beneath it,
+// so that the shim can unmount its root file system on the host.
+func teardownRoot(root string) error {
+	if err := unix.Unmount(root, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmounting %s: %w", root, err)
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
 // Command gvmm-agent is the containerd shim's guest: PID 1 of the
-// container's VM. It mounts the container's root file system (a 9p share
-// of the bundle's rootfs), then serves the shim's calls on a vsock port
-// (package internal/agent): it runs the container's process and its
-// execs chrooted there, carries their stdio over vsock streams, a
+// container's VM, or of a pod's. It mounts the VM's share (a 9p share
+// of a folder in which the shim mounts each container's root file
+// system), then serves the shim's calls on a vsock port (package
+// internal/agent): it runs each container's process and its execs
+// chrooted in its root, carries their stdio over vsock streams, a
 // terminal when asked, signals, exit statuses and the guest's stats.
 package main
 
@@ -43,6 +44,9 @@ func run(log *slog.Logger) error {
 		}
 	}
 	if err := guestimage.LoadModules(); err != nil {
+		return err
+	}
+	if err := mountShare(); err != nil {
 		return err
 	}
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)

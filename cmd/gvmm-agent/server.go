@@ -23,19 +23,25 @@ import (
 // maxProcesses bounds the execs the shim may keep at once.
 const maxProcesses = 1024
 
-// server holds the container's processes: the init ("") and its execs.
+// server holds the containers (one, or a pod's) and their processes:
+// each one's init ("") and execs.
 type server struct {
 	log *slog.Logger
-	// mu guards procs and, across a start, the link of a new pid to its
-	// process, so that the reaper never sees a pid it cannot place.
-	mu        sync.Mutex
-	procs     map[string]*process
-	rootReady bool
+	// mu guards containers, procs and, across a start, the link of a new
+	// pid to its process, so that the reaper never sees a pid it cannot
+	// place.
+	mu         sync.Mutex
+	containers map[string]string // id: its root in the guest
+	procs      map[procKey]*process
 }
+
+// procKey names a process: its container and its exec id ("" the init).
+type procKey struct{ container, exec string }
 
 // process is one process of the container, from create to delete.
 type process struct {
 	spec agent.Process
+	root string // the container's root, its chroot
 	// The agent's ends: stdin's writer (the terminal's master with a
 	// TTY), stdout's and stderr's readers.
 	stdin          io.WriteCloser
@@ -52,7 +58,7 @@ type process struct {
 }
 
 func newServer(log *slog.Logger) *server {
-	return &server{log: log, procs: map[string]*process{}}
+	return &server{log: log, containers: map[string]string{}, procs: map[procKey]*process{}}
 }
 
 // serve answers one connection's request.
@@ -83,7 +89,7 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 		}
 		return agent.Response{}, nil
 	case agent.OpPids:
-		pids, err := guestPids()
+		pids, err := s.containerPids(req.ContainerID)
 		if err != nil {
 			return fail(err)
 		}
@@ -95,7 +101,8 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 		}
 		return agent.Response{Stats: st}, nil
 	}
-	p, err := s.get(req.ID)
+	key := procKey{req.ContainerID, req.ID}
+	p, err := s.get(key)
 	if err != nil {
 		return fail(err)
 	}
@@ -122,7 +129,7 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 			_, _ = io.Copy(c, r)
 		}
 	case agent.OpStart:
-		pid, err := s.start(req.ID, p)
+		pid, err := s.start(key, p)
 		if err != nil {
 			return fail(err)
 		}
@@ -147,7 +154,7 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 		p.closeStdin()
 		return agent.Response{}, nil
 	case agent.OpDelete:
-		if err := s.delete(req.ID, p); err != nil {
+		if err := s.delete(key, p); err != nil {
 			return fail(err)
 		}
 		return agent.Response{}, nil
@@ -155,46 +162,56 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 	return fail(fmt.Errorf("unknown op %q", req.Op))
 }
 
-func (s *server) get(id string) (*process, error) {
+func (s *server) get(key procKey) (*process, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.procs[id]
+	p, ok := s.procs[key]
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", agent.ErrNotFound, id)
+		return nil, fmt.Errorf("%w: %q of container %q", agent.ErrNotFound, key.exec, key.container)
 	}
 	return p, nil
 }
 
-// create prepares a process and its stdio; the init sets the root up.
+// create prepares a process and its stdio; the init sets its
+// container's root up.
 func (s *server) create(req *agent.Request) error {
 	spec := req.Process
 	if spec == nil || len(spec.Args) == 0 {
 		return errors.New("create: no process arguments")
 	}
+	if err := agent.CheckID(req.ContainerID); err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	key := procKey{req.ContainerID, req.ID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.procs[req.ID]; ok {
-		return fmt.Errorf("create: process %q exists", req.ID)
+	if _, ok := s.procs[key]; ok {
+		return fmt.Errorf("create: process %q of container %q exists", req.ID, req.ContainerID)
 	}
 	if len(s.procs) >= maxProcesses {
 		return fmt.Errorf("create: %d processes already", maxProcesses)
 	}
-	if req.ID == "" {
+	root, ok := s.containers[req.ContainerID]
+	switch {
+	case req.ID == "" && ok:
+		return fmt.Errorf("create: container %q exists", req.ContainerID)
+	case req.ID == "":
 		if req.Container == nil {
 			return errors.New("create: the init needs its container")
 		}
-		if err := setupRoot(req.Container, s.log); err != nil {
+		var err error
+		if root, err = setupRoot(req.ContainerID, req.Container, s.log); err != nil {
 			return err
 		}
-		s.rootReady = true
-	} else if !s.rootReady {
-		return errors.New("create: an exec before the container's init")
+		s.containers[req.ContainerID] = root
+	case !ok:
+		return fmt.Errorf("create: an exec before the init of container %q", req.ContainerID)
 	}
-	p := &process{spec: *spec, exited: make(chan struct{})}
+	p := &process{spec: *spec, root: root, exited: make(chan struct{})}
 	if err := p.openStdio(); err != nil {
 		return err
 	}
-	s.procs[req.ID] = p
+	s.procs[key] = p
 	return nil
 }
 
@@ -272,13 +289,13 @@ func (p *process) closeAll() {
 }
 
 // start runs the process in the container's root.
-func (s *server) start(id string, p *process) (int, error) {
+func (s *server) start(key procKey, p *process) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.startOnce {
-		return 0, fmt.Errorf("process %q was started already", id)
+		return 0, fmt.Errorf("process %q of container %q was started already", key.exec, key.container)
 	}
-	path, err := lookPath(p.spec.Args[0], p.spec.Env)
+	path, err := lookPath(p.root, p.spec.Args[0], p.spec.Env)
 	if err != nil {
 		return 0, err
 	}
@@ -287,7 +304,7 @@ func (s *server) start(id string, p *process) (int, error) {
 		Env:   p.spec.Env,
 		Files: p.child,
 		Sys: &syscall.SysProcAttr{
-			Chroot:     rootDir,
+			Chroot:     p.root,
 			Credential: &syscall.Credential{Uid: p.spec.UID, Gid: p.spec.GID, Groups: p.spec.AdditionalGIDs},
 			Setsid:     true,
 			Setctty:    p.spec.Terminal,
@@ -311,7 +328,7 @@ func (s *server) start(id string, p *process) (int, error) {
 
 // lookPath finds name as the container sees it: through the process's
 // PATH, in the container's root.
-func lookPath(name string, env []string) (string, error) {
+func lookPath(root, name string, env []string) (string, error) {
 	if strings.Contains(name, "/") {
 		return name, nil
 	}
@@ -323,7 +340,7 @@ func lookPath(name string, env []string) (string, error) {
 	}
 	for _, dir := range filepath.SplitList(path) {
 		f := filepath.Join(dir, name)
-		if st, err := os.Stat(filepath.Join(rootDir, f)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		if st, err := os.Stat(filepath.Join(root, f)); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
 			return f, nil
 		}
 	}
@@ -346,31 +363,64 @@ func (s *server) signal(p *process, req *agent.Request) error {
 	}
 	sig := unix.Signal(req.Signal)
 	if req.All {
-		// From PID 1, -1 is every process but the agent: the container's.
-		if err := unix.Kill(-1, sig); err != nil && err != unix.ESRCH {
-			return err
-		}
-		return nil
+		return signalRoot(p.root, sig)
 	}
 	return unix.Kill(pid, sig)
 }
 
-func (s *server) delete(id string, p *process) error {
+// signalRoot signals every process whose root is root: a container's,
+// which the guest tells apart by their chroot as a PID namespace would
+// by its pids.
+func signalRoot(root string, sig unix.Signal) error {
+	pids, err := rootPids(root)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && err != unix.ESRCH {
+			return err
+		}
+	}
+	return nil
+}
+
+// delete forgets an exited process; the init's delete ends its
+// container: its execs are forgotten and its root is unmounted.
+func (s *server) delete(key procKey, p *process) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.startOnce {
 		select {
 		case <-p.exited:
 		default:
-			return fmt.Errorf("process %q is running", id)
+			return fmt.Errorf("process %q of container %q is running", key.exec, key.container)
 		}
 	}
+	p.release()
+	delete(s.procs, key)
+	if key.exec != "" {
+		return nil
+	}
+	for k, q := range s.procs {
+		if k.container == key.container {
+			q.release()
+			delete(s.procs, k)
+		}
+	}
+	root := s.containers[key.container]
+	delete(s.containers, key.container)
+	// What the init left running died with it; what escaped the kill
+	// (a process forked meanwhile) goes now, so the root can go.
+	_ = signalRoot(root, unix.SIGKILL)
+	return teardownRoot(root)
+}
+
+// release closes what the agent holds of p.
+func (p *process) release() {
 	p.closeAll()
 	if p.pty != nil {
 		p.pty.Close()
 	}
-	delete(s.procs, id)
-	return nil
 }
 
 // reap waits for every child: those of the container are PID 1's too
@@ -401,7 +451,7 @@ func (s *server) reap() {
 func (s *server) exited(pid, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id, p := range s.procs {
+	for key, p := range s.procs {
 		if p.startOnce && p.pid == pid {
 			select {
 			case <-p.exited:
@@ -409,14 +459,42 @@ func (s *server) exited(pid, status int) {
 				p.status, p.exitedAt = status, time.Now()
 				close(p.exited)
 			}
-			if id == "" {
+			if key.exec == "" {
 				// The container ends with its init, as a PID namespace
 				// does: what it left running dies.
-				_ = unix.Kill(-1, unix.SIGKILL)
+				if err := signalRoot(p.root, unix.SIGKILL); err != nil {
+					s.log.Warn("ending a container's processes", "container", key.container, "err", err)
+				}
 			}
 			return
 		}
 	}
+}
+
+// containerPids lists the processes of container id.
+func (s *server) containerPids(id string) ([]int, error) {
+	s.mu.Lock()
+	root, ok := s.containers[id]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: container %q", agent.ErrNotFound, id)
+	}
+	return rootPids(root)
+}
+
+// rootPids lists the processes whose root is root.
+func rootPids(root string) ([]int, error) {
+	pids, err := guestPids()
+	if err != nil {
+		return nil, err
+	}
+	var out []int
+	for _, pid := range pids {
+		if r, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/root"); err == nil && r == root {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
 }
 
 // guestPids lists the guest's processes but the agent and the kernel's.

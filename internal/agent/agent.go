@@ -12,14 +12,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 )
 
 // Port is the guest's vsock port on which the agent listens.
 const Port = 1024
 
-// RootfsTag is the 9p mount tag of the container's root file system.
-const RootfsTag = "rootfs"
+// ShareTag is the 9p mount tag of the folder the VM shares: each
+// container's root file system is mounted beneath it, under the
+// container's id (one container, or those of a pod sandbox).
+const ShareTag = "rootfs"
 
 // MaxMessage bounds a request or response line; a peer sending more is
 // broken or hostile.
@@ -36,22 +39,24 @@ const (
 	OpSignal = "signal" // Signal; All: every process of the guest but the agent
 	OpResize = "resize" // the terminal's Width and Height
 	OpClose  = "closeio"
-	OpDelete = "delete" // forget an exited process
-	OpPids   = "pids"   // Response.Pids: every process of the guest but the agent
+	OpDelete = "delete" // forget an exited process; the init's takes its container's root down
+	OpPids   = "pids"   // Response.Pids: the container's processes
 	OpStats  = "stats"  // Response.Stats
 )
 
-// Request is one call. ID names the process: "" is the container's init,
-// others are execs.
+// Request is one call. ContainerID names the container (OpPids and
+// OpSignal's All are the container's processes), ID the process in it:
+// "" is the container's init, others are execs.
 type Request struct {
-	Op        string     `json:"op"`
-	ID        string     `json:"id,omitempty"`
-	Process   *Process   `json:"process,omitempty"`
-	Container *Container `json:"container,omitempty"`
-	Signal    int        `json:"signal,omitempty"`
-	All       bool       `json:"all,omitempty"`
-	Width     uint16     `json:"width,omitempty"`
-	Height    uint16     `json:"height,omitempty"`
+	Op          string     `json:"op"`
+	ContainerID string     `json:"container_id"`
+	ID          string     `json:"id,omitempty"`
+	Process     *Process   `json:"process,omitempty"`
+	Container   *Container `json:"container,omitempty"`
+	Signal      int        `json:"signal,omitempty"`
+	All         bool       `json:"all,omitempty"`
+	Width       uint16     `json:"width,omitempty"`
+	Height      uint16     `json:"height,omitempty"`
 }
 
 // Process is what to run: the OCI spec's process, as the guest needs it.
@@ -79,8 +84,8 @@ type Rlimit struct {
 	Hard     uint64 `json:"hard"`
 }
 
-// Container is how the guest sets the container's root up: the share
-// RootfsTag, then Mounts on it, in order.
+// Container is how the guest sets the container's root up: its folder
+// beneath the share ShareTag, then Mounts on it, in order.
 type Container struct {
 	Hostname string  `json:"hostname,omitempty"`
 	Readonly bool    `json:"readonly,omitempty"`
@@ -117,6 +122,15 @@ type Stats struct {
 
 // ErrNotFound is a Response's NotFound: no such process.
 var ErrNotFound = errors.New("no such process")
+
+// CheckID refuses a container id that is not one name of a folder: the
+// container's root is the share's folder of that name, on both sides.
+func CheckID(id string) error {
+	if id == "" || id == "." || id == ".." || len(id) > 255 || strings.ContainsAny(id, "/\x00") {
+		return fmt.Errorf("container id %q: want one file name", id)
+	}
+	return nil
+}
 
 // Err is the Response's error, or nil.
 func (r *Response) Err() error {

@@ -394,3 +394,93 @@ func shimPids(id string) []int {
 	}
 	return pids
 }
+
+// CRI's annotations of a pod's sandbox and of its containers.
+const (
+	annotationType      = "io.kubernetes.cri.container-type"
+	annotationSandboxID = "io.kubernetes.cri.sandbox-id"
+)
+
+// TestPodSandbox: a sandbox and two containers with CRI's annotations
+// (ctr run --annotation, as CRI sets them) run in one VM, the sandbox's
+// shim's, each in its own root; the containers end one by one, the
+// sandbox's delete ends the VM, and nothing is left behind.
+func TestPodSandbox(t *testing.T) {
+	e := startContainerd(t)
+	pod := []string{"-d", "--annotation", annotationType + "=sandbox", "--annotation", annotationSandboxID + "=pod1"}
+	r := e.run(pod, "pod1", "sleep", "100000")
+	require.Equal(t, 0, r.status, "ctr run the sandbox: %s %s", r.stdout, r.stderr)
+	member := []string{"-d", "--annotation", annotationType + "=container", "--annotation", annotationSandboxID + "=pod1"}
+	for _, id := range []string{"c1", "c2"} {
+		r := e.run(member, id, "sh", "-c", "echo "+id+" > /whoami; sleep 100000")
+		require.Equal(t, 0, r.status, "ctr run %s: %s %s", id, r.stdout, r.stderr)
+	}
+	pids := shimPids("pod1")
+	require.Len(t, pids, 1, "one shim for the pod")
+	assert.Empty(t, shimPids("c1"), "no shim of a pod's container")
+	assert.Empty(t, shimPids("c2"), "no shim of a pod's container")
+
+	bootID := map[string]string{}
+	for i, id := range []string{"pod1", "c1", "c2"} {
+		x := e.ctrStatus("task", "exec", "--exec-id", fmt.Sprintf("b%d", i), id, "cat", "/proc/sys/kernel/random/boot_id")
+		require.Equal(t, 0, x.status, "exec in %s: %s", id, x.stderr)
+		bootID[id] = strings.TrimSpace(x.stdout)
+	}
+	assert.NotEmpty(t, bootID["pod1"])
+	assert.Equal(t, bootID["pod1"], bootID["c1"], "c1 runs in the sandbox's guest")
+	assert.Equal(t, bootID["pod1"], bootID["c2"], "c2 runs in the sandbox's guest")
+
+	// Each container has its own root: c2 does not see c1's file.
+	deadline := time.Now().Add(time.Minute)
+	for {
+		x := e.ctrStatus("task", "exec", "--exec-id", "w1", "c1", "cat", "/whoami")
+		if x.status == 0 {
+			assert.Equal(t, "c1\n", x.stdout)
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "c1's /whoami: %s", x.stderr)
+		time.Sleep(200 * time.Millisecond)
+	}
+	x := e.ctrStatus("task", "exec", "--exec-id", "w2", "c2", "sh", "-c", "cat /whoami; ls /")
+	assert.Equal(t, 0, x.status, "%s", x.stderr)
+	assert.True(t, strings.HasPrefix(x.stdout, "c2\n"), "c2's root is its own: %q", x.stdout)
+	out, err := e.ctr("task", "ps", "c1")
+	require.NoError(t, err)
+	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 3, "c1's ps: a header, sh and sleep, none of the others':\n%s", out)
+
+	// Deleting c1 ends c1 only.
+	e.killAndDelete("c1")
+	assert.Equal(t, "RUNNING", e.taskStatus("c2"), "c2 runs on after c1's delete")
+	assert.Equal(t, "RUNNING", e.taskStatus("pod1"), "the sandbox runs on after c1's delete")
+	assert.Equal(t, pids, shimPids("pod1"), "the pod's shim runs on")
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
+	require.NoError(t, err)
+	assert.NotContains(t, string(mounts), "/c1 ", "c1's root is unmounted")
+	x = e.ctrStatus("task", "exec", "--exec-id", "after", "c2", "cat", "/whoami")
+	assert.Equal(t, 0, x.status, "%s", x.stderr)
+	assert.Equal(t, "c2\n", x.stdout)
+
+	e.killAndDelete("c2")
+	e.killAndDelete("pod1")
+	for _, id := range []string{"pod1", "c1", "c2"} {
+		e.assertNothingLeft(id)
+	}
+}
+
+// killAndDelete kills task id, waits for its end and deletes it and its
+// container.
+func (e *env) killAndDelete(id string) {
+	t := e.t
+	t.Helper()
+	_, err := e.ctr("task", "kill", "--signal", "SIGKILL", id)
+	require.NoError(t, err)
+	deadline := time.Now().Add(time.Minute)
+	for e.taskStatus(id) != "STOPPED" {
+		require.True(t, time.Now().Before(deadline), "task %s did not stop after SIGKILL", id)
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, err := e.ctr("task", "delete", id)
+	require.NoError(t, err, "%s", out)
+	_, err = e.ctr("container", "delete", id)
+	require.NoError(t, err)
+}
