@@ -1,10 +1,16 @@
 package main
 
 import (
+	"io"
+	"log/slog"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/internal/agent"
 )
 
 func TestMountOptions(t *testing.T) {
@@ -34,4 +40,29 @@ func TestGuestStatsOfThisMachine(t *testing.T) {
 	assert.LessOrEqual(t, st.MemAvailable, st.MemTotal)
 	assert.Positive(t, st.CPUUsec)
 	assert.Positive(t, st.Processes)
+}
+
+// A container's processes are those whose root is its root: this
+// process's root is "/", none has a root that does not exist.
+func TestRootPids(t *testing.T) {
+	pids, err := rootPids("/")
+	require.NoError(t, err)
+	assert.Contains(t, pids, os.Getpid())
+	pids, err = rootPids("/share/none")
+	require.NoError(t, err)
+	assert.Empty(t, pids)
+}
+
+func TestCreateRefusesBadContainers(t *testing.T) {
+	s := newServer(slog.New(slog.NewTextHandler(io.Discard, nil)))
+	for _, req := range []agent.Request{
+		{Op: agent.OpCreate, ContainerID: "../etc", Process: &agent.Process{Args: []string{"sh"}}, Container: &agent.Container{}},
+		{Op: agent.OpCreate, ContainerID: "", Process: &agent.Process{Args: []string{"sh"}}, Container: &agent.Container{}},
+		{Op: agent.OpCreate, ContainerID: "c1", ID: "e1", Process: &agent.Process{Args: []string{"sh"}}},
+	} {
+		resp, _ := s.handle(&req)
+		assert.NotEmpty(t, resp.Error, "%+v", req)
+	}
+	resp, _ := s.handle(&agent.Request{Op: agent.OpPids, ContainerID: "c1"})
+	assert.True(t, resp.NotFound, "pids of no container: %+v", resp)
 }
