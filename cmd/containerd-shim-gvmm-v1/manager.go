@@ -114,6 +114,19 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 		_ = cmd.Process.Kill()
 		return "", fmt.Errorf("the shim's OOM score: %w", err)
 	}
+	// The shim is the VMM: in the container's (the pod sandbox's)
+	// cgroup, the VM's CPU and memory are accounted there.
+	path, err := specCgroup(spec)
+	if err == nil && path != "" {
+		err = joinCgroup(".", path, cmd.Process.Pid)
+	}
+	switch {
+	case errors.Is(err, errSystemdCgroup), errors.Is(err, errNoUnifiedCgroups):
+		log.G(ctx).WithError(err).Warn("the shim stays in containerd's cgroup")
+	case err != nil:
+		_ = cmd.Process.Kill()
+		return "", err
+	}
 	return address, nil
 }
 
@@ -145,6 +158,9 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	}
 	if err := killDaemon(filepath.Join(bundle, pidFile), id); err != nil {
 		log.G(ctx).WithError(err).Warn("ending the shim daemon")
+	}
+	if err := removeCgroup(bundle, false); err != nil {
+		log.G(ctx).WithError(err).Warn("removing the shim's cgroup")
 	}
 	if err := removeShare(shareDir(bundle), unix.MNT_DETACH); err != nil {
 		log.G(ctx).WithError(err).Warn("unmounting the root file systems")

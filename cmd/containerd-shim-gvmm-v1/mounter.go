@@ -96,8 +96,11 @@ func (m *mounter) call(req mountRequest) error {
 	return nil
 }
 
-// close ends the mounter.
-func (m *mounter) close() { m.in.Close() }
+// close ends the mounter and waits for its end: the end of its output.
+func (m *mounter) close() {
+	m.in.Close()
+	_, _ = io.Copy(io.Discard, m.out)
+}
 
 // runMounter is the mounter's process: it serves requests on stdin until
 // its end.

@@ -145,3 +145,40 @@ func writeSpec(t *testing.T, bundle string, annotations map[string]string) {
 }
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestSpecCgroup(t *testing.T) {
+	for _, tc := range []struct {
+		path, want string
+		err        error
+	}{
+		{"", "", nil},
+		{"/default/c1", "/default/c1", nil},
+		{"kubepods/pod1/c1", "/kubepods/pod1/c1", nil},
+		{"kubepods-besteffort-pod1.slice:cri-containerd:c1", "", errSystemdCgroup},
+		{"/a/../b", "", nil},
+		{"/", "", nil},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			spec := &specs.Spec{Linux: &specs.Linux{CgroupsPath: tc.path}}
+			got, err := specCgroup(spec)
+			switch {
+			case tc.err != nil:
+				assert.ErrorIs(t, err, tc.err)
+			case tc.want == "" && tc.path != "":
+				assert.Error(t, err, "not a clean path below the root")
+			default:
+				require.NoError(t, err)
+				assert.Equal(t, tc.want, got)
+			}
+		})
+	}
+}
+
+// A bundle without the cgroup file has no cgroup to remove; one naming
+// a path out of the hierarchy is refused.
+func TestRemoveCgroupChecksTheFile(t *testing.T) {
+	bundle := t.TempDir()
+	require.NoError(t, removeCgroup(bundle, false))
+	require.NoError(t, os.WriteFile(filepath.Join(bundle, cgroupFile), []byte("/../../etc"), 0o600))
+	assert.Error(t, removeCgroup(bundle, false))
+}

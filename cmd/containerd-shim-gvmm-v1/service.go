@@ -387,6 +387,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		if s.mounter != nil {
 			s.mounter.close()
 		}
+		if err := removeCgroup(ct.bundle, true); err != nil {
+			s.log.Warn("removing the shim's cgroup", "err", err)
+		}
 		// The VM has ended: nothing holds the roots any more.
 		if err := removeShare(s.share, 0); err != nil {
 			return nil, fmt.Errorf("unmounting the root file systems: %w", err)

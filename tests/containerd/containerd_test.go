@@ -484,3 +484,50 @@ func (e *env) killAndDelete(id string) {
 	_, err = e.ctr("container", "delete", id)
 	require.NoError(t, err)
 }
+
+// TestCgroup: the shim, which is the VMM, runs in the cgroup the spec
+// names (ctr run --cgroup, as CRI names the pod's), created for it, and
+// the cgroup is removed at the task's delete, and by shim delete after
+// the shim was killed.
+func TestCgroup(t *testing.T) {
+	var st syscall.Statfs_t
+	require.NoError(t, syscall.Statfs("/sys/fs/cgroup", &st))
+	if st.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC: the test host mounts none
+		require.NoError(t, syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""))
+	}
+	e := startContainerd(t)
+	for _, tc := range []struct {
+		id, cgroup string
+		kill       bool
+	}{
+		{"cg1", "/gvmmtest/pod1", false},
+		{"cg2", "/gvmmtest/pod2", true},
+	} {
+		r := e.run([]string{"-d", "--cgroup", tc.cgroup}, tc.id, "sleep", "1000")
+		require.Equal(t, 0, r.status, "ctr run -d: %s %s", r.stdout, r.stderr)
+		pids := shimPids(tc.id)
+		require.Len(t, pids, 1, "one shim for the container")
+		dir := filepath.Join("/sys/fs/cgroup", tc.cgroup)
+		procs, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+		require.NoError(t, err, "the container's cgroup")
+		assert.Contains(t, strings.Fields(string(procs)), strconv.Itoa(pids[0]), "the shim is in %s", tc.cgroup)
+		self, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pids[0]), "cgroup"))
+		require.NoError(t, err)
+		assert.Contains(t, strings.Split(string(self), "\n"), "0::"+tc.cgroup, "the shim's cgroups")
+		if tc.kill {
+			require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+			deadline := time.Now().Add(time.Minute)
+			for st := e.taskStatus(tc.id); st != "STOPPED" && st != ""; st = e.taskStatus(tc.id) {
+				require.True(t, time.Now().Before(deadline), "the task is still %s after its shim was killed", st)
+				time.Sleep(200 * time.Millisecond)
+			}
+			_, _ = e.ctr("task", "delete", tc.id) // may be gone already
+			_, err = e.ctr("container", "delete", tc.id)
+			require.NoError(t, err)
+		} else {
+			e.killAndDelete(tc.id)
+		}
+		e.assertNothingLeft(tc.id)
+		assert.NoDirExists(t, dir, "the cgroup of %s is left", tc.id)
+	}
+}
