@@ -12,9 +12,10 @@ import "golang.org/x/sys/unix"
 // containerd's shim library, and checked by running containerd's task
 // life cycle under the filter, which found the getcwd below.
 //
-// Not listed, among others: mount (the root is mounted before the VM
-// starts), execve and fork (the shim's start and delete modes are
-// processes of their own, started by containerd).
+// Not listed, among others: mount (the first root is mounted before the
+// VM starts, a pod's later ones by the pod's mounter, a process the shim
+// starts before its filter), execve and fork (the shim's start and
+// delete modes are processes of their own, started by containerd).
 func Shim() []Rule {
 	rules := append(VMM(), Shares()...)
 	return append(rules,
