@@ -162,6 +162,11 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := removeCgroup(bundle, false); err != nil {
 		log.G(ctx).WithError(err).Warn("removing the shim's cgroup")
 	}
+	if spec, err := readSpec(bundle); err == nil && specNetns(spec) != "" {
+		if err := removeNetwork(specNetns(spec)); err != nil {
+			log.G(ctx).WithError(err).Warn("removing the pod network's redirection")
+		}
+	}
 	if err := removeShare(shareDir(bundle), unix.MNT_DETACH); err != nil {
 		log.G(ctx).WithError(err).Warn("unmounting the root file systems")
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,6 +50,10 @@ type vmSpec struct {
 	podSandbox bool
 	// sandboxID: a pod's container, to run in this sandbox's VM.
 	sandboxID string
+	// netns is the network namespace the spec joins; net is its network
+	// once opened, the VM's network device.
+	netns string
+	net   *podNetwork
 }
 
 // startSandbox boots the VM and waits for its agent.
@@ -56,7 +61,11 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 	if err := guestimage.CheckStatic(cfg.agent); err != nil {
 		return nil, fmt.Errorf("the agent: %w", err)
 	}
-	mods, err := kmod.Resolve(cfg.modules, guestModules...)
+	want := guestModules
+	if spec.net != nil {
+		want = append(slices.Clone(want), "virtio_net")
+	}
+	mods, err := kmod.Resolve(cfg.modules, want...)
 	if err != nil {
 		return nil, fmt.Errorf("the guest's modules: %w", err)
 	}
@@ -76,13 +85,21 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 		cpus = spec.cpus
 	}
 	s := &sandbox{console: &tail{max: consoleTail}, ended: make(chan struct{})}
-	s.m, err = machine.New(machine.Config{
+	mc := machine.Config{
 		Kernel: cfg.kernel, Initrd: initrd, Cmdline: cmdline, CPUs: cpus, Memory: mem,
 		Console: s.console, Log: log,
 		Shares: []machine.Share{{Path: spec.share, Tag: agent.ShareTag, ReadOnly: spec.readonly}},
 		Vsock:  &machine.VsockConfig{CID: vsock.MinCID},
-	})
+	}
+	if spec.net != nil {
+		// The machine takes the TAP over, closing it at its end.
+		mc.Nets = []machine.Net{{File: spec.net.tap, MAC: spec.net.mac}}
+	}
+	s.m, err = machine.New(mc)
 	if err != nil {
+		if spec.net != nil {
+			spec.net.tap.Close()
+		}
 		return nil, err
 	}
 	// The VM outlives the request that created it.
@@ -109,6 +126,11 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 	}
 	if err := s.waitAgent(ctx, cfg.bootTimeout); err != nil {
 		return nil, err
+	}
+	if spec.net != nil {
+		if _, err := s.call(ctx, agent.Request{Op: agent.OpNetwork, Network: &spec.net.guest}); err != nil {
+			return nil, fmt.Errorf("the guest's network: %w", err)
+		}
 	}
 	return s, nil
 }

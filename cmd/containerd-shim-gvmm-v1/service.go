@@ -49,6 +49,7 @@ type service struct {
 	share      string // the host folder the VM shares: a root per container
 	sb         *sandbox
 	mounter    *mounter // a pod sandbox's: its later containers' roots
+	net        *podNetwork
 	containers map[string]*container
 	paused     bool
 	// booted is set by the first Create to boot a VM: a shim boots one.
@@ -202,6 +203,18 @@ func (s *service) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, vm vmS
 			}
 		}()
 	}
+	if vm.netns != "" {
+		if vm.net, err = openNetwork(vm.netns); err != nil {
+			return err
+		}
+		defer func() {
+			if retErr != nil {
+				if err := vm.net.close(); err != nil {
+					s.log.Warn("the pod's network", "err", err)
+				}
+			}
+		}()
+	}
 	vm.bundle, vm.share = r.Bundle, share
 	s.booted = true
 	sb, err := startSandbox(ctx, cfg, vm, s.log)
@@ -213,7 +226,7 @@ func (s *service) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, vm vmS
 		sb.stop()
 		return err
 	}
-	s.first, s.share, s.sb = r.ID, share, sb
+	s.first, s.share, s.sb, s.net = r.ID, share, sb, vm.net
 	s.containers[r.ID] = ct
 	go s.watchVM()
 	return nil
@@ -386,6 +399,11 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.sb.stop()
 		if s.mounter != nil {
 			s.mounter.close()
+		}
+		if s.net != nil {
+			if err := s.net.close(); err != nil {
+				s.log.Warn("the pod's network", "err", err)
+			}
 		}
 		if err := removeCgroup(ct.bundle, true); err != nil {
 			s.log.Warn("removing the shim's cgroup", "err", err)

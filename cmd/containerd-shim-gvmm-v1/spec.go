@@ -50,7 +50,7 @@ func fromSpec(spec *specs.Spec, log *slog.Logger) (*agent.Process, *agent.Contai
 		return nil, nil, vmSpec{}, err
 	}
 	c := &agent.Container{Hostname: spec.Hostname}
-	vm := vmSpec{podSandbox: spec.Annotations[annotationType] == typeSandbox, sandboxID: podContainer(spec)}
+	vm := vmSpec{podSandbox: spec.Annotations[annotationType] == typeSandbox, sandboxID: podContainer(spec), netns: specNetns(spec)}
 	if spec.Root != nil {
 		// A pod's share holds the roots of several containers: each
 		// one's read-only root is the guest's to keep.

@@ -33,6 +33,7 @@ type server struct {
 	mu         sync.Mutex
 	containers map[string]string // id: its root in the guest
 	procs      map[procKey]*process
+	networked  bool
 }
 
 // procKey names a process: its container and its exec id ("" the init).
@@ -85,6 +86,11 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 	switch req.Op {
 	case agent.OpCreate:
 		if err := s.create(req); err != nil {
+			return fail(err)
+		}
+		return agent.Response{}, nil
+	case agent.OpNetwork:
+		if err := s.network(req.Network); err != nil {
 			return fail(err)
 		}
 		return agent.Response{}, nil
@@ -160,6 +166,20 @@ func (s *server) handle(req *agent.Request) (resp agent.Response, stream func(*o
 		return agent.Response{}, nil
 	}
 	return fail(fmt.Errorf("unknown op %q", req.Op))
+}
+
+// network configures the guest's interface, once.
+func (s *server) network(n *agent.Network) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case n == nil:
+		return errors.New("network: no interface")
+	case s.networked:
+		return errors.New("network: configured already")
+	}
+	s.networked = true
+	return setupNetwork(n)
 }
 
 func (s *server) get(key procKey) (*process, error) {

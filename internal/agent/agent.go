@@ -36,12 +36,15 @@ const (
 	OpStderr = "stderr"
 	OpStart  = "start"  // start it: Response.Pid
 	OpWait   = "wait"   // block until it exits: Response.Status, ExitedAt
-	OpSignal = "signal" // Signal; All: every process of the guest but the agent
+	OpSignal = "signal" // Signal; All: every process of the container
 	OpResize = "resize" // the terminal's Width and Height
 	OpClose  = "closeio"
 	OpDelete = "delete" // forget an exited process; the init's takes its container's root down
 	OpPids   = "pids"   // Response.Pids: the container's processes
 	OpStats  = "stats"  // Response.Stats
+	// OpNetwork configures the guest's interface: Network. The shim
+	// sends it before any container's create.
+	OpNetwork = "network"
 )
 
 // Request is one call. ContainerID names the container (OpPids and
@@ -57,6 +60,24 @@ type Request struct {
 	All         bool       `json:"all,omitempty"`
 	Width       uint16     `json:"width,omitempty"`
 	Height      uint16     `json:"height,omitempty"`
+	Network     *Network   `json:"network,omitempty"`
+}
+
+// Network is the pod's network interface as the guest takes it over:
+// the guest's interface with MAC gets the MTU, addresses and routes of
+// the namespace's interface whose frames the shim carries to it.
+type Network struct {
+	MAC    string   `json:"mac"`
+	MTU    int      `json:"mtu"`
+	Addrs  []string `json:"addrs,omitempty"` // CIDR: 10.0.0.2/24
+	Routes []Route  `json:"routes,omitempty"`
+}
+
+// Route is one route of the interface: Dst a CIDR ("" the default
+// route), Gw an address ("" for a route on the link).
+type Route struct {
+	Dst string `json:"dst,omitempty"`
+	Gw  string `json:"gw,omitempty"`
 }
 
 // Process is what to run: the OCI spec's process, as the guest needs it.

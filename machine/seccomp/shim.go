@@ -3,8 +3,8 @@ package seccomp
 import "golang.org/x/sys/unix"
 
 // Shim is the allow-list of containerd-shim-gvmm-v1 once its container's
-// VM runs: VMM and Shares (the container's root file system is a 9p
-// share), with what the shim adds to a VMM until it exits after Delete
+// VM runs: VMM, Shares (the container's root file system is a 9p
+// share) and Nets (a pod's network), with what the shim adds to a VMM until it exits after Delete
 // and Shutdown. Its ttrpc server, the events it sends containerd (a unix
 // socket it dials), containerd's FIFOs (openat through /proc/self/fd)
 // and the removal of its files need no more than VMM and Shares; the
@@ -17,8 +17,14 @@ import "golang.org/x/sys/unix"
 // starts before its filter), execve and fork (the shim's start and
 // delete modes are processes of their own, started by containerd).
 func Shim() []Rule {
-	rules := append(VMM(), Shares()...)
+	rules := append(append(VMM(), Shares()...), Nets()...)
 	return append(rules,
+		// A pod network's teardown removes the ingress qdisc of the
+		// namespace's interface through a netlink socket opened in the
+		// namespace before the filter (sockets other than unix ones
+		// cannot be made under it).
+		Rule{Syscall: unix.SYS_SENDTO},
+		Rule{Syscall: unix.SYS_RECVFROM},
 		// Delete unmounts the root file system: containerd's
 		// mount.UnmountAll(rootfs, 0), umount2 without flags until the
 		// mount point is none.

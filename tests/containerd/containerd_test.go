@@ -11,9 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +25,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 
 	"github.com/gvmm-dev/gvmm/tests/containerdpkg"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
@@ -41,7 +46,10 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("gvmm-agent", "github.com/gvmm-dev/gvmm/cmd/gvmm-agent"),
 		kvmhost.WithHostProgram("busybox"),
 		// What the shim's agent loads in its guest.
-		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport"),
+		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport", "virtio_net"),
+		// A pod's network namespace, its veth, the shim's TAP and tc
+		// redirections, in the test host.
+		kvmhost.WithHostModules("veth", "tun", "sch_ingress", "cls_matchall", "act_mirred"),
 	}
 	if os.Getenv(kvmhost.EnvInside) == "" {
 		root, err := containerdpkg.Get()
@@ -444,9 +452,18 @@ func TestPodSandbox(t *testing.T) {
 	x := e.ctrStatus("task", "exec", "--exec-id", "w2", "c2", "sh", "-c", "cat /whoami; ls /")
 	assert.Equal(t, 0, x.status, "%s", x.stderr)
 	assert.True(t, strings.HasPrefix(x.stdout, "c2\n"), "c2's root is its own: %q", x.stdout)
-	out, err := e.ctr("task", "ps", "c1")
-	require.NoError(t, err)
-	assert.Len(t, strings.Split(strings.TrimSpace(out), "\n"), 3, "c1's ps: a header, sh and sleep, none of the others':\n%s", out)
+	// Each container's processes are its own: sh -c ran its last
+	// command, sleep, in its place.
+	ps := map[string][]string{}
+	for _, id := range []string{"pod1", "c1", "c2"} {
+		out, err := e.ctr("task", "ps", id)
+		require.NoError(t, err)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		require.Len(t, lines, 2, "%s's ps: a header and sleep:\n%s", id, out)
+		ps[id] = strings.Fields(lines[1])
+	}
+	assert.NotEqual(t, ps["c1"][0], ps["c2"][0], "c1 and c2 list their own sleep")
+	assert.NotEqual(t, ps["pod1"][0], ps["c1"][0], "the sandbox and c1 list their own sleep")
 
 	// Deleting c1 ends c1 only.
 	e.killAndDelete("c1")
@@ -530,4 +547,104 @@ func TestCgroup(t *testing.T) {
 		e.assertNothingLeft(tc.id)
 		assert.NoDirExists(t, dir, "the cgroup of %s is left", tc.id)
 	}
+}
+
+// TestPodNetwork: a container whose spec joins a network namespace (ctr
+// run --with-ns network:PATH, as CRI joins the pod's that CNI set up)
+// gets the namespace's interface in its guest: the veth's address, and
+// it reaches the host end of the veth by ping and by TCP. After its
+// delete the namespace's interface is as it was: no TAP, no qdisc.
+func TestPodNetwork(t *testing.T) {
+	const (
+		nsName   = "gvmmtest"
+		hostAddr = "10.77.0.1"
+		podAddr  = "10.77.0.2"
+	)
+	nsPath := makePodNetns(t, nsName, hostAddr+"/24", podAddr+"/24")
+	ln, err := net.Listen("tcp", hostAddr+":8080")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.RemoteAddr[:strings.LastIndexByte(r.RemoteAddr, ':')])
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+
+	e := startContainerd(t)
+	r := e.run([]string{"--rm", "--with-ns", "network:" + nsPath}, "net1", "sh", "-c",
+		"ip -4 addr show; ping -c 1 -W 5 "+hostAddr+" >/dev/null && echo ping ok; wget -q -O - http://"+hostAddr+":8080/; echo")
+	t.Logf("ctr run: status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.stdout, r.stderr)
+	require.Equal(t, 0, r.status)
+	assert.Contains(t, r.stdout, "inet "+podAddr+"/24", "the guest's interface has the veth's address")
+	assert.Contains(t, r.stdout, "ping ok")
+	assert.Contains(t, r.stdout, "hello "+podAddr, "TCP to the host end, from the pod's address")
+	e.assertNothingLeft("net1")
+
+	h, err := netlink.NewHandleAt(mustNetns(t, nsPath))
+	require.NoError(t, err)
+	defer h.Delete()
+	links, err := h.LinkList()
+	require.NoError(t, err)
+	for _, l := range links {
+		assert.NotEqual(t, "tuntap", l.Type(), "a TAP is left in the namespace: %s", l.Attrs().Name)
+		qdiscs, err := h.QdiscList(l)
+		require.NoError(t, err)
+		for _, q := range qdiscs {
+			assert.NotEqual(t, "ingress", q.Type(), "an ingress qdisc is left on %s", l.Attrs().Name)
+		}
+	}
+}
+
+// makePodNetns makes the network namespace name with a veth pair, as a
+// CNI plugin does: the host end with hostCIDR in the test's namespace,
+// the pod end with podCIDR and a default route through the host end.
+func makePodNetns(t *testing.T, name, hostCIDR, podCIDR string) string {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	require.NoError(t, err)
+	defer orig.Close()
+	pod, err := netns.NewNamed(name) // and the thread moves into it
+	require.NoError(t, err)
+	require.NoError(t, netns.Set(orig))
+	t.Cleanup(func() {
+		pod.Close()
+		assert.NoError(t, netns.DeleteNamed(name))
+	})
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "gvmmh0"}, PeerName: "gvmmp0"}
+	require.NoError(t, netlink.LinkAdd(veth))
+	t.Cleanup(func() { _ = netlink.LinkDel(veth) })
+	peer, err := netlink.LinkByName("gvmmp0")
+	require.NoError(t, err)
+	require.NoError(t, netlink.LinkSetNsFd(peer, int(pod)))
+	host, err := netlink.LinkByName("gvmmh0")
+	require.NoError(t, err)
+	addr, err := netlink.ParseAddr(hostCIDR)
+	require.NoError(t, err)
+	require.NoError(t, netlink.AddrAdd(host, addr))
+	require.NoError(t, netlink.LinkSetUp(host))
+
+	h, err := netlink.NewHandleAt(pod)
+	require.NoError(t, err)
+	defer h.Delete()
+	peer, err = h.LinkByName("gvmmp0")
+	require.NoError(t, err)
+	addr, err = netlink.ParseAddr(podCIDR)
+	require.NoError(t, err)
+	require.NoError(t, h.AddrAdd(peer, addr))
+	require.NoError(t, h.LinkSetUp(peer))
+	lo, err := h.LinkByName("lo")
+	require.NoError(t, err)
+	require.NoError(t, h.LinkSetUp(lo))
+	gw := net.ParseIP(strings.Split(hostCIDR, "/")[0])
+	require.NoError(t, h.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw}))
+	return filepath.Join("/var/run/netns", name)
+}
+
+func mustNetns(t *testing.T, path string) netns.NsHandle {
+	t.Helper()
+	ns, err := netns.GetFromPath(path)
+	require.NoError(t, err)
+	t.Cleanup(func() { ns.Close() })
+	return ns
 }

@@ -16,7 +16,7 @@ import (
 const imageName = "docker.io/library/gvmm-busybox:test"
 
 // busyboxApplets are linked to busybox in the image's /bin.
-var busyboxApplets = []string{"sh", "echo", "cat", "uname", "sleep", "grep", "hostname", "id", "ls", "wc", "true", "false"}
+var busyboxApplets = []string{"sh", "echo", "cat", "uname", "sleep", "grep", "hostname", "id", "ls", "wc", "true", "false", "ping", "wget", "ip"}
 
 // writeImage writes an OCI image layout archive, as ctr image import
 // takes it, of one layer: a static busybox and its applets in /bin.
