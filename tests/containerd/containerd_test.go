@@ -511,7 +511,11 @@ func TestCgroup(t *testing.T) {
 	require.NoError(t, syscall.Statfs("/sys/fs/cgroup", &st))
 	if st.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC: the test host mounts none
 		require.NoError(t, syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""))
+		// The other tests run as before, without.
+		t.Cleanup(func() { assert.NoError(t, syscall.Unmount("/sys/fs/cgroup", syscall.MNT_DETACH)) })
 	}
+	// The level above the containers' cgroups is the test's.
+	t.Cleanup(func() { assert.NoError(t, os.Remove("/sys/fs/cgroup/gvmmtest")) })
 	e := startContainerd(t)
 	for _, tc := range []struct {
 		id, cgroup string
