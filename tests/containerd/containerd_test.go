@@ -86,6 +86,14 @@ type env struct {
 // startContainerd starts containerd for the test and imports the image.
 func startContainerd(t testing.TB) *env {
 	t.Helper()
+	return startContainerdWith(t, "", "")
+}
+
+// startContainerdWith starts containerd with the CRI plugin when cri is
+// its configuration (a format string of the shim's configuration path),
+// and imports the image, in namespace ns ("" ctr's default).
+func startContainerdWith(t testing.TB, cri, ns string) *env {
+	t.Helper()
 	k, err := debkernel.Get()
 	require.NoError(t, err)
 	dir := t.TempDir()
@@ -95,14 +103,18 @@ func startContainerd(t testing.TB) *env {
 		"kernel = %q\nmodules = %q\nmemory = %q\ncpus = 1\nboot_timeout = \"8m\"\n",
 		k.Vmlinuz, k.ModulesDir(), guestMemory)), 0o644))
 	conf := filepath.Join(dir, "config.toml")
+	disabled := `"io.containerd.grpc.v1.cri", `
+	if cri != "" {
+		disabled, cri = "", fmt.Sprintf(cri, e.shimConf)
+	}
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
+disabled_plugins = [%s"io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
   address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), e.address)), 0o644))
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, e.address, cri)), 0o644))
 	cmd := exec.Command(kvmhost.Asset("containerd"), "--config", conf, "--log-level", "debug")
 	cmd.Env = append(os.Environ(), "PATH="+os.Getenv(kvmhost.EnvAssets)+":"+os.Getenv("PATH"))
 	cmd.Stdout, cmd.Stderr = e.daemonLog, e.daemonLog
@@ -126,11 +138,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 		require.True(t, time.Now().Before(deadline), "containerd did not answer within a minute:\n%s", e.daemonLog)
 		time.Sleep(200 * time.Millisecond)
 	}
-	img := filepath.Join(dir, "image.tar")
-	require.NoError(t, writeImage(img, kvmhost.Asset("busybox")))
-	out, err := e.ctr("image", "import", "--snapshotter", "native", img)
-	require.NoError(t, err, "%s", out)
+	e.importImage(ns, imageName, []string{"/bin/sh"})
 	return e
+}
+
+// importImage writes the busybox image as name, whose command is cmd,
+// and imports it in namespace ns.
+func (e *env) importImage(ns, name string, cmd []string) {
+	t := e.t
+	t.Helper()
+	img := filepath.Join(e.dir, "image.tar")
+	require.NoError(t, writeImage(img, kvmhost.Asset("busybox"), name, cmd))
+	var args []string
+	if ns != "" {
+		args = []string{"--namespace", ns}
+	}
+	out, err := e.ctr(append(args, "image", "import", "--snapshotter", "native", img)...)
+	require.NoError(t, err, "%s", out)
 }
 
 // ctrResult is a ctr command's outcome.

@@ -19,8 +19,9 @@ const imageName = "docker.io/library/gvmm-busybox:test"
 var busyboxApplets = []string{"sh", "echo", "cat", "uname", "sleep", "grep", "hostname", "id", "ls", "wc", "true", "false", "ping", "wget", "ip"}
 
 // writeImage writes an OCI image layout archive, as ctr image import
-// takes it, of one layer: a static busybox and its applets in /bin.
-func writeImage(path, busybox string) error {
+// takes it, of one layer: a static busybox and its applets in /bin; its
+// name is name and its command cmd.
+func writeImage(path, busybox, name string, cmd []string) error {
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
 		return err
@@ -50,7 +51,7 @@ func writeImage(path, busybox string) error {
 	layerDigest := digest.FromBytes(layer.Bytes())
 	config, err := json.Marshal(ocispec.Image{
 		Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"},
-		Config:   ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: []string{"/bin/sh"}, WorkingDir: "/"},
+		Config:   ocispec.ImageConfig{Env: []string{"PATH=/bin"}, Cmd: cmd, WorkingDir: "/"},
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{layerDigest}},
 	})
 	if err != nil {
@@ -71,7 +72,7 @@ func writeImage(path, busybox string) error {
 		Manifests: []ocispec.Descriptor{{
 			MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromBytes(manifest), Size: int64(len(manifest)),
 			Platform:    &ocispec.Platform{Architecture: "amd64", OS: "linux"},
-			Annotations: map[string]string{"io.containerd.image.name": imageName, ocispec.AnnotationRefName: "test"},
+			Annotations: map[string]string{"io.containerd.image.name": name, ocispec.AnnotationRefName: "test"},
 		}},
 	})
 	if err != nil {
