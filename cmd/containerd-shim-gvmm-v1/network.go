@@ -105,29 +105,36 @@ func openNetwork(path string) (*podNetwork, error) {
 }
 
 // podLink is the namespace's interface that the guest takes over: its
-// first Ethernet one, a veth as CNI's plugins make.
+// first Ethernet one with an address that is not link-local (CNI's veth
+// has the pod's), else its first Ethernet one.
 func podLink() (netlink.Link, error) {
 	links, err := netlink.LinkList()
 	if err != nil {
 		return nil, err
 	}
-	var found netlink.Link
+	var first netlink.Link
 	for _, l := range links {
 		a := l.Attrs()
 		if a.Flags&net.FlagLoopback != 0 || len(a.HardwareAddr) != 6 || l.Type() == "tuntap" {
 			continue
 		}
-		if l.Type() == "veth" {
-			return l, nil
+		if first == nil {
+			first = l
 		}
-		if found == nil {
-			found = l
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("%s's addresses: %w", a.Name, err)
+		}
+		for _, addr := range addrs {
+			if !addr.IP.IsLinkLocalUnicast() {
+				return l, nil
+			}
 		}
 	}
-	if found == nil {
+	if first == nil {
 		return nil, errors.New("no Ethernet interface in the namespace")
 	}
-	return found, nil
+	return first, nil
 }
 
 func tapInNamespace() (_ *podNetwork, err error) {
@@ -157,7 +164,9 @@ func tapInNamespace() (_ *podNetwork, err error) {
 		}
 		var route agent.Route
 		if r.Dst != nil {
-			route.Dst = r.Dst.String()
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 { // else the default route
+				route.Dst = r.Dst.String()
+			}
 		}
 		if r.Gw != nil {
 			route.Gw = r.Gw.String()
@@ -187,7 +196,9 @@ func tapInNamespace() (_ *podNetwork, err error) {
 		if err := netlink.QdiscAdd(ingressOf(p[0])); err != nil {
 			return nil, fmt.Errorf("an ingress qdisc: %w", err)
 		}
-		filter := &netlink.MatchAll{
+		// A u32 filter without a selector matches every frame; cls_u32
+		// is in every kernel that has tc, where matchall may not be.
+		filter := &netlink.U32{
 			FilterAttrs: netlink.FilterAttrs{LinkIndex: p[0], Parent: ingress, Priority: 1, Protocol: unix.ETH_P_ALL},
 			Actions:     []netlink.Action{netlink.NewMirredAction(p[1])},
 		}

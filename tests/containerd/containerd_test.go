@@ -49,7 +49,7 @@ func TestMain(m *testing.M) {
 		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport", "virtio_net"),
 		// A pod's network namespace, its veth, the shim's TAP and tc
 		// redirections, in the test host.
-		kvmhost.WithHostModules("veth", "tun", "sch_ingress", "cls_matchall", "act_mirred"),
+		kvmhost.WithHostModules("veth", "tun", "sch_ingress", "cls_u32", "act_mirred"),
 	}
 	if os.Getenv(kvmhost.EnvInside) == "" {
 		root, err := containerdpkg.Get()
