@@ -120,10 +120,10 @@ func (manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ str
 	if err == nil && path != "" {
 		err = joinCgroup(".", path, cmd.Process.Pid)
 	}
-	switch {
-	case errors.Is(err, errSystemdCgroup), errors.Is(err, errNoUnifiedCgroups):
-		log.G(ctx).WithError(err).Warn("the shim stays in containerd's cgroup")
-	case err != nil:
+	// Without a cgroup v2 hierarchy, or with a systemd path, the shim
+	// stays in containerd's cgroup; the daemon says so in its log (what
+	// this mode prints, containerd takes for the address).
+	if err != nil && !errors.Is(err, errSystemdCgroup) && !errors.Is(err, errNoUnifiedCgroups) {
 		_ = cmd.Process.Kill()
 		return "", err
 	}

@@ -54,6 +54,8 @@ type vmSpec struct {
 	// once opened, the VM's network device.
 	netns string
 	net   *podNetwork
+	// cgroup is the spec's cgroup, which shim start put the shim in.
+	cgroup string
 }
 
 // startSandbox boots the VM and waits for its agent.

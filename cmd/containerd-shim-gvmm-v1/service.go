@@ -215,6 +215,9 @@ func (s *service) boot(ctx context.Context, r *taskAPI.CreateTaskRequest, vm vmS
 			}
 		}()
 	}
+	if _, err := os.Stat(filepath.Join(r.Bundle, cgroupFile)); vm.cgroup != "" && err != nil {
+		s.log.Warn("the shim stays in containerd's cgroup: not the spec's", "cgroupsPath", vm.cgroup, "why", errNoUnifiedCgroups)
+	}
 	vm.bundle, vm.share = r.Bundle, share
 	s.booted = true
 	sb, err := startSandbox(ctx, cfg, vm, s.log)

@@ -51,6 +51,11 @@ func fromSpec(spec *specs.Spec, log *slog.Logger) (*agent.Process, *agent.Contai
 	}
 	c := &agent.Container{Hostname: spec.Hostname}
 	vm := vmSpec{podSandbox: spec.Annotations[annotationType] == typeSandbox, sandboxID: podContainer(spec), netns: specNetns(spec)}
+	if vm.cgroup, err = specCgroup(spec); errors.Is(err, errSystemdCgroup) {
+		log.Warn("the shim stays in containerd's cgroup", "err", err)
+	} else if err != nil {
+		return nil, nil, vmSpec{}, err
+	}
 	if spec.Root != nil {
 		// A pod's share holds the roots of several containers: each
 		// one's read-only root is the guest's to keep.

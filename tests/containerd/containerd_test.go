@@ -607,7 +607,7 @@ func TestPodNetwork(t *testing.T) {
 	assert.Contains(t, r.stdout, "hello "+podAddr, "TCP to the host end, from the pod's address")
 	e.assertNothingLeft("net1")
 
-	h, err := netlink.NewHandleAt(mustNetns(t, nsPath))
+	h, err := netlink.NewHandleAt(mustNetns(t, nsPath), syscall.NETLINK_ROUTE)
 	require.NoError(t, err)
 	defer h.Delete()
 	links, err := h.LinkList()
@@ -652,7 +652,7 @@ func makePodNetns(t *testing.T, name, hostCIDR, podCIDR string) string {
 	require.NoError(t, netlink.AddrAdd(host, addr))
 	require.NoError(t, netlink.LinkSetUp(host))
 
-	h, err := netlink.NewHandleAt(pod)
+	h, err := netlink.NewHandleAt(pod, syscall.NETLINK_ROUTE)
 	require.NoError(t, err)
 	defer h.Delete()
 	peer, err = h.LinkByName("gvmmp0")

@@ -2,6 +2,8 @@ package containerd_test
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,6 +44,12 @@ func TestCRIPod(t *testing.T) {
 	lo, err := netlink.LinkByName("lo")
 	require.NoError(t, err)
 	require.NoError(t, netlink.LinkSetUp(lo))
+	// CRI copies the host's /etc/hosts into a host-network pod's; the
+	// test host has none of its own.
+	if _, err := os.Stat("/etc/hosts"); errors.Is(err, os.ErrNotExist) {
+		require.NoError(t, os.WriteFile("/etc/hosts", []byte("127.0.0.1 localhost\n"), 0o644))
+		t.Cleanup(func() { assert.NoError(t, os.Remove("/etc/hosts")) })
+	}
 	e := startContainerdWith(t, criConfig, "k8s.io")
 	e.importImage("k8s.io", pauseImage, []string{"sleep", "1000000"})
 
@@ -56,6 +64,9 @@ func TestCRIPod(t *testing.T) {
 	podConfig := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: "pod", Uid: "uid-1", Namespace: "default"},
 		LogDirectory: logs,
+		// Without it, CRI copies the host's resolv.conf, which the test
+		// host lacks; the guest leaves CRI's bind of it out anyway.
+		DnsConfig: &cri.DNSConfig{Servers: []string{"192.0.2.53"}},
 		Linux: &cri.LinuxPodSandboxConfig{SecurityContext: &cri.LinuxSandboxSecurityContext{
 			NamespaceOptions: &cri.NamespaceOption{Network: cri.NamespaceMode_NODE},
 		}},
