@@ -402,6 +402,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.sb.stop()
 		if s.mounter != nil {
 			s.mounter.close()
+			s.mounter = nil
 		}
 		if s.net != nil {
 			if err := s.net.close(); err != nil {
