@@ -118,5 +118,5 @@ func testNetns(t *testing.T) (string, *netlink.Handle) {
 	h, err := netlink.NewHandleAt(ns)
 	require.NoError(t, err)
 	t.Cleanup(h.Close)
-	return filepath.Join("/var/run/netns", name), h
+	return filepath.Join("/run/netns", name), h // where netns.NewNamed binds it
 }

@@ -666,7 +666,7 @@ func makePodNetns(t *testing.T, name, hostCIDR, podCIDR string) string {
 	require.NoError(t, h.LinkSetUp(lo))
 	gw := net.ParseIP(strings.Split(hostCIDR, "/")[0])
 	require.NoError(t, h.RouteAdd(&netlink.Route{LinkIndex: peer.Attrs().Index, Gw: gw}))
-	return filepath.Join("/var/run/netns", name)
+	return filepath.Join("/run/netns", name) // where netns.NewNamed binds it
 }
 
 func mustNetns(t *testing.T, path string) netns.NsHandle {

@@ -46,6 +46,10 @@ func TestCRIPod(t *testing.T) {
 	require.NoError(t, netlink.LinkSetUp(lo))
 	// CRI copies the host's /etc/hosts into a host-network pod's; the
 	// test host has none of its own.
+	if _, err := os.Stat("/etc"); errors.Is(err, os.ErrNotExist) {
+		require.NoError(t, os.Mkdir("/etc", 0o755))
+		t.Cleanup(func() { assert.NoError(t, os.Remove("/etc")) })
+	}
 	if _, err := os.Stat("/etc/hosts"); errors.Is(err, os.ErrNotExist) {
 		require.NoError(t, os.WriteFile("/etc/hosts", []byte("127.0.0.1 localhost\n"), 0o644))
 		t.Cleanup(func() { assert.NoError(t, os.Remove("/etc/hosts")) })
