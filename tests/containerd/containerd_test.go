@@ -90,7 +90,8 @@ func startContainerd(t testing.TB) *env {
 }
 
 // startContainerdWith starts containerd with the CRI plugin when cri is
-// its configuration (a format string of the shim's configuration path),
+// its configuration (a format string of the shim's configuration path and
+// the test's folder),
 // and imports the image, in namespace ns ("" ctr's default).
 func startContainerdWith(t testing.TB, cri, ns string) *env {
 	t.Helper()
@@ -105,7 +106,7 @@ func startContainerdWith(t testing.TB, cri, ns string) *env {
 	conf := filepath.Join(dir, "config.toml")
 	disabled := `"io.containerd.grpc.v1.cri", `
 	if cri != "" {
-		disabled, cri = "", fmt.Sprintf(cri, e.shimConf)
+		disabled, cri = "", fmt.Sprintf(cri, e.shimConf, dir)
 	}
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
 root = %q

@@ -21,8 +21,9 @@ const pauseImage = "docker.io/library/gvmm-pause:test"
 
 // criConfig enables containerd's CRI plugin with the gvmm runtime as its
 // default, the native snapshotter and the test's pause image; %[1]s is
-// the shim's configuration. No CNI configuration: host-network pods need
-// none.
+// the shim's configuration, %[2]s the test's folder. No CNI
+// configuration: host-network pods need none (its folders are the
+// test's, which CRI creates).
 const criConfig = `[plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "` + pauseImage + `"
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -32,6 +33,9 @@ const criConfig = `[plugins."io.containerd.grpc.v1.cri"]
       runtime_type = "io.containerd.gvmm.v1"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.gvmm.options]
         ConfigPath = %[1]q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "%[2]s/cni/bin"
+    conf_dir = "%[2]s/cni/net.d"
 `
 
 // TestCRIPod: Kubernetes' path, through CRI: a host-network pod whose
