@@ -386,6 +386,7 @@ func (e *env) assertNothingLeft(id string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	assert.Empty(t, shimPids(id), "a shim (the VMM) of %s is left", id)
+	assert.Empty(t, mounterPids(), "a pod's mounter is left")
 	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	require.NoError(t, err)
 	for _, line := range strings.Split(string(mounts), "\n") {
@@ -400,6 +401,24 @@ func (e *env) assertNothingLeft(id string) {
 	}
 	bundles, _ := filepath.Glob(filepath.Join(e.dir, "state", "io.containerd.runtime.v2.task", "*", id))
 	assert.Empty(t, bundles, "the bundle of %s is left", id)
+}
+
+// mounterPids lists the pod mounters (the shim's helper) that run.
+func mounterPids() []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, ent := range ents {
+		data, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if len(args) > 1 && filepath.Base(args[0]) == shimBinary && args[1] == "gvmm-pod-mounter" {
+			pid, _ := strconv.Atoi(ent.Name())
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // shimPids lists the shim daemons of container id.
@@ -505,6 +524,34 @@ func TestPodSandbox(t *testing.T) {
 	e.killAndDelete("c2")
 	e.killAndDelete("pod1")
 	for _, id := range []string{"pod1", "c1", "c2"} {
+		e.assertNothingLeft(id)
+	}
+}
+
+// TestKilledPodShim: the pod's shim (its VMM) is killed; containerd
+// sees the sandbox's and the container's tasks end, and their cleanup
+// (shim delete in each bundle) leaves no shim, mounter, socket or mount.
+func TestKilledPodShim(t *testing.T) {
+	e := startContainerd(t)
+	r := e.run([]string{"-d", "--annotation", annotationType + "=sandbox", "--annotation", annotationSandboxID + "=pod2"}, "pod2", "sleep", "100000")
+	require.Equal(t, 0, r.status, "ctr run the sandbox: %s %s", r.stdout, r.stderr)
+	r = e.run([]string{"-d", "--annotation", annotationType + "=container", "--annotation", annotationSandboxID + "=pod2"}, "k1", "sleep", "100000")
+	require.Equal(t, 0, r.status, "ctr run k1: %s %s", r.stdout, r.stderr)
+	pids := shimPids("pod2")
+	require.Len(t, pids, 1, "one shim for the pod")
+	require.Len(t, mounterPids(), 1, "the pod's mounter")
+	require.NoError(t, syscall.Kill(pids[0], syscall.SIGKILL))
+	for _, id := range []string{"k1", "pod2"} {
+		deadline := time.Now().Add(time.Minute)
+		for st := e.taskStatus(id); st != "STOPPED" && st != ""; st = e.taskStatus(id) {
+			require.True(t, time.Now().Before(deadline), "task %s is still %s after its shim was killed", id, st)
+			time.Sleep(200 * time.Millisecond)
+		}
+		_, _ = e.ctr("task", "delete", id) // may be gone already
+		_, err := e.ctr("container", "delete", id)
+		require.NoError(t, err)
+	}
+	for _, id := range []string{"k1", "pod2"} {
 		e.assertNothingLeft(id)
 	}
 }
