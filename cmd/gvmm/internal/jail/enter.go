@@ -9,6 +9,7 @@ import (
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
+	"kernel.org/pub/linux/libs/security/libcap/psx"
 	"golang.org/x/sys/unix"
 )
 
@@ -134,17 +135,18 @@ func pivot(root string) error {
 // dropPrivileges empties the capability bounding and ambient sets,
 // switches every thread to uid:gid without supplementary groups (which
 // clears the permitted and effective capabilities) and sets
-// no_new_privs, on every thread of the process.
+// no_new_privs, on every thread of the process. psx makes a call on
+// every thread, in a static build and with cgo alike.
 func dropPrivileges(uid, gid int) error {
 	for c := 0; c <= unix.CAP_LAST_CAP; c++ {
-		if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0); e != 0 {
+		if _, _, e := psx.Syscall6(unix.SYS_PRCTL, unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0, 0); e != 0 {
 			if e == unix.EINVAL { // beyond this kernel's last capability
 				break
 			}
 			return fmt.Errorf("jail: dropping capability %d from the bounding set: %w", c, e)
 		}
 	}
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0); e != 0 {
+	if _, _, e := psx.Syscall6(unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0, 0); e != 0 {
 		return fmt.Errorf("jail: clearing the ambient capabilities: %w", e)
 	}
 	// Go applies these to every thread.
@@ -157,7 +159,7 @@ func dropPrivileges(uid, gid int) error {
 	if err := syscall.Setresuid(uid, uid, uid); err != nil {
 		return fmt.Errorf("jail: setresuid %d: %w", uid, err)
 	}
-	if _, _, e := syscall.AllThreadsSyscall(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0); e != 0 {
+	if _, _, e := psx.Syscall6(unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0); e != 0 {
 		return fmt.Errorf("jail: setting no_new_privs: %w", e)
 	}
 	return nil
