@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 
 	"github.com/spf13/pflag"
@@ -186,4 +187,33 @@ func supervise(user string, limits jail.Limits, cfg machine.Config, files runFil
 		return exitFault
 	}
 	return code
+}
+
+// DefaultVMMUser is the user gvmm start confines a VMM as when its
+// definition names none and the host has one of this name.
+const DefaultVMMUser = "gvmm"
+
+// confineStart returns gvmm run's extra arguments for the VM def about
+// to start as root: --user DefaultVMMUser when the definition names no
+// user and the host has it. The VM's run folder is given to the VMM's
+// user, who rotates its logs in it.
+func confineStart(def *vmdef.Definition, p state.Paths) ([]string, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil // gvmm run refuses a user without root
+	}
+	name, extra := def.User, []string(nil)
+	if name == "" {
+		if _, err := user.Lookup(DefaultVMMUser); err != nil {
+			return nil, nil
+		}
+		name, extra = DefaultVMMUser, []string{"--user", DefaultVMMUser}
+	}
+	uid, gid, err := jail.ParseUser(name)
+	if err != nil {
+		return nil, fmt.Errorf("the definition's user: %w", err)
+	}
+	if err := os.Chown(p.Dir, uid, gid); err != nil {
+		return nil, fmt.Errorf("giving the run folder to the VMM's user: %w", err)
+	}
+	return extra, nil
 }

@@ -9,8 +9,8 @@ import (
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	llsys "github.com/landlock-lsm/go-landlock/landlock/syscall"
-	"kernel.org/pub/linux/libs/security/libcap/psx"
 	"golang.org/x/sys/unix"
+	"kernel.org/pub/linux/libs/security/libcap/psx"
 )
 
 // oldRoot is where pivot_root puts the host's root, until it is
