@@ -92,9 +92,15 @@ func newVM(t *testing.T) vm {
 // vmmOf is the VMM the supervisor pid started: its only child.
 func vmmOf(t *testing.T, supervisor int) int {
 	t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", supervisor, supervisor))
+	// The child is listed by the thread that started it.
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", supervisor))
 	require.NoError(t, err)
-	kids := strings.Fields(string(b))
+	var kids []string
+	for _, task := range tasks {
+		b, err := os.ReadFile(task)
+		require.NoError(t, err)
+		kids = append(kids, strings.Fields(string(b))...)
+	}
 	require.Len(t, kids, 1, "the supervisor's children")
 	pid, err := strconv.Atoi(kids[0])
 	require.NoError(t, err)

@@ -113,21 +113,58 @@ func pivot(root string) error {
 	if err := os.Mkdir(filepath.Join(root, oldRoot), 0o700); err != nil {
 		return fmt.Errorf("jail: %w", err)
 	}
-	if err := unix.PivotRoot(root, filepath.Join(root, oldRoot)); err != nil {
+	switch err := unix.PivotRoot(root, filepath.Join(root, oldRoot)); {
+	case errors.Is(err, unix.EINVAL) && isRootfs():
+		if err := moveRoot(root); err != nil {
+			return err
+		}
+	case err != nil:
 		return fmt.Errorf("jail: pivot_root: %w", err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("jail: %w", err)
-	}
-	if err := unix.Unmount(oldRoot, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("jail: unmounting the host's root: %w", err)
-	}
-	if err := os.Remove(oldRoot); err != nil {
-		return fmt.Errorf("jail: %w", err)
+	default:
+		if err := unix.Chdir("/"); err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
+		if err := unix.Unmount(oldRoot, unix.MNT_DETACH); err != nil {
+			return fmt.Errorf("jail: unmounting the host's root: %w", err)
+		}
+		if err := os.Remove(oldRoot); err != nil {
+			return fmt.Errorf("jail: %w", err)
+		}
 	}
 	// Nothing new may appear in the root itself.
 	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("jail: remounting the root read-only: %w", err)
+	}
+	return nil
+}
+
+// isRootfs reports whether / is the initial ramfs, which pivot_root
+// cannot move (a host booted from an initramfs that never switched root,
+// as the KVM test host is).
+func isRootfs() bool {
+	var st unix.Statfs_t
+	return unix.Statfs("/", &st) == nil && (st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC)
+}
+
+// moveRoot is pivot_root's stand-in on rootfs, as runc's no_pivot: the
+// new root is moved over / and every thread chroots into it (they share
+// their root). The host's root stays under it, out of reach of a process
+// without CAP_SYS_CHROOT, which the VMM loses next.
+func moveRoot(root string) error {
+	if err := os.Remove(filepath.Join(root, oldRoot)); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.Chdir(root); err != nil {
+		return fmt.Errorf("jail: %w", err)
+	}
+	if err := unix.Mount(root, "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("jail: moving the root: %w", err)
+	}
+	if err := unix.Chroot("."); err != nil {
+		return fmt.Errorf("jail: chroot: %w", err)
+	}
+	if err := unix.Chdir("/"); err != nil {
+		return fmt.Errorf("jail: %w", err)
 	}
 	return nil
 }
