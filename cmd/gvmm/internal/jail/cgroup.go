@@ -51,6 +51,7 @@ func createCgroup(root, name string, l Limits) (*cgroup, error) {
 			return nil, err
 		}
 	}
+	removeStale(parent)
 	c := &cgroup{dir: filepath.Join(parent, name)}
 	if err := os.Mkdir(c.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("jail: %w", err)
@@ -60,6 +61,29 @@ func createCgroup(root, name string, l Limits) (*cgroup, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// cgroupPrefix starts a VMM's cgroup name; the supervisor's pid follows.
+const cgroupPrefix = "vm-"
+
+// removeStale removes what supervisors killed with SIGKILL left behind:
+// the cgroups of supervisors that are gone. The kernel refuses to remove
+// one that still holds a process.
+func removeStale(parent string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		n, ok := strings.CutPrefix(e.Name(), cgroupPrefix)
+		pid, err := strconv.Atoi(n)
+		if !ok || err != nil || !e.IsDir() || pid <= 0 {
+			continue
+		}
+		if unix.Kill(pid, 0) == unix.ESRCH {
+			_ = os.Remove(filepath.Join(parent, e.Name()))
+		}
+	}
 }
 
 // enableControllers adds want to dir's cgroup.subtree_control.

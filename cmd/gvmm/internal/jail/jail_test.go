@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -129,6 +130,22 @@ func TestCreateCgroup(t *testing.T) {
 	require.NoError(t, cg.remove())
 	assert.NoDirExists(t, cg.dir)
 	require.NoError(t, cg.remove(), "removing twice")
+}
+
+func TestCreateCgroupRemovesStale(t *testing.T) {
+	root := fakeCgroupFS(t, "cpu memory")
+	parent := filepath.Join(root, cgroupParent)
+	dead := filepath.Join(parent, "vm-1073741823") // above any pid_max
+	alive := filepath.Join(parent, "vm-"+strconv.Itoa(os.Getpid()))
+	other := filepath.Join(parent, "vm-x")
+	for _, d := range []string{dead, alive, other} {
+		require.NoError(t, os.Mkdir(d, 0o755))
+	}
+	_, err := createCgroup(root, "vm-5", Limits{CPUs: 1})
+	require.NoError(t, err)
+	assert.NoDirExists(t, dead)
+	assert.DirExists(t, alive)
+	assert.DirExists(t, other)
 }
 
 func TestCreateCgroupOnlyMemory(t *testing.T) {

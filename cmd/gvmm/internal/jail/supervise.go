@@ -58,7 +58,7 @@ func Supervise(spec Spec, argv []string, log *slog.Logger) (int, error) {
 		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWNET
 	}
 	if !spec.Limits.IsZero() {
-		cg, err := createCgroup(CgroupRoot, "vm-"+strconv.Itoa(os.Getpid()), spec.Limits)
+		cg, err := createCgroup(CgroupRoot, cgroupPrefix+strconv.Itoa(os.Getpid()), spec.Limits)
 		if err != nil {
 			return 0, err
 		}
