@@ -25,6 +25,11 @@ const oldRoot = "/.old-root"
 // why Landlock could not be applied, nil when it was: the rest holds
 // without it.
 func Enter(spec Spec, reopen []string) (landlockErr error, err error) {
+	// The mounts below would change the host's own mount namespace in a
+	// process that Supervise did not start (EnvSpec set by hand).
+	if os.Getpid() != 1 {
+		return nil, errors.New("jail: not started by the supervisor: not the first process of a PID namespace of its own")
+	}
 	binds := spec.Binds
 	for _, p := range reopen {
 		binds = append(binds, Bind{Path: p})
