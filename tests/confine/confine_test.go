@@ -205,10 +205,15 @@ func TestConfinedVMM(t *testing.T) {
 	assert.Equal(t, int64(-1), pattern.Mismatch(got, seed, 0), "what the guest wrote")
 }
 
-// openPTY returns a pseudo-terminal's two ends.
+// openPTY returns a pseudo-terminal's two ends, from /dev/pts, mounted
+// if the test host has not.
 func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if _, err := os.Stat("/dev/pts/ptmx"); err != nil {
+		require.NoError(t, os.MkdirAll("/dev/pts", 0o755))
+		require.NoError(t, unix.Mount("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620"))
+	}
+	m, err := os.OpenFile("/dev/pts/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
 	require.NoError(t, err)
 	t.Cleanup(func() { m.Close() })
 	require.NoError(t, unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0))
