@@ -1,6 +1,9 @@
 package main
 
 import (
+	"os"
+	"os/user"
+	"syscall"
 	"testing"
 
 	"github.com/spf13/pflag"
@@ -8,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
@@ -73,4 +77,28 @@ func TestConfineFlagsResolve(t *testing.T) {
 			assert.Equal(t, tt.limits, limits)
 		})
 	}
+}
+
+func TestConfineStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("gvmm start confines only as root")
+	}
+	if _, err := user.Lookup(DefaultVMMUser); err == nil {
+		t.Skipf("this host has a %s user: the default case differs", DefaultVMMUser)
+	}
+	p := state.Paths{Dir: t.TempDir()}
+	extra, err := confineStart(&vmdef.Definition{}, p)
+	require.NoError(t, err)
+	assert.Empty(t, extra, "no user named, none on the host")
+
+	extra, err = confineStart(&vmdef.Definition{User: "1234:4321"}, p)
+	require.NoError(t, err)
+	assert.Empty(t, extra, "gvmm run reads the definition's user itself")
+	st, err := os.Stat(p.Dir)
+	require.NoError(t, err)
+	sys := st.Sys().(*syscall.Stat_t)
+	assert.Equal(t, [2]uint32{1234, 4321}, [2]uint32{sys.Uid, sys.Gid}, "the run folder is the VMM's user's")
+
+	_, err = confineStart(&vmdef.Definition{User: "0"}, p)
+	assert.ErrorIs(t, err, jail.ErrRootUser)
 }

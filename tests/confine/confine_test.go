@@ -283,3 +283,67 @@ func logValue(line, key string) string {
 	v, _, _ := strings.Cut(rest, " ")
 	return v
 }
+
+// TestStartConfined starts a definition naming a user and limits with
+// gvmm start: the VMM detached from gvmm start is confined as when run
+// directly, and gvmm destroy ends it and its cgroup.
+func TestStartConfined(t *testing.T) {
+	v := newVM(t)
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	stateDir := filepath.Join(v.dir, "state")
+	def := fmt.Sprintf(`{"name": "jailed", "kernel": %q, "initrd": %q, "memory": "256M",
+		"cmdline": "console=ttyS0 reboot=k panic=1 quiet gvmm.steps=write-direct,sleep gvmm.mib=%d gvmm.seed=%d gvmm.sleep=600",
+		"disks": [{"path": %q}], "user": "%d:%d", "limits": {"cpus": 1, "memory": "400M"}}`,
+		k.Vmlinuz, filepath.Join(v.dir, "guest.cpio"), dataMiB, seed, v.image, uid, gid)
+	defFile := filepath.Join(v.dir, "jailed.json")
+	require.NoError(t, os.WriteFile(defFile, []byte(def), 0o644))
+	gvmm := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(kvmhost.Asset("gvmm"), args...)
+		cmd.Env = append(os.Environ(), "GVMM_STATE_DIR="+stateDir)
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "gvmm %v: %s", args, out)
+		t.Logf("gvmm %s: %s", strings.Join(args, " "), out)
+		return string(out)
+	}
+	gvmm("define", defFile)
+	out := gvmm("start", "jailed")
+	var supervisor int
+	_, err = fmt.Sscanf(out[strings.Index(out, "(pid "):], "(pid %d)", &supervisor)
+	require.NoError(t, err, "%s", out)
+	runDir := filepath.Join(stateDir, "run", "jailed")
+	defer func() {
+		if t.Failed() {
+			vmmLog, _ := os.ReadFile(filepath.Join(runDir, "vmm.log"))
+			t.Logf("vmm.log:\n%s", vmmLog)
+		}
+	}()
+	deadline := time.Now().Add(guestWait)
+	for {
+		b, _ := os.ReadFile(filepath.Join(runDir, "console.log"))
+		if strings.Contains(string(b), "GVMMTEST sleeping=") {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the guest did not report sleeping\n%s", b)
+		time.Sleep(100 * time.Millisecond)
+	}
+	vmm := vmmOf(t, supervisor)
+	st := procStatus(t, vmm)
+	assert.Equal(t, "1000\t1000\t1000\t1000", st["Uid"])
+	assert.Equal(t, "0000000000000000", st["CapEff"])
+	assert.Equal(t, "2", st["Seccomp"])
+	cgDir := fmt.Sprintf("/sys/fs/cgroup/gvmm/vm-%d", supervisor)
+	memMax, err := os.ReadFile(filepath.Join(cgDir, "memory.max"))
+	require.NoError(t, err)
+	assert.Equal(t, strconv.Itoa(memoryLimit), strings.TrimSpace(string(memMax)))
+	info, err := os.Stat(runDir)
+	require.NoError(t, err)
+	assert.Equal(t, uint32(uid), info.Sys().(*syscall.Stat_t).Uid, "the run folder is the VMM's user's")
+	assert.Contains(t, gvmm("list"), "running")
+
+	gvmm("destroy", "jailed")
+	assert.NoDirExists(t, cgDir, "the cgroup goes with the VMM")
+	assert.ErrorIs(t, syscall.Kill(supervisor, 0), syscall.ESRCH, "the supervisor ended")
+	assert.NotContains(t, gvmm("list"), "running")
+}
