@@ -24,6 +24,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/machine/api"
@@ -43,6 +44,7 @@ func TestMain(m *testing.M) {
 		kvmhost.WithBinary("gvmm-escape", "github.com/gvmm-dev/gvmm/cmd/gvmm", "escapetest"),
 		kvmhost.WithBinary("guestblk", "github.com/gvmm-dev/gvmm/tests/guestblk"),
 		kvmhost.WithModules(guestModules...),
+		kvmhost.WithHostModules("tun"),
 	)
 }
 
@@ -345,4 +347,34 @@ func TestStartConfined(t *testing.T) {
 	gvmm("destroy", "jailed")
 	assert.NoDirExists(t, cgDir, "the cgroup goes with the VMM")
 	assert.NotContains(t, gvmm("list"), "running")
+}
+
+// TestConfinedVMMWithTAP: a VMM with a TAP stays in the host's network
+// namespace, where the TAP it created lives until it ends.
+func TestConfinedVMMWithTAP(t *testing.T) {
+	const tap = "gvmmjail0"
+	v := newVM(t)
+	p := vmmproc.Start(t, guestWait+time.Minute, kvmhost.Asset("gvmm"), append(v.args, "--net", "tap="+tap)...)
+	p.WaitForLink(t, tap, guestWait)
+	p.WaitFor(t, "sleeping", guestWait)
+	vmm := vmmOf(t, p.Cmd.Process.Pid)
+	for ns, same := range map[string]bool{"net": true, "mnt": false, "pid": false} {
+		mine, err := os.Readlink("/proc/self/ns/" + ns)
+		require.NoError(t, err)
+		its, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", vmm, ns))
+		require.NoError(t, err)
+		assert.Equal(t, same, mine == its, "%s namespace shared: %v", ns, same)
+	}
+	assert.Equal(t, "1000\t1000\t1000\t1000", procStatus(t, vmm)["Uid"])
+
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.Exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("the VMM did not end after SIGTERM\n%s", p.Err.String())
+	}
+	assert.Equal(t, 0, p.Cmd.ProcessState.ExitCode(), "%s", p.Err.String())
+	_, err := netlink.LinkByName(tap)
+	var notFound netlink.LinkNotFoundError
+	assert.ErrorAs(t, err, &notFound, "the TAP the VMM created goes with it")
 }
