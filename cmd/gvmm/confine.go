@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 
 	"github.com/spf13/pflag"
 
@@ -182,6 +183,10 @@ func supervise(user string, limits jail.Limits, cfg machine.Config, files runFil
 		}()
 	}
 	code, err := jail.Supervise(jailSpec(uid, gid, limits, cfg, files), os.Args, log)
+	// The VMM inherits --net fd=N at the same number: the Files that
+	// parsing wrapped them in must not be collected, and close them,
+	// before it started.
+	runtime.KeepAlive(cfg.Nets)
 	if err != nil {
 		log.Error("confining the VMM", "err", err)
 		return exitFault
