@@ -12,6 +12,7 @@ require (
 	github.com/containerd/ttrpc v1.2.5
 	github.com/containerd/typeurl/v2 v2.1.1
 	github.com/hugelgupf/p9 v0.3.0
+	github.com/landlock-lsm/go-landlock v0.11.2
 	github.com/mdlayher/vsock v1.2.1
 	github.com/opencontainers/go-digest v1.0.0
 	github.com/opencontainers/image-spec v1.1.1
@@ -35,6 +36,7 @@ require (
 	google.golang.org/grpc v1.59.0
 	google.golang.org/protobuf v1.36.12
 	k8s.io/cri-api v0.27.1
+	kernel.org/pub/linux/libs/security/libcap/psx v1.2.78
 )
 
 require (

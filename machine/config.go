@@ -81,6 +81,14 @@ type Config struct {
 	Log      *slog.Logger
 	// KVMDevice is the path of the KVM device, /dev/kvm by default.
 	KVMDevice string
+
+	// BeforeRun, when set, is called once, after the first boot opened
+	// every file, device and socket and created the vCPUs, and before any
+	// vCPU runs guest code: where a process confines itself. reopen lists
+	// what a reboot with RebootRestart opens again by path (the KVM
+	// device, the kernel, the initrd); it is empty otherwise. An error
+	// fails Start.
+	BeforeRun func(reopen []string) error
 }
 
 // Disk is a raw disk image.

@@ -483,6 +483,18 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 		}
 		b.vcpus = append(b.vcpus, v)
 	}
+	if before := m.cfg.BeforeRun; before != nil && m.cur.Load() == nil {
+		var reopen []string
+		if m.cfg.OnReboot == RebootRestart {
+			reopen = []string{m.cfg.KVMDevice, m.kernel}
+			if m.cfg.Initrd != "" {
+				reopen = append(reopen, m.cfg.Initrd)
+			}
+		}
+		if err := before(reopen); err != nil {
+			return nil, fmt.Errorf("machine: before the vCPUs run: %w", err)
+		}
+	}
 	for _, v := range b.vcpus {
 		b.vcpuWG.Add(1)
 		go b.runVCPU(v)

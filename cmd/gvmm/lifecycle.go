@@ -61,7 +61,11 @@ func startCmd(c *vmCommand) func() int {
 		if err != nil {
 			return c.fail(err)
 		}
-		pid, err := spawnVMM(c.env.self, dir, l, p, *timeout)
+		extra, err := confineStart(def, p)
+		if err != nil {
+			return c.fail(err)
+		}
+		pid, err := spawnVMM(c.env.self, dir, l, p, *timeout, extra...)
 		if err != nil {
 			return c.fail(fmt.Errorf("starting %s: %w", name, err))
 		}
@@ -73,7 +77,7 @@ func startCmd(c *vmCommand) func() int {
 // spawnVMM runs "gvmm run --config" detached, in its own session, its
 // console to the log and the console socket, and waits until the guest
 // runs: the VMM's pid file is locked and its API says "running".
-func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout time.Duration) (int, error) {
+func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout time.Duration, extra ...string) (int, error) {
 	// vmm.log is kept across starts; once past the console log's limit it
 	// moves to vmm.log.1, so that years of restarts cannot fill the disk.
 	if st, err := os.Stat(p.VMMLog); err == nil && st.Size() >= console.LogLimit {
@@ -96,6 +100,7 @@ func spawnVMM(self string, dir *state.Dir, l *state.Lock, p state.Paths, timeout
 	cmd := exec.Command(self, "run", "--config", dir.DefinitionPath(l.Name()),
 		"--api-socket", p.API, "--console-socket", p.Console, "--console-log", p.ConsoleLog, "--pid-file", p.PID,
 		"--log-file", p.VMMLog)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stderr, cmd.Dir = vmmLog, "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/guestexec"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
 )
 
 // Exit statuses.
@@ -30,7 +31,8 @@ const (
 )
 
 func main() {
-	if guestexec.IsInit() {
+	// A confined VMM is PID 1 too, of its own PID namespace.
+	if _, confined := os.LookupEnv(jail.EnvSpec); guestexec.IsInit() && !confined {
 		// Copied into gvmm exec's initramfs as /init: see guestexec.
 		guestexec.Init()
 	}

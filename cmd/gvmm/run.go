@@ -20,7 +20,6 @@ import (
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
-	"github.com/gvmm-dev/gvmm/machine/seccomp"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
 
@@ -97,7 +96,8 @@ to stderr.`,
 	consoleLog := fs.String("console-log", "", "also write the console's output to `FILE`, rotated to FILE.1 at 16 MiB")
 	logFile := fs.String("log-file", "", "write the logs, and stderr, to `FILE`, added to and rotated to FILE.1 at 16 MiB")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
-	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs (`MODE`): on, or off for debugging")
+	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs before the guest runs (`MODE`): on, or off for debugging")
+	confine := addConfineFlags(fs)
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := vmdef.ParseDisk(v)
 		if err != nil {
@@ -122,8 +122,10 @@ to stderr.`,
 		if len(args) > 0 {
 			return usageErr("unexpected argument %q", args[0])
 		}
+		var def *vmdef.Definition
 		if *configFile != "" {
-			if err := configFromFile(fs, *configFile, &cfg); err != nil {
+			var err error
+			if def, err = configFromFile(fs, *configFile, &cfg); err != nil {
 				return usageErr("%v", err)
 			}
 		} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
@@ -139,6 +141,17 @@ to stderr.`,
 		if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 			return usageErr("--log-level %q: want debug, info, warn or error", *logLevel)
 		}
+		user, limits, err := confine.resolve(def)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		jailed, err := confinedSpec()
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		if user != "" && jailed == nil {
+			return supervise(user, limits, cfg, runFiles{*apiSocket, *consoleSocket, *consoleLog, *logFile}, *pidFile, level)
+		}
 		var logOut io.Writer = os.Stderr
 		if *logFile != "" {
 			lf, err := openVMMLog(*logFile)
@@ -152,7 +165,7 @@ to stderr.`,
 		log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
 		cfg.Log = log
 		cfg.Console = os.Stdout
-		if *pidFile != "" {
+		if *pidFile != "" && jailed == nil { // a confined VMM's is its supervisor's
 			pf, err := state.CreatePIDFile(*pidFile)
 			if err != nil {
 				log.Error("writing the pid file", "err", err)
@@ -211,6 +224,7 @@ to stderr.`,
 			in = console.NewEscapeReader(in, quit)
 		}
 		cfg.ConsoleIn = in
+		cfg.BeforeRun = beforeRun(jailed, *seccompMode == "on", cfg, log)
 
 		m, err := machine.New(cfg)
 		if err != nil {
@@ -232,24 +246,6 @@ to stderr.`,
 		if err := m.Start(ctx); err != nil {
 			log.Error("starting the machine", "err", err)
 			return exitFault
-		}
-		if *seccompMode == "on" {
-			// Everything is open and running: from here on a call outside
-			// the list ends the process with a line naming it.
-			rules := seccomp.VMM()
-			if len(m.Config().Shares) > 0 {
-				rules = append(rules, seccomp.Shares()...)
-			}
-			if len(m.Config().Nets) > 0 {
-				rules = append(rules, seccomp.Nets()...)
-			}
-			if err := seccomp.Install(rules); err != nil {
-				log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
-				m.Stop()
-				_ = m.Wait()
-				return exitFault
-			}
-			log.Debug("seccomp filter installed", "rules", len(rules))
 		}
 		if srv != nil {
 			go func() {
@@ -295,7 +291,7 @@ var vmFlags = []string{"kernel", "initrd", "cmdline", "cpus", "memory", "disk", 
 
 // configFromFile reads the VM definition at path into cfg; VM flags
 // alongside it are refused rather than silently merged.
-func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) error {
+func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) (*vmdef.Definition, error) {
 	var conflict string
 	fs.Visit(func(f *pflag.Flag) {
 		if conflict == "" && slices.Contains(vmFlags, f.Name) {
@@ -303,7 +299,7 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) error {
 		}
 	})
 	if conflict != "" {
-		return fmt.Errorf("--%s: not with --config, the definition says it", conflict)
+		return nil, fmt.Errorf("--%s: not with --config, the definition says it", conflict)
 	}
 	def, err := vmdef.ParseFile(path)
 	if err == nil {
@@ -313,10 +309,10 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) error {
 		err = def.CheckHost()
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
 	*cfg = def.Config
-	return nil
+	return def, nil
 }
 
 // configFromFlags completes cfg from the flags that need parsing.

@@ -157,7 +157,7 @@ func TestMalformedDefinitionsAreRefusedPrecisely(t *testing.T) {
 		{"bad JSON", "{\"name\": \"web1\",\n  \"kernel\": \"" + kernel + "\",\n  \"cpus\": 2,,\n}",
 			`:3:13: invalid JSON: invalid character ',' looking for beginning of object key string`},
 		{"unknown field", "{\"name\": \"web1\", \"kernel\": \"" + kernel + "\",\n  \"vcpus\": 2}",
-			`:2:3: unknown field "vcpus" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "nets", "on_reboot", "shares", "vsock")`},
+			`:2:3: unknown field "vcpus" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "limits", "memory", "mergeable", "name", "nets", "on_reboot", "shares", "user", "vsock")`},
 		{"memory 12Q", "{\"name\": \"web1\", \"kernel\": \"" + kernel + "\",\n  \"memory\": \"12Q\"}",
 			`:2:13: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},
 		{"missing kernel", "{\"name\": \"web1\", \"memory\": \"512M\"}", `:1:1: missing "kernel", the kernel to boot: a bzImage or an ELF vmlinux`},

@@ -39,11 +39,12 @@ type Arg struct {
 	Value uint32
 }
 
-// Rule allows one system call.
+// Rule allows one system call. A call may have several rules with
+// Args, each an alternative: it is allowed when the Args of any hold.
 type Rule struct {
 	Syscall int // its x86-64 number: unix.SYS_*
 	// Args must all hold for the call to be allowed; a call that breaks
-	// one is denied as if it were not listed.
+	// one (of every rule of the call) is denied as if it were not listed.
 	Args []Arg
 	// Errno, when non-zero, makes the call fail with it without running:
 	// for calls a library tries first and falls back from on ENOSYS.
@@ -81,7 +82,23 @@ var (
 // kernels since 5.11 skip the filter entirely for calls it allows
 // whatever their arguments.
 func Build(rules []Rule) ([]unix.SockFilter, error) {
-	seen := map[int]bool{}
+	var order []int
+	byCall := map[int][]Rule{}
+	for _, r := range rules {
+		if r.Syscall < 0 || r.Syscall > maxSyscall {
+			return nil, fmt.Errorf("%w: system call number %d", ErrBadRule, r.Syscall)
+		}
+		if r.Errno != 0 && len(r.Args) > 0 {
+			return nil, fmt.Errorf("%w: %s has both an errno and argument checks", ErrBadRule, SyscallName(r.Syscall))
+		}
+		if prev := byCall[r.Syscall]; len(prev) > 0 && (len(r.Args) == 0 || len(prev[0].Args) == 0) {
+			return nil, fmt.Errorf("%w: %s listed twice", ErrBadRule, SyscallName(r.Syscall))
+		}
+		if byCall[r.Syscall] == nil {
+			order = append(order, r.Syscall)
+		}
+		byCall[r.Syscall] = append(byCall[r.Syscall], r)
+	}
 	prog := []unix.SockFilter{
 		load(dataArch),
 		jeq(unix.AUDIT_ARCH_X86_64, 1, 0),
@@ -90,23 +107,13 @@ func Build(rules []Rule) ([]unix.SockFilter, error) {
 		jge(x32Bit, 0, 1),
 		ret(unix.SECCOMP_RET_KILL_PROCESS),
 	}
-	for _, r := range rules {
-		if r.Syscall < 0 || r.Syscall > maxSyscall {
-			return nil, fmt.Errorf("%w: system call number %d", ErrBadRule, r.Syscall)
-		}
-		if seen[r.Syscall] {
-			return nil, fmt.Errorf("%w: %s listed twice", ErrBadRule, SyscallName(r.Syscall))
-		}
-		seen[r.Syscall] = true
-		if r.Errno != 0 && len(r.Args) > 0 {
-			return nil, fmt.Errorf("%w: %s has both an errno and argument checks", ErrBadRule, SyscallName(r.Syscall))
-		}
-		body, err := ruleBody(r)
+	for _, nr := range order {
+		body, err := callBody(byCall[nr])
 		if err != nil {
 			return nil, err
 		}
 		// Not this call: skip its body, which always returns.
-		prog = append(prog, jeq(uint32(r.Syscall), 0, uint8(len(body))))
+		prog = append(prog, jeq(uint32(nr), 0, uint8(len(body))))
 		prog = append(prog, body...)
 	}
 	prog = append(prog, ret(unix.SECCOMP_RET_TRAP))
@@ -116,12 +123,34 @@ func Build(rules []Rule) ([]unix.SockFilter, error) {
 	return prog, nil
 }
 
-// ruleBody is what runs once the call number matched: the argument
-// checks, then the action. It ends in a return on every path.
-func ruleBody(r Rule) ([]unix.SockFilter, error) {
+// callBody is what runs once the call number matched: each rule's
+// argument checks, a failed one going on to the next rule, then the
+// action; after the last rule, the trap. It ends in a return on every
+// path.
+func callBody(rules []Rule) ([]unix.SockFilter, error) {
+	r := rules[0]
 	if r.Errno != 0 {
 		return []unix.SockFilter{ret(unix.SECCOMP_RET_ERRNO | uint32(r.Errno)&unix.SECCOMP_RET_DATA)}, nil
 	}
+	var body []unix.SockFilter
+	for _, r := range rules {
+		alt, err := ruleChecks(r)
+		if err != nil {
+			return nil, err
+		}
+		body = append(body, alt...)
+	}
+	body = append(body, ret(unix.SECCOMP_RET_TRAP))
+	if len(body) > maxJump {
+		return nil, fmt.Errorf("%w: %s has too many argument checks", ErrTooLong, SyscallName(r.Syscall))
+	}
+	return body, nil
+}
+
+// ruleChecks are one rule's argument checks and the allow that follows
+// them; a failed check jumps past the allow, to the next rule or the
+// trap.
+func ruleChecks(r Rule) ([]unix.SockFilter, error) {
 	var body []unix.SockFilter
 	for _, a := range r.Args {
 		if a.Index < 0 || a.Index >= maxArgs {
@@ -136,19 +165,16 @@ func ruleBody(r Rule) ([]unix.SockFilter, error) {
 		}
 		body = append(body, jeq(a.Value, 0, 0)) // jf patched below to the trap
 	}
-	body = append(body, ret(unix.SECCOMP_RET_ALLOW), ret(unix.SECCOMP_RET_TRAP))
-	trap := len(body) - 1
+	body = append(body, ret(unix.SECCOMP_RET_ALLOW))
+	next := len(body)
 	for i := range body {
 		if body[i].Code == unix.BPF_JMP|unix.BPF_JEQ|unix.BPF_K {
-			off := trap - i - 1
+			off := next - i - 1
 			if off > maxJump {
 				return nil, fmt.Errorf("%w: %s has too many argument checks", ErrTooLong, SyscallName(r.Syscall))
 			}
 			body[i].Jf = uint8(off)
 		}
-	}
-	if len(body) > maxJump {
-		return nil, fmt.Errorf("%w: %s has too many argument checks", ErrTooLong, SyscallName(r.Syscall))
 	}
 	return body, nil
 }

@@ -70,6 +70,11 @@ func TestBuildActions(t *testing.T) {
 		{Syscall: unix.SYS_CLONE, Args: []Arg{{Index: 0, Mask: unix.CLONE_THREAD, Value: unix.CLONE_THREAD}}},
 		{Syscall: unix.SYS_CLONE3, Errno: unix.ENOSYS},
 		{Syscall: unix.SYS_KILL, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: 42}, {Index: 1, Mask: ^uint32(0), Value: 15}}},
+		// Alternatives, not next to each other in the list.
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: 0xff00, Value: 0xae00}}},
+		{Syscall: unix.SYS_WRITE, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: 2}}},
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: 0}, {Index: 1, Mask: ^uint32(0), Value: unix.TCGETS}}},
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: ^uint32(0), Value: unix.TCSETS}}},
 	}
 	prog, err := Build(rules)
 	require.NoError(t, err)
@@ -79,7 +84,14 @@ func TestBuildActions(t *testing.T) {
 		want uint32
 	}{
 		{"allowed", call(unix.SYS_READ, 0, 0, 0), unix.SECCOMP_RET_ALLOW},
-		{"not listed", call(unix.SYS_WRITE), unix.SECCOMP_RET_TRAP},
+		{"not listed", call(unix.SYS_OPENAT), unix.SECCOMP_RET_TRAP},
+		{"write to stderr", call(unix.SYS_WRITE, 2), unix.SECCOMP_RET_ALLOW},
+		{"write elsewhere", call(unix.SYS_WRITE, 3), unix.SECCOMP_RET_TRAP},
+		{"first alternative", call(unix.SYS_IOCTL, 9, 0xae80), unix.SECCOMP_RET_ALLOW},
+		{"second alternative", call(unix.SYS_IOCTL, 0, unix.TCGETS), unix.SECCOMP_RET_ALLOW},
+		{"second alternative, one arg fails", call(unix.SYS_IOCTL, 1, unix.TCGETS), unix.SECCOMP_RET_TRAP},
+		{"third alternative", call(unix.SYS_IOCTL, 7, unix.TCSETS), unix.SECCOMP_RET_ALLOW},
+		{"no alternative", call(unix.SYS_IOCTL, 0, unix.TIOCSTI), unix.SECCOMP_RET_TRAP},
 		{"number 0 listed, 1 not", call(1), unix.SECCOMP_RET_TRAP},
 		{"i386", seccompData{nr: unix.SYS_READ, arch: unix.AUDIT_ARCH_I386}, unix.SECCOMP_RET_KILL_PROCESS},
 		{"x32", call(unix.SYS_READ | x32Bit), unix.SECCOMP_RET_KILL_PROCESS},
@@ -107,6 +119,14 @@ func TestBuildErrors(t *testing.T) {
 		{"negative number", []Rule{{Syscall: -1}}, ErrBadRule},
 		{"huge number", []Rule{{Syscall: 1 << 20}}, ErrBadRule},
 		{"twice", []Rule{{Syscall: unix.SYS_READ}, {Syscall: unix.SYS_READ}}, ErrBadRule},
+		{"twice, once unconditionally", []Rule{{Syscall: unix.SYS_READ, Args: []Arg{{Index: 0, Mask: 1, Value: 1}}}, {Syscall: unix.SYS_READ}}, ErrBadRule},
+		{"twice, with an errno", []Rule{{Syscall: unix.SYS_READ, Errno: unix.EPERM}, {Syscall: unix.SYS_READ, Args: []Arg{{Index: 0, Mask: 1, Value: 1}}}}, ErrBadRule},
+		{"too many alternatives", func() (r []Rule) {
+			for i := range 100 {
+				r = append(r, Rule{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: ^uint32(0), Value: uint32(i)}}})
+			}
+			return r
+		}(), ErrTooLong},
 		{"argument 6", []Rule{{Syscall: unix.SYS_READ, Args: []Arg{{Index: 6}}}}, ErrBadRule},
 		{"value outside mask", []Rule{{Syscall: unix.SYS_READ, Args: []Arg{{Index: 0, Mask: 1, Value: 2}}}}, ErrBadRule},
 		{"errno and args", []Rule{{Syscall: unix.SYS_READ, Errno: unix.EPERM, Args: []Arg{{Index: 0, Mask: 1, Value: 1}}}}, ErrBadRule},
@@ -130,6 +150,13 @@ func TestVMMPolicy(t *testing.T) {
 		want uint32
 	}{
 		{"KVM_RUN", call(unix.SYS_IOCTL, 5, 0xae80), unix.SECCOMP_RET_ALLOW},
+		{"KVM_SET_USER_MEMORY_REGION", call(unix.SYS_IOCTL, 4, 0x4020ae46), unix.SECCOMP_RET_ALLOW},
+		{"terminal mode", call(unix.SYS_IOCTL, 0, unix.TCGETS), unix.SECCOMP_RET_ALLOW},
+		{"raw terminal", call(unix.SYS_IOCTL, 0, unix.TCSETS), unix.SECCOMP_RET_ALLOW},
+		{"TIOCSTI", call(unix.SYS_IOCTL, 0, unix.TIOCSTI), unix.SECCOMP_RET_TRAP},
+		{"TIOCSETD", call(unix.SYS_IOCTL, 0, unix.TIOCSETD), unix.SECCOMP_RET_TRAP},
+		{"TUNSETIFF", call(unix.SYS_IOCTL, 6, unix.TUNSETIFF), unix.SECCOMP_RET_TRAP},
+		{"TUNSETOFFLOAD without nets", call(unix.SYS_IOCTL, 6, unix.TUNSETOFFLOAD), unix.SECCOMP_RET_TRAP},
 		{"heap", call(unix.SYS_MMAP, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE), unix.SECCOMP_RET_ALLOW},
 		{"executable memory", call(unix.SYS_MMAP, 0, 1<<20, unix.PROT_READ|unix.PROT_EXEC), unix.SECCOMP_RET_TRAP},
 		{"mprotect executable", call(unix.SYS_MPROTECT, 0, 4096, unix.PROT_EXEC), unix.SECCOMP_RET_TRAP},
@@ -177,6 +204,9 @@ func TestNetsPolicy(t *testing.T) {
 		assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, without, call(nr)), "nr %d without nets", nr)
 		assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(nr)), "nr %d with nets", nr)
 	}
+	assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(unix.SYS_IOCTL, 6, unix.TUNSETOFFLOAD)))
+	assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(unix.SYS_IOCTL, 5, 0xae80)), "KVM_RUN")
+	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_IOCTL, 6, unix.TUNSETIFF)))
 	// Still no sockets of other families than AF_UNIX.
 	assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, with, call(unix.SYS_SOCKET, unix.AF_INET)))
 }

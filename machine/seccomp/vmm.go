@@ -11,14 +11,19 @@ import (
 // tracing gvmm runs (strace -f) with static and cgo builds.
 //
 // Not listed, among others: bind, socket other than AF_UNIX, execve, fork (clone
-// without CLONE_THREAD), ptrace, mount, and mapping memory executable.
+// without CLONE_THREAD), ptrace, mount, mapping memory executable, and
+// ioctls other than KVM's and a terminal's modes (TIOCSTI, which types
+// into a terminal, is refused).
 func VMM() []Rule {
 	pid := uint32(unix.Getpid())
 	noExec := Arg{Index: 2, Mask: unix.PROT_EXEC, Value: 0}
 	thisProcess := Arg{Index: 0, Mask: ^uint32(0), Value: pid}
 	return []Rule{
-		// vCPUs (KVM_RUN) and every other KVM call, terminal modes.
-		{Syscall: unix.SYS_IOCTL},
+		// vCPUs (KVM_RUN) and every other KVM call: all of type KVMIO.
+		{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: 0xff00, Value: kvmIO << 8}}},
+		// The terminal's modes: raw while the VMM runs, restored at exit.
+		ioctl(unix.TCGETS),
+		ioctl(unix.TCSETS),
 		// The Go runtime's scheduler, timers and network poller.
 		{Syscall: unix.SYS_FUTEX},
 		{Syscall: unix.SYS_EPOLL_PWAIT},
@@ -98,4 +103,13 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_TGKILL, Args: []Arg{thisProcess}},
 		{Syscall: unix.SYS_KILL, Args: []Arg{thisProcess}},
 	}
+}
+
+// kvmIO is the type byte of every KVM ioctl request (KVMIO in
+// include/uapi/linux/kvm.h); bits 8 to 15 of the request.
+const kvmIO = 0xAE
+
+// ioctl allows the ioctl request req, on any descriptor.
+func ioctl(req uint32) Rule {
+	return Rule{Syscall: unix.SYS_IOCTL, Args: []Arg{{Index: 1, Mask: ^uint32(0), Value: req}}}
 }

@@ -13,6 +13,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"name":"a","kernel":"k","disks":[{"path":"d","serial":"s"}],"balloon":{}}`))
 	f.Add([]byte("{\"name\": \"a\",\n \"kernel\": /k}"))
 	f.Add([]byte(`{"name": "a", "kernel": "/k", "cpus": 1e3}`))
+	f.Add([]byte(`{"name": "a", "kernel": "/k", "user": "1000:1000", "limits": {"cpus": 0.5, "memory": "400M"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := Parse("f.json", data, "/base")
 		if err != nil {
@@ -34,7 +35,8 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("the marshalled definition is refused: %v\n%s", err, out)
 		}
 		if again.Name != d.Name || again.Config.Kernel != d.Config.Kernel || len(again.Config.Disks) != len(d.Config.Disks) ||
-			again.Config.Memory != d.Config.Memory || again.Config.CPUs != d.Config.CPUs {
+			again.Config.Memory != d.Config.Memory || again.Config.CPUs != d.Config.CPUs ||
+			again.User != d.User || again.Limits != d.Limits {
 			t.Fatalf("round trip changed the definition:\n%s", out)
 		}
 	})

@@ -141,6 +141,13 @@ func (p *parser) definition() (*Definition, error) {
 			c.AllowCPUOvercommit, err = p.boolean(m, "allow_cpu_overcommit")
 			return err
 		},
+		"user": func(m member) (err error) {
+			if d.User, err = p.str(m, "user"); err == nil && d.User == "" {
+				err = p.errAt(m.valOff, "user", "want UID[:GID], numbers or names")
+			}
+			return err
+		},
+		"limits": func(m member) (err error) { d.Limits, err = p.limits(m); return err },
 		"on_reboot": func(m member) error {
 			s, err := p.str(m, "on_reboot")
 			if err != nil {
@@ -338,6 +345,36 @@ func (p *parser) balloon(m member) (*machine.BalloonConfig, error) {
 		}
 	}
 	return b, nil
+}
+
+func (p *parser) limits(m member) (Limits, error) {
+	var l Limits
+	members, err := p.object(m.val, m.valOff, "limits")
+	if err != nil {
+		return l, err
+	}
+	for _, lm := range members {
+		switch lm.key {
+		case "cpus":
+			if err := json.Unmarshal(lm.val, &l.CPUs); err != nil {
+				return l, p.typeError(lm, "limits.cpus", "a number of CPUs")
+			}
+			if err := ParseCPULimit(l.CPUs); err != nil {
+				return l, p.errAt(lm.valOff, "limits.cpus", "%v", err)
+			}
+		case "memory":
+			s, err := p.str(lm, "limits.memory")
+			if err != nil {
+				return l, err
+			}
+			if l.Memory, err = machine.ParseSize(s); err != nil {
+				return l, p.errAt(lm.valOff, "limits.memory", "%v", err)
+			}
+		default:
+			return l, p.unknownField(lm, "limits", map[string]func(member) error{"cpus": nil, "memory": nil})
+		}
+	}
+	return l, nil
 }
 
 func (p *parser) vsock(m member) (*machine.VsockConfig, error) {

@@ -35,6 +35,11 @@ type Definition struct {
 	// Config has absolute paths; Console, ConsoleIn, Log and KVMDevice
 	// are left for the caller.
 	Config machine.Config
+	// User is whom the VMM runs as, UID[:GID] (numbers or names), confined
+	// (gvmm run --user); empty for the host's default.
+	User string
+	// Limits are the VMM's cgroup limits; zero values do not limit.
+	Limits Limits
 
 	file string
 	locs map[string]loc // by machine.ConfigError.Field
@@ -197,6 +202,25 @@ func FormatSize(n uint64) string {
 	return fmt.Sprintf("%dK", n>>10) // machine sizes are whole pages
 }
 
+// Limits bound what the VMM process takes of the host (cgroup v2).
+type Limits struct {
+	CPUs   float64 // cpu.max, in CPUs: 1.5 is 150 ms of CPU time every 100 ms
+	Memory uint64  // memory.max, in bytes: guest RAM and the VMM's own
+}
+
+// ParseCPULimit checks a CPU limit: more than 0, at most machine.MaxCPUs.
+func ParseCPULimit(cpus float64) error {
+	if !(cpus > 0 && cpus <= machine.MaxCPUs) {
+		return fmt.Errorf("%v CPUs: want more than 0 and at most %d", cpus, machine.MaxCPUs)
+	}
+	return nil
+}
+
+type fileLimits struct {
+	CPUs   float64 `json:"cpus,omitempty"`
+	Memory string  `json:"memory,omitempty"`
+}
+
 // fileDisk and fileBalloon are the JSON forms of disks and the balloon.
 type fileDisk struct {
 	Path     string    `json:"path"`
@@ -246,9 +270,18 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		HugePages          bool         `json:"hugepages,omitempty"`
 		AllowCPUOvercommit bool         `json:"allow_cpu_overcommit,omitempty"`
 		OnReboot           string       `json:"on_reboot,omitempty"`
+		User               string       `json:"user,omitempty"`
+		Limits             *fileLimits  `json:"limits,omitempty"`
 	}{
 		Name: d.Name, Kernel: c.Kernel, Initrd: c.Initrd, Cmdline: c.Cmdline, CPUs: c.CPUs,
 		Mergeable: c.Mergeable, HugePages: c.HugePages, AllowCPUOvercommit: c.AllowCPUOvercommit,
+		User: d.User,
+	}
+	if d.Limits != (Limits{}) {
+		out.Limits = &fileLimits{CPUs: d.Limits.CPUs}
+		if d.Limits.Memory != 0 {
+			out.Limits.Memory = FormatSize(d.Limits.Memory)
+		}
 	}
 	if c.Memory != 0 {
 		out.Memory = FormatSize(c.Memory)

@@ -52,6 +52,8 @@ func TestMarshalRoundTrip(t *testing.T) {
 		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"}]}`,
 		`{"name":"d","kernel":"/k","vsock":{"cid":3,"socket":"/run/d.vsock"}}`,
 		`{"name":"e","kernel":"/k","vsock":{"cid":4294967294}}`,
+		`{"name":"e","kernel":"/k","user":"gvmm","limits":{"cpus":0.5,"memory":"1G"}}`,
+		`{"name":"e","kernel":"/k","limits":{"memory":"300M"}}`,
 		`{"name":"f","kernel":"/k","nets":[{"tap":"tap0","mac":"52:54:00:12:34:56"},{"tap":"tap1","rate_limit":{"rx":{"bytes":{"rate":1000000,"burst":100000}},"tx":{"packets":{"rate":1000}}}}]}`,
 	} {
 		d, err := Parse("in.json", []byte(src), "/")
@@ -62,7 +64,16 @@ func TestMarshalRoundTrip(t *testing.T) {
 		require.NoError(t, err, "%s", out)
 		assert.Equal(t, d.Name, again.Name)
 		assert.Equal(t, d.Config, again.Config, "%s", out)
+		assert.Equal(t, d.User, again.User, "%s", out)
+		assert.Equal(t, d.Limits, again.Limits, "%s", out)
 	}
+}
+
+func TestParseUserAndLimits(t *testing.T) {
+	d, err := Parse("vm.json", []byte(`{"name":"a","kernel":"/k","user":"1000:1000","limits":{"cpus":1.5,"memory":"400M"}}`), "/")
+	require.NoError(t, err)
+	assert.Equal(t, "1000:1000", d.User)
+	assert.Equal(t, Limits{CPUs: 1.5, Memory: 400 * machine.MiB}, d.Limits)
 }
 
 func TestFormatSize(t *testing.T) {
@@ -91,7 +102,16 @@ func TestParseErrors(t *testing.T) {
 		{"trailing data", `{"name": "a", "kernel": "/k"} {}`, `vm.json:1:31: unexpected data after the JSON object`},
 		{"not an object", `["a"]`, `vm.json:1:1: the definition must be a JSON object, got a list`},
 		{"unknown field", "{\"name\": \"a\",\n  \"kernel\": \"/k\",\n  \"memroy\": \"1G\"}",
-			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "memory", "mergeable", "name", "nets", "on_reboot", "shares", "vsock")`},
+			`vm.json:3:3: unknown field "memroy" (known: "allow_cpu_overcommit", "balloon", "cmdline", "cpus", "disks", "hugepages", "initrd", "kernel", "limits", "memory", "mergeable", "name", "nets", "on_reboot", "shares", "user", "vsock")`},
+		{"limits cpus 0", `{"name": "a", "kernel": "/k", "limits": {"cpus": 0}}`,
+			`vm.json:1:50: limits.cpus: 0 CPUs: want more than 0 and at most 254`},
+		{"limits cpus string", `{"name": "a", "kernel": "/k", "limits": {"cpus": "2"}}`,
+			`vm.json:1:50: limits.cpus: want a number of CPUs, got "2"`},
+		{"limits memory", `{"name": "a", "kernel": "/k", "limits": {"memory": "lots"}}`,
+			`vm.json:1:52: limits.memory: size "lots": want a positive whole number with an optional K, M, G or T suffix`},
+		{"limits unknown", `{"name": "a", "kernel": "/k", "limits": {"io": 1}}`,
+			`vm.json:1:42: limits: unknown field "io" (known: "cpus", "memory")`},
+		{"user empty", `{"name": "a", "kernel": "/k", "user": ""}`, `vm.json:1:39: user: want UID[:GID], numbers or names`},
 		{"field twice", `{"name": "a", "kernel": "/k", "name": "b"}`, `vm.json:1:31: field "name" appears twice`},
 		{"memory 12Q", "{\"name\": \"a\", \"kernel\": \"/k\",\n\"memory\": \"12Q\"}",
 			`vm.json:2:11: memory: size "12Q": want a positive whole number with an optional K, M, G or T suffix`},

@@ -126,7 +126,17 @@ func mainStatus(m *testing.M, opts []Option) int {
 	defer os.RemoveAll(assetDir)
 	assets := map[string]string{}
 	for name, b := range o.builds {
-		p, err := BuildStatic(assetDir, b.pkg, b.tags...)
+		// A binary renamed is built apart first: one package may be
+		// built twice, with other tags, under another name.
+		dir := assetDir
+		if filepath.Base(b.pkg) != name {
+			dir = filepath.Join(assetDir, ".build-"+name)
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+				return 1
+			}
+		}
+		p, err := BuildStatic(dir, b.pkg, b.tags...)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
 			return 1

@@ -54,6 +54,7 @@ func run(console *os.File) (int, error) {
 		{"tracefs", "/sys/kernel/tracing", "tracefs"},
 		{"tmpfs", "/tmp", "tmpfs"},
 		{"tmpfs", "/run", "tmpfs"},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2"}, // as a systemd host has it
 	} {
 		if err := os.MkdirAll(m.dst, 0o755); err != nil {
 			return 0, err

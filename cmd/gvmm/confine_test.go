@@ -1,0 +1,104 @@
+package main
+
+import (
+	"os"
+	"os/user"
+	"syscall"
+	"testing"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
+	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/vmdef"
+)
+
+func TestJailSpec(t *testing.T) {
+	cfg := machine.Config{
+		Shares: []machine.Share{{Path: "/srv/data/", Tag: "data", ReadOnly: true}, {Path: "/srv/rw", Tag: "rw"}},
+		Vsock:  &machine.VsockConfig{CID: 3, Socket: "/run/vm/vsock.sock"},
+	}
+	s := jailSpec(1000, 1001, jail.Limits{CPUs: 2}, cfg, runFiles{
+		apiSocket: "/run/vm/api.sock", consoleSocket: "/run/vm/console.sock",
+		consoleLog: "/var/log/vm/console.log", logFile: "/run/vm/vmm.log",
+	})
+	assert.Equal(t, jail.Spec{
+		UID: 1000, GID: 1001, Limits: jail.Limits{CPUs: 2}, NewNet: true,
+		Binds: []jail.Bind{
+			{Path: "/var/log/vm", Writable: true}, {Path: "/run/vm", Writable: true},
+			{Path: "/srv/data"}, {Path: "/srv/rw", Writable: true},
+			{Path: "/run/vm", Writable: true},
+		},
+		Leftovers: []string{"/run/vm/api.sock", "/run/vm/console.sock", "/run/vm/vsock.sock"},
+	}, s)
+
+	// A TAP lives in the host's network namespace.
+	s = jailSpec(1000, 1000, jail.Limits{}, machine.Config{Nets: []machine.Net{{Tap: "tap0"}}}, runFiles{})
+	assert.False(t, s.NewNet)
+	assert.Empty(t, s.Binds)
+}
+
+func TestConfineFlagsResolve(t *testing.T) {
+	def := &vmdef.Definition{User: "1000", Limits: vmdef.Limits{CPUs: 1, Memory: 512 * machine.MiB}}
+	tests := []struct {
+		name   string
+		args   []string
+		def    *vmdef.Definition
+		user   string
+		limits jail.Limits
+		err    string
+	}{
+		{name: "nothing"},
+		{name: "flags", args: []string{"--user", "gvmm", "--cpu-limit", "1.5", "--memory-limit", "400M"},
+			user: "gvmm", limits: jail.Limits{CPUs: 1.5, MemoryBytes: 400 * machine.MiB}},
+		{name: "definition", def: def, user: "1000", limits: jail.Limits{CPUs: 1, MemoryBytes: 512 * machine.MiB}},
+		{name: "flags over the definition", def: def, args: []string{"--user", "2000:2000", "--memory-limit", "1G"},
+			user: "2000:2000", limits: jail.Limits{CPUs: 1, MemoryBytes: machine.GiB}},
+		{name: "limits without a user", args: []string{"--memory-limit", "1G"}, err: "need --user"},
+		{name: "bad cpu limit", args: []string{"--user", "1000", "--cpu-limit", "0"}, err: "--cpu-limit 0 CPUs"},
+		{name: "bad memory limit", args: []string{"--user", "1000", "--memory-limit", "x"}, err: "--memory-limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("run", pflag.ContinueOnError)
+			f := addConfineFlags(fs)
+			require.NoError(t, fs.Parse(tt.args))
+			user, limits, err := f.resolve(tt.def)
+			if tt.err != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.user, user)
+			assert.Equal(t, tt.limits, limits)
+		})
+	}
+}
+
+func TestConfineStart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("gvmm start confines only as root")
+	}
+	if _, err := user.Lookup(DefaultVMMUser); err == nil {
+		t.Skipf("this host has a %s user: the default case differs", DefaultVMMUser)
+	}
+	p := state.Paths{Dir: t.TempDir()}
+	extra, err := confineStart(&vmdef.Definition{}, p)
+	require.NoError(t, err)
+	assert.Empty(t, extra, "no user named, none on the host")
+
+	extra, err = confineStart(&vmdef.Definition{User: "1234:4321"}, p)
+	require.NoError(t, err)
+	assert.Empty(t, extra, "gvmm run reads the definition's user itself")
+	st, err := os.Stat(p.Dir)
+	require.NoError(t, err)
+	sys := st.Sys().(*syscall.Stat_t)
+	assert.Equal(t, [2]uint32{1234, 4321}, [2]uint32{sys.Uid, sys.Gid}, "the run folder is the VMM's user's")
+
+	_, err = confineStart(&vmdef.Definition{User: "0"}, p)
+	assert.ErrorIs(t, err, jail.ErrRootUser)
+}
