@@ -2,13 +2,10 @@ package containerd_test
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // benchContainers are started at once by BenchmarkStartTen.
@@ -20,13 +17,6 @@ const benchContainers = 10
 // shim), and reports the time until all ten ran. make bench prints it as
 // a row of its table, runc in the peer's column.
 func BenchmarkStartTen(b *testing.B) {
-	// runc needs the cgroup file system, which the test host lacks.
-	if err := os.MkdirAll("/sys/fs/cgroup", 0o755); err != nil {
-		b.Fatal(err)
-	}
-	if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil && err != unix.EBUSY {
-		b.Fatalf("mounting cgroup2 for runc: %v", err)
-	}
 	e := startContainerd(b)
 	gvmm := e.startTogether(b, "gvmm", []string{"--runtime", runtimeName, "--runtime-config-path", e.shimConf})
 	// The test host's root is its initramfs, where pivot_root fails.

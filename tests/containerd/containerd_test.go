@@ -579,13 +579,6 @@ func (e *env) killAndDelete(id string) {
 // the cgroup is removed at the task's delete, and by shim delete after
 // the shim was killed.
 func TestCgroup(t *testing.T) {
-	var st syscall.Statfs_t
-	require.NoError(t, syscall.Statfs("/sys/fs/cgroup", &st))
-	if st.Type != 0x63677270 { // CGROUP2_SUPER_MAGIC: the test host mounts none
-		require.NoError(t, syscall.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""))
-		// The other tests run as before, without.
-		t.Cleanup(func() { assert.NoError(t, syscall.Unmount("/sys/fs/cgroup", syscall.MNT_DETACH)) })
-	}
 	// The level above the containers' cgroups is the test's.
 	t.Cleanup(func() { assert.NoError(t, os.Remove("/sys/fs/cgroup/gvmmtest")) })
 	e := startContainerd(t)
