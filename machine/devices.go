@@ -151,6 +151,7 @@ func (b *bootedVM) addVirtio(root *pci.Root, mem *memory.Memory, dev virtio.Devi
 	if err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
+	b.closers = append(b.closers, fn.Close)
 	if _, err := root.Add(fn); err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
