@@ -428,14 +428,15 @@ func BenchmarkBlk(b *testing.B) {
 				// CPU time at the start and as each phase reports its end
 				// (read within the harness's 10 ms poll, in 10 ms ticks).
 				var cpu [4]measure.CPU
+				var threads [4]map[string]threadUse
 				counts := count(b, tr, []measure.Hist{exitHist, userHist}, func() {
-					cpu[0] = r.cpu(b)
+					cpu[0], threads[0] = r.cpu(b), r.threads(b)
 					if _, err := r.stdin.Write([]byte("go\n")); err != nil {
 						b.Fatal(err)
 					}
 					for i, key := range []string{"write_mbps", "read_mbps", "waiting"} {
 						r.waitReport(b, key)
-						cpu[i+1] = r.cpu(b)
+						cpu[i+1], threads[i+1] = r.cpu(b), r.threads(b)
 					}
 				})
 				if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
@@ -449,6 +450,7 @@ func BenchmarkBlk(b *testing.B) {
 					d := cpu[i+1].Sub(cpu[i])
 					s.add("VMM CPU time outside the guest: "+phase, v.name, ms(d.Host()))
 					s.add("guest CPU time: "+phase, v.name, ms(d.Guest))
+					s.add("VMM context switches: "+phase, v.name, float64(switches(threads[i], threads[i+1])))
 				}
 				reads, writes, _ := strings.Cut(strings.Join(r.out.Values("requests"), ""), "+")
 				for _, rw := range []struct{ name, n string }{{"read", reads}, {"write", writes}} {
@@ -474,6 +476,7 @@ func BenchmarkBlk(b *testing.B) {
 	for _, phase := range []string{"sequential write", "sequential read", "random reads"} {
 		emit(b, s, "VMM CPU time outside the guest: "+phase, "ms", nil)
 		emit(b, s, "guest CPU time: "+phase, "ms", nil)
+		emit(b, s, "VMM context switches: "+phase, "switches", nil)
 	}
 }
 

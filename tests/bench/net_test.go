@@ -143,18 +143,15 @@ func BenchmarkNet(b *testing.B) {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
 					var vcpus, others time.Duration
-					var switches uint64
 					for tid, after := range threadsAfter {
-						before := threadsBefore[tid]
-						d := after.cpu.Sub(before.cpu)
+						d := after.cpu.Sub(threadsBefore[tid].cpu)
 						if after.cpu.Guest > 0 {
 							vcpus += d.Host()
 						} else {
 							others += d.Host()
 						}
-						switches += after.switches - before.switches
 					}
-					s.add(t.dir+", VMM context switches", v.name, float64(switches))
+					s.add(t.dir+", VMM context switches", v.name, float64(switches(threadsBefore, threadsAfter)))
 					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
 					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
 					// The data's direction: the TAP transmits toward the VMM.
@@ -243,6 +240,16 @@ func (r *running) threads(b *testing.B) map[string]threadUse {
 		use[t.Name()] = u
 	}
 	return use
+}
+
+// switches counts the context switches between two readings of the
+// threads; a thread that ended in between is not counted.
+func switches(before, after map[string]threadUse) uint64 {
+	var n uint64
+	for tid, a := range after {
+		n += a.switches - before[tid].switches
+	}
+	return n
 }
 
 // tapStats reads benchTap's counters.
