@@ -457,7 +457,9 @@ func BenchmarkBlk(b *testing.B) {
 					d := cpu[i+1].Sub(cpu[i])
 					s.add("VMM CPU time outside the guest: "+phase, v.name, ms(d.Host()))
 					s.add("guest CPU time: "+phase, v.name, ms(d.Guest))
-					s.add("VMM context switches: "+phase, v.name, float64(switches(threads[i], threads[i+1])))
+					all, onVCPUs := switches(threads[i], threads[i+1])
+					s.add("VMM context switches: "+phase, v.name, float64(all))
+					s.add("VMM context switches on vCPU threads: "+phase, v.name, float64(onVCPUs))
 				}
 				reads, writes, _ := strings.Cut(strings.Join(r.out.Values("requests"), ""), "+")
 				for _, rw := range []struct{ name, n string }{{"read", reads}, {"write", writes}} {
@@ -484,6 +486,7 @@ func BenchmarkBlk(b *testing.B) {
 		emit(b, s, "VMM CPU time outside the guest: "+phase, "ms", nil)
 		emit(b, s, "guest CPU time: "+phase, "ms", nil)
 		emit(b, s, "VMM context switches: "+phase, "switches", nil)
+		emit(b, s, "VMM context switches on vCPU threads: "+phase, "switches", nil)
 	}
 }
 

@@ -151,7 +151,9 @@ func BenchmarkNet(b *testing.B) {
 							others += d.Host()
 						}
 					}
-					s.add(t.dir+", VMM context switches", v.name, float64(switches(threadsBefore, threadsAfter)))
+					all, onVCPUs := switches(threadsBefore, threadsAfter)
+					s.add(t.dir+", VMM context switches", v.name, float64(all))
+					s.add(t.dir+", VMM context switches: vCPU threads", v.name, float64(onVCPUs))
 					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
 					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
 					// The data's direction: the TAP transmits toward the VMM.
@@ -178,6 +180,7 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+", VMM outside guest mode: other threads", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
 		emit(b, s, dir+", VMM context switches", "switches", nil)
+		emit(b, s, dir+", VMM context switches: vCPU threads", "switches", nil)
 		emit(b, s, dir+", TAP frames", "frames", nil)
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
 		if tr != nil {
@@ -243,13 +246,17 @@ func (r *running) threads(b *testing.B) map[string]threadUse {
 }
 
 // switches counts the context switches between two readings of the
-// threads; a thread that ended in between is not counted.
-func switches(before, after map[string]threadUse) uint64 {
-	var n uint64
+// threads, all and those of vCPU threads; a thread that ended in between
+// is not counted.
+func switches(before, after map[string]threadUse) (all, vcpus uint64) {
 	for tid, a := range after {
-		n += a.switches - before[tid].switches
+		n := a.switches - before[tid].switches
+		all += n
+		if a.cpu.Guest > 0 {
+			vcpus += n
+		}
 	}
-	return n
+	return all, vcpus
 }
 
 // tapStats reads benchTap's counters.
