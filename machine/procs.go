@@ -15,10 +15,9 @@ import (
 // there are vCPUs keeps an idle P in reserve, and sysmon quiet.
 //
 // Each virtio queue's worker thread waits in read(2) on its doorbell the
-// same way, and must find a P at once when the guest rings: without a P
-// of its own, a disk request waited for sysmon to retake one from a vCPU
-// (4 KiB random reads fell from 614 to 236 IOPS, make bench). So the
-// workers count as vCPUs do.
+// same way, and must find a P at once when the guest rings: with every
+// P held in a system call, the woken worker waits for sysmon to retake
+// one from a vCPU in KVM_RUN. So the workers count as vCPUs do.
 var procs struct {
 	sync.Mutex
 	blocking int // vCPU and queue threads of the machines in this process
