@@ -192,6 +192,8 @@ func NewPCI(dev Device, opts PCIOptions) (*PCIDevice, error) {
 	return p, nil
 }
 
+// newFunction makes the queues' doorbells, the MSI-X table and the
+// configuration space with its capabilities.
 func (p *PCIDevice) newFunction(msi pci.MSIRouter) error {
 	for range p.maxSizes {
 		bell, err := kvm.NewBlockingEventFD()
@@ -204,14 +206,13 @@ func (p *PCIDevice) newFunction(msi pci.MSIRouter) error {
 	if p.msix, err = pci.NewMSIX(len(p.maxSizes)+1, msi, p.log); err != nil {
 		return err
 	}
-	dev := p.dev
 	class := uint32(pciClassUndefined)
-	if dev.Type() == DeviceBlock {
+	if p.dev.Type() == DeviceBlock {
 		class = pciClassStorage
 	}
 	p.cs, err = pci.NewConfigSpace(pci.Header{
 		VendorID:          pciVendorVirtio,
-		DeviceID:          pciDeviceIDBase + uint16(dev.Type()),
+		DeviceID:          pciDeviceIDBase + uint16(p.dev.Type()),
 		Revision:          pciRevision,
 		Class:             class,
 		SubsystemVendorID: pciVendorVirtio,
