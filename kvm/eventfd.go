@@ -11,8 +11,9 @@ import (
 )
 
 // EventFD is an eventfd(2) counter, the doorbell behind IRQFD and
-// IOEventFD. It is non-blocking underneath and registered with the Go
-// poller, so Wait parks only its goroutine and honours SetReadDeadline.
+// IOEventFD. One from NewEventFD is non-blocking underneath and
+// registered with the Go poller, so Wait parks only its goroutine and
+// honours SetReadDeadline; one from NewBlockingEventFD is not.
 type EventFD struct {
 	f  *os.File
 	rc syscall.RawConn
@@ -22,8 +23,17 @@ type EventFD struct {
 const eventfdValueSize = 8
 
 // NewEventFD creates an eventfd with a zero count.
-func NewEventFD() (*EventFD, error) {
-	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+func NewEventFD() (*EventFD, error) { return newEventFD(unix.EFD_NONBLOCK) }
+
+// NewBlockingEventFD creates an eventfd whose Wait blocks its OS thread
+// in read(2) until the count is non-zero: the kernel wakes that thread
+// itself, with no poller thread and goroutine handoff in between, which
+// is what a thread serving one doorbell wants. It has no read deadline;
+// a Signal ends a Wait, and Close takes effect once the Wait returns.
+func NewBlockingEventFD() (*EventFD, error) { return newEventFD(0) }
+
+func newEventFD(flags int) (*EventFD, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|flags)
 	if err != nil {
 		return nil, fmt.Errorf("kvm: eventfd: %w", err)
 	}

@@ -151,6 +151,10 @@ func (b *bootedVM) addVirtio(root *pci.Root, mem *memory.Memory, dev virtio.Devi
 	if err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
+	b.closers = append(b.closers, fn.Close)
+	// Its queue workers wait in read(2), as vCPUs wait in KVM_RUN.
+	reserveProcs(fn.NumQueues())
+	b.closers = append(b.closers, func() error { releaseProcs(fn.NumQueues()); return nil })
 	if _, err := root.Add(fn); err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}

@@ -391,7 +391,7 @@ func (b *bootedVM) shutdown() {
 		fn.Reset()
 	}
 	if err := b.notifiers.closeAll(); err != nil {
-		b.m.log.Warn("closing notify eventfds", "err", err)
+		b.m.log.Warn("deassigning virtio doorbells", "err", err)
 	}
 	b.wg.Wait()
 	b.release()

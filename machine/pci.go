@@ -167,9 +167,9 @@ func (v *msiVectors) Trigger(vector int) error {
 	return v.fds[vector].Signal()
 }
 
-// notifiers keeps the ioeventfds on virtio notify addresses, so that a
-// guest's queue notification wakes the device goroutine without stopping
-// the vCPU.
+// notifiers hangs the virtio queues' doorbells on their notify
+// addresses as ioeventfds, so that a guest's queue notification wakes the
+// queue's worker thread without stopping the vCPU.
 type notifiers struct {
 	b    *bootedVM
 	mu   sync.Mutex
@@ -226,48 +226,37 @@ func (n *notifiers) add(key notifyKey, q int) error {
 	if _, dup := n.on[key]; dup {
 		return nil
 	}
-	ev, err := kvm.NewEventFD()
-	if err != nil {
+	bell := key.fn.Doorbell(q)
+	if err := n.b.vm.IOEventFD(bell, notifyEvent(key)); err != nil {
 		return err
 	}
-	io := kvm.IOEvent{Space: kvm.SpaceMMIO, Addr: key.addr, Len: notifyWidth}
-	if err := n.b.vm.IOEventFD(ev, io); err != nil {
-		ev.Close()
-		return err
-	}
-	n.on[key] = ev
-	n.b.wg.Add(1)
-	go func() {
-		defer n.b.wg.Done()
-		for {
-			if _, err := ev.Wait(); err != nil {
-				return // closed: unmapped, or the VM ended
-			}
-			key.fn.Notify(q)
-		}
-	}()
+	n.on[key] = bell
 	return nil
+}
+
+func notifyEvent(key notifyKey) kvm.IOEvent {
+	return kvm.IOEvent{Space: kvm.SpaceMMIO, Addr: key.addr, Len: notifyWidth}
 }
 
 func (n *notifiers) remove(key notifyKey) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	ev, ok := n.on[key]
+	bell, ok := n.on[key]
 	if !ok {
 		return nil
 	}
 	delete(n.on, key)
-	err := n.b.vm.DeassignIOEventFD(ev, kvm.IOEvent{Space: kvm.SpaceMMIO, Addr: key.addr, Len: notifyWidth})
-	return errors.Join(err, ev.Close())
+	return n.b.vm.DeassignIOEventFD(bell, notifyEvent(key))
 }
 
-// closeAll releases the remaining eventfds when the VM ends.
+// closeAll takes the doorbells off their addresses when the VM ends;
+// their functions own and close them.
 func (n *notifiers) closeAll() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	var errs []error
-	for k, ev := range n.on {
-		errs = append(errs, ev.Close())
+	for k, bell := range n.on {
+		errs = append(errs, n.b.vm.DeassignIOEventFD(bell, notifyEvent(k)))
 		delete(n.on, k)
 	}
 	return errors.Join(errs...)

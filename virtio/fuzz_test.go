@@ -168,6 +168,9 @@ func FuzzTransport(f *testing.F) {
 		if status[0] != 0 {
 			t.Fatalf("status %#x after reset", status[0])
 		}
+		if err := fn.Close(); err != nil {
+			t.Fatal(err)
+		}
 		if msg := dev.outside.Load(); msg != nil {
 			t.Fatalf("the device was handed a buffer outside guest memory: %s", *msg)
 		}

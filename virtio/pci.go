@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
+	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
@@ -127,7 +129,9 @@ type PCIDevice struct {
 	msix     *pci.MSIX
 	maxSizes []uint16
 	offered  uint64
-	kicks    []chan struct{}
+	// bells are the queues' doorbells: the machine hangs each on its
+	// notify address as an ioeventfd, and the queue's worker waits on it.
+	bells []*kvm.EventFD
 
 	// Read and written by workers, so not guarded by mu: reset waits
 	// for the workers with mu held.
@@ -177,25 +181,38 @@ func NewPCI(dev Device, opts PCIOptions) (*PCIDevice, error) {
 		log:          log.With("virtio", dev.Type()),
 		maxSizes:     sizes,
 		offered:      dev.Features() | transportFeatures,
-		kicks:        make([]chan struct{}, len(sizes)),
 		queueVectors: make([]atomic.Uint32, len(sizes)),
 		queues:       make([]queueConfig, len(sizes)),
 	}
 	p.glog = ratelog.New(p.log)
-	for i := range p.kicks {
-		p.kicks[i] = make(chan struct{}, 1)
+	if err := p.newFunction(opts.MSI); err != nil {
+		return nil, errors.Join(err, p.Close())
+	}
+	p.resetState()
+	return p, nil
+}
+
+// newFunction makes the queues' doorbells, the MSI-X table and the
+// configuration space with its capabilities.
+func (p *PCIDevice) newFunction(msi pci.MSIRouter) error {
+	for range p.maxSizes {
+		bell, err := kvm.NewBlockingEventFD()
+		if err != nil {
+			return fmt.Errorf("virtio: queue doorbell: %w", err)
+		}
+		p.bells = append(p.bells, bell)
 	}
 	var err error
-	if p.msix, err = pci.NewMSIX(len(sizes)+1, opts.MSI, p.log); err != nil {
-		return nil, err
+	if p.msix, err = pci.NewMSIX(len(p.maxSizes)+1, msi, p.log); err != nil {
+		return err
 	}
 	class := uint32(pciClassUndefined)
-	if dev.Type() == DeviceBlock {
+	if p.dev.Type() == DeviceBlock {
 		class = pciClassStorage
 	}
 	p.cs, err = pci.NewConfigSpace(pci.Header{
 		VendorID:          pciVendorVirtio,
-		DeviceID:          pciDeviceIDBase + uint16(dev.Type()),
+		DeviceID:          pciDeviceIDBase + uint16(p.dev.Type()),
 		Revision:          pciRevision,
 		Class:             class,
 		SubsystemVendorID: pciVendorVirtio,
@@ -203,13 +220,19 @@ func NewPCI(dev Device, opts PCIOptions) (*PCIDevice, error) {
 		BARs:              [pci.NumBARs]pci.BAR{PCIBar: {Size: barSize, Kind: pci.BARMem64}},
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if err := p.addCapabilities(); err != nil {
-		return nil, err
+	return p.addCapabilities()
+}
+
+// Close releases the queues' doorbells; the device must be reset and
+// the doorbells no longer registered as ioeventfds.
+func (p *PCIDevice) Close() error {
+	var errs []error
+	for _, b := range p.bells {
+		errs = append(errs, b.Close())
 	}
-	p.resetState()
-	return p, nil
+	return errors.Join(errs...)
 }
 
 func (p *PCIDevice) addCapabilities() error {
@@ -301,21 +324,26 @@ func (p *PCIDevice) ConfigSpace() *pci.ConfigSpace { return p.cs }
 func (p *PCIDevice) NumQueues() int { return len(p.maxSizes) }
 
 // NotifyOffset returns where in BAR PCIBar the driver notifies queue q.
-// The machine registers an ioeventfd at the BAR's address plus this
-// offset while the BAR is mapped and calls Notify(q) when it fires.
+// The machine registers Doorbell(q) as an ioeventfd at the BAR's address
+// plus this offset while the BAR is mapped.
 func (p *PCIDevice) NotifyOffset(q int) uint64 {
 	return notifyOffset + uint64(q)*NotifyOffMultiplier
 }
 
+// Doorbell returns queue q's doorbell, which the PCIDevice owns: a
+// driver notification written to it by KVM wakes the queue's worker
+// thread directly.
+func (p *PCIDevice) Doorbell(q int) *kvm.EventFD { return p.bells[q] }
+
 // Notify wakes queue q's worker. It never blocks: notifications that
-// arrive while one is pending are merged, since a worker drains its queue.
+// arrive while one is pending add up in the doorbell's count, and the
+// worker drains its queue once for all of them.
 func (p *PCIDevice) Notify(q int) {
-	if q < 0 || q >= len(p.kicks) {
+	if q < 0 || q >= len(p.bells) {
 		return
 	}
-	select {
-	case p.kicks[q] <- struct{}{}:
-	default:
+	if err := p.bells[q].Signal(); err != nil && !errors.Is(err, os.ErrClosed) {
+		p.log.Error("virtio queue doorbell", "queue", q, "err", err)
 	}
 }
 
@@ -600,12 +628,21 @@ func (p *PCIDevice) activate(status uint8) error {
 	return nil
 }
 
+// worker serves queue i on the thread its doorbell wakes: it waits in
+// read(2) on the doorbell, which Go accounts as a system call, so the
+// thread keeps no scheduler P while the queue is idle, and the wake-up
+// is the kernel's alone. Process then completes the queue's requests and
+// raises the interrupt through the irqfd on this same thread: a guest
+// notification costs one thread wake-up, not a poller wake-up plus a
+// goroutine handoff.
 func (p *PCIDevice) worker(ctx context.Context, i int) {
 	for {
-		select {
-		case <-ctx.Done():
+		if _, err := p.bells[i].Wait(); err != nil {
+			p.log.Error("virtio queue doorbell: the queue stops", "queue", i, "err", err)
 			return
-		case <-p.kicks[i]:
+		}
+		if ctx.Err() != nil {
+			return
 		}
 		if err := p.dev.Process(ctx, i); err != nil {
 			p.broken(fmt.Errorf("queue %d: %w", i, err), true)
@@ -641,6 +678,9 @@ func (p *PCIDevice) Reset() {
 func (p *PCIDevice) reset() {
 	if p.run != nil {
 		p.run.cancel()
+		for i := range p.bells {
+			p.Notify(i) // out of its Wait, to see the cancel
+		}
 		p.run.wg.Wait()
 		p.run = nil
 	}
@@ -654,10 +694,6 @@ func (p *PCIDevice) resetState() {
 	for i := range p.queues {
 		p.queues[i] = queueConfig{size: p.maxSizes[i]}
 		p.queueVectors[i].Store(NoVector)
-		select {
-		case <-p.kicks[i]:
-		default:
-		}
 	}
 	p.isr.Store(0)
 	p.needsReset.Store(false)

@@ -337,10 +337,7 @@ func BenchmarkBoot(b *testing.B) {
 	for _, m := range top(s, "mmio ", 1, 1) {
 		emit(b, s, m, "accesses", nil)
 	}
-	emit(b, s, "VMM own memory (RSS − guest RAM)", "MiB", &atMost5MiB)
-	emit(b, s, "VMM own memory: file-backed (program, libraries)", "MiB", nil)
-	emit(b, s, "VMM own memory: anonymous (heap, stacks)", "MiB", nil)
-	emit(b, s, "VMM RSS", "MiB", nil)
+	emitMemory(b, s, "", &atMost5MiB, nil)
 }
 
 func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s samples) {
@@ -349,15 +346,7 @@ func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s 
 		r = start(b, v, g)
 		r.waitReport(b, "waiting")
 	})
-	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", r.cmd.Process.Pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	mem, err := measure.ReadSmaps(f, guestMiB*mib)
-	f.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
+	mem := r.memory(b)
 	off := time.Now()
 	if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
 		b.Fatal(err)
@@ -395,10 +384,28 @@ func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s 
 	s.addCounts("mmio ", v.name, counts[mmioHist.Event], func(k string) string {
 		return map[string]string{"0": "unsatisfied read", "1": "read", "2": "write"}[k]
 	})
-	s.add("VMM own memory (RSS − guest RAM)", v.name, float64(mem.Own())/mib)
-	s.add("VMM own memory: file-backed (program, libraries)", v.name, float64(mem.FileRSS)/mib)
-	s.add("VMM own memory: anonymous (heap, stacks)", v.name, float64(mem.Own()-mem.FileRSS)/mib)
-	s.add("VMM RSS", v.name, float64(mem.RSS)/mib)
+	addMemory(s, "", v.name, mem)
+}
+
+// addMemory adds the VMM's own memory, prefix naming how many run.
+func addMemory(s samples, prefix, vmm string, mem measure.Memory) {
+	s.add(prefix+"VMM own memory (RSS − guest RAM)", vmm, float64(mem.Own())/mib)
+	s.add(prefix+"VMM own memory: file-backed (program, libraries)", vmm, float64(mem.FileRSS)/mib)
+	s.add(prefix+"VMM own memory: anonymous (heap, stacks)", vmm, float64(mem.Own()-mem.FileRSS)/mib)
+	s.add(prefix+"VMM RSS", vmm, float64(mem.RSS)/mib)
+	s.add(prefix+"VMM own memory, PSS (PSS − guest RAM's)", vmm, float64(mem.OwnPSS())/mib)
+	s.add(prefix+"VMM own memory, PSS: file-backed", vmm, float64(mem.FilePSS)/mib)
+}
+
+// emitMemory emits what addMemory added, own RSS and own PSS against
+// their targets if any.
+func emitMemory(b *testing.B, s samples, prefix string, rss, pss *target) {
+	emit(b, s, prefix+"VMM own memory (RSS − guest RAM)", "MiB", rss)
+	emit(b, s, prefix+"VMM own memory: file-backed (program, libraries)", "MiB", nil)
+	emit(b, s, prefix+"VMM own memory: anonymous (heap, stacks)", "MiB", nil)
+	emit(b, s, prefix+"VMM RSS", "MiB", nil)
+	emit(b, s, prefix+"VMM own memory, PSS (PSS − guest RAM's)", "MiB", pss)
+	emit(b, s, prefix+"VMM own memory, PSS: file-backed", "MiB", nil)
 }
 
 // BenchmarkBlk measures virtio-blk inside the guest, on one image file
@@ -428,14 +435,15 @@ func BenchmarkBlk(b *testing.B) {
 				// CPU time at the start and as each phase reports its end
 				// (read within the harness's 10 ms poll, in 10 ms ticks).
 				var cpu [4]measure.CPU
+				var threads [4]map[string]threadUse
 				counts := count(b, tr, []measure.Hist{exitHist, userHist}, func() {
-					cpu[0] = r.cpu(b)
+					cpu[0], threads[0] = r.cpu(b), r.threads(b)
 					if _, err := r.stdin.Write([]byte("go\n")); err != nil {
 						b.Fatal(err)
 					}
 					for i, key := range []string{"write_mbps", "read_mbps", "waiting"} {
 						r.waitReport(b, key)
-						cpu[i+1] = r.cpu(b)
+						cpu[i+1], threads[i+1] = r.cpu(b), r.threads(b)
 					}
 				})
 				if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
@@ -449,6 +457,9 @@ func BenchmarkBlk(b *testing.B) {
 					d := cpu[i+1].Sub(cpu[i])
 					s.add("VMM CPU time outside the guest: "+phase, v.name, ms(d.Host()))
 					s.add("guest CPU time: "+phase, v.name, ms(d.Guest))
+					all, onVCPUs := switches(threads[i], threads[i+1])
+					s.add("VMM context switches: "+phase, v.name, float64(all))
+					s.add("VMM context switches on vCPU threads: "+phase, v.name, float64(onVCPUs))
 				}
 				reads, writes, _ := strings.Cut(strings.Join(r.out.Values("requests"), ""), "+")
 				for _, rw := range []struct{ name, n string }{{"read", reads}, {"write", writes}} {
@@ -474,21 +485,25 @@ func BenchmarkBlk(b *testing.B) {
 	for _, phase := range []string{"sequential write", "sequential read", "random reads"} {
 		emit(b, s, "VMM CPU time outside the guest: "+phase, "ms", nil)
 		emit(b, s, "guest CPU time: "+phase, "ms", nil)
+		emit(b, s, "VMM context switches: "+phase, "switches", nil)
+		emit(b, s, "VMM context switches on vCPU threads: "+phase, "switches", nil)
 	}
 }
 
 // BenchmarkStartTogether starts ten guests of one VMM at once and times
-// them until every one reached init, and until every one powered off;
-// GVMM_BENCH_ROUNDS10 rounds of each VMM (default 1). A guest that fails
+// them until every one reached init; with all ten waiting there, it reads
+// each VMM's memory (PSS shares the program's pages among the ten), then
+// has them power off and times until every one did; GVMM_BENCH_ROUNDS10 rounds of each VMM (default 1). A guest that fails
 // fails the benchmark, but the other VMM's figures are still reported:
 // under QEMU 7.2's emulation, ten KVM guests at once made the test host's
 // SVM misbehave (see docs/benchmarks.md).
 func BenchmarkStartTogether(b *testing.B) {
 	n := rounds("GVMM_BENCH_ROUNDS10", 1)
-	g := spec(b, "gvmm.bench=off")
+	g := spec(b, "gvmm.bench=wait")
 	s := samples{}
 	allInit := fmt.Sprintf("%d guests: all at init", concurrent)
 	allOff := fmt.Sprintf("%d guests: all powered off", concurrent)
+	each := fmt.Sprintf("%d guests running, each ", concurrent)
 	for range b.N {
 		for i := 0; i < n; i++ {
 			for _, v := range vmms {
@@ -496,6 +511,17 @@ func BenchmarkStartTogether(b *testing.B) {
 				rs := make([]*running, concurrent)
 				for j := range rs {
 					rs[j] = start(b, v, g)
+				}
+				// Every guest waits at init: the memory of each VMM is
+				// read with all ten running, then all are told to power
+				// off.
+				for _, r := range rs {
+					if _, err := r.reported("waiting"); err == nil {
+						addMemory(s, each, v.name, r.memory(b))
+					}
+				}
+				for _, r := range rs {
+					_, _ = r.stdin.Write([]byte("poweroff\n")) // one that ended already fails below
 				}
 				var lastInit, lastExit time.Time
 				failed := 0
@@ -520,6 +546,7 @@ func BenchmarkStartTogether(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	emit(b, s, allInit, "ms", nil)
 	emit(b, s, allOff, "ms", nil)
+	emitMemory(b, s, each, nil, &atMost5MiB)
 	emit(b, s, fmt.Sprintf("%d guests: failed", concurrent), "guests", nil)
 }
 

@@ -143,18 +143,17 @@ func BenchmarkNet(b *testing.B) {
 					s.add(t.dir+", VMM outside guest mode", v.name, cpu.Host().Seconds())
 					s.add(t.dir+", guest mode", v.name, cpu.Guest.Seconds())
 					var vcpus, others time.Duration
-					var switches uint64
 					for tid, after := range threadsAfter {
-						before := threadsBefore[tid]
-						d := after.cpu.Sub(before.cpu)
+						d := after.cpu.Sub(threadsBefore[tid].cpu)
 						if after.cpu.Guest > 0 {
 							vcpus += d.Host()
 						} else {
 							others += d.Host()
 						}
-						switches += after.switches - before.switches
 					}
-					s.add(t.dir+", VMM context switches", v.name, float64(switches))
+					all, onVCPUs := switches(threadsBefore, threadsAfter)
+					s.add(t.dir+", VMM context switches", v.name, float64(all))
+					s.add(t.dir+", VMM context switches: vCPU threads", v.name, float64(onVCPUs))
 					s.add(t.dir+", VMM outside guest mode: vCPU threads", v.name, vcpus.Seconds())
 					s.add(t.dir+", VMM outside guest mode: other threads", v.name, others.Seconds())
 					// The data's direction: the TAP transmits toward the VMM.
@@ -181,6 +180,7 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+", VMM outside guest mode: other threads", "CPU s", nil)
 		emit(b, s, dir+", guest mode", "CPU s", nil)
 		emit(b, s, dir+", VMM context switches", "switches", nil)
+		emit(b, s, dir+", VMM context switches: vCPU threads", "switches", nil)
 		emit(b, s, dir+", TAP frames", "frames", nil)
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
 		if tr != nil {
@@ -243,6 +243,20 @@ func (r *running) threads(b *testing.B) map[string]threadUse {
 		use[t.Name()] = u
 	}
 	return use
+}
+
+// switches counts the context switches between two readings of the
+// threads, all and those of vCPU threads; a thread that ended in between
+// is not counted.
+func switches(before, after map[string]threadUse) (all, vcpus uint64) {
+	for tid, a := range after {
+		n := a.switches - before[tid].switches
+		all += n
+		if a.cpu.Guest > 0 {
+			vcpus += n
+		}
+	}
+	return all, vcpus
 }
 
 // tapStats reads benchTap's counters.

@@ -151,21 +151,45 @@ func start(b *testing.B, v vmm, g guestSpec) *running {
 // the VMM ends first, or the guest reports an error.
 func (r *running) waitReport(b *testing.B, key string) time.Time {
 	b.Helper()
+	at, err := r.reported(key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return at
+}
+
+// reported is waitReport returning what went wrong.
+func (r *running) reported(key string) (time.Time, error) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if at, ok := r.out.FirstAt(key); ok {
-			return at
+			return at, nil
 		}
 		if r.out.Has("error") {
-			b.Fatalf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
+			return time.Time{}, fmt.Errorf("%s: guest error %q\n%s", r.vmm.name, r.out.Values("error"), r.output())
 		}
 		select {
 		case <-r.done:
-			b.Fatalf("%s ended (%v) before the guest reported %s\n%s", r.vmm.name, r.waitErr, key, r.output())
+			return time.Time{}, fmt.Errorf("%s ended (%v) before the guest reported %s\n%s", r.vmm.name, r.waitErr, key, r.output())
 		case <-tick.C:
 		}
 	}
+}
+
+// memory reads the VMM's resident memory from its smaps.
+func (r *running) memory(b *testing.B) measure.Memory {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", r.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	mem, err := measure.ReadSmaps(f, guestMiB*mib)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return mem
 }
 
 // wait waits for the VMM to end and requires a clean exit.

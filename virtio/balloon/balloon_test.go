@@ -65,7 +65,10 @@ func newRig(t *testing.T, features uint64) *rig {
 	r.drv, err = virtiotest.NewPCIDriver(r.fn, mem)
 	require.NoError(t, err)
 	require.NoError(t, r.drv.Start(features, ringBase))
-	t.Cleanup(func() { r.drv.SetStatus(0) })
+	t.Cleanup(func() {
+		r.drv.SetStatus(0)
+		require.NoError(t, r.fn.Close())
+	})
 	return r
 }
 

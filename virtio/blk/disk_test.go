@@ -96,6 +96,7 @@ func startRig(t testing.TB, path string, opts Options, features uint64, gate cha
 	require.NoError(t, r.drv.Start(features, ringBase))
 	t.Cleanup(func() {
 		r.drv.SetStatus(0)
+		assert.NoError(t, r.fn.Close())
 		assert.NoError(t, d.Close())
 	})
 	return r

@@ -73,6 +73,7 @@ func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	require.Equal(t, uint8(15), r.drv.Status())
 	t.Cleanup(func() {
 		r.drv.SetStatus(0)
+		require.NoError(t, fn.Close())
 		require.NoError(t, r.d.Close())
 		r.peer.Close()
 	})

@@ -61,7 +61,10 @@ func newRig(t *testing.T, opts Options) *rig {
 	r.drv, err = virtiotest.NewPCIDriver(fn, r.mem)
 	require.NoError(t, err)
 	require.NoError(t, r.drv.Start(virtio.FeatureVersion1, ringBase))
-	t.Cleanup(func() { r.drv.SetStatus(0) })
+	t.Cleanup(func() {
+		r.drv.SetStatus(0)
+		require.NoError(t, fn.Close())
+	})
 	return r
 }
 

@@ -27,15 +27,23 @@ func Median(xs []float64) float64 {
 	return (s[n/2-1] + s[n/2]) / 2
 }
 
-// Memory is a process's resident memory split into guest RAM and the rest.
+// Memory is a process's resident memory split into guest RAM and the
+// rest, each as RSS and as PSS (a page shared by n processes counted 1/n:
+// what one more VMM of several really costs).
 type Memory struct {
 	RSS      uint64 // bytes resident in every mapping
 	GuestRSS uint64 // bytes resident in the guest RAM mappings
 	FileRSS  uint64 // bytes resident in file mappings: the program and its libraries
+	PSS      uint64
+	GuestPSS uint64
+	FilePSS  uint64
 }
 
 // Own is the VMM's own resident memory: RSS minus guest RAM pages.
 func (m Memory) Own() uint64 { return m.RSS - m.GuestRSS }
+
+// OwnPSS is Own as proportional set size.
+func (m Memory) OwnPSS() uint64 { return m.PSS - m.GuestPSS }
 
 // ReadSmaps sums /proc/PID/smaps. Guest RAM is every anonymous private
 // mapping at least guestRAM bytes long: both gvmm and QEMU map RAM that
@@ -67,19 +75,26 @@ func ReadSmaps(r io.Reader, guestRAM uint64) (Memory, error) {
 			seen = true
 			continue
 		}
-		if f[0] != "Rss:" || len(f) < 2 {
+		total, inGuest, inFile := &m.RSS, &m.GuestRSS, &m.FileRSS
+		switch {
+		case f[0] == "Pss:":
+			total, inGuest, inFile = &m.PSS, &m.GuestPSS, &m.FilePSS
+		case f[0] != "Rss:":
 			continue
+		}
+		if len(f) < 2 {
+			return Memory{}, fmt.Errorf("smaps: bad line %q", sc.Text())
 		}
 		kb, err := strconv.ParseUint(f[1], 10, 64)
 		if err != nil {
 			return Memory{}, fmt.Errorf("smaps: %q: %w", sc.Text(), err)
 		}
-		m.RSS += kb << 10
+		*total += kb << 10
 		switch {
 		case guest:
-			m.GuestRSS += kb << 10
+			*inGuest += kb << 10
 		case file:
-			m.FileRSS += kb << 10
+			*inFile += kb << 10
 		}
 	}
 	if err := sc.Err(); err != nil {

@@ -26,12 +26,15 @@ func TestMedian(t *testing.T) {
 const smaps = `00400000-00800000 r-xp 00000000 08:01 1234 /usr/bin/gvmm
 Size:               4096 kB
 Rss:                2048 kB
+Pss:                 512 kB
 7f0000000000-7f0010000000 rw-p 00000000 00:00 0
 Size:             262144 kB
 Rss:              100000 kB
+Pss:              100000 kB
 7f0010000000-7f0010100000 rw-p 00000000 00:00 0
 Size:               1024 kB
 Rss:                 512 kB
+Pss:                 500 kB
 7f0020000000-7f0030000000 rw-p 00000000 00:00 0 [anon:guest-ram]
 Size:             262144 kB
 Rss:                  16 kB
@@ -47,10 +50,14 @@ func TestReadSmaps(t *testing.T) {
 	assert.Equal(t, uint64(100000+16)<<10, m.GuestRSS)
 	assert.Equal(t, uint64(2048+512+8)<<10, m.Own())
 	assert.Equal(t, uint64(2048+8)<<10, m.FileRSS)
+	assert.Equal(t, uint64(512+100000+500)<<10, m.PSS)
+	assert.Equal(t, uint64(100000)<<10, m.GuestPSS)
+	assert.Equal(t, uint64(512)<<10, m.FilePSS)
+	assert.Equal(t, uint64(512+500)<<10, m.OwnPSS())
 }
 
 func TestReadSmapsRejectsGarbage(t *testing.T) {
-	for _, in := range []string{"", "zzz-1 rw-p 0 00:00 0\n", "1000-2000 rw-p\n", "1000-2000 rw-p 0 00:00 0\nRss: x kB\n"} {
+	for _, in := range []string{"", "zzz-1 rw-p 0 00:00 0\n", "1000-2000 rw-p\n", "1000-2000 rw-p 0 00:00 0\nRss: x kB\n", "1000-2000 rw-p 0 00:00 0\nPss:\n"} {
 		_, err := ReadSmaps(strings.NewReader(in), 1)
 		assert.Error(t, err, "%q", in)
 	}
