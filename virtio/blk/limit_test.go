@@ -60,14 +60,24 @@ func TestRateLimit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := newRig(t, Options{Limit: tt.limit}, linuxFeatures)
 			assert.Equal(t, tt.limit, r.disk.Limit())
-			assert.GreaterOrEqual(t, r.queueAll(t, 5, tt.bufs), tt.slow)
+			took := r.queueAll(t, 5, tt.bufs)
+			assert.GreaterOrEqual(t, took, tt.slow)
 			s := metricstest.Collect(r.disk)
 			throttled, ok := s.Get("gvmm_disk_throttled_requests_total")
 			require.True(t, ok)
-			assert.Equal(t, tt.throttled, throttled.Value)
 			waited, ok := s.Get("gvmm_disk_throttled_seconds_total")
 			require.True(t, ok)
-			assert.GreaterOrEqual(t, waited.Value, tt.slow.Seconds())
+			if tt.throttled == 0 {
+				assert.Zero(t, throttled.Value)
+				assert.Zero(t, waited.Value)
+				return
+			}
+			// A worker descheduled between requests (a loaded machine)
+			// finds tokens refilled meanwhile: fewer requests wait, and
+			// for less than the run took. The run's length is what the
+			// limit guarantees.
+			assert.InDelta(t, tt.throttled, throttled.Value, tt.throttled-1)
+			assert.Positive(t, waited.Value)
 		})
 	}
 }
