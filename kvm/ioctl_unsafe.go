@@ -27,6 +27,9 @@ var (
 	ioctlSetTSSAddr          = reqNone("KVM_SET_TSS_ADDR", 0x47)
 	ioctlSetIdentityMapAddr  = reqWrite("KVM_SET_IDENTITY_MAP_ADDR", 0x48, unsafe.Sizeof(uint64(0)))
 	ioctlCreateIRQChip       = reqNone("KVM_CREATE_IRQCHIP", 0x60)
+	ioctlGetIRQChip          = reqReadWrite("KVM_GET_IRQCHIP", 0x62, unsafe.Sizeof(IRQChipState{}))
+	// The kernel declares KVM_SET_IRQCHIP with _IOR although it reads the struct.
+	ioctlSetIRQChip = reqRead("KVM_SET_IRQCHIP", 0x63, unsafe.Sizeof(IRQChipState{}))
 	ioctlIRQLine             = reqWrite("KVM_IRQ_LINE", 0x61, unsafe.Sizeof(kvmIRQLevel{}))
 	ioctlSetGSIRouting       = reqWrite("KVM_SET_GSI_ROUTING", 0x6a, unsafe.Sizeof(kvmIRQRouting{}))
 	ioctlIRQFD               = reqWrite("KVM_IRQFD", 0x76, unsafe.Sizeof(kvmIRQFD{}))
@@ -34,6 +37,8 @@ var (
 	ioctlIOEventFD           = reqWrite("KVM_IOEVENTFD", 0x79, unsafe.Sizeof(kvmIOEventFD{}))
 	ioctlSetClock            = reqWrite("KVM_SET_CLOCK", 0x7b, unsafe.Sizeof(ClockData{}))
 	ioctlGetClock            = reqRead("KVM_GET_CLOCK", 0x7c, unsafe.Sizeof(ClockData{}))
+	ioctlGetPIT2             = reqRead("KVM_GET_PIT2", 0x9f, unsafe.Sizeof(PITState2{}))
+	ioctlSetPIT2             = reqWrite("KVM_SET_PIT2", 0xa0, unsafe.Sizeof(PITState2{}))
 	ioctlSignalMSI           = reqWrite("KVM_SIGNAL_MSI", 0xa5, unsafe.Sizeof(kvmMSI{}))
 
 	// On a vCPU.
@@ -51,6 +56,17 @@ var (
 	ioctlSetCPUID2  = reqWrite("KVM_SET_CPUID2", 0x90, unsafe.Sizeof(kvmCPUID2{}))
 	ioctlGetMPState = reqRead("KVM_GET_MP_STATE", 0x98, unsafe.Sizeof(MPState(0)))
 	ioctlSetMPState = reqWrite("KVM_SET_MP_STATE", 0x99, unsafe.Sizeof(MPState(0)))
+	ioctlGetEvents  = reqRead("KVM_GET_VCPU_EVENTS", 0x9f, unsafe.Sizeof(VCPUEvents{}))
+	ioctlSetEvents  = reqWrite("KVM_SET_VCPU_EVENTS", 0xa0, unsafe.Sizeof(VCPUEvents{}))
+	ioctlGetDebug   = reqRead("KVM_GET_DEBUGREGS", 0xa1, unsafe.Sizeof(DebugRegs{}))
+	ioctlSetDebug   = reqWrite("KVM_SET_DEBUGREGS", 0xa2, unsafe.Sizeof(DebugRegs{}))
+	ioctlSetTSCKHz  = reqNone("KVM_SET_TSC_KHZ", 0xa2)
+	ioctlGetTSCKHz  = reqNone("KVM_GET_TSC_KHZ", 0xa3)
+	ioctlGetXSave   = reqRead("KVM_GET_XSAVE", 0xa4, unsafe.Sizeof(kvmXSave{}))
+	ioctlSetXSave   = reqWrite("KVM_SET_XSAVE", 0xa5, unsafe.Sizeof(kvmXSave{}))
+	ioctlGetXCRs    = reqRead("KVM_GET_XCRS", 0xa6, unsafe.Sizeof(XCRs{}))
+	ioctlSetXCRs    = reqWrite("KVM_SET_XCRS", 0xa7, unsafe.Sizeof(XCRs{}))
+	ioctlGetXSave2  = reqRead("KVM_GET_XSAVE2", 0xcf, unsafe.Sizeof(kvmXSave{}))
 )
 
 // kvmFile is an owned KVM file descriptor. Ioctls go through the RawConn,
