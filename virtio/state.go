@@ -147,3 +147,6 @@ func (p *PCIDevice) restore(s PCIState) error {
 	}
 	return nil
 }
+
+// Type is the device's virtio type.
+func (p *PCIDevice) Type() DeviceType { return p.dev.Type() }

@@ -31,6 +31,7 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
+	"github.com/gvmm-dev/gvmm/virtio/blk"
 )
 
 // File names inside a snapshot folder.
@@ -102,6 +103,7 @@ type Disk struct {
 	Path     string
 	ReadOnly bool
 	Serial   string
+	Limit    blk.Limit // in force when the snapshot was taken
 	Identity DiskIdentity
 }
 
