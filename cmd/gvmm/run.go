@@ -42,14 +42,17 @@ func openVMMLog(path string) (*console.LogFile, error) {
 
 func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run (--kernel FILE | --config FILE) [flags]",
+		Use:   "run (--kernel FILE | --config FILE | --restore DIR) [flags]",
 		Short: "boot a Linux kernel",
-		Long: `Boot a Linux kernel, with the VM flags or the VM definition in --config FILE.
+		Long: `Boot a Linux kernel, with the VM flags or the VM definition in --config FILE,
+or resume the snapshot in --restore DIR (made with gvmm ctl snapshot or gvmm
+snapshot) without a boot.
 
 The guest's serial console owns stdout and stdin (Ctrl-A x quits); logs go
 to stderr.`,
 		Example: `  gvmm run --kernel bzImage --initrd initrd.cpio --memory 1G --disk root.img
-  gvmm run --config vm.json --api-socket /run/vm.sock`,
+  gvmm run --config vm.json --api-socket /run/vm.sock
+  gvmm run --restore /srv/snap1 --api-socket /run/clone1.sock`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	fs := cmd.Flags()
@@ -97,6 +100,9 @@ to stderr.`,
 	consoleLog := fs.String("console-log", "", "also write the console's output to `FILE`, rotated to FILE.1 at 16 MiB")
 	logFile := fs.String("log-file", "", "write the logs, and stderr, to `FILE`, added to and rotated to FILE.1 at 16 MiB")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
+	restoreDir := fs.String("restore", "", "resume the snapshot in `DIR` instead of booting (the VM flags and --config come from it)")
+	restorePaused := fs.Bool("paused", false, "with --restore: leave the restored VM paused until gvmm ctl resume")
+	clockMode := fs.String("clock", "continue", "with --restore, what the guest's clock does (`MODE`): continue where it stopped, or realtime to jump by the time the snapshot waited")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs (`MODE`): on, or off for debugging")
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
 		d, err := vmdef.ParseDisk(v)
@@ -122,12 +128,23 @@ to stderr.`,
 		if len(args) > 0 {
 			return usageErr("unexpected argument %q", args[0])
 		}
-		if *configFile != "" {
+		var restore *machine.RestoreOptions
+		switch {
+		case *restoreDir != "":
+			var err error
+			if restore, err = restoreFromFlags(fs, *clockMode, *restorePaused); err != nil {
+				return usageErr("%v", err)
+			}
+		case fs.Changed("paused") || fs.Changed("clock"):
+			return usageErr("--paused and --clock go with --restore")
+		case *configFile != "":
 			if err := configFromFile(fs, *configFile, &cfg); err != nil {
 				return usageErr("%v", err)
 			}
-		} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
-			return usageErr("%v", err)
+		default:
+			if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
+				return usageErr("%v", err)
+			}
 		}
 		// Where kernels are decompressed is the host's business, not the
 		// VM's: it goes with a definition too.
@@ -212,7 +229,14 @@ to stderr.`,
 		}
 		cfg.ConsoleIn = in
 
-		m, err := machine.New(cfg)
+		var m *machine.Machine
+		var err error
+		if restore != nil {
+			restore.Console, restore.ConsoleIn, restore.Log = cfg.Console, cfg.ConsoleIn, log
+			m, err = machine.Restore(*restoreDir, *restore)
+		} else {
+			m, err = machine.New(cfg)
+		}
 		if err != nil {
 			if errors.Is(err, machine.ErrInvalidConfig) {
 				return usageErr("%v", err)
@@ -242,6 +266,9 @@ to stderr.`,
 			}
 			if len(m.Config().Nets) > 0 {
 				rules = append(rules, seccomp.Nets()...)
+			}
+			if len(m.Config().Shares) == 0 { // a machine with shares cannot be snapshotted
+				rules = append(rules, seccomp.Snapshots()...)
 			}
 			if err := seccomp.Install(rules); err != nil {
 				log.Error("installing the seccomp filter (--seccomp=off runs without it)", "err", err)
@@ -317,6 +344,30 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) error {
 	}
 	*cfg = def.Config
 	return nil
+}
+
+// restoreFromFlags checks the flags of a restore: the machine comes from
+// the snapshot, so VM flags and --config are refused.
+func restoreFromFlags(fs *pflag.FlagSet, clock string, paused bool) (*machine.RestoreOptions, error) {
+	var conflict string
+	fs.Visit(func(f *pflag.Flag) {
+		if conflict == "" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
+			conflict = f.Name
+		}
+	})
+	if conflict != "" {
+		return nil, fmt.Errorf("--%s: not with --restore, the snapshot says it", conflict)
+	}
+	o := &machine.RestoreOptions{Paused: paused}
+	switch clock {
+	case "continue":
+		o.Clock = machine.ClockContinue
+	case "realtime":
+		o.Clock = machine.ClockRealtime
+	default:
+		return nil, fmt.Errorf("--clock %q: want continue or realtime", clock)
+	}
+	return o, nil
 }
 
 // configFromFlags completes cfg from the flags that need parsing.
