@@ -1,0 +1,273 @@
+// Package snapshot_test boots the stock Debian kernel under `gvmm run`
+// with a guest (tests/guestsnapshot) whose state lives only in its memory
+// and registers, a counting loop, and checks snapshots end to end: the
+// count goes on after a snapshot, the VMM killed and a restore in a new
+// process, with no boot; the guest's disk writes after the restore land
+// and its poweroff ends the VMM with status 0; three clones of one
+// snapshot run at once on a fraction of the memory of three VMs; and a
+// damaged state file, a truncated memory file and a changed disk image
+// are refused.
+package snapshot_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/tests/debkernel"
+	"github.com/gvmm-dev/gvmm/tests/guestsnapshot/layout"
+	"github.com/gvmm-dev/gvmm/tests/initramfs"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
+	"github.com/gvmm-dev/gvmm/tests/kvmhost"
+)
+
+var guestModules = []string{"virtio_pci", "virtio_blk"}
+
+func TestMain(m *testing.M) {
+	kvmhost.Main(m,
+		kvmhost.WithBinary("gvmm", "github.com/gvmm-dev/gvmm/cmd/gvmm"),
+		kvmhost.WithBinary("guestsnapshot", "github.com/gvmm-dev/gvmm/tests/guestsnapshot"),
+		kvmhost.WithModules(guestModules...),
+	)
+}
+
+const (
+	bootTimeout = 4 * time.Minute
+	// restoreTimeout bounds a restore's first count: no boot, so it is
+	// far below a boot's.
+	restoreTimeout = time.Minute
+	ioTimeout      = time.Minute
+	cmdline        = "console=ttyS0 reboot=k panic=1"
+	// bootBanner is the kernel's first line: a restored guest must not
+	// print it again.
+	bootBanner = "Linux version"
+	// maxCountGap bounds how many counts of the killed VMM's may have
+	// been lost in its console buffer before the restored guest's first.
+	maxCountGap = 5
+)
+
+// fixture is the kernel, the guest's initramfs and a folder for sockets
+// (short: unix socket paths are limited) and snapshots.
+type fixture struct {
+	kernel, initrd, dir string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	k, err := debkernel.Get()
+	require.NoError(t, err)
+	mods, err := k.Modules(guestModules...)
+	require.NoError(t, err)
+	dir, err := os.MkdirTemp("", "gvmm-snap-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	initrd := filepath.Join(dir, "guest.cpio")
+	require.NoError(t, initramfs.WriteGuest(initrd, kvmhost.Asset("guestsnapshot"), mods))
+	return &fixture{kernel: k.Vmlinuz, initrd: initrd, dir: dir}
+}
+
+func (f *fixture) path(name string) string { return filepath.Join(f.dir, name) }
+
+// counts returns the counts a VMM's guest reported, in order.
+func counts(t *testing.T, vm *vmmproc.Proc) []uint64 {
+	t.Helper()
+	var out []uint64
+	for _, v := range vm.Out.Values("count") {
+		n, err := strconv.ParseUint(v, 10, 64)
+		require.NoError(t, err, "count %q", v)
+		out = append(out, n)
+	}
+	return out
+}
+
+// waitCount waits until the guest has counted to at least n.
+func waitCount(t *testing.T, vm *vmmproc.Proc, n uint64, timeout time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); ; time.Sleep(50 * time.Millisecond) {
+		if c := counts(t, vm); len(c) > 0 && c[len(c)-1] >= n {
+			return
+		}
+		select {
+		case <-vm.Exited:
+			t.Fatalf("the VMM ended before the guest counted to %d\n%s", n, vm.Out.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "the guest did not count to %d in %s", n, timeout)
+	}
+}
+
+// snapshotVM pauses the VM on apiSock and snapshots it into dir,
+// checking on the way that a running VM's snapshot is refused.
+func snapshotVM(t *testing.T, apiSock, dir string) {
+	t.Helper()
+	c := api.NewClient(apiSock)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	err := c.Snapshot(ctx, dir)
+	var ae *api.Error
+	require.ErrorAs(t, err, &ae, "a snapshot of a running VM is refused")
+	assert.Equal(t, 409, ae.StatusCode)
+	require.NoError(t, c.Pause(ctx))
+	start := time.Now()
+	require.NoError(t, c.Snapshot(ctx, dir))
+	t.Logf("snapshot written in %v", time.Since(start).Round(time.Millisecond))
+}
+
+// memory reads a process's resident and proportional set sizes in KiB.
+func memory(t *testing.T, pid int) (rss, pss int64) {
+	t.Helper()
+	field := func(file, name string) int64 {
+		f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
+		require.NoError(t, err)
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), name+":"); ok {
+				kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+				require.NoError(t, err)
+				return kb
+			}
+		}
+		t.Fatalf("no %s in /proc/%d/%s", name, pid, file)
+		return 0
+	}
+	return field("status", "VmRSS"), field("smaps_rollup", "Pss")
+}
+
+// refused runs a restore of dir and checks that it fails at once with a
+// message containing want, the guest never started.
+func refused(t *testing.T, f *fixture, dir, want string) {
+	t.Helper()
+	vm := vmmproc.Start(t, restoreTimeout, kvmhost.Asset("gvmm"), "run", "--restore", dir)
+	select {
+	case <-vm.Exited:
+	case <-time.After(restoreTimeout):
+		t.Fatalf("the restore of %s was not refused", dir)
+	}
+	assert.False(t, vm.Cmd.ProcessState.Success(), "the restore of %s fails", dir)
+	assert.Contains(t, vm.Err.String(), want)
+	assert.False(t, vm.Out.Has("count"), "the guest never ran")
+}
+
+func TestSnapshotRestoreContinuesWithoutBoot(t *testing.T) {
+	f := newFixture(t)
+	img := f.path("disk.img")
+	require.NoError(t, os.WriteFile(img, nil, 0o600))
+	require.NoError(t, os.Truncate(img, 16<<20))
+	snap := f.path("snap")
+
+	bootStart := time.Now()
+	a := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", f.kernel, "--initrd", f.initrd,
+		"--cmdline", cmdline, "--memory", "256M", "--disk", img, "--api-socket", f.path("a.sock"))
+	a.WaitFor(t, "ready", bootTimeout)
+	waitCount(t, a, 10, bootTimeout)
+	bootTook := time.Since(bootStart)
+	bootedRSS, _ := memory(t, a.Cmd.Process.Pid)
+	snapshotVM(t, f.path("a.sock"), snap)
+	a.Kill()
+	before := counts(t, a)
+	last := before[len(before)-1]
+	t.Logf("booted in %v (to count 10), RSS %d MiB; snapshot at count %d", bootTook.Round(time.Millisecond), bootedRSS>>10, last)
+
+	// A damaged state file and a truncated memory file are refused.
+	damaged := f.path("damaged")
+	require.NoError(t, os.Mkdir(damaged, 0o700))
+	state, err := os.ReadFile(filepath.Join(snap, "state"))
+	require.NoError(t, err)
+	state[len(state)/2] ^= 0x40
+	require.NoError(t, os.WriteFile(filepath.Join(damaged, "state"), state, 0o600))
+	require.NoError(t, os.Link(filepath.Join(snap, "memory"), filepath.Join(damaged, "memory")))
+	refused(t, f, damaged, "damaged")
+	truncated := f.path("truncated")
+	require.NoError(t, os.Mkdir(truncated, 0o700))
+	require.NoError(t, os.Link(filepath.Join(snap, "state"), filepath.Join(truncated, "state")))
+	require.NoError(t, os.WriteFile(filepath.Join(truncated, "memory"), nil, 0o600))
+	require.NoError(t, os.Truncate(filepath.Join(truncated, "memory"), 128<<20))
+	refused(t, f, truncated, "memory file")
+
+	restoreStart := time.Now()
+	b := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap, "--api-socket", f.path("b.sock"))
+	waitCount(t, b, last+1, restoreTimeout)
+	t.Logf("restored to the first count in %v", time.Since(restoreStart).Round(time.Millisecond))
+	after := counts(t, b)
+	assert.Greater(t, after[0], last, "the count goes on from the snapshot's")
+	assert.LessOrEqual(t, after[0], last+maxCountGap, "the count goes on from the snapshot's, not from a later one")
+	assert.NotContains(t, b.Out.String(), bootBanner, "no boot after a restore")
+	assert.False(t, b.Out.Has("ready"), "the guest's init did not start again")
+
+	// The guest's disk writes after the restore reach the image.
+	waitCount(t, b, after[0]+10, ioTimeout)
+	disk, err := os.OpenFile(img, os.O_RDWR, 0)
+	require.NoError(t, err)
+	defer disk.Close()
+	var word [8]byte
+	_, err = disk.ReadAt(word[:], layout.CountOffset)
+	require.NoError(t, err)
+	written := binary.LittleEndian.Uint64(word[:])
+	assert.GreaterOrEqual(t, written, after[0], "the image holds a count written after the restore")
+
+	// Its poweroff ends the restored VMM with status 0.
+	_, err = disk.WriteAt([]byte(layout.PowerOffCommand), layout.CommandOffset)
+	require.NoError(t, err)
+	select {
+	case <-b.Exited:
+	case <-time.After(ioTimeout):
+		t.Fatal("the restored guest did not power off")
+	}
+	assert.True(t, b.Out.Has("bye"), "the guest saw the command")
+	assert.True(t, b.Cmd.ProcessState.Success(), "gvmm exits 0 after the guest's poweroff: %v\n%s", b.Cmd.ProcessState, b.Err.String())
+
+	// The image has changed since: the snapshot no longer matches it.
+	refused(t, f, snap, "disk image changed")
+}
+
+func TestClonesShareTheSnapshotsMemory(t *testing.T) {
+	const clones = 3
+	f := newFixture(t)
+	snap := f.path("snap")
+	a := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", f.kernel, "--initrd", f.initrd,
+		"--cmdline", cmdline+" gvmm.disk=0", "--memory", "256M", "--api-socket", f.path("a.sock"))
+	a.WaitFor(t, "ready", bootTimeout)
+	waitCount(t, a, 10, bootTimeout)
+	bootedRSS, _ := memory(t, a.Cmd.Process.Pid)
+	snapshotVM(t, f.path("a.sock"), snap)
+	a.Kill()
+	last := counts(t, a)[len(counts(t, a))-1]
+
+	var vms []*vmmproc.Proc
+	for i := range clones {
+		vms = append(vms, vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap,
+			"--api-socket", f.path(fmt.Sprintf("c%d.sock", i))))
+	}
+	for _, vm := range vms {
+		waitCount(t, vm, last+20, restoreTimeout)
+	}
+	var rssSum, pssSum int64
+	for i, vm := range vms {
+		rss, pss := memory(t, vm.Cmd.Process.Pid)
+		t.Logf("clone %d: RSS %d MiB, PSS %d MiB", i, rss>>10, pss>>10)
+		rssSum += rss
+		pssSum += pss
+		c := counts(t, vm)
+		assert.Greater(t, c[0], last, "clone %d goes on from the snapshot's count", i)
+		assert.NotContains(t, vm.Out.String(), bootBanner, "clone %d did not boot", i)
+	}
+	t.Logf("booted VM: RSS %d MiB; %d clones: RSS %d MiB in all, PSS %d MiB in all", bootedRSS>>10, clones, rssSum>>10, pssSum>>10)
+	assert.Less(t, rssSum, clones*bootedRSS/2, "the clones' total RSS is well below %d booted VMs'", clones)
+	assert.Less(t, pssSum, rssSum, "the clones share the snapshot's pages")
+	for _, vm := range vms {
+		vm.Kill()
+	}
+}
