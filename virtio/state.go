@@ -89,6 +89,10 @@ func (p *PCIDevice) restore(s PCIState) error {
 		return bad("device status %#x", s.Status)
 	case s.DriverFeatures&^p.offered != 0:
 		return bad("driver features %#x were not offered", s.DriverFeatures&^p.offered)
+	case s.Status&StatusDriverOK != 0 && s.Status&StatusFeaturesOK == 0:
+		return bad("device status %#x: DRIVER_OK without FEATURES_OK", s.Status)
+	case s.Status&StatusFeaturesOK != 0 && s.DriverFeatures&FeatureVersion1 == 0:
+		return bad("FEATURES_OK without VIRTIO_F_VERSION_1")
 	case s.ISR&^(isrQueue|isrConfig) != 0:
 		return bad("ISR %#x", s.ISR)
 	case s.ConfigVector != NoVector && int(s.ConfigVector) >= p.msix.Vectors():

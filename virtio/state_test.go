@@ -1,6 +1,8 @@
 package virtio_test
 
 import (
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gvmm-dev/gvmm/devices"
+	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
 )
@@ -84,4 +87,48 @@ func TestRestoreRejects(t *testing.T) {
 			assert.Zero(t, fn.State().Status, "a refused state leaves the device reset")
 		})
 	}
+}
+
+// FuzzRestore loads hostile transport states, as a damaged or forged
+// snapshot would carry: Restore must refuse them or restore a device
+// whose queues lie inside guest memory, never panic.
+func FuzzRestore(f *testing.F) {
+	seed := func(edit func(*virtio.PCIState)) {
+		s := virtio.PCIState{Status: statusRunning, DriverFeatures: virtio.FeatureVersion1, ConfigVector: virtio.NoVector,
+			Queues: []virtio.QueueState{{Size: 8, Enabled: true, Vector: 0, Desc: 0x1000, Driver: 0x2000, Device: 0x3000}},
+			MSIX:   pci.MSIXState{Enabled: true, Table: make([]byte, 2*pci.MSIXEntrySize), Pending: make([]bool, 2)}}
+		if edit != nil {
+			edit(&s)
+		}
+		b, err := json.Marshal(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	seed(nil)
+	seed(func(s *virtio.PCIState) { s.Queues[0].Device = 1 << 30 })
+	seed(func(s *virtio.PCIState) { s.Queues[0].Size = 7 })
+	seed(func(s *virtio.PCIState) { s.NeedsReset = true })
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var s virtio.PCIState
+		if json.Unmarshal(data, &s) != nil {
+			return
+		}
+		dev := newFakeDevice(8)
+		mem := virtiotest.NewMemory(64 << 10)
+		fn, err := virtio.NewPCI(dev, virtio.PCIOptions{Mem: mem, MSI: virtiotest.NewMSI(), Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fn.Reset()
+		if err := fn.Restore(s); err != nil {
+			if !errors.Is(err, devices.ErrBadState) {
+				t.Fatalf("Restore failed without ErrBadState: %v", err)
+			}
+			if fn.State().Status != 0 {
+				t.Fatal("a refused state left the device configured")
+			}
+		}
+	})
 }
