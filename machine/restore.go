@@ -13,6 +13,7 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/snapshot"
 	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
 // ClockMode says what a restored guest's clock does about the time the
@@ -37,6 +38,9 @@ type RestoreOptions struct {
 	// Paused leaves the restored machine paused until Resume.
 	Paused bool
 	Clock  ClockMode
+	// VsockSocket, when set, replaces the vsock socket path of the
+	// snapshot's configuration: clones of one snapshot each need their own.
+	VsockSocket string
 	// Console, ConsoleIn, Log and KVMDevice are as in Config.
 	Console   io.Writer
 	ConsoleIn io.Reader
@@ -134,6 +138,12 @@ func restoredConfig(s snapshot.Config, o RestoreOptions) *Config {
 	if s.Balloon != nil {
 		c.Balloon = &BalloonConfig{Size: s.Balloon.Size}
 	}
+	if s.Vsock != nil {
+		c.Vsock = &VsockConfig{CID: s.Vsock.CID, Socket: s.Vsock.Socket}
+		if o.VsockSocket != "" {
+			c.Vsock.Socket = o.VsockSocket
+		}
+	}
 	return c
 }
 
@@ -189,6 +199,9 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 	if err := b.restoreDevices(st.Devices); err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
+	if err := m.resetVsock(); err != nil {
+		return nil, fmt.Errorf("machine: restore: %w", err)
+	}
 	// The clock after the TSCs (MSRs), which kvmclock is computed from.
 	clock := kvm.ClockData{Clock: st.VM.Clock.Clock}
 	if plan.opts.Clock == ClockRealtime {
@@ -217,6 +230,25 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 	m.log.Info("guest restored", "snapshot", plan.dir, "vcpus", m.cfg.CPUs, "memory_mib", m.cfg.Memory/MiB,
 		"paused", plan.opts.Paused, "taken", st.Taken)
 	return b, nil
+}
+
+// resetVsock ends the vsock connections the guest had when the snapshot
+// was taken: their host ends stayed with the old process. The
+// TRANSPORT_RESET event makes the guest's driver drop its sockets and
+// read its CID again (spec 5.10.6.7), as Firecracker does.
+func (m *Machine) resetVsock() error {
+	if m.vsock == nil {
+		return nil
+	}
+	err := m.vsock.dev.ResetTransport()
+	switch {
+	case errors.Is(err, vsock.ErrNotReady):
+		return nil // the driver had not started: it has no connections
+	case errors.Is(err, vsock.ErrNoEventBuf):
+		m.log.Warn("vsock: the guest left no event buffer; its connections from before the snapshot hang until they time out")
+		return nil
+	}
+	return err
 }
 
 // tscTolerancePPM is how far the host's TSC rate may be from the

@@ -97,7 +97,6 @@ func TestWriteSnapshotRefusesAFullFolder(t *testing.T) {
 func TestSnapshotRefusesUnsavedDevices(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"virtio-9p":    {Shares: []Share{{Tag: "x"}}},
-		"virtio-vsock": {Vsock: &VsockConfig{}},
 		"virtio-net":   {Nets: []Net{{}}},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -125,4 +124,14 @@ func TestCheckCPUID(t *testing.T) {
 	err := checkCPUID(avx512, host)
 	assert.ErrorIs(t, err, ErrCPUFeatures)
 	assert.ErrorContains(t, err, "leaf 0x7.0 ebx bits 0x10000")
+}
+
+func TestRestoredConfigRoundTrip(t *testing.T) {
+	cfg := Config{Kernel: "/k", Initrd: "/i", Cmdline: "quiet", CPUs: 2, Memory: 128 * MiB, OnReboot: RebootRestart,
+		Disks:   []Disk{{Path: "/d", ReadOnly: true, Serial: "x"}},
+		Balloon: &BalloonConfig{Size: 16 * MiB}, Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}, Mergeable: true}
+	got := restoredConfig(snapshotConfig(cfg), RestoreOptions{})
+	assert.Equal(t, cfg, *got)
+	clone := restoredConfig(snapshotConfig(cfg), RestoreOptions{VsockSocket: "/run/clone.sock"})
+	assert.Equal(t, &VsockConfig{CID: 3, Socket: "/run/clone.sock"}, clone.Vsock, "a clone's own vsock socket")
 }

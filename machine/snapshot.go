@@ -39,7 +39,8 @@ type savedDevices struct {
 // copied: Pause has flushed them, and the snapshot records each image's
 // identity so that a restore onto a changed image is refused. The
 // machine stays paused. A machine with a device whose state cannot be
-// saved yet (9P shares, vsock, net) is refused with ErrNotSnapshottable.
+// saved yet (9P shares, net) is refused with ErrNotSnapshottable; vsock
+// connections are not saved, a restore resets them.
 func (m *Machine) Snapshot(dir string) error {
 	if err := m.snapshottable(); err != nil {
 		return err
@@ -64,9 +65,6 @@ func (m *Machine) snapshottable() error {
 	var not []string
 	if len(m.cfg.Shares) > 0 {
 		not = append(not, "virtio-9p (shares)")
-	}
-	if m.cfg.Vsock != nil {
-		not = append(not, "virtio-vsock")
 	}
 	if len(m.cfg.Nets) > 0 {
 		not = append(not, "virtio-net")
@@ -258,6 +256,9 @@ func snapshotConfig(c Config) snapshot.Config {
 	}
 	if c.Balloon != nil {
 		s.Balloon = &snapshot.Balloon{Size: c.Balloon.Size}
+	}
+	if c.Vsock != nil {
+		s.Vsock = &snapshot.Vsock{CID: c.Vsock.CID, Socket: c.Vsock.Socket}
 	}
 	return s
 }

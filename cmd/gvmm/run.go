@@ -102,6 +102,7 @@ to stderr.`,
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
 	restoreDir := fs.String("restore", "", "resume the snapshot in `DIR` instead of booting (the VM flags and --config come from it)")
 	restorePaused := fs.Bool("paused", false, "with --restore: leave the restored VM paused until gvmm ctl resume")
+	vsockSocket := fs.String("vsock-socket", "", "with --restore: serve the vsock device on the unix socket `PATH` instead of the snapshot's (each clone needs its own)")
 	clockMode := fs.String("clock", "continue", "with --restore, what the guest's clock does (`MODE`): continue where it stopped, or realtime to jump by the time the snapshot waited")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs once the machine runs (`MODE`): on, or off for debugging")
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
@@ -135,8 +136,9 @@ to stderr.`,
 			if restore, err = restoreFromFlags(fs, *clockMode, *restorePaused); err != nil {
 				return usageErr("%v", err)
 			}
-		case fs.Changed("paused") || fs.Changed("clock"):
-			return usageErr("--paused and --clock go with --restore")
+			restore.VsockSocket = *vsockSocket
+		case fs.Changed("paused") || fs.Changed("clock") || fs.Changed("vsock-socket"):
+			return usageErr("--paused, --clock and --vsock-socket go with --restore")
 		case *configFile != "":
 			if err := configFromFile(fs, *configFile, &cfg); err != nil {
 				return usageErr("%v", err)

@@ -91,6 +91,7 @@ type Config struct {
 	Memory                               uint64
 	Disks                                []Disk
 	Balloon                              *Balloon
+	Vsock                                *Vsock
 	Mergeable, HugePages                 bool
 	RebootRestart                        bool
 	AllowCPUOvercommit                   bool
@@ -113,6 +114,13 @@ type DiskIdentity struct {
 	Dev, Inode uint64
 	Size       int64
 	ModTimeNs  int64
+}
+
+// Vsock is the vsock device's configuration. Its connections are not
+// saved: a restore resets the transport, which ends them in the guest.
+type Vsock struct {
+	CID    uint64
+	Socket string
 }
 
 // Balloon is the balloon device's configuration.
@@ -150,7 +158,7 @@ type Devices struct {
 	PM    pm.State
 	PCI   pci.RootState
 	// Virtio holds the virtio functions in the order the machine adds
-	// them: disks, then the balloon.
+	// them: disks, the balloon, vsock.
 	Virtio []VirtioDevice
 }
 
