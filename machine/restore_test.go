@@ -96,8 +96,8 @@ func TestWriteSnapshotRefusesAFullFolder(t *testing.T) {
 
 func TestSnapshotRefusesUnsavedDevices(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"virtio-9p":    {Shares: []Share{{Tag: "x"}}},
-		"virtio-net":   {Nets: []Net{{}}},
+		"virtio-9p":  {Shares: []Share{{Tag: "x"}}},
+		"virtio-net": {Nets: []Net{{}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m := &Machine{cfg: cfg}
