@@ -6,7 +6,9 @@
 // command line), writes N to the first bytes of /dev/vda with O_DIRECT
 // and fdatasync, and reads the block at layout.CommandOffset: once it
 // holds layout.PowerOffCommand the guest reports "GVMMTEST bye=N" and powers off.
-// Failures are reported as "GVMMTEST error=...".
+// With gvmm.vsock=1 it also serves vsockwire's sink on vsock, to show
+// that vsock works in a restored guest. Failures are reported as
+// "GVMMTEST error=...".
 package main
 
 import (
@@ -15,10 +17,12 @@ import (
 	"os"
 	"time"
 
+	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/tests/guestsnapshot/layout"
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
 )
 
 const (
@@ -39,6 +43,13 @@ func main() {
 			guest.Report("error", err)
 		}
 	}
+	if args["gvmm.vsock"] == "1" {
+		if l, err := listenVsock(vsockwire.PortSink); err != nil {
+			guest.Report("error", err)
+		} else {
+			go func() { guest.Report("error", vsockwire.Serve(l, vsockwire.Sink)) }()
+		}
+	}
 	guest.Report("ready", 1)
 	for n := uint64(1); ; n++ {
 		guest.Report("count", n)
@@ -57,6 +68,19 @@ func main() {
 		}
 		time.Sleep(countEvery)
 	}
+}
+
+// listenVsock retries until the vsock transport has bound: its driver
+// probes asynchronously.
+func listenVsock(port uint32) (*vsock.Listener, error) {
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		var l *vsock.Listener
+		if l, err = vsock.Listen(port, nil); err == nil {
+			return l, nil
+		}
+	}
+	return nil, fmt.Errorf("vsock listen on port %d: %w", port, err)
 }
 
 type vda struct {

@@ -4,7 +4,8 @@
 // count goes on after a snapshot, the VMM killed and a restore in a new
 // process, with no boot; the guest's disk writes after the restore land
 // and its poweroff ends the VMM with status 0; three clones of one
-// snapshot run at once on a fraction of the memory of three VMs; and a
+// snapshot run at once on a fraction of the memory of three VMs, each
+// with vsock on a socket of its own; and a
 // damaged state file, a truncated memory file and a changed disk image
 // are refused.
 package snapshot_test
@@ -29,10 +30,11 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/guestsnapshot/layout"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
-var guestModules = []string{"virtio_pci", "virtio_blk"}
+var guestModules = []string{"virtio_pci", "virtio_blk", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport"}
 
 func TestMain(m *testing.M) {
 	kvmhost.Main(m,
@@ -238,7 +240,8 @@ func TestClonesShareTheSnapshotsMemory(t *testing.T) {
 	f := newFixture(t)
 	snap := f.path("snap")
 	a := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", f.kernel, "--initrd", f.initrd,
-		"--cmdline", cmdline+" gvmm.disk=0", "--memory", "256M", "--api-socket", f.path("a.sock"))
+		"--cmdline", cmdline+" gvmm.disk=0 gvmm.vsock=1", "--memory", "256M", "--api-socket", f.path("a.sock"),
+		"--vsock", "cid=5,socket="+f.path("v.sock"))
 	a.WaitFor(t, "ready", bootTimeout)
 	waitCount(t, a, 10, bootTimeout)
 	bootedRSS, _ := memory(t, a.Cmd.Process.Pid)
@@ -249,7 +252,7 @@ func TestClonesShareTheSnapshotsMemory(t *testing.T) {
 	var vms []*vmmproc.Proc
 	for i := range clones {
 		vms = append(vms, vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap,
-			"--api-socket", f.path(fmt.Sprintf("c%d.sock", i))))
+			"--api-socket", f.path(fmt.Sprintf("c%d.sock", i)), "--vsock-socket", f.path(fmt.Sprintf("v%d.sock", i))))
 	}
 	for _, vm := range vms {
 		waitCount(t, vm, last+20, restoreTimeout)
@@ -267,6 +270,11 @@ func TestClonesShareTheSnapshotsMemory(t *testing.T) {
 	t.Logf("booted VM: RSS %d MiB; %d clones: RSS %d MiB in all, PSS %d MiB in all", bootedRSS>>10, clones, rssSum>>10, pssSum>>10)
 	assert.Less(t, rssSum, clones*bootedRSS/2, "the clones' total RSS is well below %d booted VMs'", clones)
 	assert.Less(t, pssSum, rssSum, "the clones share the snapshot's pages")
+	// vsock works in each clone, through its own socket: the guest's
+	// listener survived the transport reset.
+	for i := range vms {
+		wiretest.ToGuest(t, wiretest.UnixDialer(f.path(fmt.Sprintf("v%d.sock", i))), 1<<20)
+	}
 	for _, vm := range vms {
 		vm.Kill()
 	}
