@@ -2,7 +2,7 @@
 // lives only in its memory and registers, for a snapshot to carry over.
 // It loads the modules /etc/modules.order lists, reports
 // "GVMMTEST ready=1", then counts: every countEvery it reports
-// "GVMMTEST count=N" and, with a disk (unless gvmm.disk=0 is on the
+// "GVMMTEST count=N" and its wall clock "GVMMTEST clock=UNIX_MS" and, with a disk (unless gvmm.disk=0 is on the
 // command line), writes N to the first bytes of /dev/vda with O_DIRECT
 // and fdatasync, and reads the block at layout.CommandOffset: once it
 // holds layout.PowerOffCommand the guest reports "GVMMTEST bye=N" and powers off.
@@ -53,6 +53,7 @@ func main() {
 	guest.Report("ready", 1)
 	for n := uint64(1); ; n++ {
 		guest.Report("count", n)
+		guest.Report("clock", time.Now().UnixMilli())
 		if d != nil {
 			off, err := d.step(n)
 			if err != nil {

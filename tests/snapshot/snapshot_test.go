@@ -57,6 +57,11 @@ const (
 	// maxCountGap bounds how many counts of the killed VMM's may have
 	// been lost in its console buffer before the restored guest's first.
 	maxCountGap = 5
+	// downtime is at least how long a snapshot waits before its restore,
+	// and clockSlack how far a guest's wall clock may be from the host's
+	// (the RTC it read at boot has whole seconds).
+	downtime   = 8 * time.Second
+	clockSlack = 3 * time.Second
 )
 
 // fixture is the kernel, the guest's initramfs and a folder for sockets
@@ -91,6 +96,16 @@ func counts(t *testing.T, vm *vmmproc.Proc) []uint64 {
 		out = append(out, n)
 	}
 	return out
+}
+
+// lastClock returns the guest's latest wall clock report.
+func lastClock(t *testing.T, vm *vmmproc.Proc) time.Time {
+	t.Helper()
+	v := vm.Out.Values("clock")
+	require.NotEmpty(t, v, "no clock report")
+	ms, err := strconv.ParseInt(v[len(v)-1], 10, 64)
+	require.NoError(t, err)
+	return time.UnixMilli(ms)
 }
 
 // waitCount waits until the guest has counted to at least n.
@@ -178,6 +193,7 @@ func TestSnapshotRestoreContinuesWithoutBoot(t *testing.T) {
 	bootTook := time.Since(bootStart)
 	bootedRSS, _ := memory(t, a.Cmd.Process.Pid)
 	snapshotVM(t, f.path("a.sock"), snap)
+	taken := time.Now()
 	a.Kill()
 	before := counts(t, a)
 	last := before[len(before)-1]
@@ -199,10 +215,16 @@ func TestSnapshotRestoreContinuesWithoutBoot(t *testing.T) {
 	require.NoError(t, os.Truncate(filepath.Join(truncated, "memory"), 128<<20))
 	refused(t, f, truncated, "memory file")
 
+	time.Sleep(time.Until(taken.Add(downtime)))
 	restoreStart := time.Now()
 	b := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap, "--api-socket", f.path("b.sock"))
 	waitCount(t, b, last+1, restoreTimeout)
 	t.Logf("restored to the first count in %v", time.Since(restoreStart).Round(time.Millisecond))
+	// The guest's clock went on from where it stopped: behind the host's
+	// by about the time the snapshot waited.
+	lag := time.Since(lastClock(t, b))
+	t.Logf("the restored guest's wall clock is %v behind (%v between snapshot and restore)", lag.Round(time.Millisecond), time.Since(taken).Round(time.Millisecond))
+	assert.Greater(t, lag, downtime-clockSlack, "--clock continue: no time passed for the guest")
 	after := counts(t, b)
 	assert.Greater(t, after[0], last, "the count goes on from the snapshot's")
 	assert.LessOrEqual(t, after[0], last+maxCountGap, "the count goes on from the snapshot's, not from a later one")
@@ -249,14 +271,23 @@ func TestClonesShareTheSnapshotsMemory(t *testing.T) {
 	a.Kill()
 	last := counts(t, a)[len(counts(t, a))-1]
 
+	time.Sleep(downtime)
 	var vms []*vmmproc.Proc
 	for i := range clones {
-		vms = append(vms, vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap,
-			"--api-socket", f.path(fmt.Sprintf("c%d.sock", i)), "--vsock-socket", f.path(fmt.Sprintf("v%d.sock", i))))
+		args := []string{"run", "--restore", snap,
+			"--api-socket", f.path(fmt.Sprintf("c%d.sock", i)), "--vsock-socket", f.path(fmt.Sprintf("v%d.sock", i))}
+		if i == 0 {
+			args = append(args, "--clock", "realtime")
+		}
+		vms = append(vms, vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), args...))
 	}
 	for _, vm := range vms {
 		waitCount(t, vm, last+20, restoreTimeout)
 	}
+	// --clock realtime: the clone's wall clock is the host's at once.
+	skew := time.Since(lastClock(t, vms[0]))
+	t.Logf("with --clock realtime the clone's wall clock is %v from the host's", skew.Round(time.Millisecond))
+	assert.Less(t, skew.Abs(), clockSlack, "--clock realtime puts the guest's wall clock right")
 	var rssSum, pssSum int64
 	for i, vm := range vms {
 		rss, pss := memory(t, vm.Cmd.Process.Pid)
