@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +27,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/machine/snapshot"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestsnapshot/layout"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
@@ -163,6 +165,31 @@ func memory(t *testing.T, pid int) (rss, pss int64) {
 	return field("status", "VmRSS"), field("smaps_rollup", "Pss")
 }
 
+// checkSnapshotFiles reads a snapshot of a one-vCPU, 256 MiB guest: its
+// state holds the TSC, TSC-deadline and kvmclock MSRs, and its memory
+// file is sparse.
+func checkSnapshotFiles(t *testing.T, dir string) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, snapshot.StateFile))
+	require.NoError(t, err)
+	st, err := snapshot.Parse(data)
+	require.NoError(t, err)
+	require.Len(t, st.VCPUs, 1)
+	msrs := map[uint32]bool{}
+	for _, m := range st.VCPUs[0].MSRs {
+		msrs[m.Index] = true
+	}
+	for name, idx := range map[string]uint32{"TSC": 0x10, "TSC deadline": 0x6e0, "kvmclock system time": 0x4b564d01} {
+		assert.True(t, msrs[idx], "the %s MSR (%#x) is saved", name, idx)
+	}
+	fi, err := os.Stat(filepath.Join(dir, snapshot.MemoryFile))
+	require.NoError(t, err)
+	used := fi.Sys().(*syscall.Stat_t).Blocks * 512
+	t.Logf("state file %d KiB, %d MSRs; memory file %d MiB, %d MiB of it on disk", len(data)>>10, len(msrs), fi.Size()>>20, used>>20)
+	assert.Equal(t, int64(256<<20), fi.Size())
+	assert.Less(t, used, fi.Size()/2, "the memory file is sparse")
+}
+
 // refused runs a restore of dir and checks that it fails at once with a
 // message containing want, the guest never started.
 func refused(t *testing.T, f *fixture, dir, want string) {
@@ -198,21 +225,22 @@ func TestSnapshotRestoreContinuesWithoutBoot(t *testing.T) {
 	before := counts(t, a)
 	last := before[len(before)-1]
 	t.Logf("booted in %v (to count 10), RSS %d MiB; snapshot at count %d", bootTook.Round(time.Millisecond), bootedRSS>>10, last)
+	checkSnapshotFiles(t, snap)
 
 	// A damaged state file and a truncated memory file are refused.
 	damaged := f.path("damaged")
 	require.NoError(t, os.Mkdir(damaged, 0o700))
-	state, err := os.ReadFile(filepath.Join(snap, "state"))
+	state, err := os.ReadFile(filepath.Join(snap, snapshot.StateFile))
 	require.NoError(t, err)
 	state[len(state)/2] ^= 0x40
-	require.NoError(t, os.WriteFile(filepath.Join(damaged, "state"), state, 0o600))
-	require.NoError(t, os.Link(filepath.Join(snap, "memory"), filepath.Join(damaged, "memory")))
+	require.NoError(t, os.WriteFile(filepath.Join(damaged, snapshot.StateFile), state, 0o600))
+	require.NoError(t, os.Link(filepath.Join(snap, snapshot.MemoryFile), filepath.Join(damaged, snapshot.MemoryFile)))
 	refused(t, f, damaged, "damaged")
 	truncated := f.path("truncated")
 	require.NoError(t, os.Mkdir(truncated, 0o700))
-	require.NoError(t, os.Link(filepath.Join(snap, "state"), filepath.Join(truncated, "state")))
-	require.NoError(t, os.WriteFile(filepath.Join(truncated, "memory"), nil, 0o600))
-	require.NoError(t, os.Truncate(filepath.Join(truncated, "memory"), 128<<20))
+	require.NoError(t, os.Link(filepath.Join(snap, snapshot.StateFile), filepath.Join(truncated, snapshot.StateFile)))
+	require.NoError(t, os.WriteFile(filepath.Join(truncated, snapshot.MemoryFile), nil, 0o600))
+	require.NoError(t, os.Truncate(filepath.Join(truncated, snapshot.MemoryFile), 128<<20))
 	refused(t, f, truncated, "memory file")
 
 	time.Sleep(time.Until(taken.Add(downtime)))
