@@ -203,6 +203,11 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	// The clock after the TSCs (MSRs), which kvmclock is computed from.
+	// Only the time is taken: KVM_CLOCK_TSC_STABLE and the host TSC and
+	// realtime samples are what KVM_GET_CLOCK reports of the old host,
+	// and KVM_SET_CLOCK would read KVM_CLOCK_REALTIME as a request to add
+	// the host time since that sample, which ClockRealtime does itself so
+	// that it works on kernels before 5.16 too.
 	clock := kvm.ClockData{Clock: st.VM.Clock.Clock}
 	if plan.opts.Clock == ClockRealtime {
 		if gone := time.Since(st.Taken); gone > 0 {
