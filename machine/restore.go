@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gvmm-dev/gvmm/kvm"
@@ -183,7 +184,16 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 	if err := b.setupDevices(ctx, mem); err != nil {
 		return nil, err
 	}
+	// ClockRealtime moves the whole machine's time forward by what the
+	// snapshot waited: kvmclock and each TSC by the same amount, as the
+	// KVM API asks of KVM_CLOCK_REALTIME's users, so that the guest's
+	// clocksource watchdog sees them agree.
+	var advance time.Duration
+	if plan.opts.Clock == ClockRealtime {
+		advance = max(0, time.Since(st.Taken))
+	}
 	for id, vs := range st.VCPUs {
+		vs.MSRs = advanceTSC(vs.MSRs, vs.TSCKHz, advance)
 		v, err := b.restoreVCPU(id, vs)
 		if err != nil {
 			return nil, fmt.Errorf("machine: restore: vCPU %d: %w", id, err)
@@ -208,12 +218,7 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 	// and KVM_SET_CLOCK would read KVM_CLOCK_REALTIME as a request to add
 	// the host time since that sample, which ClockRealtime does itself so
 	// that it works on kernels before 5.16 too.
-	clock := kvm.ClockData{Clock: st.VM.Clock.Clock}
-	if plan.opts.Clock == ClockRealtime {
-		if gone := time.Since(st.Taken); gone > 0 {
-			clock.Clock += uint64(gone)
-		}
-	}
+	clock := kvm.ClockData{Clock: st.VM.Clock.Clock + uint64(advance)}
 	if err := b.vm.SetClock(clock); err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
@@ -254,6 +259,23 @@ func (m *Machine) resetVsock() error {
 		return nil
 	}
 	return err
+}
+
+// advanceTSC returns msrs with the TSC moved forward by d at khz.
+func advanceTSC(msrs []kvm.MSREntry, khz uint32, d time.Duration) []kvm.MSREntry {
+	if d <= 0 {
+		return msrs
+	}
+	out := slices.Clone(msrs)
+	ms := uint64(d / time.Millisecond)
+	// In two parts so that no product overflows: centuries at GHz fit.
+	ticks := ms*uint64(khz) + uint64(d%time.Millisecond)*uint64(khz)/uint64(time.Millisecond)
+	for i := range out {
+		if out[i].Index == msrTSC {
+			out[i].Data += ticks
+		}
+	}
+	return out
 }
 
 // tscTolerancePPM is how far the host's TSC rate may be from the

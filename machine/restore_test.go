@@ -135,3 +135,13 @@ func TestRestoredConfigRoundTrip(t *testing.T) {
 	clone := restoredConfig(snapshotConfig(cfg), RestoreOptions{VsockSocket: "/run/clone.sock"})
 	assert.Equal(t, &VsockConfig{CID: 3, Socket: "/run/clone.sock"}, clone.Vsock, "a clone's own vsock socket")
 }
+
+func TestAdvanceTSC(t *testing.T) {
+	msrs := []kvm.MSREntry{{Index: msrTSC, Data: 1000}, {Index: msrSTAR, Data: 7}}
+	got := advanceTSC(msrs, 2_000_000, 1500*time.Millisecond) // a 2 GHz TSC
+	assert.Equal(t, []kvm.MSREntry{{Index: msrTSC, Data: 1000 + 3_000_000_000}, {Index: msrSTAR, Data: 7}}, got)
+	assert.Equal(t, uint64(1000), msrs[0].Data, "the saved state is not changed")
+	assert.Equal(t, msrs, advanceTSC(msrs, 2_000_000, 0))
+	century := advanceTSC(msrs, 5_000_000, 100*365*24*time.Hour)
+	assert.Equal(t, uint64(1000+100*365*24*3600*5_000_000_000), century[0].Data, "no overflow")
+}
