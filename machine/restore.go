@@ -192,13 +192,29 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 	if plan.opts.Clock == ClockRealtime {
 		advance = max(0, time.Since(st.Taken))
 	}
+	var tscAt time.Time // when vCPU 0's TSC was written, which the others follow
 	for id, vs := range st.VCPUs {
 		vs.MSRs = advanceTSC(vs.MSRs, vs.TSCKHz, advance)
-		v, err := b.restoreVCPU(id, vs)
+		v, at, err := b.restoreVCPU(id, vs)
 		if err != nil {
 			return nil, fmt.Errorf("machine: restore: vCPU %d: %w", id, err)
 		}
+		if id == 0 {
+			tscAt = at
+		}
 		b.vcpus = append(b.vcpus, v)
+	}
+	// kvmclock right after the TSCs, and as it would have been had it
+	// been set at the same instant as vCPU 0's TSC (see clockAtTSC): the
+	// pair stays as the snapshot read it. Only the time is taken from
+	// the saved clock: KVM_CLOCK_TSC_STABLE and the host TSC and
+	// realtime samples describe the old host, and KVM_SET_CLOCK would
+	// read KVM_CLOCK_REALTIME as a request to add the host time since
+	// that sample, which ClockRealtime does itself (advance) so that it
+	// works on kernels before 5.16 too.
+	clock := kvm.ClockData{Clock: st.VM.Clock.Clock + uint64(advance) + uint64(time.Since(tscAt))}
+	if err := b.vm.SetClock(clock); err != nil {
+		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	if err := b.restoreVMState(st.VM); err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
@@ -210,16 +226,6 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	if err := m.resetVsock(); err != nil {
-		return nil, fmt.Errorf("machine: restore: %w", err)
-	}
-	// The clock after the TSCs (MSRs), which kvmclock is computed from.
-	// Only the time is taken: KVM_CLOCK_TSC_STABLE and the host TSC and
-	// realtime samples are what KVM_GET_CLOCK reports of the old host,
-	// and KVM_SET_CLOCK would read KVM_CLOCK_REALTIME as a request to add
-	// the host time since that sample, which ClockRealtime does itself so
-	// that it works on kernels before 5.16 too.
-	clock := kvm.ClockData{Clock: st.VM.Clock.Clock + uint64(advance)}
-	if err := b.vm.SetClock(clock); err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	if plan.opts.Paused {
@@ -298,17 +304,20 @@ const tscTolerancePPM = 250
 //     events must be what the vCPU resumes with.
 //
 // The values are untrusted but only the guest's own: KVM validates them.
-func (b *bootedVM) restoreVCPU(id int, vs snapshot.VCPU) (*vcpu, error) {
+//
+// It returns when the TSC was written (the first MSR, just after the
+// call began).
+func (b *bootedVM) restoreVCPU(id int, vs snapshot.VCPU) (_ *vcpu, tscAt time.Time, _ error) {
 	cpu, err := b.vm.CreateVCPU(uint32(id))
 	if err != nil {
-		return nil, err
+		return nil, tscAt, err
 	}
 	b.closers = append(b.closers, cpu.Close)
 	if err := cpu.SetCPUID(vs.CPUID); err != nil {
-		return nil, err
+		return nil, tscAt, err
 	}
 	if err := b.restoreTSCRate(cpu, vs.TSCKHz); err != nil {
-		return nil, err
+		return nil, tscAt, err
 	}
 	steps := []func() error{
 		func() error { return cpu.SetMPState(vs.MPState) },
@@ -318,15 +327,15 @@ func (b *bootedVM) restoreVCPU(id int, vs snapshot.VCPU) (*vcpu, error) {
 		func() error { return cpu.SetXCRs(vs.XCRs) },
 		func() error { return cpu.SetDebugRegs(vs.DebugRegs) },
 		func() error { return cpu.SetLAPIC(vs.LAPIC) },
-		func() error { return cpu.SetMSRs(vs.MSRs) },
+		func() error { tscAt = time.Now(); return cpu.SetMSRs(vs.MSRs) },
 		func() error { return cpu.SetEvents(vs.Events) },
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
-			return nil, err
+			return nil, tscAt, err
 		}
 	}
-	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id], cpuid: vs.CPUID}, nil
+	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id], cpuid: vs.CPUID}, tscAt, nil
 }
 
 // restoreTSCRate makes the vCPU's TSC tick at the snapshot's rate when
