@@ -4,6 +4,7 @@
 package devices
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -194,3 +195,8 @@ func (b *Bus) miss(op string, addr uint64, n int) {
 	b.missed[addr] = true
 	b.log.Debug("unclaimed access", "bus", b.name, "op", op, "addr", fmt.Sprintf("%#x", addr), "size", n)
 }
+
+// ErrBadState is wrapped by the errors devices return when asked to
+// restore a saved state that no device in service could have had: a
+// snapshot file is untrusted input.
+var ErrBadState = errors.New("invalid saved device state")

@@ -31,6 +31,12 @@ const (
 	CapSetIdentityMapAddr Cap = 37  // KVM_CAP_SET_IDENTITY_MAP_ADDR
 	CapAdjustClock        Cap = 39  // KVM_CAP_ADJUST_CLOCK
 	CapInternalErrorData  Cap = 40  // KVM_CAP_INTERNAL_ERROR_DATA
+	CapVCPUEvents         Cap = 41  // KVM_CAP_VCPU_EVENTS
+	CapDebugRegs          Cap = 50  // KVM_CAP_DEBUGREGS
+	CapXSave              Cap = 55  // KVM_CAP_XSAVE
+	CapXCRs               Cap = 56  // KVM_CAP_XCRS
+	CapTSCControl         Cap = 60  // KVM_CAP_TSC_CONTROL: KVM_SET_TSC_KHZ
+	CapGetTSCKHz          Cap = 61  // KVM_CAP_GET_TSC_KHZ
 	CapMaxVCPUs           Cap = 66  // KVM_CAP_MAX_VCPUS: maximum vCPUs per VM
 	CapTSCDeadlineTimer   Cap = 72  // KVM_CAP_TSC_DEADLINE_TIMER
 	CapSignalMSI          Cap = 77  // KVM_CAP_SIGNAL_MSI
@@ -40,6 +46,7 @@ const (
 	CapMaxVCPUID          Cap = 128 // KVM_CAP_MAX_VCPU_ID
 	CapX2APICAPI          Cap = 129 // KVM_CAP_X2APIC_API
 	CapImmediateExit      Cap = 136 // KVM_CAP_IMMEDIATE_EXIT
+	CapXSave2             Cap = 208 // KVM_CAP_XSAVE2: the XSAVE buffer size
 	CapSystemEventData    Cap = 215 // KVM_CAP_SYSTEM_EVENT_DATA
 )
 

@@ -48,6 +48,21 @@ func TestIoctlNumbers(t *testing.T) {
 		{ioctlSetCPUID2, "KVM_SET_CPUID2", 0x4008AE90},
 		{ioctlGetMPState, "KVM_GET_MP_STATE", 0x8004AE98},
 		{ioctlSetMPState, "KVM_SET_MP_STATE", 0x4004AE99},
+		{ioctlGetIRQChip, "KVM_GET_IRQCHIP", 0xC208AE62},
+		{ioctlSetIRQChip, "KVM_SET_IRQCHIP", 0x8208AE63},
+		{ioctlGetPIT2, "KVM_GET_PIT2", 0x8070AE9F},
+		{ioctlSetPIT2, "KVM_SET_PIT2", 0x4070AEA0},
+		{ioctlGetEvents, "KVM_GET_VCPU_EVENTS", 0x8040AE9F},
+		{ioctlSetEvents, "KVM_SET_VCPU_EVENTS", 0x4040AEA0},
+		{ioctlGetDebug, "KVM_GET_DEBUGREGS", 0x8080AEA1},
+		{ioctlSetDebug, "KVM_SET_DEBUGREGS", 0x4080AEA2},
+		{ioctlSetTSCKHz, "KVM_SET_TSC_KHZ", 0xAEA2},
+		{ioctlGetTSCKHz, "KVM_GET_TSC_KHZ", 0xAEA3},
+		{ioctlGetXSave, "KVM_GET_XSAVE", 0x9000AEA4},
+		{ioctlSetXSave, "KVM_SET_XSAVE", 0x5000AEA5},
+		{ioctlGetXCRs, "KVM_GET_XCRS", 0x8188AEA6},
+		{ioctlSetXCRs, "KVM_SET_XCRS", 0x4188AEA7},
+		{ioctlGetXSave2, "KVM_GET_XSAVE2", 0x9000AECF},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -121,6 +121,40 @@ var layouts = []layout{
 
 	{"sizeof(kvm_mp_state)", unsafe.Sizeof(MPState(0)), 4},
 
+	{"sizeof(kvm_xcr)", unsafe.Sizeof(XCR{}), 16},
+	{"kvm_xcr.value", unsafe.Offsetof(XCR{}.Value), 8},
+	{"sizeof(kvm_xcrs)", unsafe.Sizeof(XCRs{}), 392},
+	{"kvm_xcrs.flags", unsafe.Offsetof(XCRs{}.Flags), 4},
+	{"kvm_xcrs.xcrs", unsafe.Offsetof(XCRs{}.XCRs), 8},
+
+	{"sizeof(kvm_debugregs)", unsafe.Sizeof(DebugRegs{}), 128},
+	{"kvm_debugregs.dr6", unsafe.Offsetof(DebugRegs{}.DR6), 32},
+	{"kvm_debugregs.dr7", unsafe.Offsetof(DebugRegs{}.DR7), 40},
+	{"kvm_debugregs.flags", unsafe.Offsetof(DebugRegs{}.Flags), 48},
+
+	{"sizeof(kvm_vcpu_events)", unsafe.Sizeof(VCPUEvents{}), 64},
+	{"kvm_vcpu_events.exception.error_code", unsafe.Offsetof(VCPUEvents{}.Exception) + unsafe.Offsetof(VCPUEvents{}.Exception.ErrorCode), 4},
+	{"kvm_vcpu_events.interrupt", unsafe.Offsetof(VCPUEvents{}.Interrupt), 8},
+	{"kvm_vcpu_events.nmi", unsafe.Offsetof(VCPUEvents{}.NMI), 12},
+	{"kvm_vcpu_events.sipi_vector", unsafe.Offsetof(VCPUEvents{}.SIPIVector), 16},
+	{"kvm_vcpu_events.flags", unsafe.Offsetof(VCPUEvents{}.Flags), 20},
+	{"kvm_vcpu_events.smi", unsafe.Offsetof(VCPUEvents{}.SMI), 24},
+	{"kvm_vcpu_events.triple_fault", unsafe.Offsetof(VCPUEvents{}.TripleFault), 28},
+	{"kvm_vcpu_events.exception_has_payload", unsafe.Offsetof(VCPUEvents{}.ExceptionHasPayload), 55},
+	{"kvm_vcpu_events.exception_payload", unsafe.Offsetof(VCPUEvents{}.ExceptionPayload), 56},
+
+	{"sizeof(kvm_irqchip)", unsafe.Sizeof(IRQChipState{}), 520},
+	{"kvm_irqchip.chip", unsafe.Offsetof(IRQChipState{}.Data), 8},
+
+	{"sizeof(kvm_pit_channel_state)", unsafe.Sizeof(PITChannelState{}), 24},
+	{"kvm_pit_channel_state.latched_count", unsafe.Offsetof(PITChannelState{}.LatchedCount), 4},
+	{"kvm_pit_channel_state.gate", unsafe.Offsetof(PITChannelState{}.Gate), 15},
+	{"kvm_pit_channel_state.count_load_time", unsafe.Offsetof(PITChannelState{}.CountLoadTime), 16},
+	{"sizeof(kvm_pit_state2)", unsafe.Sizeof(PITState2{}), 112},
+	{"kvm_pit_state2.flags", unsafe.Offsetof(PITState2{}.Flags), 72},
+
+	{"sizeof(kvm_xsave)", unsafe.Sizeof(kvmXSave{}), 4096},
+
 	{"sizeof(kvm_userspace_memory_region)", unsafe.Sizeof(kvmUserspaceMemoryRegion{}), 32},
 	{"kvm_userspace_memory_region.slot", unsafe.Offsetof(kvmUserspaceMemoryRegion{}.slot), 0},
 	{"kvm_userspace_memory_region.flags", unsafe.Offsetof(kvmUserspaceMemoryRegion{}.flags), 4},

@@ -154,3 +154,52 @@ func (v *VCPU) msrs(r request, entries []MSREntry) ([]MSREntry, error) {
 	}
 	return fa.entries, nil
 }
+
+// XCRs returns the extended control registers.
+func (v *VCPU) XCRs() (XCRs, error) { return get[XCRs](v.fd, ioctlGetXCRs) }
+
+// SetXCRs sets the extended control registers.
+func (v *VCPU) SetXCRs(x XCRs) error { return set(v.fd, ioctlSetXCRs, x) }
+
+// DebugRegs returns the debug registers.
+func (v *VCPU) DebugRegs() (DebugRegs, error) { return get[DebugRegs](v.fd, ioctlGetDebug) }
+
+// SetDebugRegs sets the debug registers.
+func (v *VCPU) SetDebugRegs(d DebugRegs) error { return set(v.fd, ioctlSetDebug, d) }
+
+// Events returns the pending and injected events.
+func (v *VCPU) Events() (VCPUEvents, error) { return get[VCPUEvents](v.fd, ioctlGetEvents) }
+
+// SetEvents sets the pending and injected events; Flags say which
+// optional fields to take.
+func (v *VCPU) SetEvents(e VCPUEvents) error { return set(v.fd, ioctlSetEvents, e) }
+
+// TSCKHz returns the vCPU's TSC frequency (CapGetTSCKHz).
+func (v *VCPU) TSCKHz() (uint32, error) {
+	n, err := v.fd.ioctl(ioctlGetTSCKHz, 0)
+	return uint32(n), err
+}
+
+// SetTSCKHz makes the guest's TSC run at khz (CapTSCControl), scaled by
+// the CPU when the host's runs at another rate.
+func (v *VCPU) SetTSCKHz(khz uint32) error {
+	_, err := v.fd.ioctl(ioctlSetTSCKHz, uintptr(khz))
+	return err
+}
+
+// ReadableMSRs reads those of indices the vCPU supports, dropping the
+// ones KVM refuses to read. KVM_GET_MSR_INDEX_LIST lists what the host
+// supports; a vCPU whose CPUID lacks a feature refuses that feature's
+// MSRs, so the list is filtered per vCPU.
+func (v *VCPU) ReadableMSRs(indices []uint32) ([]MSREntry, error) {
+	left := append([]uint32(nil), indices...)
+	for {
+		entries, err := v.MSRs(left)
+		var merr *MSRError
+		if !errors.As(err, &merr) {
+			return entries, err
+		}
+		// KVM stopped at entry merr.Processed: drop it and read again.
+		left = append(left[:merr.Processed], left[merr.Processed+1:]...)
+	}
+}

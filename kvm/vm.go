@@ -232,3 +232,19 @@ func set[T any](k kvmFile, r request, v T) error {
 	_, err := ioctlPtr(k, r, &v)
 	return err
 }
+
+// IRQChip returns the state of one in-kernel interrupt controller.
+func (vm *VM) IRQChip(chip IRQChip) (IRQChipState, error) {
+	s := IRQChipState{ChipID: chip}
+	_, err := ioctlPtr(vm.fd, ioctlGetIRQChip, &s)
+	return s, err
+}
+
+// SetIRQChip sets the state of the controller s.ChipID names.
+func (vm *VM) SetIRQChip(s IRQChipState) error { return set(vm.fd, ioctlSetIRQChip, s) }
+
+// PIT2 returns the in-kernel i8254's state.
+func (vm *VM) PIT2() (PITState2, error) { return get[PITState2](vm.fd, ioctlGetPIT2) }
+
+// SetPIT2 sets the in-kernel i8254's state.
+func (vm *VM) SetPIT2(s PITState2) error { return set(vm.fd, ioctlSetPIT2, s) }

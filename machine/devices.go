@@ -61,6 +61,8 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	com1 := uart.New(irqLine{b.vm, com1IRQ}, b.m.console, log)
 	b.power = pm.New(irqLine{b.vm, sciIRQ}, func() { b.end(ExitPowerOff, nil) }, log)
 	kbd := ps2.New(irqLine{b.vm, kbdIRQ}, func() { b.end(ExitReboot, nil) }, log)
+	rtc := cmos.New(time.Now)
+	b.saved = savedDevices{uart: com1, kbd: kbd, rtc: rtc}
 	for _, d := range []struct {
 		name       string
 		base, size uint64
@@ -68,7 +70,7 @@ func (b *bootedVM) setupDevices(ctx context.Context, mem *memory.Memory) error {
 	}{
 		{"uart", com1Port, uart.Size, com1},
 		{"i8042", uint64(ps2.DefaultBase), ps2.Size, kbd},
-		{"rtc", uint64(cmos.DefaultBase), cmos.Size, cmos.New(time.Now)},
+		{"rtc", uint64(cmos.DefaultBase), cmos.Size, rtc},
 		{"post", postPort, 1, ignored{}},
 		{"acpi_pm", uint64(pm.DefaultBase), pm.Size, b.power},
 		{"boot_timer", boottimer.Port, boottimer.Size, boottimer.New(func() {
@@ -98,6 +100,7 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 	if err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}
+	b.saved.root = root
 	if err := b.pio.Insert("pci_config", pci.ConfigAddressPort, pci.PortIOSize, root.PortIO()); err != nil {
 		return fmt.Errorf("machine: %w", err)
 	}

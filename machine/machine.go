@@ -86,6 +86,8 @@ type Machine struct {
 
 	vcpuStats []vcpuStats // by vCPU id, kept across reboots
 
+	restoring *restorePlan // set by Restore: Start resumes a snapshot
+
 	// input carries console input from the one goroutine reading
 	// Config.ConsoleIn to the UART of the current boot.
 	input chan []byte
@@ -127,7 +129,10 @@ func (m *Machine) Start(ctx context.Context) error {
 		var b *bootedVM
 		// Before the vCPU threads start: see reserveProcs.
 		reserveProcs(m.cfg.CPUs)
-		m.kernel = m.cachedKernel()
+		m.kernel = m.cfg.Kernel
+		if m.restoring == nil { // a restore boots no kernel: spare it the cache
+			m.kernel = m.cachedKernel()
+		}
 		m.console = uart.NewSink(m.cfg.Console, consoleBuffer, m.log)
 		if err = m.openBalloon(); err == nil {
 			err = m.openDisks()
@@ -141,7 +146,9 @@ func (m *Machine) Start(ctx context.Context) error {
 		if err == nil {
 			err = m.openNets()
 		}
-		if err == nil {
+		if err == nil && m.restoring != nil {
+			b, err = m.restoreVM()
+		} else if err == nil {
 			b, err = m.boot()
 		}
 		if err != nil {
@@ -329,6 +336,8 @@ type bootedVM struct {
 
 	gate      *pauseGate
 	power     *pm.PM
+	mem       *memory.Memory
+	saved     savedDevices // what a snapshot saves besides the above
 	gsi       *gsiRoutes
 	notifiers *notifiers
 	virtio    []*virtio.PCIDevice
@@ -341,6 +350,7 @@ type bootedVM struct {
 type vcpu struct {
 	id    int
 	cpu   *kvm.VCPU
+	cpuid []kvm.CPUIDEntry // what it was created with, for snapshots
 	tid   atomic.Int32
 	stats *vcpuStats
 }
@@ -408,44 +418,15 @@ func (b *bootedVM) release() {
 
 // boot creates the VM, loads the kernel and starts the vCPUs.
 func (m *Machine) boot() (_ *bootedVM, err error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel, gate: newPauseGate(), begun: time.Now()}
-	b.notifiers = &notifiers{b: b, on: map[notifyKey]*kvm.EventFD{}}
+	b, ctx, mem, err := m.createVM(nil)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			b.shutdown()
 		}
 	}()
-	b.sys, err = kvm.OpenPath(m.cfg.KVMDevice)
-	if err != nil {
-		return nil, err
-	}
-	b.closers = append(b.closers, b.sys.Close)
-	b.vm, err = b.sys.CreateVM()
-	if err != nil {
-		return nil, err
-	}
-	b.closers = append(b.closers, b.vm.Close)
-	if err := b.vm.SetIdentityMapAddr(IdentityMapAddr); err != nil {
-		return nil, err
-	}
-	if err := b.vm.SetTSSAddr(TSSAddr); err != nil {
-		return nil, err
-	}
-	if err := b.vm.CreateIRQChip(); err != nil {
-		return nil, err
-	}
-	if err := b.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
-		return nil, err
-	}
-	b.gsi = newGSIRoutes(b.vm)
-	if err := b.gsi.commit(); err != nil {
-		return nil, err
-	}
-	mem, err := b.setupMemory()
-	if err != nil {
-		return nil, err
-	}
 	e820, err := e820(ramLayout(m.cfg.Memory))
 	if err != nil {
 		return nil, err
@@ -483,17 +464,8 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 		}
 		b.vcpus = append(b.vcpus, v)
 	}
-	if before := m.cfg.BeforeRun; before != nil && m.cur.Load() == nil {
-		var reopen []string
-		if m.cfg.OnReboot == RebootRestart {
-			reopen = []string{m.cfg.KVMDevice, m.kernel}
-			if m.cfg.Initrd != "" {
-				reopen = append(reopen, m.cfg.Initrd)
-			}
-		}
-		if err := before(reopen); err != nil {
-			return nil, fmt.Errorf("machine: before the vCPUs run: %w", err)
-		}
+	if err := m.beforeRun(); err != nil {
+		return nil, err
 	}
 	for _, v := range b.vcpus {
 		b.vcpuWG.Add(1)
@@ -503,12 +475,82 @@ func (m *Machine) boot() (_ *bootedVM, err error) {
 	return b, nil
 }
 
-// setupMemory maps anonymous host memory for each RAM range and hands it
-// to KVM. Pages are only backed once the guest touches them.
-func (b *bootedVM) setupMemory() (*memory.Memory, error) {
+// beforeRun calls Config.BeforeRun at the first boot or restore, once
+// everything is open and before any vCPU runs.
+func (m *Machine) beforeRun() error {
+	before := m.cfg.BeforeRun
+	if before == nil || m.cur.Load() != nil {
+		return nil
+	}
+	var reopen []string
+	if m.cfg.OnReboot == RebootRestart {
+		reopen = []string{m.cfg.KVMDevice, m.kernel}
+		if m.cfg.Initrd != "" {
+			reopen = append(reopen, m.cfg.Initrd)
+		}
+	}
+	if err := before(reopen); err != nil {
+		return fmt.Errorf("machine: before the vCPUs run: %w", err)
+	}
+	return nil
+}
+
+// createVM creates the VM with its irqchip, PIT, GSI routes and RAM:
+// anonymous, or memFile's pages for a restore. ctx ends with the VM.
+func (m *Machine) createVM(memFile *os.File) (_ *bootedVM, _ context.Context, _ *memory.Memory, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &bootedVM{m: m, result: make(chan vmResult, 1), cancel: cancel, gate: newPauseGate(), begun: time.Now()}
+	b.notifiers = &notifiers{b: b, on: map[notifyKey]*kvm.EventFD{}}
+	defer func() {
+		if err != nil {
+			b.shutdown()
+		}
+	}()
+	b.sys, err = kvm.OpenPath(m.cfg.KVMDevice)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b.closers = append(b.closers, b.sys.Close)
+	b.vm, err = b.sys.CreateVM()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b.closers = append(b.closers, b.vm.Close)
+	if err := b.vm.SetIdentityMapAddr(IdentityMapAddr); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := b.vm.SetTSSAddr(TSSAddr); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := b.vm.CreateIRQChip(); err != nil {
+		return nil, nil, nil, err
+	}
+	if err := b.vm.CreatePIT2(kvm.PITSpeakerDummy); err != nil {
+		return nil, nil, nil, err
+	}
+	b.gsi = newGSIRoutes(b.vm)
+	if err := b.gsi.commit(); err != nil {
+		return nil, nil, nil, err
+	}
+	mem, err := b.setupMemory(memFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return b, ctx, mem, nil
+}
+
+// setupMemory maps anonymous host memory for each RAM range, or with a
+// snapshot's memory file the file's pages copy-on-write, and hands it to
+// KVM. Pages are only backed once the guest touches them.
+func (b *bootedVM) setupMemory(file *os.File) (*memory.Memory, error) {
 	var regions []memory.Region
+	var off int64
 	for slot, r := range ramLayout(b.m.cfg.Memory) {
 		data, unmap, err := memory.MapRAM(r.size)
+		if file != nil {
+			data, unmap, err = memory.MapFile(file, off, r.size)
+			off += int64(r.size)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("machine: guest RAM: %w", err)
 		}
@@ -521,7 +563,9 @@ func (b *bootedVM) setupMemory() (*memory.Memory, error) {
 		}
 		regions = append(regions, memory.Region{Base: memory.GuestAddress(r.base), Data: data})
 	}
-	return memory.New(regions...)
+	mem, err := memory.New(regions...)
+	b.mem = mem
+	return mem, err
 }
 
 // adviseRAM applies the page-sharing and huge-page settings to guest RAM.
@@ -636,7 +680,7 @@ func (b *bootedVM) createVCPU(id int, cpuid []kvm.CPUIDEntry, entry *boot.Entry)
 			return nil, err
 		}
 	}
-	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id]}, nil
+	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id], cpuid: cpuid}, nil
 }
 
 // runVCPU is a vCPU thread: it runs the vCPU and dispatches its exits
@@ -653,17 +697,20 @@ func (b *bootedVM) runVCPU(v *vcpu) {
 	v.stats.bindThread(tid)
 	defer v.stats.unbindThread()
 	for !b.ending.Load() {
-		if b.gate.wait() {
-			// The pause kick left immediate_exit set.
-			v.cpu.SetImmediateExit(false)
-			continue
-		}
 		exit, err := v.cpu.Run()
 		if err != nil {
 			b.end(ExitFault, fmt.Errorf("vcpu %d: %w", v.id, err))
 			return
 		}
 		v.stats.countExit(exit.Reason)
+		// A vCPU parks only after a KVM_RUN that the pause kick's
+		// immediate_exit cut short: KVM completes an I/O or MMIO exit
+		// handled just before on that run, so a paused vCPU's registers
+		// are whole, as a snapshot needs (KVM API, "immediate_exit").
+		if exit.Reason == kvm.ExitInterrupted && b.gate.wait() {
+			v.cpu.SetImmediateExit(false)
+			continue
+		}
 		if done := b.handleExit(v, exit); done {
 			return
 		}

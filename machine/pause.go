@@ -90,3 +90,11 @@ func (g *pauseGate) isPaused() bool {
 	defer g.mu.Unlock()
 	return g.paused
 }
+
+// startPaused marks a gate whose vCPU threads have not started yet as
+// paused: each parks at its first KVM_RUN (see runVCPU).
+func (g *pauseGate) startPaused() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.paused = true
+}

@@ -1,7 +1,9 @@
 package memory
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -45,4 +47,37 @@ func MapRAM(size uint64) (data []byte, unmap func() error, err error) {
 	// does, and the slice only aliases it.
 	data = unsafe.Slice((*byte)(start), size)
 	return data, func() error { return unix.MunmapPtr(start, uintptr(size)) }, nil
+}
+
+// MapFile maps size bytes of f from offset off privately (copy-on-write)
+// at a RAMAlign-aligned address: the guest reads the file's pages through
+// the page cache, shared with every other mapping of the file, and its
+// writes go to private copies, never to the file. Nothing is read until
+// the guest touches it. f may be closed once MapFile returns; the mapping
+// keeps the file. unmap releases it.
+func MapFile(f *os.File, off int64, size uint64) (data []byte, unmap func() error, err error) {
+	if off < 0 || off%int64(unix.Getpagesize()) != 0 {
+		return nil, nil, fmt.Errorf("memory: mapping %s at offset %d: not page-aligned", f.Name(), off)
+	}
+	data, unmap, err = MapRAM(size)
+	if err != nil {
+		return nil, nil, err
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = unmap()
+		return nil, nil, fmt.Errorf("memory: mapping %s: %w", f.Name(), err)
+	}
+	var merr error
+	cerr := rc.Control(func(fd uintptr) {
+		// MAP_FIXED over the aligned anonymous reservation MapRAM made,
+		// which unmap releases whatever backs it.
+		_, merr = unix.MmapPtr(int(fd), off, unsafe.Pointer(unsafe.SliceData(data)), uintptr(size),
+			unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_FIXED|unix.MAP_NORESERVE)
+	})
+	if err := errors.Join(cerr, merr); err != nil {
+		_ = unmap()
+		return nil, nil, fmt.Errorf("memory: mapping %s: %w", f.Name(), err)
+	}
+	return data, unmap, nil
 }

@@ -47,7 +47,7 @@ func TestBashCompletion(t *testing.T) {
 		want []string
 	}{
 		{"gvmm st", []string{"start"}},
-		{"gvmm s", []string{"shutdown", "start"}},
+		{"gvmm s", []string{"shutdown", "snapshot", "start"}},
 		{"gvmm ver", []string{"version"}},
 		{"gvmm completion ", []string{"bash", "fish", "powershell", "zsh"}},
 		{"gvmm start ", []string{"db2", "web1"}},

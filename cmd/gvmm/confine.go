@@ -102,7 +102,8 @@ func absDir(path string) string {
 
 // beforeRun is what the VMM does once everything is open and before the
 // first vCPU runs: confine itself when spec is set, then install the
-// seccomp filter when seccompOn.
+// seccomp filter when seccompOn. A restore's cfg is empty: a snapshot has
+// no shares and no nets.
 func beforeRun(spec *jail.Spec, seccompOn bool, cfg machine.Config, log *slog.Logger) func(reopen []string) error {
 	return func(reopen []string) error {
 		if spec != nil {
@@ -129,6 +130,9 @@ func beforeRun(spec *jail.Spec, seccompOn bool, cfg machine.Config, log *slog.Lo
 		}
 		if len(cfg.Nets) > 0 {
 			rules = append(rules, seccomp.Nets()...)
+		}
+		if len(cfg.Shares) == 0 { // a machine with shares cannot be snapshotted
+			rules = append(rules, seccomp.Snapshots()...)
 		}
 		if err := seccomp.Install(rules); err != nil {
 			return fmt.Errorf("installing the seccomp filter (--seccomp=off runs without it): %w", err)

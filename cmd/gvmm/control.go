@@ -133,10 +133,12 @@ func (c control) BalloonStats() (api.BalloonStats, error) {
 	return api.BalloonStats{Stats: stats, UpdatedAt: at, HostRSSBytes: rss}, nil
 }
 
-func (c control) Pause() error    { return apiError(c.m.Pause()) }
-func (c control) Resume() error   { return apiError(c.m.Resume()) }
-func (c control) Shutdown() error { return apiError(c.m.Shutdown()) }
-func (c control) Stop()           { c.m.Stop() }
+func (c control) Pause() error  { return apiError(c.m.Pause()) }
+func (c control) Resume() error { return apiError(c.m.Resume()) }
+
+func (c control) Snapshot(dir string) error { return apiError(c.m.Snapshot(dir)) }
+func (c control) Shutdown() error           { return apiError(c.m.Shutdown()) }
+func (c control) Stop()                     { c.m.Stop() }
 
 // apiError wraps the machine's errors in the API's sentinel for their class.
 func apiError(err error) error {
@@ -149,7 +151,7 @@ func apiError(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrNoBalloon, err)
 	case errors.Is(err, machine.ErrNotRunning):
 		return fmt.Errorf("%w: %w", api.ErrNotRunning, err)
-	case errors.Is(err, machine.ErrState):
+	case errors.Is(err, machine.ErrState), errors.Is(err, machine.ErrNotSnapshottable):
 		return fmt.Errorf("%w: %w", api.ErrConflict, err)
 	case errors.Is(err, machine.ErrInvalidConfig):
 		return fmt.Errorf("%w: %w", api.ErrInvalid, err)

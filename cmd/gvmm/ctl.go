@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,6 +21,7 @@ var ctlCommands = []struct{ name, arg, does string }{
 	{"info", "", "the machine's state, vCPUs, memory, balloon and uptime (JSON)"},
 	{"pause", "", "stop the vCPUs"},
 	{"resume", "", "run them again"},
+	{"snapshot", "DIR", "save the paused VM into the new folder DIR (restore with gvmm run --restore DIR)"},
 	{"shutdown", "", "press the ACPI power button"},
 	{"stop", "", "end the machine at once"},
 	{"balloon", "SIZE", "take SIZE of memory from the guest: 256M, 1G or a number of MiB; 0 deflates"},
@@ -68,7 +70,7 @@ func ctlRun(socket string, timeout time.Duration, args []string, stdout, stderr 
 		return usageErr("--timeout %v: want a positive duration", timeout)
 	}
 	if len(args) == 0 {
-		return usageErr("missing command (info, pause, resume, shutdown, stop, balloon SIZE or balloon-stats)")
+		return usageErr("missing command (info, pause, resume, snapshot DIR, shutdown, stop, balloon SIZE or balloon-stats)")
 	}
 	cmd, rest := args[0], args[1:]
 
@@ -95,6 +97,16 @@ func ctlRun(socket string, timeout time.Duration, args []string, stdout, stderr 
 		call = action(c.Shutdown)
 	case "stop":
 		call = action(c.Stop)
+	case "snapshot":
+		nargs = 1
+		if len(rest) == 0 {
+			return usageErr("snapshot needs a DIR, the folder to save the paused VM into")
+		}
+		dir, err := filepath.Abs(rest[0])
+		if err != nil {
+			return usageErr("snapshot: %v", err)
+		}
+		call = action(func(ctx context.Context) error { return c.Snapshot(ctx, dir) })
 	case "balloon":
 		nargs = 1
 		if len(rest) == 0 {

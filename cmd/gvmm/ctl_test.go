@@ -74,6 +74,7 @@ func TestCtlUsageErrors(t *testing.T) {
 		{[]string{s, "balloon", "12Q"}, "balloon: size"},
 		{[]string{s, "balloon", "-5"}, "balloon: size"},
 		{[]string{s, "balloon", "1G", "2G"}, `unexpected argument "2G"`},
+		{[]string{s, "snapshot"}, "needs a DIR"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -149,6 +150,16 @@ func (v *ctlVM) Resume() error {
 	return nil
 }
 
+func (v *ctlVM) Snapshot(dir string) error {
+	v.record("snapshot " + dir)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.paused {
+		return api.ErrConflict
+	}
+	return nil
+}
+
 func (v *ctlVM) Shutdown() error { v.record("shutdown"); return nil }
 func (v *ctlVM) Stop()           { v.record("stop") }
 
@@ -208,7 +219,13 @@ func TestCtlRoundTrip(t *testing.T) {
 	code, _, errOut = run("balloon", "0")
 	require.Equal(t, exitOK, code, errOut)
 	assert.Zero(t, vm.balloon)
-	assert.Equal(t, []string{"balloon", "pause", "resume", "shutdown", "stop", "balloon"}, vm.calls)
+	code, _, errOut = run("snapshot", "/srv/snap1")
+	require.Equal(t, exitFault, code, "a snapshot of a running VM")
+	assert.Contains(t, errOut, "409 Conflict")
+	vm.paused = true
+	code, _, errOut = run("snapshot", "/srv/snap1")
+	require.Equal(t, exitOK, code, errOut)
+	assert.Equal(t, []string{"balloon", "pause", "resume", "shutdown", "stop", "balloon", "snapshot /srv/snap1", "snapshot /srv/snap1"}, vm.calls)
 }
 
 func TestCtlServerErrorsExitOne(t *testing.T) {

@@ -203,6 +203,11 @@ func (g *fakeGuest) Pause() error {
 	return g.setState(api.StateRunning, api.StatePaused)
 }
 
+func (g *fakeGuest) Snapshot(dir string) error {
+	g.record("snapshot " + dir)
+	return g.setState(api.StatePaused, api.StatePaused)
+}
+
 func (g *fakeGuest) Resume() error {
 	g.record("resume")
 	return g.setState(api.StatePaused, api.StateRunning)

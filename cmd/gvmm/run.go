@@ -41,14 +41,17 @@ func openVMMLog(path string) (*console.LogFile, error) {
 
 func newRunCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "run (--kernel FILE | --config FILE) [flags]",
+		Use:   "run (--kernel FILE | --config FILE | --restore DIR) [flags]",
 		Short: "boot a Linux kernel",
-		Long: `Boot a Linux kernel, with the VM flags or the VM definition in --config FILE.
+		Long: `Boot a Linux kernel, with the VM flags or the VM definition in --config FILE,
+or resume the snapshot in --restore DIR (made with gvmm ctl snapshot or gvmm
+snapshot) without a boot.
 
 The guest's serial console owns stdout and stdin (Ctrl-A x quits); logs go
 to stderr.`,
 		Example: `  gvmm run --kernel bzImage --initrd initrd.cpio --memory 1G --disk root.img
-  gvmm run --config vm.json --api-socket /run/vm.sock`,
+  gvmm run --config vm.json --api-socket /run/vm.sock
+  gvmm run --restore /srv/snap1 --api-socket /run/clone1.sock`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	fs := cmd.Flags()
@@ -96,6 +99,10 @@ to stderr.`,
 	consoleLog := fs.String("console-log", "", "also write the console's output to `FILE`, rotated to FILE.1 at 16 MiB")
 	logFile := fs.String("log-file", "", "write the logs, and stderr, to `FILE`, added to and rotated to FILE.1 at 16 MiB")
 	pidFile := fs.String("pid-file", "", "write the VMM's pid to `FILE`, locked while it runs")
+	restoreDir := fs.String("restore", "", "resume the snapshot in `DIR` instead of booting (the VM flags and --config come from it)")
+	restorePaused := fs.Bool("paused", false, "with --restore: leave the restored VM paused until gvmm ctl resume")
+	vsockSocket := fs.String("vsock-socket", "", "with --restore: serve the vsock device on the unix socket `PATH` instead of the snapshot's (each clone needs its own)")
+	clockMode := fs.String("clock", "continue", "with --restore, what the guest's clock does (`MODE`): continue where it stopped, or realtime to jump by the time the snapshot waited")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs before the guest runs (`MODE`): on, or off for debugging")
 	confine := addConfineFlags(fs)
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
@@ -123,13 +130,25 @@ to stderr.`,
 			return usageErr("unexpected argument %q", args[0])
 		}
 		var def *vmdef.Definition
-		if *configFile != "" {
+		var restore *machine.RestoreOptions
+		switch {
+		case *restoreDir != "":
+			var err error
+			if restore, err = restoreFromFlags(fs, *clockMode, *restorePaused); err != nil {
+				return usageErr("%v", err)
+			}
+			restore.VsockSocket = *vsockSocket
+		case fs.Changed("paused") || fs.Changed("clock") || fs.Changed("vsock-socket"):
+			return usageErr("--paused, --clock and --vsock-socket go with --restore")
+		case *configFile != "":
 			var err error
 			if def, err = configFromFile(fs, *configFile, &cfg); err != nil {
 				return usageErr("%v", err)
 			}
-		} else if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
-			return usageErr("%v", err)
+		default:
+			if err := configFromFlags(&cfg, *memory, *onReboot); err != nil {
+				return usageErr("%v", err)
+			}
 		}
 		// Where kernels are decompressed is the host's business, not the
 		// VM's: it goes with a definition too.
@@ -148,6 +167,11 @@ to stderr.`,
 		jailed, err := confinedSpec()
 		if err != nil {
 			return usageErr("%v", err)
+		}
+		if user != "" && restore != nil {
+			// The jail is made from the VM's configuration, which a
+			// restore reads only later, from the snapshot.
+			return usageErr("--user, --cpu-limit and --memory-limit: not with --restore yet; a restored VMM runs unconfined, under the seccomp filter")
 		}
 		if user != "" && jailed == nil {
 			return supervise(user, limits, cfg, runFiles{*apiSocket, *consoleSocket, *consoleLog, *logFile}, *pidFile, level)
@@ -226,7 +250,13 @@ to stderr.`,
 		cfg.ConsoleIn = in
 		cfg.BeforeRun = beforeRun(jailed, *seccompMode == "on", cfg, log)
 
-		m, err := machine.New(cfg)
+		var m *machine.Machine
+		if restore != nil {
+			restore.Console, restore.ConsoleIn, restore.Log, restore.BeforeRun = cfg.Console, cfg.ConsoleIn, log, cfg.BeforeRun
+			m, err = machine.Restore(*restoreDir, *restore)
+		} else {
+			m, err = machine.New(cfg)
+		}
 		if err != nil {
 			if errors.Is(err, machine.ErrInvalidConfig) {
 				return usageErr("%v", err)
@@ -313,6 +343,30 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) (*vmdef
 	}
 	*cfg = def.Config
 	return def, nil
+}
+
+// restoreFromFlags checks the flags of a restore: the machine comes from
+// the snapshot, so VM flags and --config are refused.
+func restoreFromFlags(fs *pflag.FlagSet, clock string, paused bool) (*machine.RestoreOptions, error) {
+	var conflict string
+	fs.Visit(func(f *pflag.Flag) {
+		if conflict == "" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
+			conflict = f.Name
+		}
+	})
+	if conflict != "" {
+		return nil, fmt.Errorf("--%s: not with --restore, the snapshot says it", conflict)
+	}
+	o := &machine.RestoreOptions{Paused: paused}
+	switch clock {
+	case "continue":
+		o.Clock = machine.ClockContinue
+	case "realtime":
+		o.Clock = machine.ClockRealtime
+	default:
+		return nil, fmt.Errorf("--clock %q: want continue or realtime", clock)
+	}
+	return o, nil
 }
 
 // configFromFlags completes cfg from the flags that need parsing.

@@ -22,6 +22,11 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"run", "--kernel", "k", "extra"},
 		{"run", "--config", "nope.json"},
 		{"run", "--config", "vm.json", "--memory", "1G"},
+		{"run", "--restore", "/snap", "--memory", "1G"},
+		{"run", "--restore", "/snap", "--config", "vm.json"},
+		{"run", "--restore", "/snap", "--clock", "later"},
+		{"run", "--kernel", "k", "--paused"},
+		{"run", "--kernel", "k", "--clock", "realtime"},
 	} {
 		assert.Equal(t, exitUsage, execute(osEnv(), args), "%v", args)
 	}

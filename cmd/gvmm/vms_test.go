@@ -793,3 +793,23 @@ func TestRestoreRefusesABackupOthersCouldWrite(t *testing.T) {
 		})
 	}
 }
+
+func TestSnapshotCommandPausesSnapshotsResumes(t *testing.T) {
+	t.Setenv(envFakeVMM, "poweroff")
+	eventsFile := filepath.Join(t.TempDir(), "events")
+	t.Setenv(envFakeEvents, eventsFile)
+	w := newWorld(t)
+	w.define("web1")
+	w.define("db1")
+	w.ok("start", "web1")
+	t.Cleanup(func() { w.gvmm("destroy", "web1") })
+	dest := filepath.Join(w.dir, "snap1")
+	out := w.ok("snapshot", "web1", dest)
+	assert.Equal(t, "web1 saved in "+dest+" (gvmm run --restore "+dest+" resumes it)\n", out)
+	assert.Equal(t, []string{"pause", "snapshot", dest, "resume"}, events(t, eventsFile))
+	assert.Equal(t, "running", w.list()[1].State, "resumed")
+
+	code, _, errOut := w.gvmm("snapshot", "db1", dest)
+	assert.Equal(t, exitFault, code)
+	assert.Contains(t, errOut, "db1 is not running")
+}

@@ -8,6 +8,7 @@
 //	PATCH /vm/disk/{id}     DiskRateLimit (id: the disk's index or serial)
 //	PUT /vm/pause           {"lease_s": N, "renew": bool}, both optional
 //	PUT /vm/resume
+//	PUT /vm/snapshot        {"path": DIR}, on a paused machine
 //	PUT /vm/shutdown        ACPI power button
 //	PUT /vm/stop            immediate
 //	GET /metrics            Prometheus text format
@@ -56,6 +57,9 @@ type VM interface {
 	Pause() error
 	// Resume restarts paused vCPUs; ErrConflict if not paused.
 	Resume() error
+	// Snapshot saves the paused machine into the folder dir, an absolute
+	// path; ErrConflict if not paused or if a device cannot be saved.
+	Snapshot(dir string) error
 	// Shutdown presses the ACPI power button: a cooperating guest
 	// shuts down cleanly. It returns once the press is delivered.
 	Shutdown() error

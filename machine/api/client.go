@@ -118,6 +118,14 @@ func leaseSeconds(d time.Duration) uint64 {
 	return uint64((max(d, 0) + time.Second - 1) / time.Second)
 }
 
+// Snapshot saves the paused guest into the folder dir (an absolute path
+// on the VMM's host).
+func (c *Client) Snapshot(ctx context.Context, dir string) error {
+	return c.do(ctx, http.MethodPut, "/vm/snapshot", struct {
+		Path string `json:"path"`
+	}{dir}, nil)
+}
+
 // Resume restarts a paused guest.
 func (c *Client) Resume(ctx context.Context) error {
 	return c.do(ctx, http.MethodPut, "/vm/resume", nil, nil)

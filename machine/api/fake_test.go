@@ -158,6 +158,11 @@ func (f *fakeVM) transition(call, from, to string) error {
 
 func (f *fakeVM) Pause() error  { return f.transition("pause", StateRunning, StatePaused) }
 func (f *fakeVM) Resume() error { return f.transition("resume", StatePaused, StateRunning) }
+
+// Snapshot needs a paused machine, as a Machine's does.
+func (f *fakeVM) Snapshot(dir string) error {
+	return f.transition("snapshot "+dir, StatePaused, StatePaused)
+}
 func (f *fakeVM) Shutdown() error {
 	return f.transition("shutdown", StateRunning, StateStopped)
 }

@@ -33,6 +33,8 @@ func FuzzHandler(f *testing.F) {
 		{"PUT", "/vm/pause", `{"lease_s": 30, "renew": true}`},
 		{"PUT", "/vm/pause", `{"lease_s": 0, "renew": false}`},
 		{"PUT", "/vm/resume", `{"a":[1,{"b":null}]}`},
+		{"PUT", "/vm/snapshot", `{"path": "/tmp/s"}`},
+		{"PUT", "/vm/snapshot", `{"path": ""}`},
 		{"GET", "/vm/balloon/stats", ""},
 		{"GET", "/metrics", "ignored"},
 		{"POST", "/vm/stop", ""},

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -45,6 +46,7 @@ var endpoints = map[string]endpoint{
 	"/vm/balloon/stats": {method: http.MethodGet, serve: (*handler).balloonStats},
 	"/vm/pause":         {method: http.MethodPut, serve: (*handler).pause},
 	"/vm/resume":        {method: http.MethodPut, serve: (*handler).resume},
+	"/vm/snapshot":      {method: http.MethodPut, serve: (*handler).snapshot},
 	"/vm/shutdown":      {method: http.MethodPut, serve: action((VM).Shutdown, true)},
 	// Stop is the way out of a machine stuck in another call: it does
 	// not wait for the lock.
@@ -451,6 +453,20 @@ func (h *handler) resume(_ context.Context, body []byte) (any, error) {
 	}
 	h.endLease()
 	return nil, nil
+}
+
+func (h *handler) snapshot(_ context.Context, body []byte) (any, error) {
+	var raw json.RawMessage
+	if err := decodeObject(body, map[string]*json.RawMessage{"path": &raw}, false); err != nil {
+		return nil, err
+	}
+	var dir string
+	if raw == nil || json.Unmarshal(raw, &dir) != nil || !filepath.IsAbs(dir) {
+		return nil, badRequest(`the body needs "path", the snapshot folder's absolute path`)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return nil, h.vm.Snapshot(filepath.Clean(dir))
 }
 
 // startLease (re)starts the pause's lease; h.mu is held.

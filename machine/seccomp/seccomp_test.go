@@ -260,3 +260,14 @@ func TestDenyMessagesFit(t *testing.T) {
 		assert.Equal(t, byte('\n'), denyMessages[nr][n], "slot %d is cut short", nr)
 	}
 }
+
+func TestSnapshotsPolicy(t *testing.T) {
+	without, err := Build(VMM())
+	require.NoError(t, err)
+	with, err := Build(append(VMM(), Snapshots()...))
+	require.NoError(t, err)
+	for _, nr := range []int{unix.SYS_MKDIRAT, unix.SYS_GETDENTS64, unix.SYS_FTRUNCATE} {
+		assert.Equal(t, uint32(unix.SECCOMP_RET_TRAP), run(t, without, call(nr)), "nr %d without snapshots", nr)
+		assert.Equal(t, uint32(unix.SECCOMP_RET_ALLOW), run(t, with, call(nr)), "nr %d with snapshots", nr)
+	}
+}

@@ -74,7 +74,7 @@ func VMM() []Rule {
 		{Syscall: unix.SYS_SOCKETPAIR, Args: []Arg{{Index: 0, Mask: ^uint32(0), Value: unix.AF_UNIX}}},
 		{Syscall: unix.SYS_CONNECT},
 		{Syscall: unix.SYS_GETPEERNAME},
-		{Syscall: unix.SYS_RENAMEAT}, // the console log's and vmm.log's rotation
+		{Syscall: unix.SYS_RENAMEAT}, // the console log's and vmm.log's rotation, a snapshot's state file
 		// vmm.log's rotation points stderr at the new file.
 		{Syscall: unix.SYS_DUP3, Args: []Arg{{Index: 1, Mask: ^uint32(0), Value: 2}}},
 		// Memory: the Go heap, guest RAM and kvm_run on a reboot, balloon

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -78,4 +79,38 @@ func FromGuest(t *testing.T, d Dialer, n uint64) {
 func logRate(t *testing.T, what string, n uint64, took time.Duration) {
 	t.Helper()
 	t.Logf("%s: %d MiB in %s, %.1f MiB/s", what, n>>20, took.Round(time.Millisecond), float64(n)/(1<<20)/took.Seconds())
+}
+
+// UnixDialer is a client of a VMM's vsock socket at path: it asks for
+// the guest's port with "CONNECT <port>\n" and returns the stream once
+// the VMM answered "OK <host port>\n".
+func UnixDialer(path string) Dialer {
+	return func(ctx context.Context, port uint32) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "unix", path)
+		if err != nil {
+			return nil, err
+		}
+		if deadline, ok := ctx.Deadline(); ok {
+			_ = c.SetDeadline(deadline)
+		}
+		if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
+			c.Close()
+			return nil, err
+		}
+		// A byte at a time: what follows the answer is the guest's.
+		var line []byte
+		for one := make([]byte, 1); len(line) < 64 && !strings.HasSuffix(string(line), "\n"); line = append(line, one[0]) {
+			if _, err := c.Read(one); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("CONNECT %d: answer %q: %w", port, line, err)
+			}
+		}
+		if !strings.HasPrefix(string(line), "OK ") {
+			c.Close()
+			return nil, fmt.Errorf("CONNECT %d: answer %q", port, line)
+		}
+		_ = c.SetDeadline(time.Time{})
+		return c, nil
+	}
 }

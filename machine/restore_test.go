@@ -1,0 +1,147 @@
+package machine
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/gvmm-dev/gvmm/kvm"
+	"github.com/gvmm-dev/gvmm/machine/snapshot"
+	"github.com/gvmm-dev/gvmm/memory"
+)
+
+// writeTestSnapshot writes a snapshot folder of a one-vCPU machine with
+// one disk, as Snapshot would, without KVM.
+func writeTestSnapshot(t *testing.T) (dir, disk string) {
+	t.Helper()
+	base := t.TempDir()
+	disk = filepath.Join(base, "disk.img")
+	require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o600))
+	cfg := Config{Kernel: "/boot/vmlinuz", CPUs: 1, Memory: 64 * MiB, Disks: []Disk{{Path: disk, Serial: "s1"}}}
+	st := &snapshot.State{Taken: time.Now(), Config: snapshotConfig(cfg), MemorySize: 64 * MiB,
+		VM:    snapshot.VM{IRQChips: make([]kvm.IRQChipState, 3)},
+		VCPUs: []snapshot.VCPU{{CPUID: []kvm.CPUIDEntry{{Function: 0}}}}}
+	id, err := diskIdentity(disk)
+	require.NoError(t, err)
+	st.Config.Disks[0].Identity = id
+	dir = filepath.Join(base, "snap")
+	ram := make([]byte, 64*MiB)
+	copy(ram[1<<20:], "kernel text")
+	require.NoError(t, writeSnapshot(dir, st, []memory.Region{{Data: ram}}))
+	return dir, disk
+}
+
+func TestRestoreReadsASnapshot(t *testing.T) {
+	dir, disk := writeTestSnapshot(t)
+	m, err := Restore(dir, RestoreOptions{})
+	require.NoError(t, err)
+	c := m.Config()
+	assert.Equal(t, 1, c.CPUs)
+	assert.Equal(t, uint64(64*MiB), c.Memory)
+	assert.Equal(t, []Disk{{Path: disk, Serial: "s1"}}, c.Disks)
+	assert.Equal(t, "/boot/vmlinuz", c.Kernel, "kept for a later reboot")
+}
+
+func TestRestoreRefuses(t *testing.T) {
+	tests := []struct {
+		name  string
+		spoil func(t *testing.T, dir, disk string)
+		want  error
+	}{
+		{"damaged state file", func(t *testing.T, dir, _ string) {
+			p := filepath.Join(dir, snapshot.StateFile)
+			b, err := os.ReadFile(p)
+			require.NoError(t, err)
+			b[len(b)-3] ^= 0x10
+			require.NoError(t, os.WriteFile(p, b, 0o600))
+		}, snapshot.ErrChecksum},
+		{"truncated state file", func(t *testing.T, dir, _ string) {
+			require.NoError(t, os.Truncate(filepath.Join(dir, snapshot.StateFile), 100))
+		}, snapshot.ErrChecksum},
+		{"truncated memory file", func(t *testing.T, dir, _ string) {
+			require.NoError(t, os.Truncate(filepath.Join(dir, snapshot.MemoryFile), 32*MiB))
+		}, snapshot.ErrMemoryFile},
+		{"written disk image", func(t *testing.T, _, disk string) {
+			time.Sleep(10 * time.Millisecond) // a later modification time
+			require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o600))
+		}, ErrDiskChanged},
+		{"replaced disk image", func(t *testing.T, _, disk string) {
+			require.NoError(t, os.Remove(disk))
+			require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o600))
+		}, ErrDiskChanged},
+		{"missing state file", func(t *testing.T, dir, _ string) {
+			require.NoError(t, os.Remove(filepath.Join(dir, snapshot.StateFile)))
+		}, os.ErrNotExist},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, disk := writeTestSnapshot(t)
+			tt.spoil(t, dir, disk)
+			_, err := Restore(dir, RestoreOptions{})
+			assert.ErrorIs(t, err, tt.want)
+		})
+	}
+}
+
+func TestWriteSnapshotRefusesAFullFolder(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "x"), nil, 0o600))
+	err := writeSnapshot(dir, &snapshot.State{}, nil)
+	assert.ErrorContains(t, err, "not empty")
+}
+
+func TestSnapshotRefusesUnsavedDevices(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"virtio-9p":  {Shares: []Share{{Tag: "x"}}},
+		"virtio-net": {Nets: []Net{{}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := &Machine{cfg: cfg}
+			err := m.snapshottable()
+			assert.ErrorIs(t, err, ErrNotSnapshottable)
+			assert.ErrorContains(t, err, name)
+		})
+	}
+}
+
+func TestCheckCPUID(t *testing.T) {
+	host := []kvm.CPUIDEntry{
+		{Function: 1, ECX: 0x0000_00ff, EDX: 0xffff},
+		{Function: 7, Index: 0, Flags: kvm.CPUIDFlagSignificantIndex, EBX: 0xf0},
+	}
+	ok := []kvm.CPUIDEntry{
+		// The machine's own bits are not the host's to have.
+		{Function: 1, ECX: 0x0f | featureECXHypervis | featureECXTSCDline, EDX: 0xff | featureEDXHTT},
+		{Function: 7, Index: 0, Flags: kvm.CPUIDFlagSignificantIndex, EBX: 0x10},
+	}
+	require.NoError(t, checkCPUID(ok, host))
+	avx512 := append([]kvm.CPUIDEntry(nil), ok...)
+	avx512[1].EBX |= 1 << 16
+	err := checkCPUID(avx512, host)
+	assert.ErrorIs(t, err, ErrCPUFeatures)
+	assert.ErrorContains(t, err, "leaf 0x7.0 ebx bits 0x10000")
+}
+
+func TestRestoredConfigRoundTrip(t *testing.T) {
+	cfg := Config{Kernel: "/k", Initrd: "/i", Cmdline: "quiet", CPUs: 2, Memory: 128 * MiB, OnReboot: RebootRestart,
+		Disks:   []Disk{{Path: "/d", ReadOnly: true, Serial: "x"}},
+		Balloon: &BalloonConfig{Size: 16 * MiB}, Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}, Mergeable: true}
+	got := restoredConfig(snapshotConfig(cfg), RestoreOptions{})
+	assert.Equal(t, cfg, *got)
+	clone := restoredConfig(snapshotConfig(cfg), RestoreOptions{VsockSocket: "/run/clone.sock"})
+	assert.Equal(t, &VsockConfig{CID: 3, Socket: "/run/clone.sock"}, clone.Vsock, "a clone's own vsock socket")
+}
+
+func TestAdvanceTSC(t *testing.T) {
+	msrs := []kvm.MSREntry{{Index: msrTSC, Data: 1000}, {Index: msrSTAR, Data: 7}}
+	got := advanceTSC(msrs, 2_000_000, 1500*time.Millisecond) // a 2 GHz TSC
+	assert.Equal(t, []kvm.MSREntry{{Index: msrTSC, Data: 1000 + 3_000_000_000}, {Index: msrSTAR, Data: 7}}, got)
+	assert.Equal(t, uint64(1000), msrs[0].Data, "the saved state is not changed")
+	assert.Equal(t, msrs, advanceTSC(msrs, 2_000_000, 0))
+	century := advanceTSC(msrs, 5_000_000, 100*365*24*time.Hour)
+	assert.Equal(t, uint64(1000+100*365*24*3600*5_000_000_000), century[0].Data, "no overflow")
+}
