@@ -48,8 +48,8 @@ func TestMain(m *testing.M) {
 		// What the shim's agent loads in its guest.
 		kvmhost.WithModules("virtio_pci", "9pnet_virtio", "9p", "vmw_vsock_virtio_transport", "virtio_net"),
 		// A pod's network namespace, its veth, the shim's TAP and tc
-		// redirections, in the test host.
-		kvmhost.WithHostModules("veth", "tun", "sch_ingress", "cls_u32", "act_mirred"),
+		// redirections, in the test host; CNI's bridge.
+		kvmhost.WithHostModules("veth", "tun", "sch_ingress", "cls_u32", "act_mirred", "bridge"),
 	}
 	if os.Getenv(kvmhost.EnvInside) == "" {
 		root, err := containerdpkg.Get()
@@ -66,6 +66,14 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		opts = append(opts, kvmhost.WithHostProgram(runc))
+		plugins, err := containerdpkg.CNI()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+			os.Exit(1)
+		}
+		for _, p := range plugins {
+			opts = append(opts, kvmhost.WithHostProgram(p))
+		}
 	}
 	kvmhost.Main(m, opts...)
 }
@@ -86,14 +94,14 @@ type env struct {
 // startContainerd starts containerd for the test and imports the image.
 func startContainerd(t testing.TB) *env {
 	t.Helper()
-	return startContainerdWith(t, "", "")
+	return startContainerdWith(t, "", "", "")
 }
 
 // startContainerdWith starts containerd with the CRI plugin when cri is
 // its configuration (a format string of the shim's configuration path and
-// the test's folder),
+// cniDir, the CNI configuration's folder),
 // and imports the image, in namespace ns ("" ctr's default).
-func startContainerdWith(t testing.TB, cri, ns string) *env {
+func startContainerdWith(t testing.TB, cri, cniDir, ns string) *env {
 	t.Helper()
 	k, err := debkernel.Get()
 	require.NoError(t, err)
@@ -106,7 +114,7 @@ func startContainerdWith(t testing.TB, cri, ns string) *env {
 	conf := filepath.Join(dir, "config.toml")
 	disabled := `"io.containerd.grpc.v1.cri", `
 	if cri != "" {
-		disabled, cri = "", fmt.Sprintf(cri, e.shimConf, dir)
+		disabled, cri = "", fmt.Sprintf(cri, e.shimConf, cniDir)
 	}
 	require.NoError(t, os.WriteFile(conf, []byte(fmt.Sprintf(`version = 2
 root = %q
@@ -630,13 +638,7 @@ func TestPodNetwork(t *testing.T) {
 		podAddr  = "10.77.0.2"
 	)
 	nsPath := makePodNetns(t, nsName, hostAddr+"/24", podAddr+"/24")
-	ln, err := net.Listen("tcp", hostAddr+":8080")
-	require.NoError(t, err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "hello %s", r.RemoteAddr[:strings.LastIndexByte(r.RemoteAddr, ':')])
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
+	serveHello(t, hostAddr+":8080")
 
 	e := startContainerd(t)
 	r := e.run([]string{"--rm", "--with-ns", "network:" + nsPath}, "net1", "sh", "-c",
@@ -648,7 +650,26 @@ func TestPodNetwork(t *testing.T) {
 	assert.Contains(t, r.stdout, "hello "+podAddr, "TCP to the host end, from the pod's address")
 	e.assertNothingLeft("net1")
 
-	h, err := netlink.NewHandleAt(mustNetns(t, nsPath), syscall.NETLINK_ROUTE)
+	assertNetnsClean(t, mustNetns(t, nsPath))
+}
+
+// serveHello serves, on addr, a page that names the client's address.
+func serveHello(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "hello %s", r.RemoteAddr[:strings.LastIndexByte(r.RemoteAddr, ':')])
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+}
+
+// assertNetnsClean checks that the shim left no TAP and no ingress
+// qdisc in network namespace ns.
+func assertNetnsClean(t *testing.T, ns netns.NsHandle) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns, syscall.NETLINK_ROUTE)
 	require.NoError(t, err)
 	defer h.Delete()
 	links, err := h.LinkList()
