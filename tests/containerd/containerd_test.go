@@ -665,9 +665,9 @@ func serveHello(t *testing.T, addr string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// assertNetnsClean checks that the shim left no TAP and no ingress
-// qdisc in network namespace ns.
-func assertNetnsClean(t *testing.T, ns netns.NsHandle) {
+// netnsTC lists the TAPs in network namespace ns and the interfaces
+// with an ingress qdisc: the shim's redirections while its VM runs.
+func netnsTC(t *testing.T, ns netns.NsHandle) (taps, ingress []string) {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns, syscall.NETLINK_ROUTE)
 	require.NoError(t, err)
@@ -675,13 +675,27 @@ func assertNetnsClean(t *testing.T, ns netns.NsHandle) {
 	links, err := h.LinkList()
 	require.NoError(t, err)
 	for _, l := range links {
-		assert.NotEqual(t, "tuntap", l.Type(), "a TAP is left in the namespace: %s", l.Attrs().Name)
+		if l.Type() == "tuntap" {
+			taps = append(taps, l.Attrs().Name)
+		}
 		qdiscs, err := h.QdiscList(l)
 		require.NoError(t, err)
 		for _, q := range qdiscs {
-			assert.NotEqual(t, "ingress", q.Type(), "an ingress qdisc is left on %s", l.Attrs().Name)
+			if q.Type() == "ingress" {
+				ingress = append(ingress, l.Attrs().Name)
+			}
 		}
 	}
+	return taps, ingress
+}
+
+// assertNetnsClean checks that the shim left no TAP and no ingress
+// qdisc in network namespace ns.
+func assertNetnsClean(t *testing.T, ns netns.NsHandle) {
+	t.Helper()
+	taps, ingress := netnsTC(t, ns)
+	assert.Empty(t, taps, "a TAP is left in the namespace")
+	assert.Empty(t, ingress, "an ingress qdisc is left on these interfaces")
 }
 
 // makePodNetns makes the network namespace name with a veth pair, as a

@@ -253,16 +253,24 @@ func TestCRIPodNetwork(t *testing.T) {
 	nsPath := sandboxNetns(t, st.Info["info"])
 	podNS := mustNetns(t, nsPath)
 
+	lease := filepath.Join(leases, "gvmmtest", podIP)
+	assert.FileExists(t, lease, "host-local's lease of the pod's address")
 	// The bridge has its gateway address once CNI set the pod up.
 	serveHello(t, gateway+":8080")
 	id := c.startContainer(podID, config, "web", "sleep", "100000")
-	assert.Contains(t, c.exec(id, "ip", "-4", "addr", "show"), "inet "+podIP+"/24", "the guest has the pod's address")
+	taps, ingress := netnsTC(t, podNS)
+	t.Logf("pod %s: address %s, namespace %s, TAPs %v, ingress qdiscs on %v", podID, podIP, nsPath, taps, ingress)
+	assert.Len(t, taps, 1, "the shim's TAP in the pod's namespace")
+	assert.Len(t, ingress, 2, "the redirections of the TAP and of CNI's veth")
+	addrs := c.exec(id, "ip", "-4", "addr", "show")
+	t.Logf("the guest's addresses:\n%s", addrs)
+	assert.Contains(t, addrs, "inet "+podIP+"/24", "the guest has the pod's address")
 	assert.Equal(t, "hello "+podIP, c.exec(id, "wget", "-q", "-O", "-", "http://"+gateway+":8080/"), "TCP to the gateway, from the pod's address")
 
 	c.removePod(podID, []string{id})
 	assertNetnsClean(t, podNS)
 	assert.NoFileExists(t, nsPath, "the pod's namespace is unmounted")
-	assert.NoFileExists(t, filepath.Join(leases, "gvmmtest", podIP), "the pod's address is released")
+	assert.NoFileExists(t, lease, "the pod's address is released")
 }
 
 // sandboxNetns is the network namespace path of the sandbox's OCI spec,
