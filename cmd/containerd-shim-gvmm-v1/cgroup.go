@@ -8,19 +8,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/internal/cgroup2"
 )
 
-// The shim creates, joins and removes a cgroup with a mkdir, a write
-// and a rmdir of its own: containerd's cgroups library would bring
-// systemd's D-Bus client and an eBPF loader into the shim for that.
-
 const (
-	// cgroupRoot is where the unified (v2) hierarchy is mounted.
-	cgroupRoot = "/sys/fs/cgroup"
 	// cgroupFile holds, in the bundle, the cgroup the shim daemon was
 	// put in, for its Delete and for shim delete to remove.
 	cgroupFile = "gvmm-cgroup"
@@ -32,8 +26,8 @@ var accounted = []string{"cpu", "memory", "pids", "io"}
 
 var (
 	// errNoUnifiedCgroups: the host has no cgroup v2 hierarchy at
-	// cgroupRoot.
-	errNoUnifiedCgroups = errors.New("no cgroup v2 hierarchy at " + cgroupRoot)
+	// cgroup2.Root.
+	errNoUnifiedCgroups = errors.New("no cgroup v2 hierarchy at " + cgroup2.Root)
 	// errSystemdCgroup: a cgroupsPath of systemd's form.
 	errSystemdCgroup = errors.New("systemd's cgroup paths are not supported, only cgroupfs ones")
 )
@@ -61,7 +55,7 @@ func specCgroup(spec *specs.Spec) (string, error) {
 }
 
 // checkCgroup refuses a cgroup path that is not absolute and clean, or
-// is the root: it must name a cgroup beneath cgroupRoot.
+// is the root: it must name a cgroup beneath cgroup2.Root.
 func checkCgroup(p string) error {
 	if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
 		return fmt.Errorf("%q: want an absolute, clean path below the root cgroup", p)
@@ -73,11 +67,10 @@ func checkCgroup(p string) error {
 // controllers down to it, and moves process pid into it; it records the
 // cgroup in the bundle.
 func joinCgroup(bundle, path string, pid int) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(cgroupRoot, &st); err != nil || st.Type != unix.CGROUP2_SUPER_MAGIC {
+	if !cgroup2.Mounted(cgroup2.Root) {
 		return errNoUnifiedCgroups
 	}
-	dir := cgroupRoot
+	dir := cgroup2.Root
 	for _, name := range strings.Split(path[1:], "/") {
 		enableControllers(dir)
 		dir = filepath.Join(dir, name)
@@ -97,17 +90,17 @@ func joinCgroup(bundle, path string, pid int) error {
 }
 
 // enableControllers enables for dir's children the accounted
-// controllers dir has. It is best effort: a cgroup with processes of its
-// own (not the root) cannot, and its children are accounted without.
+// controllers dir has, each on its own. It is best effort: a cgroup with
+// processes of its own (not the root) cannot, and its children are
+// accounted without.
 func enableControllers(dir string) {
-	data, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	have, err := cgroup2.Controllers(dir)
 	if err != nil {
 		return
 	}
-	have := strings.Fields(string(data))
 	for _, c := range accounted {
 		if slices.Contains(have, c) {
-			_ = os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte("+"+c), 0o644)
+			_ = cgroup2.EnableControllers(dir, []string{c})
 		}
 	}
 }
@@ -128,21 +121,14 @@ func removeCgroup(bundle string, self bool) error {
 		return fmt.Errorf("%s: %w", cgroupFile, err)
 	}
 	if self {
-		if err := os.WriteFile(filepath.Join(cgroupRoot, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(cgroup2.Root, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 			return fmt.Errorf("leaving cgroup %s: %w", path, err)
 		}
 	}
 	// A process that just ended (the pod's mounter, a killed shim) may
-	// hold the cgroup for a moment: rmdir fails with EBUSY.
-	for i := 0; ; i++ {
-		err = os.Remove(filepath.Join(cgroupRoot, path))
-		if err == nil || errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if i == 50 {
-			return fmt.Errorf("removing cgroup %s: %w", path, err)
-		}
-		time.Sleep(20 * time.Millisecond)
+	// hold the cgroup for a moment.
+	if err := cgroup2.Remove(filepath.Join(cgroup2.Root, path)); err != nil {
+		return err
 	}
 	return os.Remove(filepath.Join(bundle, cgroupFile))
 }

@@ -5,16 +5,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// CgroupRoot is where cgroup v2 is mounted.
-const CgroupRoot = "/sys/fs/cgroup"
+	"github.com/gvmm-dev/gvmm/internal/cgroup2"
+)
 
 // cgroupParent holds the VMMs' cgroups, directly under the root: a
 // cgroup that holds processes (the supervisor's own, on a systemd host a
@@ -47,8 +44,8 @@ func createCgroup(root, name string, l Limits) (*cgroup, error) {
 		want = append(want, "memory")
 	}
 	for _, dir := range []string{root, parent} {
-		if err := enableControllers(dir, want); err != nil {
-			return nil, err
+		if err := cgroup2.EnableControllers(dir, want); err != nil {
+			return nil, fmt.Errorf("jail: %w", err)
 		}
 	}
 	removeStale(parent)
@@ -86,28 +83,6 @@ func removeStale(parent string) {
 	}
 }
 
-// enableControllers adds want to dir's cgroup.subtree_control.
-func enableControllers(dir string, want []string) error {
-	b, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
-	if err != nil {
-		return fmt.Errorf("jail: %w", err)
-	}
-	have := strings.Fields(string(b))
-	var add []string
-	for _, c := range want {
-		if !slices.Contains(have, c) {
-			add = append(add, "+"+c)
-		}
-	}
-	if len(add) == 0 {
-		return nil
-	}
-	if err := os.WriteFile(filepath.Join(dir, "cgroup.subtree_control"), []byte(strings.Join(add, " ")), 0); err != nil {
-		return fmt.Errorf("jail: enabling %s in %s: %w", strings.Join(add, " "), dir, err)
-	}
-	return nil
-}
-
 // cpuMax is cpu.max's content for cpus CPUs: a quota per period.
 func cpuMax(cpus float64) string {
 	return fmt.Sprintf("%d %d", max(int64(cpus*cpuPeriod), 1000), cpuPeriod)
@@ -134,26 +109,10 @@ func (c *cgroup) write(file, v string) error {
 	return nil
 }
 
-// removeWait bounds how long remove waits for the kernel to let go of a
-// cgroup whose last process just ended (its exit is still being torn
-// down: rmdir says EBUSY).
-const removeWait = 5 * time.Second
-
 // remove deletes the cgroup once its processes are gone.
 func (c *cgroup) remove() error {
-	deadline := time.Now().Add(removeWait)
-	for {
-		err := os.Remove(c.dir)
-		switch {
-		case err == nil, errors.Is(err, os.ErrNotExist):
-			return nil
-		case errors.Is(err, unix.EBUSY):
-			if time.Now().After(deadline) {
-				return fmt.Errorf("jail: removing cgroup %s: %w", c.dir, err)
-			}
-			time.Sleep(20 * time.Millisecond)
-		default:
-			return fmt.Errorf("jail: removing cgroup %s: %w", c.dir, err)
-		}
+	if err := cgroup2.Remove(c.dir); err != nil {
+		return fmt.Errorf("jail: %w", err)
 	}
+	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gvmm-dev/gvmm/internal/cgroup2"
 )
 
 // Forwarded are the signals the supervisor passes on to the VMM.
@@ -58,7 +60,7 @@ func Supervise(spec Spec, argv []string, log *slog.Logger) (int, error) {
 		cmd.SysProcAttr.Cloneflags |= unix.CLONE_NEWNET
 	}
 	if !spec.Limits.IsZero() {
-		cg, err := createCgroup(CgroupRoot, cgroupPrefix+strconv.Itoa(os.Getpid()), spec.Limits)
+		cg, err := createCgroup(cgroup2.Root, cgroupPrefix+strconv.Itoa(os.Getpid()), spec.Limits)
 		if err != nil {
 			return 0, err
 		}
