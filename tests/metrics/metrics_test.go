@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -27,6 +26,7 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
 	"github.com/gvmm-dev/gvmm/tests/internal/vmmproc"
 	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire"
+	"github.com/gvmm-dev/gvmm/tests/internal/vsockwire/wiretest"
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
@@ -107,18 +107,10 @@ func value(fams map[string]*dto.MetricFamily, name string, want ...string) (sum 
 // socket.
 func vsockEcho(t *testing.T, sock string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("unix", sock)
+	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+	defer cancel()
+	c, err := wiretest.UnixDialer(sock)(ctx, vsockwire.PortEcho)
 	require.NoError(t, err)
-	require.NoError(t, c.SetDeadline(time.Now().Add(ioTimeout)))
-	_, err = fmt.Fprintf(c, "CONNECT %d\n", vsockwire.PortEcho)
-	require.NoError(t, err)
-	line := make([]byte, 0, 32)
-	for one := make([]byte, 1); !strings.HasSuffix(string(line), "\n"); line = append(line, one[0]) {
-		_, err := c.Read(one)
-		require.NoError(t, err, "the answer to CONNECT so far: %q", line)
-		require.Less(t, len(line), 32)
-	}
-	require.True(t, strings.HasPrefix(string(line), "OK "), "CONNECT answered %q", line)
 	return c
 }
 

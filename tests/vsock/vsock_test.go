@@ -85,11 +85,8 @@ func waitReady(t *testing.T, out *guest.Recorder, cid uint64, exited <-chan stru
 	require.Equal(t, []string{strconv.FormatUint(cid, 10)}, out.Values("cid"), "the guest's driver read its CID")
 }
 
-// dialer opens a stream to a guest port.
-type dialer func(ctx context.Context, port uint32) (net.Conn, error)
-
 // echoes checks the echo service on a fresh connection.
-func echoes(t *testing.T, dial dialer, msg string) {
+func echoes(t *testing.T, dial wiretest.Dialer, msg string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
@@ -107,7 +104,7 @@ func echoes(t *testing.T, dial dialer, msg string) {
 
 // guestDials has the guest connect to host port port, send n bytes, and
 // returns its reply line.
-func guestDials(t *testing.T, dial dialer, port uint32, n uint64) string {
+func guestDials(t *testing.T, dial wiretest.Dialer, port uint32, n uint64) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
@@ -142,7 +139,7 @@ func serveSums(l net.Listener) {
 
 // concurrentEchoes runs conns echo connections at once, each moving
 // perConn bytes both ways.
-func concurrentEchoes(t *testing.T, dial dialer, conns int) {
+func concurrentEchoes(t *testing.T, dial wiretest.Dialer, conns int) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
@@ -174,29 +171,6 @@ func concurrentEchoes(t *testing.T, dial dialer, conns int) {
 	close(errs)
 	for err := range errs {
 		assert.NoError(t, err)
-	}
-}
-
-// unixDialer is a client of gvmm's vsock socket.
-func unixDialer(path string) dialer {
-	return func(ctx context.Context, port uint32) (net.Conn, error) {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "unix", path)
-		if err != nil {
-			return nil, err
-		}
-		_ = c.SetDeadline(time.Now().Add(ioTimeout))
-		if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
-			c.Close()
-			return nil, err
-		}
-		line, err := readLine(c)
-		if err != nil || !strings.HasPrefix(line, "OK ") {
-			c.Close()
-			return nil, fmt.Errorf("CONNECT %d: answer %q: %w", port, line, err)
-		}
-		_ = c.SetDeadline(time.Time{})
-		return c, nil
 	}
 }
 
@@ -244,7 +218,7 @@ func TestUnixSocket(t *testing.T) {
 	vm := vmmproc.Start(t, 40*time.Minute, kvmhost.Asset("gvmm"), "run", "--kernel", kernel, "--initrd", initrd, "--cmdline", cmdline,
 		"--memory", "256M", "--vsock", fmt.Sprintf("cid=%d,socket=%s", cid, sock), "--api-socket", apiSock)
 	waitReady(t, vm.Out, cid, vm.Exited)
-	dial := unixDialer(sock)
+	dial := wiretest.UnixDialer(sock)
 
 	t.Run("echo", func(t *testing.T) { echoes(t, dial, "hello through the unix socket") })
 
@@ -281,8 +255,8 @@ func TestUnixSocket(t *testing.T) {
 		}
 	})
 
-	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, wiretest.Dialer(dial), bulk) })
-	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, wiretest.Dialer(dial), bulk) })
+	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, dial, bulk) })
+	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, dial, bulk) })
 
 	t.Run("guest connects to PATH_P", func(t *testing.T) {
 		l, err := net.Listen("unix", fmt.Sprintf("%s_%d", sock, 6000))
@@ -298,7 +272,9 @@ func TestUnixSocket(t *testing.T) {
 
 	t.Run("a guest that stops reading", func(t *testing.T) {
 		before := rssBytes(t, vm.Cmd.Process.Pid)
-		c, err := dial(context.Background(), vsockwire.PortStall)
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		c, err := dial(ctx, vsockwire.PortStall)
 		require.NoError(t, err)
 		defer c.Close()
 		require.NoError(t, c.SetWriteDeadline(time.Now().Add(20*time.Second)))
@@ -357,7 +333,7 @@ func TestLibrary(t *testing.T) {
 		}
 	})
 	waitReady(t, out, cid, exited)
-	dial := dialer(m.DialVsock)
+	dial := wiretest.Dialer(m.DialVsock)
 
 	t.Run("echo", func(t *testing.T) { echoes(t, dial, "hello through DialVsock") })
 
@@ -366,8 +342,8 @@ func TestLibrary(t *testing.T) {
 		assert.ErrorIs(t, err, vsock.ErrRefused)
 	})
 
-	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, wiretest.Dialer(dial), bulk) })
-	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, wiretest.Dialer(dial), bulk) })
+	t.Run("64 MiB host to guest", func(t *testing.T) { wiretest.ToGuest(t, dial, bulk) })
+	t.Run("64 MiB guest to host", func(t *testing.T) { wiretest.FromGuest(t, dial, bulk) })
 
 	t.Run("guest connects to ListenVsock", func(t *testing.T) {
 		l, err := m.ListenVsock(6000)
