@@ -18,6 +18,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
+	"github.com/gvmm-dev/gvmm/internal/thp"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
@@ -187,6 +188,10 @@ to stderr.`,
 			logOut = lf
 		}
 		log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+		// Before the VMM opens anything: this may execute gvmm again.
+		if err := thp.KeepOutOfRuntime(); err != nil {
+			log.Warn("the VMM's own memory may take huge pages", "err", err)
+		}
 		cfg.Log = log
 		cfg.Console = os.Stdout
 		if *pidFile != "" && jailed == nil { // a confined VMM's is its supervisor's

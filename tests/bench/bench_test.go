@@ -395,6 +395,7 @@ func addMemory(s samples, prefix, vmm string, mem measure.Memory) {
 	s.add(prefix+"VMM RSS", vmm, float64(mem.RSS)/mib)
 	s.add(prefix+"VMM own memory, PSS (PSS − guest RAM's)", vmm, float64(mem.OwnPSS())/mib)
 	s.add(prefix+"VMM own memory, PSS: file-backed", vmm, float64(mem.FilePSS)/mib)
+	s.add(prefix+"VMM own memory in transparent huge pages", vmm, float64(mem.OwnHuge())/mib)
 }
 
 // emitMemory emits what addMemory added, own RSS and own PSS against
@@ -406,6 +407,7 @@ func emitMemory(b *testing.B, s samples, prefix string, rss, pss *target) {
 	emit(b, s, prefix+"VMM RSS", "MiB", nil)
 	emit(b, s, prefix+"VMM own memory, PSS (PSS − guest RAM's)", "MiB", pss)
 	emit(b, s, prefix+"VMM own memory, PSS: file-backed", "MiB", nil)
+	emit(b, s, prefix+"VMM own memory in transparent huge pages", "MiB", nil)
 }
 
 // BenchmarkBlk measures virtio-blk inside the guest, on one image file
