@@ -253,7 +253,12 @@ to stderr.`,
 
 		var m *machine.Machine
 		if restore != nil {
-			restore.Console, restore.ConsoleIn, restore.Log, restore.BeforeRun = cfg.Console, cfg.ConsoleIn, log, cfg.BeforeRun
+			restore.Console, restore.ConsoleIn, restore.Log = cfg.Console, cfg.ConsoleIn, log
+			// The filter's rules follow the devices, which the
+			// snapshot has: Start calls this once m is set.
+			restore.BeforeRun = func(reopen []string) error {
+				return beforeRun(jailed, *seccompMode == "on", m.Config(), log)(reopen)
+			}
 			m, err = machine.Restore(*restoreDir, *restore)
 		} else {
 			m, err = machine.New(cfg)
