@@ -140,8 +140,8 @@ func (l *rxLoop) run() {
 	defer close(l.done)
 	defer l.signal()
 	for l.ctx.Err() == nil {
-		if hold := l.d.holding(); hold != nil {
-			if !l.wait(hold) {
+		if l.d.quiesced.Load() { // no lock per frame
+			if hold := l.d.holding(); hold != nil && !l.wait(hold) {
 				return
 			}
 			continue
