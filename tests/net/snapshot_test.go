@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
@@ -33,14 +34,18 @@ const (
 	// the host's TCP retransmits back off to tens of seconds while the
 	// TAP is gone.
 	resumeTimeout = 5 * time.Minute
+	// downtime is how long the guest is gone between the VMM's end and
+	// the restore, as a real one would be.
+	downtime = 2 * time.Second
 )
 
 // TestSnapshotKeepsTCPConnections: a guest on a TAP holds two TCP
 // connections with the host, each mid-transfer, one each way. Its
 // snapshot is restored in a new process onto the same TAP (created
-// again), and both connections carry the rest of their bytes, intact:
-// the sums cover each connection's whole stream, so they are the same
-// connections, not new ones. A clone of the snapshot onto another TAP
+// again) after a downtime in which the host sent more (lost, then
+// retransmitted), and both connections carry the rest of their bytes,
+// intact: the sums cover each connection's whole stream, so they are
+// the same connections, not new ones. A clone of the snapshot onto another TAP
 // (--net tap=OTHER) then serves a new connection through that TAP.
 func TestSnapshotKeepsTCPConnections(t *testing.T) {
 	kernel, initrd := guestInitrd(t)
@@ -94,17 +99,27 @@ func TestSnapshotKeepsTCPConnections(t *testing.T) {
 		assert.Contains(t, vm.Err.String(), "the snapshot has 1 network devices, 2 TAPs given")
 	})
 
+	// The second half goes out while the guest is nowhere: its frames
+	// are lost, and the host's TCP retransmits them after the restore.
+	retransBefore := totalRetrans(t, sink)
+	written := make(chan error, 1)
+	go func() { written <- writePattern(sink, snapBytes/2, snapBytes/2) }()
+	time.Sleep(downtime)
+
 	// The restore opens the snapshot's TAP by name, creating it again.
 	restoreStart := time.Now()
 	b := vmmproc.Start(t, 20*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap, "--api-socket", filepath.Join(dir, "b.sock"))
 	attach(t, b, snapTap, br)
-	require.NoError(t, writePattern(sink, snapBytes/2, snapBytes/2))
+	require.NoError(t, <-written)
 	require.NoError(t, sink.(*net.TCPConn).CloseWrite())
 	require.NoError(t, sink.SetDeadline(time.Now().Add(resumeTimeout)))
 	answer, err := bufio.NewReader(sink).ReadString('\n')
 	require.NoError(t, err, "the sink's answer on the connection from before the snapshot")
 	assert.Equal(t, fmt.Sprintf("%d %s\n", snapBytes, vsockwire.PatternSum(snapBytes)), answer, "host to guest, intact")
 	t.Logf("host to guest connection done %v after the restore began", time.Since(restoreStart).Round(time.Millisecond))
+	retrans := totalRetrans(t, sink) - retransBefore
+	t.Logf("the host retransmitted %d segments on it", retrans)
+	assert.Positive(t, retrans, "frames sent while the guest was down were lost and sent again")
 
 	require.NoError(t, source.SetDeadline(time.Now().Add(resumeTimeout)))
 	n, err := io.Copy(fromGuest, source)
@@ -140,6 +155,19 @@ func TestSnapshotKeepsTCPConnections(t *testing.T) {
 	c.Kill()
 	_, err = netlink.LinkByName(cloneTap)
 	assert.Error(t, err, "%s outlived the clone", cloneTap)
+}
+
+// totalRetrans is the count of segments the host's TCP retransmitted on
+// c.
+func totalRetrans(t *testing.T, c net.Conn) uint32 {
+	t.Helper()
+	rc, err := c.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	var info *unix.TCPInfo
+	var serr error
+	require.NoError(t, rc.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }))
+	require.NoError(t, serr)
+	return info.Total_retrans
 }
 
 // attach waits for the TAP the VMM creates and puts it on the bridge.
