@@ -19,7 +19,7 @@ import (
 
 func sample() *State {
 	s := &State{
-		Taken:      time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC),
+		Taken: time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC),
 		Config: Config{Kernel: "/k", CPUs: 2, Memory: 64 << 20, Disks: []Disk{{Path: "/d.img", Identity: DiskIdentity{Inode: 7, Size: 1 << 20}}},
 			Nets: []Net{{Tap: "tap0"}}},
 		MemorySize: 64 << 20,
