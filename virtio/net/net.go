@@ -286,9 +286,8 @@ func (d *Device) Reset() {
 	d.rx, d.kick = nil, nil
 	d.runMu.Unlock()
 	if rx != nil {
-		rx.stop()
+		rx.stop() // a Quiesce parking it meanwhile sees it end
 	}
-	// A Quiesce that took rx above finds it done.
 	d.mem, d.features, d.txq = nil, 0, nil
 	d.txIovs = nil // slices of the guest memory that goes with the reset
 	if err := d.tap.offload(0); err != nil {
