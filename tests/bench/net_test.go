@@ -185,9 +185,9 @@ func BenchmarkNet(b *testing.B) {
 					}
 					// Each run on its own: its medians would hide a run
 					// that fell into a slow mode.
-					b.Logf("%s, %s: %.2f MiB/s; VMM outside guest mode %.2f s (vCPU threads %.2f, others %.2f), guest mode %.2f s; switches %d (vCPU threads %d); KVM %s; exits %s",
+					b.Logf("%s, %s: %.2f MiB/s; VMM outside guest mode %.2f s (vCPU threads %.2f, others %.2f), guest mode %.2f s; switches %d (vCPU threads %d; busiest threads %s); KVM %s; exits %s",
 						v.name, t.dir, rate, cpu.Host().Seconds(), vcpus.Seconds(), others.Seconds(), cpu.Guest.Seconds(),
-						all, onVCPUs, kvmSummary(kvm), exitSummary(counted, isSVM))
+						all, onVCPUs, busiest(threadsBefore, threadsAfter, r.cmd.Process.Pid), kvmSummary(kvm), exitSummary(counted, isSVM))
 				}
 			}
 			r.cancel()
@@ -285,6 +285,34 @@ func switches(before, after map[string]threadUse) (all, vcpus uint64) {
 		}
 	}
 	return all, vcpus
+}
+
+// busiest names the threads that switched most between two readings, as
+// "id-offset:switches/CPU ms outside guest mode" with the thread id less
+// the process's (the Go runtime's sysmon is usually +1), vCPU threads
+// marked with a "v".
+func busiest(before, after map[string]threadUse, pid int) string {
+	type use struct {
+		name     string
+		switches uint64
+		host     time.Duration
+	}
+	var all []use
+	for tid, a := range after {
+		b := before[tid]
+		n, _ := strconv.Atoi(tid)
+		name := "+" + strconv.Itoa(n-pid)
+		if a.cpu.Guest > 0 {
+			name += "v"
+		}
+		all = append(all, use{name, a.switches - b.switches, a.cpu.Sub(b.cpu).Host()})
+	}
+	slices.SortFunc(all, func(x, y use) int { return cmp.Compare(y.switches, x.switches) })
+	parts := make([]string, 0, 6)
+	for _, u := range all[:min(6, len(all))] {
+		parts = append(parts, fmt.Sprintf("%s:%d/%d", u.name, u.switches, u.host.Milliseconds()))
+	}
+	return strings.Join(parts, " ")
 }
 
 // tapStats reads benchTap's counters.
