@@ -141,9 +141,6 @@ func (b *bootedVM) setupPCI(mem *memory.Memory) error {
 		if err := b.addVirtio(root, mem, n.dev); err != nil {
 			return err
 		}
-		// Its rx thread waits in poll(2) besides the queue workers.
-		reserveProcs(1)
-		b.closers = append(b.closers, func() error { releaseProcs(1); return nil })
 	}
 	return nil
 }

@@ -17,8 +17,7 @@ import (
 // Each virtio queue's worker thread waits in read(2) on its doorbell the
 // same way, and must find a P at once when the guest rings: with every
 // P held in a system call, the woken worker waits for sysmon to retake
-// one from a vCPU in KVM_RUN. So the workers, and each network
-// device's rx thread in poll(2), count as vCPUs do.
+// one from a vCPU in KVM_RUN. So the workers count as vCPUs do.
 var procs struct {
 	sync.Mutex
 	blocking int // vCPU and queue threads of the machines in this process
