@@ -70,10 +70,6 @@ func (e *EventFD) Wait() (uint64, error) {
 // SetReadDeadline bounds the current and future Waits; zero means none.
 func (e *EventFD) SetReadDeadline(t time.Time) error { return e.f.SetReadDeadline(t) }
 
-// SyscallConn gives access to the descriptor, for a thread that waits on
-// it with others in poll(2).
-func (e *EventFD) SyscallConn() (syscall.RawConn, error) { return e.rc, nil }
-
 // Close closes the eventfd. Deassign an ioeventfd first: KVM holds its own
 // reference and keeps it registered otherwise (an irqfd goes away with
 // the eventfd).

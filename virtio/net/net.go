@@ -11,11 +11,11 @@
 // (UFO is deprecated; ECN would need TUN_F_TSO_ECN semantics checked),
 // USO, MTU and the hash and RSS features.
 //
-// The rx queue has its own thread, which waits in poll(2) on the TAP: it
-// reads the TAP only while the guest has posted buffers enough for a
-// largest frame; without them it waits for the guest's rx notification
-// and frames wait in the kernel's TAP queue, which drops beyond its
-// txqueuelen. Nothing is buffered in the VMM and nothing spins.
+// The rx queue has its own goroutine: it reads the TAP only while the
+// guest has posted buffers enough for a largest frame; without them it
+// waits for the guest's rx notification and frames wait in the kernel's
+// TAP queue, which drops beyond its txqueuelen. Nothing is buffered in
+// the VMM and nothing spins.
 package net
 
 import (
@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -260,12 +261,7 @@ func (d *Device) Activate(a virtio.Activation) error {
 		return fmt.Errorf("virtio-net: %w", err)
 	}
 	d.mem, d.features, d.txq, d.kick = a.Mem, a.Features, a.Queues[TxQueue], a.Kick
-	rx, err := d.startRx(a.Queues[RxQueue])
-	if err != nil {
-		d.mem, d.features, d.txq, d.kick = nil, 0, nil, nil
-		return fmt.Errorf("virtio-net: rx: %w", err)
-	}
-	d.rx = rx
+	d.rx = d.startRx(a.Queues[RxQueue])
 	d.log.Debug("virtio-net activated", "features", a.Features)
 	return nil
 }
@@ -373,4 +369,10 @@ func (d *Device) send(head uint16, iovs [][]byte, n int) {
 func (d *Device) txDrop(head uint16, msg string, args ...any) {
 	d.stats.txDropped.Add(1)
 	d.glog.Warn(msg, append([]any{"head", head}, args...)...)
+}
+
+// closedErr reports whether err means the TAP's reads were interrupted or
+// the TAP closed.
+func closedErr(err error) bool {
+	return errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, os.ErrClosed)
 }

@@ -41,16 +41,14 @@ type rig struct {
 
 func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
 	// Room for a few largest frames each way.
 	for _, fd := range fds {
 		require.NoError(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20))
 	}
-	// The peer on the runtime poller, for its read deadlines.
-	require.NoError(t, unix.SetNonblock(fds[1], true))
 	r := &rig{mem: virtiotest.NewMemory(ramSize), msi: virtiotest.NewMSI(), logs: &virtiotest.Log{}, peer: os.NewFile(uintptr(fds[1]), "peer")}
-	tap, err := newTestTap(fds[0], func(flags int) error {
+	tap, err := newTestTap(os.NewFile(uintptr(fds[0]), "tap"), func(flags int) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		r.offloads = append(r.offloads, flags)

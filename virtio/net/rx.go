@@ -5,21 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/internal/ratelimit"
-	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 
-// rxLoop is the rx queue's thread and the chains it holds. It alone
-// touches the rx queue. It waits for frames in poll(2) on the TAP and
-// its wake eventfd, so the kernel wakes it directly, as the queues'
-// doorbells wake their workers; it then reads every frame the TAP holds
-// into the guest's buffers before it waits again.
+// rxLoop is the rx queue's goroutine and the chains it holds. It alone
+// touches the rx queue.
 type rxLoop struct {
 	d    *Device
 	q    *queue.Queue
@@ -30,9 +25,7 @@ type rxLoop struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
-	// wake is signalled when the guest posted rx buffers and at stop.
-	wake   *kvm.EventFD
-	wakeRC syscall.RawConn
+	wake   chan struct{} // the guest posted rx buffers
 
 	errMu sync.Mutex
 	err   error // the driver broke the protocol
@@ -42,6 +35,8 @@ type rxLoop struct {
 	spare  [][][]byte // buffer lists of used chains, for the next ones
 	iovs   [][]byte
 	pushed int // chains used since the last interrupt
+	// signalFn is signal as a func value made once, not per read.
+	signalFn func()
 }
 
 // rxChain is a popped rx chain resolved to guest memory.
@@ -51,19 +46,10 @@ type rxChain struct {
 	size int
 }
 
-func (d *Device) startRx(q *queue.Queue) (*rxLoop, error) {
-	wake, err := kvm.NewBlockingEventFD()
-	if err != nil {
-		return nil, err
-	}
-	rc, err := wake.SyscallConn()
-	if err != nil {
-		wake.Close()
-		return nil, err
-	}
+func (d *Device) startRx(q *queue.Queue) *rxLoop {
 	l := &rxLoop{
 		d: d, q: q, mem: d.mem, mrg: d.features&FeatureMrgRxBuf != 0,
-		done: make(chan struct{}), wake: wake, wakeRC: rc,
+		done: make(chan struct{}), wake: make(chan struct{}, 1),
 	}
 	l.need = smallFrame
 	if d.features&(FeatureGuestTSO4|FeatureGuestTSO6) != 0 {
@@ -73,9 +59,10 @@ func (d *Device) startRx(q *queue.Queue) (*rxLoop, error) {
 		// The TAP may hold a GSO frame from before the offloads changed.
 		l.need = MaxFrame
 	}
+	l.signalFn = l.signal
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	go l.run()
-	return l, nil
+	return l
 }
 
 // notified handles the guest's rx notification.
@@ -86,19 +73,20 @@ func (l *rxLoop) notified() error {
 	if err != nil {
 		return err
 	}
-	return l.wake.Signal()
+	poke(l.wake)
+	return nil
 }
 
-// stop ends the thread, waking it from its wait. The chains it holds go
-// back with the reset ring.
+// stop ends the goroutine, interrupting a read it waits in. The chains
+// it holds go back with the reset ring.
 func (l *rxLoop) stop() {
 	l.cancel()
-	if err := l.wake.Signal(); err != nil {
-		l.d.log.Error("waking the rx thread", "err", err)
+	if err := l.d.tap.interruptReads(); err != nil {
+		l.d.log.Error("interrupting the TAP's reads", "err", err)
 	}
 	<-l.done
-	if err := l.wake.Close(); err != nil {
-		l.d.log.Error("closing the rx thread's eventfd", "err", err)
+	if err := l.d.tap.resumeReads(); err != nil {
+		l.d.log.Error("resuming the TAP's reads", "err", err)
 	}
 }
 
@@ -121,31 +109,24 @@ func (l *rxLoop) run() {
 		}
 		if !l.ready() {
 			// No room for a frame: stop reading the TAP until the
-			// guest posts buffers; frames wait in the TAP's queue.
+			// guest posts buffers.
 			l.signal()
-			if _, err := l.wake.Wait(); err != nil {
-				l.d.log.Error("rx thread's eventfd: the device receives no more", "err", err)
+			select {
+			case <-l.ctx.Done():
 				return
+			case <-l.wake:
 			}
 			continue
 		}
 		capacity := l.iovecs()
-		n, err := l.d.tap.readv(l.iovs)
+		// The TAP drained: chains fill gave back unused reach the
+		// guest before the wait.
+		n, err := l.d.tap.readv(l.iovs, l.signalFn)
 		switch {
-		case errors.Is(err, unix.EAGAIN):
-			// The TAP drained: the chains used so far reach the guest
-			// before the wait.
-			l.signal()
-			if err := l.waitTap(); err != nil {
-				l.d.log.Error("waiting for the TAP: the device receives no more", "err", err)
-				return
-			}
-			continue
+		case closedErr(err):
+			return
 		case errors.Is(err, unix.EINTR):
 			continue
-		case err == nil && n == 0:
-			err = errors.New("end of file")
-			fallthrough
 		case err != nil:
 			// Not the guest's doing (the TAP went away, say): stop
 			// receiving rather than retry in a loop.
@@ -156,26 +137,14 @@ func (l *rxLoop) run() {
 			l.fail(err)
 			return
 		}
-		// At once, not when the TAP drained: the guest takes this frame
-		// while the next is read. used_event spares it the interrupts
-		// it does not want: once woken, its driver polls the ring with
-		// interrupts off until it finds it empty.
+		// At once, not per batch: the guest takes this frame while
+		// the next is read. used_event spares it the interrupts it
+		// does not want.
 		l.signal()
 		if wait := l.d.rxLimit.Take(n - HeaderSize); wait > 0 {
 			ratelimit.Sleep(l.ctx, wait, l.d.rxWake)
 		}
 	}
-}
-
-// waitTap waits until the TAP has a frame or the wake eventfd was
-// signalled, whose count it then takes.
-func (l *rxLoop) waitTap() error {
-	readable, err := l.d.tap.waitReadable(l.wakeRC)
-	if err != nil || readable {
-		return err
-	}
-	_, err = l.wake.Wait()
-	return err
 }
 
 // signal interrupts the driver for the chains used since the last time.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -35,11 +36,6 @@ var ErrNotTap = errors.New("not a TAP file descriptor with IFF_TAP|IFF_NO_PI|IFF
 
 // Tap is one queue of a TAP interface: a file whose reads and writes are
 // whole Ethernet frames, each behind a HeaderSize virtio-net header.
-//
-// The descriptor is non-blocking and kept off Go's runtime poller: the
-// rx thread waits for frames in poll(2) itself (waitReadable), so the
-// kernel wakes that thread and no other, where the poller would wake
-// its own thread and hand the frame over to the rx goroutine.
 type Tap struct {
 	f       *os.File
 	rc      syscall.RawConn
@@ -47,41 +43,25 @@ type Tap struct {
 	created bool
 	// offload applies TUNSETOFFLOAD; device tests without a TAP replace it.
 	offload func(flags int) error
-	// readv's state, which only the rx thread uses, and writev's, which
-	// only the tx queue's worker uses.
+	// readv's state, which only the rx goroutine uses, and writev's,
+	// which only the tx queue's worker uses.
 	rx, tx tapIO
-	// waitReadable's, on the rx thread.
-	pollFds [2]unix.PollFd
-	pollErr error
-	pollFn  func(fd uintptr)
 }
 
 // tapIO is one direction's system call state, kept so that a frame's
 // readv or writev allocates nothing: the iovecs, the result, and the
-// function RawConn.Control calls, made once.
+// function the runtime poller calls, made once.
 type tapIO struct {
 	iov  iovecs
 	n    int
 	err  error
-	call func(fd uintptr)
+	idle func()
+	call func(fd uintptr) bool
 }
 
-// initIO makes the functions RawConn.Control calls; every constructor
-// calls it.
+// initIO makes the poller's functions; every constructor calls it.
 func (t *Tap) initIO() {
-	t.rx.call, t.tx.call, t.pollFn = t.readOnce, t.writeOnce, t.pollOnce
-}
-
-// rawFile wraps fd, which must be blocking so that os.NewFile leaves it
-// off the runtime poller, then makes it non-blocking: a read or write
-// that would wait returns EAGAIN, and the rx thread waits in poll(2).
-func rawFile(fd int, name string) (*os.File, error) {
-	f := os.NewFile(uintptr(fd), name)
-	if err := unix.SetNonblock(fd, true); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: O_NONBLOCK: %w", name, err)
-	}
-	return f, nil
+	t.rx.call, t.tx.call = t.readOnce, t.writeOnce
 }
 
 // OpenTap attaches to the TAP interface name, creating it if it does not
@@ -99,7 +79,10 @@ func OpenTap(name string) (*Tap, error) {
 	}
 	_, err = net.InterfaceByName(name)
 	existed := err == nil
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	// The descriptor goes on the runtime poller (os.NewFile of a
+	// non-blocking one) only once attached: before TUNSETIFF the TAP
+	// polls as an error, which the poller would keep.
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("tap %s: /dev/net/tun: %w", name, err)
 	}
@@ -108,10 +91,7 @@ func OpenTap(name string) (*Tap, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tap %s: TUNSETIFF: %w", name, err)
 	}
-	f, err := rawFile(fd, "/dev/net/tun")
-	if err != nil {
-		return nil, fmt.Errorf("tap %s: %w", name, err)
-	}
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
 	t, err := newTap(f, ifr.Name())
 	if err != nil {
 		return nil, err
@@ -157,14 +137,13 @@ func TapFromFile(f *os.File) (*Tap, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tap fd: %w", err)
 	}
-	// A duplicate shares the open file's O_NONBLOCK: it is cleared for
-	// os.NewFile to leave the duplicate off the runtime poller, and set
-	// again by rawFile.
+	// A duplicate made non-blocking before os.NewFile sees it goes on the
+	// runtime poller; f itself may be blocking and stays as it is.
 	fd := -1
 	var serr error
 	if err := raw.Control(func(old uintptr) {
 		if fd, serr = unix.FcntlInt(old, unix.F_DUPFD_CLOEXEC, 0); serr == nil {
-			serr = unix.SetNonblock(fd, false)
+			serr = unix.SetNonblock(fd, true)
 		}
 	}); err != nil {
 		return nil, fmt.Errorf("tap fd: %w", err)
@@ -175,10 +154,7 @@ func TapFromFile(f *os.File) (*Tap, error) {
 		}
 		return nil, fmt.Errorf("tap fd: %w", serr)
 	}
-	nf, err := rawFile(fd, f.Name())
-	if err != nil {
-		return nil, fmt.Errorf("tap fd: %w", err)
-	}
+	nf := os.NewFile(uintptr(fd), f.Name())
 	ifr, err := unix.NewIfreq("")
 	if err != nil {
 		nf.Close()
@@ -220,17 +196,11 @@ func newTap(f *os.File, name string) (*Tap, error) {
 	return t, nil
 }
 
-// newTestTap wraps fd, a blocking datagram socket, which keeps frame
-// boundaries as a TAP does, for device tests; offload records instead
-// of calling ioctl.
-func newTestTap(fd int, offload func(int) error) (*Tap, error) {
-	f, err := rawFile(fd, "test")
-	if err != nil {
-		return nil, err
-	}
+// newTestTap wraps a datagram socket, which keeps frame boundaries as a
+// TAP does, for device tests; offload records instead of calling ioctl.
+func newTestTap(f *os.File, offload func(int) error) (*Tap, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	t := &Tap{f: f, rc: rc, name: "test", offload: offload}
@@ -270,57 +240,49 @@ func (t *Tap) Name() string { return t.name }
 // Close closes the queue; a TAP OpenTap created goes away with it.
 func (t *Tap) Close() error { return t.f.Close() }
 
-// readv reads one frame into iovs, or fails with EAGAIN when the TAP has
-// none queued.
-func (t *Tap) readv(iovs [][]byte) (int, error) {
+// readv reads one frame into iovs, waiting on the runtime poller, not
+// spinning, until one arrives or the read deadline passes. idle runs,
+// once, when the TAP has no frame queued, before the wait: it costs no
+// read of its own, as a non-blocking attempt before a blocking one would.
+func (t *Tap) readv(iovs [][]byte, idle func()) (int, error) {
 	t.rx.iov.set(iovs)
-	if err := t.rc.Control(t.rx.call); err != nil {
+	t.rx.idle = idle
+	if err := t.rc.Read(t.rx.call); err != nil {
 		return 0, err
 	}
 	return t.rx.n, t.rx.err
 }
 
-func (t *Tap) readOnce(fd uintptr) { t.rx.n, t.rx.err = t.rx.iov.readv(fd) }
-
-// waitReadable blocks this thread in poll(2) until the TAP has a frame
-// queued or wake is signalled (wake's count is left for its reader). It
-// reports whether the TAP is readable, or in error, which the next
-// readv then reports.
-func (t *Tap) waitReadable(wake syscall.RawConn) (bool, error) {
-	var werr error
-	if err := wake.Control(func(wfd uintptr) {
-		t.pollFds[1] = unix.PollFd{Fd: int32(wfd), Events: unix.POLLIN}
-		werr = t.rc.Control(t.pollFn)
-	}); err != nil {
-		return false, err
+func (t *Tap) readOnce(fd uintptr) bool {
+	r := &t.rx
+	r.n, r.err = r.iov.readv(fd)
+	if r.err != unix.EAGAIN {
+		return true
 	}
-	if werr != nil {
-		return false, werr
+	if r.idle != nil {
+		r.idle()
+		r.idle = nil
 	}
-	if t.pollErr != nil {
-		return false, fmt.Errorf("tap %s: poll: %w", t.name, t.pollErr)
-	}
-	return t.pollFds[0].Revents != 0, nil
-}
-
-func (t *Tap) pollOnce(fd uintptr) {
-	t.pollFds[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
-	for {
-		_, t.pollErr = unix.Poll(t.pollFds[:], -1)
-		if t.pollErr != unix.EINTR {
-			return
-		}
-	}
+	return false
 }
 
 // writev writes one frame from iovs without waiting: a TAP whose queue
 // is full drops the frame, as a NIC's full ring does.
 func (t *Tap) writev(iovs [][]byte) (int, error) {
 	t.tx.iov.set(iovs)
-	if err := t.rc.Control(t.tx.call); err != nil {
+	if err := t.rc.Write(t.tx.call); err != nil {
 		return 0, err
 	}
 	return t.tx.n, t.tx.err
 }
 
-func (t *Tap) writeOnce(fd uintptr) { t.tx.n, t.tx.err = t.tx.iov.writev(fd) }
+func (t *Tap) writeOnce(fd uintptr) bool {
+	t.tx.n, t.tx.err = t.tx.iov.writev(fd)
+	return true
+}
+
+// interruptReads makes a waiting readv, and every later one, fail with
+// os.ErrDeadlineExceeded until resumeReads.
+func (t *Tap) interruptReads() error { return t.f.SetReadDeadline(time.Unix(1, 0)) }
+
+func (t *Tap) resumeReads() error { return t.f.SetReadDeadline(time.Time{}) }

@@ -29,9 +29,9 @@ func TestOpenTapRefusesBadNames(t *testing.T) {
 // TestTapFrameIOAllocatesNothing: a frame each way, scatter-gather,
 // costs no allocation once the iovec arrays have grown.
 func TestTapFrameIOAllocatesNothing(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	tap, err := newTestTap(fds[0], func(int) error { return nil })
+	tap, err := newTestTap(os.NewFile(uintptr(fds[0]), "tap"), func(int) error { return nil })
 	require.NoError(t, err)
 	defer tap.Close()
 	peer := os.NewFile(uintptr(fds[1]), "peer")
@@ -47,7 +47,7 @@ func TestTapFrameIOAllocatesNothing(t *testing.T) {
 		require.NoError(t, err)
 		_, err = unix.Write(fds[1], raw[:back])
 		require.NoError(t, err)
-		got, err = tap.readv(in)
+		got, err = tap.readv(in, nil)
 		require.NoError(t, err)
 	})
 	assert.Zero(t, allocs)
