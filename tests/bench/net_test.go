@@ -1,10 +1,13 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,7 +74,10 @@ var syscallNames = map[string]string{
 // the TAP, whose size shows the segmentation offloads at work; with
 // GVMM_BENCH_NET_COUNT=1 it counts the VMM's system calls, the VM exits
 // and the guest's interrupts per transfer too, which slows every system
-// call while it runs, and leaves out the vhost=on runs.
+// call while it runs, and leaves out the vhost=on runs;
+// GVMM_BENCH_NET_COUNT=exits counts the exits and interrupts alone. The
+// host kernel's KVM statistics (exits by kind, halt polling) are read
+// around every transfer, and each transfer is logged on its own line.
 func BenchmarkNet(b *testing.B) {
 	k, err := debkernel.Get()
 	if err != nil {
@@ -95,12 +101,19 @@ func BenchmarkNet(b *testing.B) {
 	var tr *measure.Tracing
 	_, amdErr := os.Stat("/sys/module/kvm_amd")
 	isSVM := amdErr == nil
-	if os.Getenv("GVMM_BENCH_NET_COUNT") != "" {
+	countMode := os.Getenv("GVMM_BENCH_NET_COUNT")
+	if countMode != "" {
 		t, err := measure.FindTracing()
 		if err != nil {
 			b.Fatal(err)
 		}
 		tr = &t
+	}
+	hists := []measure.Hist{syscallHist, msiHist, exitHist}
+	if countMode == "exits" {
+		// The exits and interrupts alone: tracing every system call
+		// slows each one.
+		hists = hists[1:]
 	}
 	runs := []vmm{gvmm, qemu, qemuVhost}
 	if tr != nil {
@@ -119,17 +132,17 @@ func BenchmarkNet(b *testing.B) {
 				{"host to guest", func() error { return toSink(dial, want) }},
 				{"guest to host", func() error { return fromSource(dial, want) }},
 			} {
-				tapBefore, threadsBefore := tapStats(b), r.threads(b)
+				tapBefore, threadsBefore, kvmBefore := tapStats(b), r.threads(b), kvmStats(b)
 				var wall time.Duration
 				var cpu measure.CPU
-				counted := countIf(b, tr, func() {
+				counted := countIf(b, tr, hists, func() {
 					before, t0 := r.cpu(b), time.Now()
 					if err := t.fn(); err != nil {
 						b.Fatalf("%s: %s: %v", v.name, t.dir, err)
 					}
 					wall, cpu = time.Since(t0), r.cpu(b).Sub(before)
 				})
-				tapAfter, threadsAfter := tapStats(b), r.threads(b)
+				tapAfter, threadsAfter, kvmAfter := tapStats(b), r.threads(b), kvmStats(b)
 				rate := float64(vsockBytes) / (1 << 20) / wall.Seconds()
 				name, metric := v.name, t.dir
 				if v.name == qemuVhost.name {
@@ -163,9 +176,18 @@ func BenchmarkNet(b *testing.B) {
 					}
 					s.add(t.dir+", TAP frames", v.name, float64(frames))
 					s.add(t.dir+", data per TAP frame", v.name, float64(vsockBytes)/1024/float64(max(frames, 1)))
+					kvm := kvmAfter.Sub(kvmBefore)
+					for _, k := range kvmStatKeys {
+						s.add(t.dir+", KVM "+k.name, v.name, k.value(kvm))
+					}
 					if counted != nil {
 						addCounted(b, s, t.dir, isSVM, r, counted)
 					}
+					// Each run on its own: its medians would hide a run
+					// that fell into a slow mode.
+					b.Logf("%s, %s: %.2f MiB/s; VMM outside guest mode %.2f s (vCPU threads %.2f, others %.2f), guest mode %.2f s; switches %d (vCPU threads %d; busiest threads %s); KVM %s; exits %s",
+						v.name, t.dir, rate, cpu.Host().Seconds(), vcpus.Seconds(), others.Seconds(), cpu.Guest.Seconds(),
+						all, onVCPUs, busiest(threadsBefore, threadsAfter, r.cmd.Process.Pid), kvmSummary(kvm), exitSummary(counted, isSVM))
 				}
 			}
 			r.cancel()
@@ -183,6 +205,9 @@ func BenchmarkNet(b *testing.B) {
 		emit(b, s, dir+", VMM context switches: vCPU threads", "switches", nil)
 		emit(b, s, dir+", TAP frames", "frames", nil)
 		emit(b, s, dir+", data per TAP frame", "KiB", nil)
+		for _, k := range kvmStatKeys {
+			emit(b, s, dir+", KVM "+k.name, k.unit, nil)
+		}
 		if tr != nil {
 			pad(s, dir+", syscall ", n)
 			pad(s, dir+", exit ", n)
@@ -191,6 +216,9 @@ func BenchmarkNet(b *testing.B) {
 			exits := measure.Median(s[dir+", VM exits"][qemu.name])
 			for _, m := range top(s, dir+", exit ", exits, 0.02) {
 				emit(b, s, m, "exits", nil)
+			}
+			if countMode == "exits" {
+				continue // no system calls traced
 			}
 			emit(b, s, dir+", VMM system calls", "calls", nil)
 			total := measure.Median(s[dir+", VMM system calls"][qemu.name])
@@ -259,6 +287,34 @@ func switches(before, after map[string]threadUse) (all, vcpus uint64) {
 	return all, vcpus
 }
 
+// busiest names the threads that switched most between two readings, as
+// "id-offset:switches/CPU ms outside guest mode" with the thread id less
+// the process's (the Go runtime's sysmon is usually +1), vCPU threads
+// marked with a "v".
+func busiest(before, after map[string]threadUse, pid int) string {
+	type use struct {
+		name     string
+		switches uint64
+		host     time.Duration
+	}
+	var all []use
+	for tid, a := range after {
+		b := before[tid]
+		n, _ := strconv.Atoi(tid)
+		name := "+" + strconv.Itoa(n-pid)
+		if a.cpu.Guest > 0 {
+			name += "v"
+		}
+		all = append(all, use{name, a.switches - b.switches, a.cpu.Sub(b.cpu).Host()})
+	}
+	slices.SortFunc(all, func(x, y use) int { return cmp.Compare(y.switches, x.switches) })
+	parts := make([]string, 0, 6)
+	for _, u := range all[:min(6, len(all))] {
+		parts = append(parts, fmt.Sprintf("%s:%d/%d", u.name, u.switches, u.host.Milliseconds()))
+	}
+	return strings.Join(parts, " ")
+}
+
 // tapStats reads benchTap's counters.
 func tapStats(b *testing.B) netlink.LinkStatistics {
 	b.Helper()
@@ -273,14 +329,77 @@ func tapStats(b *testing.B) netlink.LinkStatistics {
 	return *st
 }
 
-// countIf runs fn, counting syscalls and MSIs around it when tr is set.
-func countIf(b *testing.B, tr *measure.Tracing, fn func()) map[string]measure.Counts {
+// countIf runs fn, counting hists around it when tr is set.
+func countIf(b *testing.B, tr *measure.Tracing, hists []measure.Hist, fn func()) map[string]measure.Counts {
 	b.Helper()
 	if tr == nil {
 		fn()
 		return nil
 	}
-	return count(b, *tr, []measure.Hist{syscallHist, msiHist, exitHist}, fn)
+	return count(b, *tr, hists, fn)
+}
+
+// kvmStats reads the host kernel's KVM statistics: with one VM running,
+// its own.
+func kvmStats(b *testing.B) measure.Counts {
+	b.Helper()
+	c, err := measure.ReadKVMStats(measure.KVMStatsDir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// kvmStatKeys are the KVM statistics a transfer reports: the exits by
+// kind, and where the vCPU threads' time in the kernel goes while the
+// guest idles (halt polling spins on the CPU, halt_wait_ns sleeps).
+var kvmStatKeys = []struct {
+	name, unit string
+	value      func(measure.Counts) float64
+}{
+	{"exits", "exits", kvmStat("exits")},
+	{"halt exits", "exits", kvmStat("halt_exits")},
+	{"MMIO exits to the VMM", "exits", kvmStat("mmio_exits")},
+	{"port I/O exits to the VMM", "exits", kvmStat("io_exits")},
+	{"IRQ window exits", "exits", kvmStat("irq_window_exits")},
+	{"interrupts injected", "IRQs", kvmStat("irq_injections")},
+	{"halt polls attempted", "polls", kvmStat("halt_attempted_poll")},
+	{"halt polls successful", "polls", kvmStat("halt_successful_poll")},
+	{"halt polling", "CPU s", func(c measure.Counts) float64 {
+		return float64(c["halt_poll_success_ns"]+c["halt_poll_fail_ns"]) / 1e9
+	}},
+	{"halted, asleep", "s", func(c measure.Counts) float64 { return float64(c["halt_wait_ns"]) / 1e9 }},
+}
+
+func kvmStat(name string) func(measure.Counts) float64 {
+	return func(c measure.Counts) float64 { return float64(c[name]) }
+}
+
+// kvmSummary is every non-zero KVM statistic of a transfer, for its log
+// line.
+func kvmSummary(c measure.Counts) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(c)) {
+		if c[k] != 0 {
+			parts = append(parts, fmt.Sprintf("%s=%d", k, c[k]))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// exitSummary names a transfer's counted exits by reason, most first.
+func exitSummary(counted map[string]measure.Counts, svm bool) string {
+	exits := counted[exitHist.Event]
+	if exits == nil {
+		return "not counted"
+	}
+	keys := slices.SortedFunc(maps.Keys(exits), func(a, b string) int { return cmp.Compare(exits[b], exits[a]) })
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		code, _ := strconv.ParseUint(k, 10, 64)
+		parts = append(parts, fmt.Sprintf("%s=%d", measure.ExitName(svm, code), exits[k]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // addCounted adds the MSIs and the system calls of r's threads.

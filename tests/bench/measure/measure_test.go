@@ -1,6 +1,8 @@
 package measure
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +133,27 @@ func TestParseStat(t *testing.T) {
 		_, err := ParseStat(bad)
 		assert.Error(t, err, "%q", bad)
 	}
+}
+
+func TestReadKVMStats(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"exits":                  "1200\n",
+		"halt_poll_success_ns":   "987654321\n",
+		"halt_poll_success_hist": "1 2 3 4\n",
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644))
+	}
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "1234-12"), 0o755))
+	before, err := ReadKVMStats(dir)
+	require.NoError(t, err)
+	assert.Equal(t, Counts{"exits": 1200, "halt_poll_success_ns": 987654321}, before)
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "exits"), []byte("1500\n"), 0o644))
+	after, err := ReadKVMStats(dir)
+	require.NoError(t, err)
+	assert.Equal(t, Counts{"exits": 300, "halt_poll_success_ns": 0}, after.Sub(before))
+
+	_, err = ReadKVMStats(t.TempDir())
+	assert.ErrorContains(t, err, "no KVM statistics")
 }
