@@ -37,9 +37,10 @@ type savedDevices struct {
 // empty: its configuration and device, vCPU and KVM state in a state
 // file, and guest RAM as a sparse memory file. Disk images are not
 // copied: Pause has flushed them, and the snapshot records each image's
-// identity so that a restore onto a changed image is refused. The
-// machine stays paused. A machine with a device whose state cannot be
-// saved yet (9P shares, net) is refused with ErrNotSnapshottable; vsock
+// identity so that a restore onto a changed image is refused. Shares are
+// quiesced meanwhile (no 9P request in flight) and their fids saved by
+// path. The machine stays paused. A machine with a device whose state
+// cannot be saved yet (net) is refused with ErrNotSnapshottable; vsock
 // connections are not saved, a restore resets them.
 func (m *Machine) Snapshot(dir string) error {
 	if err := m.snapshottable(); err != nil {
@@ -54,6 +55,12 @@ func (m *Machine) Snapshot(dir string) error {
 	if !b.gate.isPaused() {
 		return fmt.Errorf("%w: snapshot of a running machine: pause it first", ErrState)
 	}
+	// Until the memory is written: a share's fids and its used ring must
+	// agree, and 9P answers out of order (see p9.Device.Quiesce).
+	for _, s := range m.shares {
+		s.Quiesce()
+		defer s.Release()
+	}
 	st, err := b.save()
 	if err != nil {
 		return fmt.Errorf("machine: snapshot: %w", err)
@@ -63,9 +70,6 @@ func (m *Machine) Snapshot(dir string) error {
 
 func (m *Machine) snapshottable() error {
 	var not []string
-	if len(m.cfg.Shares) > 0 {
-		not = append(not, "virtio-9p (shares)")
-	}
 	if len(m.cfg.Nets) > 0 {
 		not = append(not, "virtio-net")
 	}
@@ -128,6 +132,14 @@ func writeSynced(path string, data []byte) error {
 func (b *bootedVM) save() (*snapshot.State, error) {
 	m := b.m
 	st := &snapshot.State{Taken: time.Now(), Config: snapshotConfig(m.cfg), MemorySize: m.cfg.Memory}
+	for i, sh := range st.Config.Shares {
+		// A restore may run from another folder.
+		abs, err := filepath.Abs(sh.Path)
+		if err != nil {
+			return nil, fmt.Errorf("share %s: %w", sh.Path, err)
+		}
+		st.Config.Shares[i].Path = abs
+	}
 	for i, d := range st.Config.Disks {
 		id, err := diskIdentity(d.Path)
 		if err != nil {
@@ -169,11 +181,19 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 		UART: b.saved.uart.State(), I8042: b.saved.kbd.State(), RTC: b.saved.rtc.State(),
 		PM: b.power.State(), PCI: b.saved.root.State(),
 	}
+	shares := m.shares
 	for _, fn := range b.virtio {
 		d := snapshot.VirtioDevice{Type: fn.Type(), Transport: fn.State()}
-		if d.Type == virtio.DeviceBalloon {
+		switch d.Type {
+		case virtio.DeviceBalloon:
 			s := m.balloon.State()
 			d.Balloon = &s
+		case virtio.Device9P:
+			s, err := shares[0].State()
+			if err != nil {
+				return nil, err
+			}
+			d.P9, shares = &s, shares[1:]
 		}
 		st.Devices.Virtio = append(st.Devices.Virtio, d)
 	}
@@ -283,6 +303,9 @@ func snapshotConfig(c Config) snapshot.Config {
 	}
 	for _, d := range c.Disks {
 		s.Disks = append(s.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial})
+	}
+	for _, sh := range c.Shares {
+		s.Shares = append(s.Shares, snapshot.Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly})
 	}
 	if c.Balloon != nil {
 		s.Balloon = &snapshot.Balloon{Size: c.Balloon.Size}

@@ -66,7 +66,8 @@ func (d *Device) Release() {
 	}
 }
 
-// State returns the share's state. Take it quiesced. Fids whose file the
+// State returns the share's state. Take it quiesced. A guest holding
+// more than MaxFids fids is refused. Fids whose file the
 // guest removed or renamed over, or whose path is longer than PATH_MAX,
 // are left out, and logged: after a restore the guest's fid is unknown,
 // and using it fails with EBADF.
@@ -82,6 +83,10 @@ func (d *Device) State() (State, error) {
 	}
 	st.MessageSize = s.msize.Load()
 	s.mu.Lock()
+	if n := len(s.fids); n > MaxFids {
+		s.mu.Unlock()
+		return State{}, fmt.Errorf("virtio-9p %s: the guest holds %d fids, a snapshot saves at most %d", d.tag, n, MaxFids)
+	}
 	var lost []string
 	for fid, r := range s.fids {
 		if r.lost {
