@@ -113,7 +113,7 @@ to stderr.`,
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
-	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable)", func(v string) error {
+	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable); with --restore: serves the snapshot's share TAG from DIR", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err
@@ -137,7 +137,7 @@ to stderr.`,
 			if restore, err = restoreFromFlags(fs, *clockMode, *restorePaused); err != nil {
 				return usageErr("%v", err)
 			}
-			restore.VsockSocket = *vsockSocket
+			restore.VsockSocket, restore.Shares = *vsockSocket, cfg.Shares
 		case fs.Changed("paused") || fs.Changed("clock") || fs.Changed("vsock-socket"):
 			return usageErr("--paused, --clock and --vsock-socket go with --restore")
 		case *configFile != "":
@@ -346,11 +346,12 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) (*vmdef
 }
 
 // restoreFromFlags checks the flags of a restore: the machine comes from
-// the snapshot, so VM flags and --config are refused.
+// the snapshot, so VM flags and --config are refused, except --share,
+// which points a share of the snapshot at another folder (a copy).
 func restoreFromFlags(fs *pflag.FlagSet, clock string, paused bool) (*machine.RestoreOptions, error) {
 	var conflict string
 	fs.Visit(func(f *pflag.Flag) {
-		if conflict == "" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
+		if conflict == "" && f.Name != "share" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
 			conflict = f.Name
 		}
 	})
