@@ -2,7 +2,6 @@ package p9
 
 import (
 	"cmp"
-	"context"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -81,6 +80,11 @@ func (d *Device) State() (State, error) {
 	if s == nil {
 		return st, nil
 	}
+	if !s.versioned.Load() {
+		// No Tversion yet: the driver has not started a session, and
+		// a restore has no msize to start one with.
+		return st, nil
+	}
 	st.MessageSize = s.msize.Load()
 	s.mu.Lock()
 	if n := len(s.fids); n > MaxFids {
@@ -96,9 +100,6 @@ func (d *Device) State() (State, error) {
 		st.Fids = append(st.Fids, FidState{Fid: fid, Path: r.path, Open: r.open, Flags: r.flags, Dir: r.dir, QID: r.qid})
 	}
 	s.mu.Unlock()
-	if !s.versioned.Load() {
-		st.MessageSize = 0 // no Tversion yet: the default msize is not the driver's
-	}
 	slices.SortFunc(st.Fids, func(a, b FidState) int { return cmp.Compare(a.Fid, b.Fid) })
 	if len(lost) > 0 {
 		d.log.Warn("virtio-9p: snapshot leaves out fids whose file was removed or replaced; the guest's use of them fails after a restore",
@@ -298,7 +299,7 @@ func (s *session) call(msg []byte) ([]byte, error) {
 	if changesFids[req.Type] {
 		p.req = req.Msg
 	}
-	if err := s.slots.Acquire(context.Background(), p.slots); err != nil {
+	if err := s.slots.Acquire(s.ctx, p.slots); err != nil {
 		return nil, err
 	}
 	if !s.track(req.Tag, p) {

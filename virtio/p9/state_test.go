@@ -286,3 +286,14 @@ func TestRestoreRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestStateWithoutSession saves a share whose driver never sent
+// Tversion: nothing to bring back, and a restore of it is accepted.
+func TestStateWithoutSession(t *testing.T) {
+	r := newRig(t, t.TempDir(), false, stateMsize, 1<<20)
+	r.roundTrip(p9test.Msg(msgTattach, 1, uint32(1), uint32(noFid), "", "", uint32(0)))
+	st := snapshotOf(t, r)
+	assert.Zero(t, st.MessageSize)
+	assert.Empty(t, st.Fids)
+	newRigWith(t, t.TempDir(), false, stateMsize, 1<<20, func(d *Device) { require.NoError(t, d.Restore(State{Tag: "t"})) })
+}
