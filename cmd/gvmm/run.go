@@ -252,7 +252,12 @@ to stderr.`,
 
 		var m *machine.Machine
 		if restore != nil {
-			restore.Console, restore.ConsoleIn, restore.Log, restore.BeforeRun = cfg.Console, cfg.ConsoleIn, log, cfg.BeforeRun
+			restore.Console, restore.ConsoleIn, restore.Log = cfg.Console, cfg.ConsoleIn, log
+			// The filter follows the snapshot's configuration (its shares),
+			// which Restore reads before the guest runs.
+			restore.BeforeRun = func(reopen []string) error {
+				return beforeRun(jailed, *seccompMode == "on", m.Config(), log)(reopen)
+			}
 			m, err = machine.Restore(*restoreDir, *restore)
 		} else {
 			m, err = machine.New(cfg)
