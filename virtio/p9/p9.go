@@ -241,6 +241,11 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		// takes for a failure (execve, reading file capabilities).
 		s.untrack(req.Tag)
 		return s.complete(p, lerror(req.Tag, uint32(unix.EOPNOTSUPP)))
+	case msgTattach, msgTwalk:
+		if s.fidsFull(req) {
+			s.untrack(req.Tag)
+			return s.complete(p, lerror(req.Tag, uint32(unix.ENFILE)))
+		}
 	}
 	if req.Type == msgTversion {
 		// The server resets the session on Tversion and may change msize:
@@ -395,6 +400,21 @@ func (s *session) track(tag uint16, p *pending) bool {
 	}
 	s.pending[tag] = p
 	return true
+}
+
+// fidsFull reports whether req, a Tattach or Twalk, would make a new fid
+// past maxLiveFids: what the device keeps of each fid stays bounded, and
+// every session can be saved (MaxFids). Requests in flight may each add
+// one more.
+func (s *session) fidsFull(req Request) bool {
+	fid := binary.LittleEndian.Uint32(req.Msg[HeaderSize:]) // Tattach's fid
+	if req.Type == msgTwalk {
+		fid = binary.LittleEndian.Uint32(req.Msg[HeaderSize+4:]) // newfid
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, replaced := s.fids[fid]
+	return !replaced && len(s.fids) >= maxLiveFids
 }
 
 func (s *session) untrack(tag uint16) {

@@ -14,8 +14,13 @@ import (
 
 // MaxFids bounds the fids a restored state may hold: each one is opened
 // again, and a forged state must not make the restore open without end.
-// A guest rarely holds more than a few thousand.
+// A guest rarely holds more than a few thousand; the device refuses its
+// new fids past maxLiveFids.
 const MaxFids = 1 << 16
+
+// maxLiveFids is where a guest's new fids are refused (ENFILE): with
+// the requests in flight, a session never holds more than MaxFids.
+const maxLiveFids = MaxFids - MaxInFlight
 
 // maxWalkNames is the most names one Twalk carries (MAXWELEM).
 const maxWalkNames = 16

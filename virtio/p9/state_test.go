@@ -297,3 +297,27 @@ func TestStateWithoutSession(t *testing.T) {
 	assert.Empty(t, st.Fids)
 	newRigWith(t, t.TempDir(), false, stateMsize, 1<<20, func(d *Device) { require.NoError(t, d.Restore(State{Tag: "t"})) })
 }
+
+// TestFidsBounded fills a session's fids to the bound: a walk or attach
+// to a new fid is refused with ENFILE, one that replaces a fid is not.
+func TestFidsBounded(t *testing.T) {
+	r := newRig(t, t.TempDir(), false, stateMsize, 1<<20)
+	ok(t, r, p9test.Msg(msgTversion, noTag, uint32(stateMsize), dotL))
+	ok(t, r, p9test.Msg(msgTattach, 1, uint32(1), uint32(noFid), "", "", uint32(0)))
+	s := r.dev.sess
+	s.mu.Lock()
+	for fid := uint32(100); len(s.fids) < maxLiveFids; fid++ {
+		s.fids[fid] = &fidRecord{}
+	}
+	s.mu.Unlock()
+	for _, msg := range [][]byte{
+		p9test.Msg(msgTwalk, 2, uint32(1), uint32(2), uint16(0)),
+		p9test.Msg(msgTattach, 3, uint32(3), uint32(noFid), "", "", uint32(0)),
+	} {
+		assert.Equal(t, unix.ErrnoName(unix.ENFILE), unix.ErrnoName(unix.Errno(lerrno(r.roundTrip(msg)))), "type %d", msg[4])
+	}
+	ok(t, r, p9test.Msg(msgTwalk, 4, uint32(1), uint32(100), uint16(0)))
+	ok(t, r, p9test.Msg(msgTwalk, 5, uint32(1), uint32(1), uint16(0)))
+	st := snapshotOf(t, r)
+	assert.LessOrEqual(t, len(st.Fids), MaxFids)
+}
