@@ -126,12 +126,10 @@ func (t fidTable) answered(req, resp []byte) {
 			t.removed(join(r, name).path)
 		}
 	case msgTrenameat:
-		oldDir, newDir := t[u32(0)], (*fidRecord)(nil)
-		oldName, off := str(4)
-		newDir = t[u32(off)]
-		newName, _ := str(off + 4)
 		if ok {
-			t.renamed(join(oldDir, oldName), join(newDir, newName))
+			oldName, off := str(4)
+			newName, _ := str(off + 4)
+			t.renamed(join(t[u32(0)], oldName), join(t[u32(off)], newName))
 		}
 	case msgTrename:
 		if ok {
@@ -174,7 +172,7 @@ func (t fidTable) renamed(from, to *fidRecord) {
 	}
 	for _, r := range t {
 		switch {
-		case r.lost:
+		case r.lost: // no path to move
 		case within(r.path, from.path):
 			r.path = to.path + r.path[len(from.path):]
 			if len(r.path) > maxPathLen {
