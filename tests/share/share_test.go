@@ -139,7 +139,9 @@ func TestShares(t *testing.T) {
 // a new one: the guest's kept fd reads and writes on (the host sees the
 // write, and what was written before is not truncated by the reopen), a
 // file the host removed meanwhile fails with EBADF while the rest goes
-// on, and the cwd is read and listed after the restore.
+// on, and the cwd is read and listed after the restore. The snapshot is
+// then restored again with --share pointing its share at a copy of the
+// folder.
 func TestSnapshotKeepsOpenFiles(t *testing.T) {
 	// Unix socket paths are short: not under t.TempDir's long names.
 	root, err := os.MkdirTemp("", "gvmm-share-")
@@ -188,33 +190,13 @@ func TestSnapshotKeepsOpenFiles(t *testing.T) {
 	t.Logf("open fids of the rw share: %v", paths)
 	assert.True(t, paths["sub/keep.txt"] && paths["sub/doomed.txt"], "the open files are saved by path: %v", paths)
 
+	// A copy of the folder as it was, for a second restore.
+	copied := filepath.Join(root, "copy")
+	cpOut, err := exec.Command("cp", "-a", rw, copied).CombinedOutput()
+	require.NoError(t, err, "%s", cpOut)
+
 	require.NoError(t, os.Remove(filepath.Join(sub, "doomed.txt")))
-	b := vmmproc.Start(t, 10*time.Minute, kvmhost.Asset("gvmm"), "run", "--restore", snap,
-		"--api-socket", filepath.Join(root, "b.sock"))
-	// The guest polls for go: once the restored VMM answers, say it.
-	bc := api.NewClient(filepath.Join(root, "b.sock"))
-	defer bc.Close()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if _, err := bc.Info(ctx); err == nil {
-			break
-		}
-		select {
-		case <-b.Exited:
-			t.Fatalf("the restore ended early\n%s", b.Err.String())
-		default:
-		}
-		require.True(t, time.Now().Before(deadline), "the restored VMM's API did not answer")
-	}
-	require.NoError(t, os.WriteFile(filepath.Join(sub, "go"), []byte("restored\n"), 0o644))
-	b.WaitFor(t, "done", bootTimeout)
-	select {
-	case <-b.Exited:
-	case <-time.After(time.Minute):
-		t.Fatal("the restored guest did not power off")
-	}
-	assert.True(t, b.Cmd.ProcessState.Success(), "the restored VMM's exit\n%s", b.Err.String())
-	assert.Empty(t, b.Out.Values("error"), "the guest reported errors")
-	assert.NotContains(t, b.Out.String(), "Linux version", "the restored guest did not boot again")
+	b := resume(t, ctx, snap, filepath.Join(root, "b.sock"), sub)
 	assert.Equal(t, []string{"before|after"}, b.Out.Values("kept"))
 	assert.Equal(t, []string{"EBADF"}, b.Out.Values("doomed"), "the fd of a file removed on the host")
 	assert.Equal(t, []string{"restored"}, b.Out.Values("go"))
@@ -223,5 +205,55 @@ func TestSnapshotKeepsOpenFiles(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "before\nafter\n", string(got), "the host sees the write through the restored fd")
 	assert.Contains(t, b.Err.String(), "fids not restored", "the removed file's fid is logged")
-	assert.NotContains(t, b.Err.String(), "level=ERROR")
+
+	// The same snapshot again, its rw share served from the copy: every
+	// fid is found there, and the writes land in the copy alone.
+	c2 := resume(t, ctx, snap, filepath.Join(root, "c.sock"), filepath.Join(copied, "sub"), "--share", copied+",tag=rw")
+	assert.Equal(t, []string{"before|after"}, c2.Out.Values("kept"))
+	assert.Equal(t, []string{"ok"}, c2.Out.Values("doomed"), "doomed.txt is in the copy")
+	assert.Equal(t, []string{"doomed.txt,go,keep.txt"}, c2.Out.Values("cwdlisting"))
+	got, err = os.ReadFile(filepath.Join(copied, "sub", "keep.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, "before\nafter\n", string(got))
+	got, err = os.ReadFile(filepath.Join(sub, "keep.txt"))
+	require.NoError(t, err)
+	assert.Equal(t, "before\nafter\n", string(got), "the first folder is not written by the second restore")
+	assert.NotContains(t, c2.Err.String(), "fids not restored")
+}
+
+// resume restores snap in a new VMM with extra flags, waits until its API
+// answers, puts go into goDir (the guest's cwd) and waits for the guest
+// to finish and power off; the VMM ends with status 0, the guest did not
+// boot again and reported no error.
+func resume(t *testing.T, ctx context.Context, snap, apiSock, goDir string, extra ...string) *vmmproc.Proc {
+	t.Helper()
+	start := time.Now()
+	vm := vmmproc.Start(t, 10*time.Minute, kvmhost.Asset("gvmm"),
+		append([]string{"run", "--restore", snap, "--api-socket", apiSock}, extra...)...)
+	c := api.NewClient(apiSock)
+	defer c.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := c.Info(ctx); err == nil {
+			break
+		}
+		select {
+		case <-vm.Exited:
+			t.Fatalf("the restore ended early\n%s", vm.Err.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "the restored VMM's API did not answer")
+	}
+	t.Logf("restored VMM answering after %v", time.Since(start).Round(time.Millisecond))
+	require.NoError(t, os.WriteFile(filepath.Join(goDir, "go"), []byte("restored\n"), 0o644))
+	vm.WaitFor(t, "done", bootTimeout)
+	select {
+	case <-vm.Exited:
+	case <-time.After(time.Minute):
+		t.Fatal("the restored guest did not power off")
+	}
+	assert.True(t, vm.Cmd.ProcessState.Success(), "the restored VMM's exit\n%s", vm.Err.String())
+	assert.Empty(t, vm.Out.Values("error"), "the guest reported errors")
+	assert.NotContains(t, vm.Out.String(), "Linux version", "the restored guest did not boot again")
+	assert.NotContains(t, vm.Err.String(), "level=ERROR")
+	return vm
 }
