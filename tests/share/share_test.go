@@ -192,8 +192,7 @@ func TestSnapshotKeepsOpenFiles(t *testing.T) {
 
 	// A copy of the folder as it was, for a second restore.
 	copied := filepath.Join(root, "copy")
-	cpOut, err := exec.Command("cp", "-a", rw, copied).CombinedOutput()
-	require.NoError(t, err, "%s", cpOut)
+	require.NoError(t, os.CopyFS(copied, os.DirFS(rw)))
 
 	require.NoError(t, os.Remove(filepath.Join(sub, "doomed.txt")))
 	b := resume(t, ctx, snap, filepath.Join(root, "b.sock"), sub)
