@@ -3,7 +3,6 @@ package p9
 import (
 	"encoding/binary"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -134,8 +133,7 @@ func TestStateRestored(t *testing.T) {
 		}, []uint32{fidDir, fidWalked, fidCreated}},
 		{"a copy of the folder", func(t *testing.T, dir string) string {
 			cp := filepath.Join(t.TempDir(), "copy")
-			out, err := exec.Command("cp", "-a", dir, cp).CombinedOutput()
-			require.NoError(t, err, "%s", out)
+			require.NoError(t, os.CopyFS(cp, os.DirFS(dir)))
 			return cp
 		}, nil},
 	}
