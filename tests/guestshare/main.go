@@ -27,8 +27,8 @@
 //	                        then the guest waits for the host's sub/go
 //	kept=TEXT               keep.txt read back through the fd kept open,
 //	                        after "after" was written through it
-//	doomed=ERRNO            a read of doomed.txt's fd, which the host
-//	                        removed before the restore
+//	doomed=TEXT|ERRNO       a read of doomed.txt's fd: its text, or the
+//	                        errno if the host removed it before the restore
 //	go=TEXT                 go, read relative to the cwd
 //	cwdlisting=a,b,...      the names in the cwd, sorted
 package main
@@ -267,8 +267,12 @@ func acrossSnapshot(map[string]string) error {
 		return fmt.Errorf("read through the kept fd: %w", err)
 	}
 	guest.Report("kept", strings.ReplaceAll(strings.TrimSpace(string(b[:n])), "\n", "|"))
-	_, err = doomed.ReadAt(b, 0)
-	guest.Report("doomed", errnoName(err))
+	n, err = doomed.ReadAt(b, 0)
+	if n > 0 && errors.Is(err, io.EOF) {
+		guest.Report("doomed", strings.TrimSpace(string(b[:n])))
+	} else {
+		guest.Report("doomed", errnoName(err))
+	}
 	g, err := os.ReadFile("go")
 	if err != nil {
 		return err
