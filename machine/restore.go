@@ -52,6 +52,9 @@ type RestoreOptions struct {
 	// Without Nets, each TAP the snapshot's machine was given by name is
 	// opened by that name again (and created if absent).
 	Nets []Net
+	// Shares replace the snapshot's shares of the same tags (a clone
+	// served a copy of the folder); a tag the snapshot lacks is refused.
+	Shares []Share
 	// Console, ConsoleIn, Log, KVMDevice and BeforeRun are as in Config.
 	Console   io.Writer
 	ConsoleIn io.Reader
@@ -63,6 +66,7 @@ type RestoreOptions struct {
 // Errors a refused restore wraps, besides the snapshot package's.
 var (
 	ErrDiskChanged = errors.New("disk image changed since the snapshot")
+	ErrShare       = errors.New("share of the snapshot cannot be served")
 	ErrCPUFeatures = errors.New("host CPU lacks features the snapshot's vCPUs use")
 )
 
@@ -96,7 +100,13 @@ func Restore(dir string, opts RestoreOptions) (*Machine, error) {
 		return nil, err
 	}
 	f.Close()
-	rc := restoredConfig(st.Config, opts)
+	rc, err := restoredConfig(st.Config, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkShares(rc.Shares); err != nil {
+		return nil, err
+	}
 	if rc.Nets, err = restoredNets(st, opts.Nets); err != nil {
 		return nil, err
 	}
@@ -181,7 +191,22 @@ func checkDisks(disks []snapshot.Disk) error {
 	return nil
 }
 
-func restoredConfig(s snapshot.Config, o RestoreOptions) *Config {
+// checkShares refuses a share whose folder is missing, before anything
+// starts: its fids could not be reopened.
+func checkShares(shares []Share) error {
+	for _, sh := range shares {
+		fi, err := os.Stat(sh.Path)
+		if err == nil && !fi.IsDir() {
+			err = errors.New("not a folder")
+		}
+		if err != nil {
+			return fmt.Errorf("machine: restore: %w: tag %s, folder %s: %w", ErrShare, sh.Tag, sh.Path, err)
+		}
+	}
+	return nil
+}
+
+func restoredConfig(s snapshot.Config, o RestoreOptions) (*Config, error) {
 	c := &Config{
 		Kernel: s.Kernel, KernelCache: s.KernelCache, Initrd: s.Initrd, Cmdline: s.Cmdline,
 		CPUs: s.CPUs, Memory: s.Memory, Mergeable: s.Mergeable, HugePages: s.HugePages,
@@ -195,6 +220,16 @@ func restoredConfig(s snapshot.Config, o RestoreOptions) *Config {
 	for _, d := range s.Disks {
 		c.Disks = append(c.Disks, Disk{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Limit: d.Limit})
 	}
+	for _, sh := range s.Shares {
+		c.Shares = append(c.Shares, Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly})
+	}
+	for _, sh := range o.Shares {
+		i := slices.IndexFunc(c.Shares, func(s Share) bool { return s.Tag == sh.Tag })
+		if i < 0 {
+			return nil, fmt.Errorf("machine: restore: %w: the snapshot has no share tagged %q", ErrShare, sh.Tag)
+		}
+		c.Shares[i] = sh
+	}
 	if s.Balloon != nil {
 		c.Balloon = &BalloonConfig{Size: s.Balloon.Size}
 	}
@@ -204,7 +239,7 @@ func restoredConfig(s snapshot.Config, o RestoreOptions) *Config {
 			c.Vsock.Socket = o.VsockSocket
 		}
 	}
-	return c
+	return c, nil
 }
 
 // restoreVM rebuilds the VM of the snapshot and starts its vCPUs. It runs
@@ -437,6 +472,7 @@ func (b *bootedVM) restoreDevices(d snapshot.Devices) error {
 	if err := errors.Join(s.uart.Restore(d.UART), s.kbd.Restore(d.I8042), s.rtc.Restore(d.RTC), b.power.Restore(d.PM)); err != nil {
 		return err
 	}
+	shares := b.m.shares // their functions come in this order
 	if len(d.Virtio) != len(b.virtio) {
 		return fmt.Errorf("%w: %d virtio devices saved, the configuration has %d", snapshot.ErrFormat, len(d.Virtio), len(b.virtio))
 	}
@@ -463,6 +499,14 @@ func (b *bootedVM) restoreDevices(d snapshot.Devices) error {
 				return err
 			}
 			nets++
+		case virtio.Device9P:
+			if v.P9 == nil {
+				return fmt.Errorf("%w: share without its state", snapshot.ErrFormat)
+			}
+			if err := shares[0].Restore(*v.P9); err != nil {
+				return err
+			}
+			shares = shares[1:]
 		}
 		if err := fn.Restore(v.Transport); err != nil {
 			return err

@@ -25,7 +25,10 @@ func writeTestSnapshot(t *testing.T) (dir, disk string) {
 	base := t.TempDir()
 	disk = filepath.Join(base, "disk.img")
 	require.NoError(t, os.WriteFile(disk, make([]byte, 1<<20), 0o600))
-	cfg := Config{Kernel: "/boot/vmlinuz", CPUs: 1, Memory: 64 * MiB, Disks: []Disk{{Path: disk, Serial: "s1"}}}
+	share := filepath.Join(base, "share")
+	require.NoError(t, os.Mkdir(share, 0o700))
+	cfg := Config{Kernel: "/boot/vmlinuz", CPUs: 1, Memory: 64 * MiB, Disks: []Disk{{Path: disk, Serial: "s1"}},
+		Shares: []Share{{Path: share, Tag: "data"}}}
 	st := &snapshot.State{Taken: time.Now(), Config: snapshotConfig(cfg), MemorySize: 64 * MiB,
 		VM:    snapshot.VM{IRQChips: make([]kvm.IRQChipState, 3)},
 		VCPUs: []snapshot.VCPU{{CPUID: []kvm.CPUIDEntry{{Function: 0}}}}}
@@ -47,6 +50,7 @@ func TestRestoreReadsASnapshot(t *testing.T) {
 	assert.Equal(t, 1, c.CPUs)
 	assert.Equal(t, uint64(64*MiB), c.Memory)
 	assert.Equal(t, []Disk{{Path: disk, Serial: "s1"}}, c.Disks)
+	assert.Equal(t, []Share{{Path: filepath.Join(filepath.Dir(dir), "share"), Tag: "data"}}, c.Shares)
 	assert.Equal(t, "/boot/vmlinuz", c.Kernel, "kept for a later reboot")
 }
 
@@ -80,6 +84,14 @@ func TestRestoreRefuses(t *testing.T) {
 		{"missing state file", func(t *testing.T, dir, _ string) {
 			require.NoError(t, os.Remove(filepath.Join(dir, snapshot.StateFile)))
 		}, os.ErrNotExist},
+		{"missing share folder", func(t *testing.T, dir, _ string) {
+			require.NoError(t, os.Remove(filepath.Join(filepath.Dir(dir), "share")))
+		}, ErrShare},
+		{"share folder replaced by a file", func(t *testing.T, dir, _ string) {
+			share := filepath.Join(filepath.Dir(dir), "share")
+			require.NoError(t, os.Remove(share))
+			require.NoError(t, os.WriteFile(share, nil, 0o600))
+		}, ErrShare},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -96,21 +108,6 @@ func TestWriteSnapshotRefusesAFullFolder(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "x"), nil, 0o600))
 	err := writeSnapshot(dir, &snapshot.State{}, nil)
 	assert.ErrorContains(t, err, "not empty")
-}
-
-func TestSnapshotRefusesUnsavedDevices(t *testing.T) {
-	for name, cfg := range map[string]Config{
-		"virtio-9p": {Shares: []Share{{Tag: "x"}}},
-	} {
-		t.Run(name, func(t *testing.T) {
-			m := &Machine{cfg: cfg}
-			err := m.snapshottable()
-			assert.ErrorIs(t, err, ErrNotSnapshottable)
-			assert.ErrorContains(t, err, name)
-		})
-	}
-	m := &Machine{cfg: Config{Nets: []Net{{Tap: "tap0"}}}}
-	assert.NoError(t, m.snapshottable(), "network devices are saved")
 }
 
 // netSnapshot is the part of a snapshot's state restoredNets reads: a
@@ -192,10 +189,17 @@ func TestRestoredConfigRoundTrip(t *testing.T) {
 	cfg := Config{Kernel: "/k", Initrd: "/i", Cmdline: "quiet", CPUs: 2, Memory: 128 * MiB, OnReboot: RebootRestart,
 		Disks:   []Disk{{Path: "/d", ReadOnly: true, Serial: "x"}},
 		Balloon: &BalloonConfig{Size: 16 * MiB}, Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}, Mergeable: true}
-	got := restoredConfig(snapshotConfig(cfg), RestoreOptions{})
+	cfg.Shares = []Share{{Path: "/srv/a", Tag: "a", ReadOnly: true}, {Path: "/srv/b", Tag: "b"}}
+	got, err := restoredConfig(snapshotConfig(cfg), RestoreOptions{})
+	require.NoError(t, err)
 	assert.Equal(t, cfg, *got)
-	clone := restoredConfig(snapshotConfig(cfg), RestoreOptions{VsockSocket: "/run/clone.sock"})
+	clone, err := restoredConfig(snapshotConfig(cfg), RestoreOptions{VsockSocket: "/run/clone.sock",
+		Shares: []Share{{Path: "/srv/b2", Tag: "b", ReadOnly: true}}})
+	require.NoError(t, err)
 	assert.Equal(t, &VsockConfig{CID: 3, Socket: "/run/clone.sock"}, clone.Vsock, "a clone's own vsock socket")
+	assert.Equal(t, []Share{cfg.Shares[0], {Path: "/srv/b2", Tag: "b", ReadOnly: true}}, clone.Shares, "a clone's own copy of a share")
+	_, err = restoredConfig(snapshotConfig(cfg), RestoreOptions{Shares: []Share{{Path: "/srv/c", Tag: "c"}}})
+	assert.ErrorIs(t, err, ErrShare, "a tag the snapshot lacks")
 }
 
 func TestAdvanceTSC(t *testing.T) {

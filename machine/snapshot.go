@@ -19,11 +19,6 @@ import (
 	"github.com/gvmm-dev/gvmm/virtio"
 )
 
-// ErrNotSnapshottable is wrapped when a machine has a device whose state
-// a snapshot cannot save yet: the snapshot is refused rather than taken
-// without it.
-var ErrNotSnapshottable = errors.New("machine has a device a snapshot cannot save")
-
 // savedDevices are the devices of a boot whose state a snapshot saves,
 // besides the PM block, the virtio functions and KVM's own.
 type savedDevices struct {
@@ -37,15 +32,11 @@ type savedDevices struct {
 // empty: its configuration and device, vCPU and KVM state in a state
 // file, and guest RAM as a sparse memory file. Disk images are not
 // copied: Pause has flushed them, and the snapshot records each image's
-// identity so that a restore onto a changed image is refused. The
-// machine stays paused. A machine with a device whose state cannot be
-// saved yet (9P shares) is refused with ErrNotSnapshottable; vsock
-// connections are not saved, a restore resets them; frames in a TAP's
-// queue stay with it.
+// identity so that a restore onto a changed image is refused. Shares are
+// quiesced meanwhile (no 9P request in flight) and their fids saved by
+// path. The machine stays paused. vsock connections are not saved, a
+// restore resets them; frames in a TAP's queue stay with it.
 func (m *Machine) Snapshot(dir string) error {
-	if err := m.snapshottable(); err != nil {
-		return err
-	}
 	m.pauseMu.Lock()
 	defer m.pauseMu.Unlock()
 	b := m.current()
@@ -55,22 +46,17 @@ func (m *Machine) Snapshot(dir string) error {
 	if !b.gate.isPaused() {
 		return fmt.Errorf("%w: snapshot of a running machine: pause it first", ErrState)
 	}
+	// Until the memory is written: a share's fids and its used ring must
+	// agree, and 9P answers out of order (see p9.Device.Quiesce).
+	for _, s := range m.shares {
+		s.Quiesce()
+		defer s.Release()
+	}
 	st, err := b.save()
 	if err != nil {
 		return fmt.Errorf("machine: snapshot: %w", err)
 	}
 	return writeSnapshot(dir, st, b.mem.Regions())
-}
-
-func (m *Machine) snapshottable() error {
-	var not []string
-	if len(m.cfg.Shares) > 0 {
-		not = append(not, "virtio-9p (shares)")
-	}
-	if len(not) > 0 {
-		return fmt.Errorf("%w: %v", ErrNotSnapshottable, not)
-	}
-	return nil
 }
 
 // writeSnapshot creates dir and writes the memory file, then the state
@@ -126,6 +112,14 @@ func writeSynced(path string, data []byte) error {
 func (b *bootedVM) save() (*snapshot.State, error) {
 	m := b.m
 	st := &snapshot.State{Taken: time.Now(), Config: snapshotConfig(m.cfg), MemorySize: m.cfg.Memory}
+	for i, sh := range st.Config.Shares {
+		// A restore may run from another folder.
+		abs, err := filepath.Abs(sh.Path)
+		if err != nil {
+			return nil, fmt.Errorf("share %s: %w", sh.Path, err)
+		}
+		st.Config.Shares[i].Path = abs
+	}
 	for i, d := range st.Config.Disks {
 		id, err := diskIdentity(d.Path)
 		if err != nil {
@@ -167,7 +161,7 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 		UART: b.saved.uart.State(), I8042: b.saved.kbd.State(), RTC: b.saved.rtc.State(),
 		PM: b.power.State(), PCI: b.saved.root.State(),
 	}
-	nets := m.nets
+	nets, shares := m.nets, m.shares
 	for _, fn := range b.virtio {
 		d := snapshot.VirtioDevice{Type: fn.Type(), Transport: fn.State()}
 		switch d.Type {
@@ -177,6 +171,12 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 		case virtio.DeviceNet:
 			s := nets[0].dev.State()
 			d.Net, nets = &s, nets[1:]
+		case virtio.Device9P:
+			s, err := shares[0].State()
+			if err != nil {
+				return nil, err
+			}
+			d.P9, shares = &s, shares[1:]
 		}
 		st.Devices.Virtio = append(st.Devices.Virtio, d)
 	}
@@ -286,6 +286,9 @@ func snapshotConfig(c Config) snapshot.Config {
 	}
 	for _, d := range c.Disks {
 		s.Disks = append(s.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial})
+	}
+	for _, sh := range c.Shares {
+		s.Shares = append(s.Shares, snapshot.Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly})
 	}
 	if c.Balloon != nil {
 		s.Balloon = &snapshot.Balloon{Size: c.Balloon.Size}

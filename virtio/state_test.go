@@ -4,15 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/devices"
 	"github.com/gvmm-dev/gvmm/devices/pci"
 	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/p9"
+	"github.com/gvmm-dev/gvmm/virtio/queue"
 	"github.com/gvmm-dev/gvmm/virtio/virtiotest"
 )
 
@@ -91,7 +96,11 @@ func TestRestoreRejects(t *testing.T) {
 
 // FuzzRestore loads hostile transport states, as a damaged or forged
 // snapshot would carry: Restore must refuse them or restore a device
-// whose queues lie inside guest memory, never panic.
+// whose queues lie inside guest memory, never panic. The same input, as
+// a virtio-9p share's state (its JSON fields are not the transport's),
+// is restored into a share and activated: refused with ErrBadState, or
+// its fids reopened without a panic, without reaching outside the share
+// and without truncating or creating anything.
 func FuzzRestore(f *testing.F) {
 	seed := func(edit func(*virtio.PCIState)) {
 		s := virtio.PCIState{Status: statusRunning, DriverFeatures: virtio.FeatureVersion1, ConfigVector: virtio.NoVector,
@@ -110,7 +119,22 @@ func FuzzRestore(f *testing.F) {
 	seed(func(s *virtio.PCIState) { s.Queues[0].Device = 1 << 30 })
 	seed(func(s *virtio.PCIState) { s.Queues[0].Size = 7 })
 	seed(func(s *virtio.PCIState) { s.NeedsReset = true })
+	for _, fids := range [][]p9.FidState{
+		{{Fid: 1}, {Fid: 2, Path: "a", Open: true, Flags: unix.O_RDWR | unix.O_TRUNC}, {Fid: 3, Path: "d", Open: true, Dir: true}},
+		{{Fid: 1, Path: "l/secret", Open: true, Flags: unix.O_RDWR}, {Fid: 2, Path: "d/b", Open: true, Flags: unix.O_CREAT | unix.O_EXCL | unix.O_WRONLY}},
+		{{Fid: 1, Path: "../outside"}, {Fid: 2, Path: "/etc/passwd"}},
+	} {
+		b, err := json.Marshal(p9.State{Tag: "t", MessageSize: 8192, Fids: fids})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		var ps p9.State
+		if json.Unmarshal(data, &ps) == nil {
+			fuzzShareRestore(t, ps)
+		}
 		var s virtio.PCIState
 		if json.Unmarshal(data, &s) != nil {
 			return
@@ -131,4 +155,52 @@ func FuzzRestore(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzShareRestore restores s into a share of a folder holding a, d/b
+// and a symlink l to a folder outside with a file secret, and checks that
+// every file is as it was.
+func fuzzShareRestore(t *testing.T, s p9.State) {
+	base := t.TempDir()
+	share, outside := filepath.Join(base, "share"), filepath.Join(base, "outside")
+	files := map[string]string{filepath.Join(share, "a"): "a", filepath.Join(share, "d", "b"): "b", filepath.Join(outside, "secret"): "secret"}
+	for p, content := range files {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(outside, filepath.Join(share, "l")); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := p9.New(share, p9.Options{Tag: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if err := dev.Restore(s); err != nil {
+		if !errors.Is(err, devices.ErrBadState) {
+			t.Fatalf("Restore failed without ErrBadState: %v", err)
+		}
+		return
+	}
+	mem := virtiotest.NewMemory(64 << 10)
+	q, err := queue.New(mem, virtiotest.NewDriver(mem, 8, 0x1000).Config(false, false), virtiotest.NewInterrupt())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Activate(virtio.Activation{Mem: mem, Queues: []*queue.Queue{q}}); err == nil {
+		dev.Reset()
+	}
+	for p, content := range files {
+		if b, err := os.ReadFile(p); err != nil || string(b) != content {
+			t.Fatalf("%s holds %q (%v) after the restore, want %q", p, b, err, content)
+		}
+	}
+	entries, err := os.ReadDir(share)
+	if err != nil || len(entries) != 3 {
+		t.Fatalf("the share holds %d entries after the restore (%v), want 3", len(entries), err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"slices"
 
 	"github.com/spf13/pflag"
 
@@ -102,8 +103,7 @@ func absDir(path string) string {
 
 // beforeRun is what the VMM does once everything is open and before the
 // first vCPU runs: confine itself when spec is set, then install the
-// seccomp filter when seccompOn. A restore's cfg is empty: a snapshot has
-// no shares and no nets.
+// seccomp filter when seccompOn. A restore's cfg is the snapshot's.
 func beforeRun(spec *jail.Spec, seccompOn bool, cfg machine.Config, log *slog.Logger) func(reopen []string) error {
 	return func(reopen []string) error {
 		if spec != nil {
@@ -124,22 +124,31 @@ func beforeRun(spec *jail.Spec, seccompOn bool, cfg machine.Config, log *slog.Lo
 		}
 		// From here on a call outside the list ends the process with a
 		// line naming it.
-		rules := seccomp.VMM()
-		if len(cfg.Shares) > 0 {
-			rules = append(rules, seccomp.Shares()...)
-		}
-		if len(cfg.Nets) > 0 {
-			rules = append(rules, seccomp.Nets()...)
-		}
-		if len(cfg.Shares) == 0 { // a machine with shares cannot be snapshotted
-			rules = append(rules, seccomp.Snapshots()...)
-		}
+		rules := vmmRules(cfg)
 		if err := seccomp.Install(rules); err != nil {
 			return fmt.Errorf("installing the seccomp filter (--seccomp=off runs without it): %w", err)
 		}
 		log.Debug("seccomp filter installed", "rules", len(rules))
 		return nil
 	}
+}
+
+// vmmRules is the seccomp allow-list of a VMM running cfg.
+func vmmRules(cfg machine.Config) []seccomp.Rule {
+	rules := seccomp.VMM()
+	if len(cfg.Shares) > 0 {
+		rules = append(rules, seccomp.Shares()...)
+	}
+	if len(cfg.Nets) > 0 {
+		rules = append(rules, seccomp.Nets()...)
+	}
+	for _, r := range seccomp.Snapshots() {
+		// Shares allow some of them already, and a filter lists a call once.
+		if !slices.ContainsFunc(rules, func(x seccomp.Rule) bool { return x.Syscall == r.Syscall }) {
+			rules = append(rules, r)
+		}
+	}
+	return rules
 }
 
 // afterConfine, set only by a test build (escapetest), runs inside the

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/user"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/machine"
+	"github.com/gvmm-dev/gvmm/machine/seccomp"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
 )
 
@@ -101,4 +103,25 @@ func TestConfineStart(t *testing.T) {
 
 	_, err = confineStart(&vmdef.Definition{User: "0"}, p)
 	assert.ErrorIs(t, err, jail.ErrRootUser)
+}
+
+// TestVMMRules builds the filter of every mix of devices: each lists a
+// call once, and every one lets a snapshot be taken (shares included).
+func TestVMMRules(t *testing.T) {
+	for name, cfg := range map[string]machine.Config{
+		"bare":         {},
+		"shares":       {Shares: []machine.Share{{Path: "/srv", Tag: "a"}}},
+		"nets":         {Nets: []machine.Net{{Tap: "tap0"}}},
+		"shares, nets": {Shares: []machine.Share{{Path: "/srv", Tag: "a"}}, Nets: []machine.Net{{Tap: "tap0"}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			rules := vmmRules(cfg)
+			_, err := seccomp.Build(rules)
+			require.NoError(t, err)
+			for _, r := range seccomp.Snapshots() {
+				assert.True(t, slices.ContainsFunc(rules, func(x seccomp.Rule) bool { return x.Syscall == r.Syscall }),
+					"%s allowed", seccomp.SyscallName(r.Syscall))
+			}
+		})
+	}
 }

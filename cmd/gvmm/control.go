@@ -151,7 +151,7 @@ func apiError(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrNoBalloon, err)
 	case errors.Is(err, machine.ErrNotRunning):
 		return fmt.Errorf("%w: %w", api.ErrNotRunning, err)
-	case errors.Is(err, machine.ErrState), errors.Is(err, machine.ErrNotSnapshottable):
+	case errors.Is(err, machine.ErrState):
 		return fmt.Errorf("%w: %w", api.ErrConflict, err)
 	case errors.Is(err, machine.ErrInvalidConfig):
 		return fmt.Errorf("%w: %w", api.ErrInvalid, err)

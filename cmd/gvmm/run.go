@@ -114,7 +114,7 @@ to stderr.`,
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
-	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable)", func(v string) error {
+	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable); with --restore: serves the snapshot's share TAG from DIR", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err
@@ -138,8 +138,7 @@ to stderr.`,
 			if restore, err = restoreFromFlags(fs, *clockMode, *restorePaused); err != nil {
 				return usageErr("%v", err)
 			}
-			restore.VsockSocket = *vsockSocket
-			restore.Nets = cfg.Nets
+			restore.VsockSocket, restore.Nets, restore.Shares = *vsockSocket, cfg.Nets, cfg.Shares
 		case fs.Changed("paused") || fs.Changed("clock") || fs.Changed("vsock-socket"):
 			return usageErr("--paused, --clock and --vsock-socket go with --restore")
 		case *configFile != "":
@@ -357,12 +356,14 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) (*vmdef
 }
 
 // restoreFromFlags checks the flags of a restore: the machine comes from
-// the snapshot, so VM flags and --config are refused.
+// the snapshot, so VM flags and --config are refused, except --share,
+// which points a share of the snapshot at another folder (a copy).
 func restoreFromFlags(fs *pflag.FlagSet, clock string, paused bool) (*machine.RestoreOptions, error) {
 	var conflict string
 	fs.Visit(func(f *pflag.Flag) {
-		// --net gives a restore other TAPs (RestoreOptions.Nets).
-		if conflict == "" && f.Name != "net" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
+		// --net and --share give a restore other TAPs and folders
+		// (RestoreOptions.Nets, Shares).
+		if conflict == "" && f.Name != "net" && f.Name != "share" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
 			conflict = f.Name
 		}
 	})

@@ -33,6 +33,7 @@ import (
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
 	"github.com/gvmm-dev/gvmm/virtio/blk"
 	"github.com/gvmm-dev/gvmm/virtio/net"
+	"github.com/gvmm-dev/gvmm/virtio/p9"
 )
 
 // File names inside a snapshot folder.
@@ -91,6 +92,7 @@ type Config struct {
 	CPUs                                 int
 	Memory                               uint64
 	Disks                                []Disk
+	Shares                               []Share `json:",omitempty"`
 	Balloon                              *Balloon
 	Vsock                                *Vsock
 	Nets                                 []Net `json:",omitempty"`
@@ -116,6 +118,15 @@ type DiskIdentity struct {
 	Dev, Inode uint64
 	Size       int64
 	ModTimeNs  int64
+}
+
+// Share is a host folder served over virtio-9p. The folder is not
+// copied: its fids are saved by path (p9.State) and reopened there, or
+// in another folder a restore names for the tag.
+type Share struct {
+	Path     string
+	Tag      string
+	ReadOnly bool
 }
 
 // Vsock is the vsock device's configuration. Its connections are not
@@ -168,7 +179,7 @@ type Devices struct {
 	PM    pm.State
 	PCI   pci.RootState
 	// Virtio holds the virtio functions in the order the machine adds
-	// them: disks, the balloon, vsock, nets.
+	// them: disks, the balloon, shares, vsock, nets.
 	Virtio []VirtioDevice
 }
 
@@ -179,6 +190,7 @@ type VirtioDevice struct {
 	Transport virtio.PCIState
 	Balloon   *balloon.State `json:",omitempty"`
 	Net       *net.State     `json:",omitempty"`
+	P9        *p9.State      `json:",omitempty"`
 }
 
 // Marshal encodes s as a state file.
@@ -186,6 +198,11 @@ func Marshal(s *State) ([]byte, error) {
 	payload, err := json.Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: encoding the state: %w", err)
+	}
+	if len(payload) > MaxStateSize {
+		// Parse would refuse it: better no snapshot than one that
+		// cannot be restored.
+		return nil, fmt.Errorf("snapshot: the state is %d bytes, more than the %d a restore reads", len(payload), MaxStateSize)
 	}
 	h := header{Magic: magic, Version: Version, Length: uint64(len(payload)), Sum: sha256.Sum256(payload)}
 	var buf bytes.Buffer
@@ -240,6 +257,7 @@ func Parse(data []byte) (*State, error) {
 const (
 	maxCPUs       = 254
 	maxDisks      = 16
+	maxShares     = 8
 	maxCPUIDs     = 1024
 	maxMSRs       = 1 << 12
 	maxXSave      = 1 << 20
@@ -258,6 +276,8 @@ func (s *State) validate() error {
 		return fmt.Errorf("memory of %d bytes configured, %d saved", c.Memory, s.MemorySize)
 	case len(c.Disks) > maxDisks:
 		return fmt.Errorf("%d disks", len(c.Disks))
+	case len(c.Shares) > maxShares:
+		return fmt.Errorf("%d shares", len(c.Shares))
 	case len(s.VM.IRQChips) != numIRQChips:
 		return fmt.Errorf("%d interrupt controllers saved, want %d", len(s.VM.IRQChips), numIRQChips)
 	case len(s.Devices.Virtio) > maxVirtioDevs:

@@ -17,6 +17,20 @@
 //	mknod=ERRNO             a FIFO made in the share: refused
 //	rowrite=ERRNO           a file created in the read-only share: refused
 //	roread=TEXT             /mnt/ro/host.txt
+//
+// With gvmm.mode=snapshot on the command line it keeps files open across
+// a snapshot and restore instead (the test snapshots, kills and restores
+// the VMM while the guest waits):
+//
+//	opened=1                /mnt/rw/sub is the cwd, keep.txt (written
+//	                        "before") and doomed.txt open: snapshot now
+//	                        then the guest waits for the host's sub/go
+//	kept=TEXT               keep.txt read back through the fd kept open,
+//	                        after "after" was written through it
+//	doomed=TEXT|ERRNO       a read of doomed.txt's fd: its text, or the
+//	                        errno if the host removed it before the restore
+//	go=TEXT                 go, read relative to the cwd
+//	cwdlisting=a,b,...      the names in the cwd, sorted
 package main
 
 import (
@@ -29,6 +43,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -55,9 +70,13 @@ func main() {
 			guest.Report("error", fmt.Sprintf("mount %s: %v", m.tag, err))
 		}
 	}
-	for _, step := range []func(map[string]string) error{
+	steps := []func(map[string]string) error{
 		readHost, readBig, list, writeGuest, renames, escapes, mknod, readOnly,
-	} {
+	}
+	if a["gvmm.mode"] == "snapshot" {
+		steps = []func(map[string]string) error{acrossSnapshot}
+	}
+	for _, step := range steps {
 		if err := step(a); err != nil {
 			guest.Report("error", err)
 		}
@@ -204,4 +223,70 @@ func errnoName(err error) string {
 		return unix.ErrnoName(errno)
 	}
 	return err.Error()
+}
+
+// acrossSnapshot keeps a cwd and two files open in the share while the
+// host snapshots the VM, kills the VMM and restores it, then uses them.
+// The host's sub/go says the restore is done: each look for it is a new
+// walk over 9P.
+func acrossSnapshot(map[string]string) error {
+	if err := os.Chdir("/mnt/rw/sub"); err != nil {
+		return err
+	}
+	keep, err := os.OpenFile("keep.txt", os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	defer keep.Close()
+	if _, err := keep.WriteString("before\n"); err != nil {
+		return err
+	}
+	doomed, err := os.Open("doomed.txt")
+	if err != nil {
+		return err
+	}
+	defer doomed.Close()
+	guest.Report("opened", 1)
+	for {
+		if _, err := os.Stat("go"); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := keep.WriteString("after\n"); err != nil {
+		return fmt.Errorf("write through the kept fd: %w", err)
+	}
+	if err := keep.Sync(); err != nil {
+		return fmt.Errorf("fsync of the kept fd: %w", err)
+	}
+	b := make([]byte, 64)
+	n, err := keep.ReadAt(b, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read through the kept fd: %w", err)
+	}
+	guest.Report("kept", strings.ReplaceAll(strings.TrimSpace(string(b[:n])), "\n", "|"))
+	n, err = doomed.ReadAt(b, 0)
+	if n > 0 && errors.Is(err, io.EOF) {
+		guest.Report("doomed", strings.TrimSpace(string(b[:n])))
+	} else {
+		guest.Report("doomed", errnoName(err))
+	}
+	g, err := os.ReadFile("go")
+	if err != nil {
+		return err
+	}
+	guest.Report("go", strings.TrimSpace(string(g)))
+	ents, err := os.ReadDir(".")
+	if err != nil {
+		return err
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	guest.Report("cwdlisting", strings.Join(names, ","))
+	return os.Chdir("/") // for the unmount
 }

@@ -45,6 +45,22 @@ const (
 // HeaderSize is size[4] type[1] tag[2].
 const HeaderSize = 7
 
+// A QID is type[1] version[4] path[8]; QTDIR marks a folder.
+const (
+	qidSize    = 13
+	qidTypeDir = 0x80
+)
+
+// noFid is NOFID: no fid, as Tattach's afid.
+const noFid = 0xffffffff
+
+// changesFids are the requests whose answers create, move, open or
+// drop fids, or remove what fids name: the device follows them (fidTable).
+var changesFids = map[uint8]bool{
+	msgTattach: true, msgTwalk: true, msgTlopen: true, msgTlcreate: true, msgTclunk: true,
+	msgTremove: true, msgTunlinkat: true, msgTrenameat: true, msgTrename: true,
+}
+
 // dotL is the protocol version served.
 const dotL = "9P2000.L"
 

@@ -65,6 +65,7 @@ type Options struct {
 type Device struct {
 	share  *hostfs.Share
 	server *p9srv.Server
+	tag    string
 	config []byte
 	log    *slog.Logger
 	glog   *ratelog.Logger // for bad requests: a guest can send them without end
@@ -76,6 +77,14 @@ type Device struct {
 	sess *session
 
 	qmu sync.Mutex // the queue: popped by Process, pushed on completion
+
+	// gate is held for reading by every request from its pop to its
+	// answer, and for writing by Quiesce: nothing is in flight then.
+	gate     sync.RWMutex
+	quiesced atomic.Bool
+	// restored is the state Restore loaded, which the next Activate
+	// brings back into the new session.
+	restored *State
 }
 
 var _ virtio.Device = (*Device)(nil)
@@ -106,7 +115,7 @@ func New(dir string, opts Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{share: share, server: p9srv.NewServer(share), log: log.With("share", opts.Tag)}
+	d := &Device{share: share, server: p9srv.NewServer(share), tag: opts.Tag, log: log.With("share", opts.Tag)}
 	d.glog = ratelog.New(d.log)
 	// struct virtio_9p_config: tag_len[2] and the tag, not NUL-terminated.
 	d.config = binary.LittleEndian.AppendUint16(nil, uint16(len(opts.Tag)))
@@ -141,6 +150,14 @@ func (d *Device) Activate(a virtio.Activation) error {
 	d.mem, d.q = a.Mem, a.Queues[0]
 	d.sess = newSession(d)
 	go d.sess.serve(d.server)
+	if st := d.restored; st != nil {
+		d.restored = nil
+		if err := d.replay(st); err != nil {
+			d.sess.end()
+			d.mem, d.q, d.sess = nil, nil, nil
+			return err
+		}
+	}
 	return nil
 }
 
@@ -150,7 +167,7 @@ func (d *Device) Reset() {
 	if d.sess != nil {
 		d.sess.end()
 	}
-	d.mem, d.q, d.sess = nil, nil, nil
+	d.mem, d.q, d.sess, d.restored = nil, nil, nil, nil
 }
 
 // Process implements virtio.Device: hands every available request to the
@@ -163,7 +180,9 @@ func (d *Device) Process(ctx context.Context, _ int) error {
 	defer context.AfterFunc(s.ctx, cancel)()
 	var c queue.Chain
 	for {
+		d.gate.RLock() // waits while the device is quiesced
 		if err := s.slots.Acquire(ctx, 1); err != nil {
+			d.gate.RUnlock()
 			if s.ctx.Err() != nil {
 				return errServerStopped
 			}
@@ -174,6 +193,7 @@ func (d *Device) Process(ctx context.Context, _ int) error {
 		d.qmu.Unlock()
 		if err != nil || !ok {
 			s.slots.Release(1)
+			d.gate.RUnlock()
 			return err
 		}
 		if err := d.dispatch(ctx, &c); err != nil {
@@ -182,8 +202,8 @@ func (d *Device) Process(ctx context.Context, _ int) error {
 	}
 }
 
-// dispatch starts one popped request, holding one slot. A request the
-// server must not see is answered at once.
+// dispatch starts one popped request, holding one slot and the gate's
+// read lock. A request the server must not see is answered at once.
 func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 	s := d.sess
 	msize := s.msize.Load()
@@ -193,7 +213,10 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		req, err = ParseRequest(msg, msize, MaxMessageSize)
 	}
 	p := &pending{head: c.Head, tag: req.Tag, writable: append([]queue.Buffer(nil), c.Writable...), slots: 1,
-		isFlush: req.Type == msgTflush}
+		isFlush: req.Type == msgTflush, gated: true}
+	if err == nil && changesFids[req.Type] {
+		p.req = req.Msg
+	}
 	if err == nil && !s.track(req.Tag, p) {
 		err = fmt.Errorf("9p: tag %d already in use", req.Tag)
 	}
@@ -218,6 +241,11 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		// takes for a failure (execve, reading file capabilities).
 		s.untrack(req.Tag)
 		return s.complete(p, lerror(req.Tag, uint32(unix.EOPNOTSUPP)))
+	case msgTattach, msgTwalk:
+		if s.fidsFull(req) {
+			s.untrack(req.Tag)
+			return s.complete(p, lerror(req.Tag, uint32(unix.ENFILE)))
+		}
 	}
 	if req.Type == msgTversion {
 		// The server resets the session on Tversion and may change msize:
@@ -225,6 +253,7 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 		if err := s.slots.Acquire(ctx, MaxInFlight-1); err != nil {
 			s.untrack(req.Tag)
 			s.slots.Release(1)
+			d.gate.RUnlock()
 			if s.ctx.Err() != nil {
 				return errServerStopped
 			}
@@ -263,14 +292,25 @@ type pending struct {
 	flushers  []*pending // Tflush requests answered after this one
 	isFlush   bool       // a Tflush, answered by the session itself
 	writable  []queue.Buffer
-	written   int   // bytes of the answer in writable
-	truncated bool  // the answer did not fit
-	slots     int64 // held until the answer is pushed
-	version   bool  // Tversion: its answer sets msize
+	written   int    // bytes of the answer in writable
+	truncated bool   // the answer did not fit
+	slots     int64  // held until the answer is pushed
+	version   bool   // Tversion: its answer sets msize
+	gated     bool   // holds the device's gate for reading until answered
+	req       []byte // the T-message, kept when its answer changes the fids
+
+	// A request the device makes itself (replay): its answer goes to
+	// local, and done is closed once it is complete.
+	local []byte
+	done  chan struct{}
 }
 
 // write appends b to the answer in the writable buffers, as much as fits.
 func (p *pending) write(mem *memory.Memory, b []byte) {
+	if p.done != nil {
+		p.local = append(p.local, b...)
+		return
+	}
 	off := p.written
 	for _, buf := range p.writable {
 		if len(b) == 0 {
@@ -299,16 +339,18 @@ type session struct {
 	msgs   chan []byte // validated T-messages, in order
 	cur    []byte      // the rest of the message being read
 
-	msize atomic.Uint32 // negotiated: set by Rversion
+	msize     atomic.Uint32 // negotiated: set by Rversion
+	versioned atomic.Bool   // an Rversion granted an msize
 
 	mu      sync.Mutex
 	ended   bool // answers are dropped from then on
 	pending map[uint16]*pending
+	fids    fidTable
 
 	// The answer being written, which the server sends one at a time:
-	// its first bytes (Rversion's msize among them), what is left, and
-	// its request (nil when nobody waits for it).
-	head  [HeaderSize + 4]byte
+	// its first bytes (Rversion's msize, Rlopen's QID), what is left,
+	// and its request (nil when nobody waits for it).
+	head  [HeaderSize + qidSize]byte
 	headN int
 	left  uint32
 	resp  *pending
@@ -321,6 +363,7 @@ func newSession(d *Device) *session {
 		slots:   semaphore.NewWeighted(MaxInFlight),
 		msgs:    make(chan []byte, MaxInFlight),
 		pending: make(map[uint16]*pending),
+		fids:    make(fidTable),
 	}
 	s.msize.Store(MaxMessageSize)
 	return s
@@ -357,6 +400,21 @@ func (s *session) track(tag uint16, p *pending) bool {
 	}
 	s.pending[tag] = p
 	return true
+}
+
+// fidsFull reports whether req, a Tattach or Twalk, would make a new fid
+// past maxLiveFids: what the device keeps of each fid stays bounded, and
+// every session can be saved (MaxFids). Requests in flight may each add
+// one more.
+func (s *session) fidsFull(req Request) bool {
+	fid := binary.LittleEndian.Uint32(req.Msg[HeaderSize:]) // Tattach's fid
+	if req.Type == msgTwalk {
+		fid = binary.LittleEndian.Uint32(req.Msg[HeaderSize+4:]) // newfid
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, replaced := s.fids[fid]
+	return !replaced && len(s.fids) >= maxLiveFids
 }
 
 func (s *session) untrack(tag uint16) {
@@ -442,12 +500,14 @@ func (s *session) deliver(b []byte) {
 // finish returns the answered chain to the driver.
 func (s *session) finish() {
 	p := s.resp
-	if p != nil && p.version && s.headN == len(s.head) && s.head[4] == msgRversion {
+	if p != nil && p.version && s.headN >= HeaderSize+4 && s.head[4] == msgRversion {
 		// Rversion's msize, 0 when the version was refused.
 		if msize := binary.LittleEndian.Uint32(s.head[HeaderSize:]); msize != 0 {
 			s.msize.Store(msize)
+			s.versioned.Store(true)
 		}
 	}
+	head := s.head[:s.headN]
 	s.headN, s.resp = 0, nil
 	if p == nil {
 		return
@@ -455,6 +515,9 @@ func (s *session) finish() {
 	// The server cleared the tag before sending: the guest may reuse it
 	// once the answer is pushed. A Tflush for it now finds it gone.
 	s.mu.Lock()
+	if p.req != nil {
+		s.fids.answered(p.req, head)
+	}
 	delete(s.pending, p.tag)
 	flushers := p.flushers
 	s.mu.Unlock()
@@ -490,8 +553,16 @@ func (s *session) flush(p *pending, oldTag uint16) error {
 // frees the request's slots.
 func (s *session) complete(p *pending, resp []byte) error {
 	defer s.slots.Release(p.slots)
+	if p.gated {
+		defer s.d.gate.RUnlock()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if p.done != nil {
+		p.write(nil, resp)
+		close(p.done)
+		return nil
+	}
 	if s.ended {
 		return nil
 	}

@@ -42,8 +42,18 @@ type rig struct {
 // the rig will post, which its driver never reuses.
 func newRig(t *testing.T, dir string, readOnly bool, room uint32, memSize int) *rig {
 	t.Helper()
+	return newRigWith(t, dir, readOnly, room, memSize, nil)
+}
+
+// newRigWith is newRig with before called on the device before its
+// activation, as a restore loads the device's state.
+func newRigWith(t *testing.T, dir string, readOnly bool, room uint32, memSize int, before func(*Device)) *rig {
+	t.Helper()
 	dev, err := New(dir, Options{Tag: "t", ReadOnly: readOnly})
 	require.NoError(t, err)
+	if before != nil {
+		before(dev)
+	}
 	mem := virtiotest.NewMemory(memSize)
 	drv := virtiotest.NewDriver(mem, QueueSize, ringBase)
 	irq := virtiotest.NewInterrupt()

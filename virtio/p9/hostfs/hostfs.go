@@ -61,6 +61,17 @@ func Open(dir string, readOnly bool) (*Share, error) {
 // descriptors.
 func (s *Share) Close() error { return s.root.Close() }
 
+// RootQID is the QID path of the folder itself (inode and device, as
+// every QID the share gives): a restore compares it to tell the same
+// folder from a copy.
+func (s *Share) RootQID() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(s.root.Fd()), &st); err != nil {
+		return 0, fmt.Errorf("share %s: %w", s.root.Name(), err)
+	}
+	return qidOf(&st).Path, nil
+}
+
 // Attach implements p9.Attacher: a new reference to the folder.
 func (s *Share) Attach() (p9.File, error) {
 	fd, err := unix.Openat2(int(s.root.Fd()), ".", &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: resolve})
