@@ -162,7 +162,7 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 	if st.VM.PIT, err = b.vm.PIT2(); err != nil {
 		return nil, err
 	}
-	if st.VM.Clock, err = b.clockAtTSC(&st.VCPUs[0]); err != nil {
+	if st.VM.Clock, err = b.saveClock(st.VCPUs); err != nil {
 		return nil, err
 	}
 	st.Devices = snapshot.Devices{
@@ -179,37 +179,6 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 	}
 	return st, nil
 }
-
-// clockAtTSC reads vCPU 0's TSC again, into vs, and kvmclock right
-// after, and returns kvmclock as it was when the TSC was read. Both tick
-// while the vCPUs are parked, and a restore must set them as one pair
-// (restoreVM): a guest whose clocksource is the TSC, watched by kvmclock,
-// marks its TSC unstable when the two disagree by more than a fraction
-// of a millisecond. The other vCPUs' TSCs follow vCPU 0's on a restore
-// (KVM synchronises TSCs written within a second of each other).
-func (b *bootedVM) clockAtTSC(vs *snapshot.VCPU) (kvm.ClockData, error) {
-	before := time.Now()
-	tsc, err := b.vcpus[0].cpu.MSRs([]uint32{msrTSC})
-	tscAt := midpoint(before, time.Now())
-	if err != nil {
-		return kvm.ClockData{}, err
-	}
-	before = time.Now()
-	c, err := b.vm.Clock()
-	clockAt := midpoint(before, time.Now())
-	if err != nil {
-		return kvm.ClockData{}, err
-	}
-	for i := range vs.MSRs {
-		if vs.MSRs[i].Index == msrTSC {
-			vs.MSRs[i].Data = tsc[0].Data
-		}
-	}
-	c.Clock -= min(c.Clock, uint64(clockAt.Sub(tscAt)))
-	return c, nil
-}
-
-func midpoint(a, b time.Time) time.Time { return a.Add(b.Sub(a) / 2) }
 
 // saveVCPU reads a parked vCPU's state. KVM_GET_MP_STATE comes first: it
 // makes KVM accept pending INIT/SIPI events into the LAPIC and MP state,
