@@ -27,6 +27,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"run", "--restore", "/snap", "--clock", "later"},
 		{"run", "--kernel", "k", "--paused"},
 		{"run", "--kernel", "k", "--clock", "realtime"},
+		{"run", "--kernel", "k", "--snapshot-dir", "/srv/snapshots"},
 	} {
 		assert.Equal(t, exitUsage, execute(osEnv(), args), "%v", args)
 	}
