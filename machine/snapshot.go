@@ -129,9 +129,14 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 	m := b.m
 	st := &snapshot.State{Taken: time.Now(), Config: snapshotConfig(m.cfg), MemorySize: m.cfg.Memory}
 	for i, d := range st.Config.Disks {
-		id, err := diskIdentity(d.Path)
+		// From the open image: a confined VMM cannot reach it by path.
+		fi, err := m.disks[i].Stat()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("disk %s: %w", d.Path, err)
+		}
+		id, err := fileIdentity(fi)
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: %w", d.Path, err)
 		}
 		st.Config.Disks[i].Identity = id
 		st.Config.Disks[i].Limit = m.disks[i].Limit()
@@ -237,9 +242,17 @@ func diskIdentity(path string) (snapshot.DiskIdentity, error) {
 	if err != nil {
 		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: %w", path, err)
 	}
+	id, err := fileIdentity(fi)
+	if err != nil {
+		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: %w", path, err)
+	}
+	return id, nil
+}
+
+func fileIdentity(fi os.FileInfo) (snapshot.DiskIdentity, error) {
 	sys, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: no inode information", path)
+		return snapshot.DiskIdentity{}, errors.New("no inode information")
 	}
 	return snapshot.DiskIdentity{Dev: sys.Dev, Inode: sys.Ino, Size: fi.Size(), ModTimeNs: fi.ModTime().UnixNano()}, nil
 }
