@@ -18,7 +18,13 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
-func TestMain(m *testing.M) { kvmhost.Main(m) }
+func TestMain(m *testing.M) {
+	// On a host whose own TSC is unstable (the test host's, left to
+	// itself) KVM rewrites a vCPU's TSC offset whenever the vCPU is
+	// loaded, so TestVCPUTSCOffset needs a host that trusts its TSC, as
+	// a real KVM host does.
+	kvmhost.Main(m, kvmhost.WithHostKernelArgs("tsc=reliable"))
+}
 
 // Guest physical layout shared by the tests. Real mode reaches the first
 // 64 KiB with zero segment bases, so everything lives there.
