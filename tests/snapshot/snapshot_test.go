@@ -117,11 +117,12 @@ func counts(t *testing.T, vm *vmmproc.Proc) []uint64 {
 	return out
 }
 
-// lastClock returns the guest's latest wall clock report.
+// lastClock returns the guest's latest wall clock report, waiting for
+// the first: a restored guest reports its clock a line after its count.
 func lastClock(t *testing.T, vm *vmmproc.Proc) time.Time {
 	t.Helper()
+	vm.WaitFor(t, "clock", ioTimeout)
 	v := vm.Out.Values("clock")
-	require.NotEmpty(t, v, "no clock report")
 	return time.UnixMilli(int64(number(t, v[len(v)-1])))
 }
 
