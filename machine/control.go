@@ -47,7 +47,9 @@ func (m *Machine) Uptime() time.Duration {
 // the disks: the request in progress completes (a discard or write-zeroes
 // pauses between chunks instead), no other starts, and the images are
 // synced. A copy of the images is then consistent, as after a
-// crash at that instant (QEMU's stop drains and flushes alike).
+// crash at that instant (QEMU's stop drains and flushes alike). The
+// network devices finish the frame they move and take no other: frames
+// for the guest wait in the TAP's queue, which drops beyond its length.
 func (m *Machine) Pause() error {
 	m.pauseMu.Lock()
 	defer m.pauseMu.Unlock()
@@ -58,11 +60,26 @@ func (m *Machine) Pause() error {
 	if err := b.gate.pause(len(b.vcpus), b.kick); err != nil {
 		return err
 	}
+	if err := m.quiesce(); err != nil {
+		_ = b.gate.resume() // paused above, so it cannot fail
+		return err
+	}
+	return nil
+}
+
+// quiesce stops the devices' I/O for a pause, or releases what it
+// stopped and fails.
+func (m *Machine) quiesce() error {
 	for i, d := range m.disks {
 		if err := d.Quiesce(); err != nil {
-			m.releaseDisks()
-			_ = b.gate.resume() // paused above, so it cannot fail
+			m.releaseDevices()
 			return fmt.Errorf("machine: quiescing disk %s: %w", m.cfg.Disks[i].Path, err)
+		}
+	}
+	for _, n := range m.nets {
+		if err := n.dev.Quiesce(); err != nil {
+			m.releaseDevices()
+			return fmt.Errorf("machine: quiescing the network device on %s: %w", n.tap, err)
 		}
 	}
 	return nil
@@ -79,13 +96,16 @@ func (m *Machine) Resume() error {
 	if !b.gate.isPaused() {
 		return ErrState
 	}
-	m.releaseDisks()
+	m.releaseDevices()
 	return b.gate.resume()
 }
 
-func (m *Machine) releaseDisks() {
+func (m *Machine) releaseDevices() {
 	for _, d := range m.disks {
 		d.Release()
+	}
+	for _, n := range m.nets {
+		n.dev.Release()
 	}
 }
 

@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/snapshot"
 	"github.com/gvmm-dev/gvmm/virtio"
+	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 	"github.com/gvmm-dev/gvmm/virtio/vsock"
 )
 
@@ -42,6 +44,14 @@ type RestoreOptions struct {
 	// VsockSocket, when set, replaces the vsock socket path of the
 	// snapshot's configuration: clones of one snapshot each need their own.
 	VsockSocket string
+	// Nets, when set, replace the snapshot's TAPs: one for each of its
+	// network devices, in order (a clone needs its own TAP). Tap and
+	// File are as in Config.Nets, and Start takes File over likewise.
+	// MAC, if set, must be the snapshot's: the guest's driver read it at
+	// boot and keeps it. Limits, if not zero, replace the snapshot's.
+	// Without Nets, each TAP the snapshot's machine was given by name is
+	// opened by that name again (and created if absent).
+	Nets []Net
 	// Console, ConsoleIn, Log, KVMDevice and BeforeRun are as in Config.
 	Console   io.Writer
 	ConsoleIn io.Reader
@@ -86,7 +96,11 @@ func Restore(dir string, opts RestoreOptions) (*Machine, error) {
 		return nil, err
 	}
 	f.Close()
-	c, err := restoredConfig(st.Config, opts).withDefaults()
+	rc := restoredConfig(st.Config, opts)
+	if rc.Nets, err = restoredNets(st, opts.Nets); err != nil {
+		return nil, err
+	}
+	c, err := rc.withDefaults()
 	if err != nil {
 		return nil, err
 	}
@@ -109,6 +123,49 @@ func readState(path string) (*snapshot.State, error) {
 		return nil, fmt.Errorf("machine: restore %s: %w", path, err)
 	}
 	return st, nil
+}
+
+// restoredNets returns the network devices of the snapshot st, on the
+// TAPs of over if given: each with the MAC and rate limits its device
+// had.
+func restoredNets(st *snapshot.State, over []Net) ([]Net, error) {
+	var states []*vnet.State
+	for _, v := range st.Devices.Virtio {
+		if v.Type == virtio.DeviceNet {
+			if v.Net == nil {
+				return nil, fmt.Errorf("machine: restore: %w: network device without its state", snapshot.ErrFormat)
+			}
+			states = append(states, v.Net)
+		}
+	}
+	saved := st.Config.Nets
+	switch {
+	case len(states) != len(saved):
+		return nil, fmt.Errorf("machine: restore: %w: %d network devices configured, %d saved", snapshot.ErrFormat, len(saved), len(states))
+	case len(over) > 0 && len(over) != len(saved):
+		return nil, configError("Nets", nil, "the snapshot has %d network devices, %d TAPs given: one for each, in order", len(saved), len(over))
+	}
+	var nets []Net
+	for i, s := range saved {
+		n := Net{Tap: s.Tap, MAC: slices.Clone(states[i].MAC[:]), Limits: states[i].Limits}
+		if len(over) > 0 {
+			o := over[i]
+			if o.MAC != nil && !bytes.Equal(o.MAC, n.MAC) {
+				return nil, configError(fmt.Sprintf("Nets[%d].MAC", i), nil,
+					"network device %d: MAC %s, the snapshot's is %s: the guest's driver keeps the MAC it read at boot", i, o.MAC, n.MAC)
+			}
+			n.Tap, n.File = o.Tap, o.File
+			if o.Limits != (vnet.Limits{}) {
+				n.Limits = o.Limits
+			}
+		}
+		if n.Tap == "" && n.File == nil {
+			return nil, configError(fmt.Sprintf("Nets[%d]", i), nil,
+				"network device %d was given an open TAP file, not a TAP name: give it a TAP to restore onto", i)
+		}
+		nets = append(nets, n)
+	}
+	return nets, nil
 }
 
 func checkDisks(disks []snapshot.Disk) error {
@@ -223,10 +280,8 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	if plan.opts.Paused {
-		for i, d := range m.disks {
-			if err := d.Quiesce(); err != nil {
-				return nil, fmt.Errorf("machine: quiescing disk %s: %w", m.cfg.Disks[i].Path, err)
-			}
+		if err := m.quiesce(); err != nil {
+			return nil, err
 		}
 		b.gate.startPaused()
 		for _, v := range b.vcpus {
@@ -375,18 +430,29 @@ func (b *bootedVM) restoreDevices(d snapshot.Devices) error {
 	if len(d.Virtio) != len(b.virtio) {
 		return fmt.Errorf("%w: %d virtio devices saved, the configuration has %d", snapshot.ErrFormat, len(d.Virtio), len(b.virtio))
 	}
+	nets := 0
 	for i, fn := range b.virtio {
 		v := d.Virtio[i]
 		if v.Type != fn.Type() {
 			return fmt.Errorf("%w: virtio device %d is %s, the configuration's is %s", snapshot.ErrFormat, i, v.Type, fn.Type())
 		}
-		if fn.Type() == virtio.DeviceBalloon {
+		switch fn.Type() {
+		case virtio.DeviceBalloon:
 			if v.Balloon == nil {
 				return fmt.Errorf("%w: balloon without its state", snapshot.ErrFormat)
 			}
 			if err := b.m.balloon.Restore(*v.Balloon); err != nil {
 				return err
 			}
+		case virtio.DeviceNet:
+			// restoredNets checked that each has its state, and took
+			// its MAC and limits, or the limits given instead, into
+			// the configuration the device was made from.
+			c := b.m.cfg.Nets[nets]
+			if err := b.m.nets[nets].dev.Restore(vnet.State{MAC: [6]byte(c.MAC), Limits: c.Limits}); err != nil {
+				return err
+			}
+			nets++
 		}
 		if err := fn.Restore(v.Transport); err != nil {
 			return err

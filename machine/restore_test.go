@@ -1,6 +1,7 @@
 package machine
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,9 +10,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/machine/snapshot"
 	"github.com/gvmm-dev/gvmm/memory"
+	"github.com/gvmm-dev/gvmm/virtio"
+	vnet "github.com/gvmm-dev/gvmm/virtio/net"
 )
 
 // writeTestSnapshot writes a snapshot folder of a one-vCPU machine with
@@ -96,14 +100,72 @@ func TestWriteSnapshotRefusesAFullFolder(t *testing.T) {
 
 func TestSnapshotRefusesUnsavedDevices(t *testing.T) {
 	for name, cfg := range map[string]Config{
-		"virtio-9p":  {Shares: []Share{{Tag: "x"}}},
-		"virtio-net": {Nets: []Net{{}}},
+		"virtio-9p": {Shares: []Share{{Tag: "x"}}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			m := &Machine{cfg: cfg}
 			err := m.snapshottable()
 			assert.ErrorIs(t, err, ErrNotSnapshottable)
 			assert.ErrorContains(t, err, name)
+		})
+	}
+	m := &Machine{cfg: Config{Nets: []Net{{Tap: "tap0"}}}}
+	assert.NoError(t, m.snapshottable(), "network devices are saved")
+}
+
+// netSnapshot is the part of a snapshot's state restoredNets reads: a
+// net given by name, one given by file, each with its device's state.
+func netSnapshot() *snapshot.State {
+	limits := vnet.Limits{TX: vnet.Limit{Packets: ratelimit.Bucket{Rate: 100}}}
+	return &snapshot.State{
+		Config: snapshot.Config{Nets: []snapshot.Net{{Tap: "tap0"}, {}}},
+		Devices: snapshot.Devices{Virtio: []snapshot.VirtioDevice{
+			{Type: virtio.DeviceBlock},
+			{Type: virtio.DeviceNet, Net: &vnet.State{MAC: [6]byte{0x52, 0x54, 0, 0, 0, 1}, Limits: limits}},
+			{Type: virtio.DeviceNet, Net: &vnet.State{MAC: [6]byte{0x52, 0x54, 0, 0, 0, 2}}},
+		}},
+	}
+}
+
+func TestRestoredNets(t *testing.T) {
+	mac1, mac2 := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 1}, net.HardwareAddr{0x52, 0x54, 0, 0, 0, 2}
+	limits := vnet.Limits{TX: vnet.Limit{Packets: ratelimit.Bucket{Rate: 100}}}
+	other := vnet.Limits{RX: vnet.Limit{Packets: ratelimit.Bucket{Rate: 7}}}
+	file, err := os.Open(os.DevNull) // restoredNets only passes it on
+	require.NoError(t, err)
+	defer file.Close()
+	tests := []struct {
+		name  string
+		edit  func(*snapshot.State)
+		over  []Net
+		want  []Net
+		error string
+	}{
+		{name: "by the snapshot's names", edit: func(s *snapshot.State) { s.Config.Nets[1].Tap = "tap1" },
+			want: []Net{{Tap: "tap0", MAC: mac1, Limits: limits}, {Tap: "tap1", MAC: mac2}}},
+		{name: "other TAPs", over: []Net{{Tap: "clone0"}, {File: file, MAC: mac2, Limits: other}},
+			want: []Net{{Tap: "clone0", MAC: mac1, Limits: limits}, {File: file, MAC: mac2, Limits: other}}},
+		{name: "a file not given again", error: "network device 1 was given an open TAP file"},
+		{name: "another count", over: []Net{{Tap: "clone0"}}, error: "the snapshot has 2 network devices, 1 TAPs given"},
+		{name: "another MAC", over: []Net{{Tap: "a", MAC: mac2}, {Tap: "b"}}, error: "the guest's driver keeps the MAC"},
+		{name: "a device without its state", edit: func(s *snapshot.State) { s.Devices.Virtio[2].Net = nil },
+			error: "without its state"},
+		{name: "a device the configuration lacks", edit: func(s *snapshot.State) { s.Config.Nets = s.Config.Nets[:1] },
+			error: "1 network devices configured, 2 saved"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := netSnapshot()
+			if tt.edit != nil {
+				tt.edit(st)
+			}
+			got, err := restoredNets(st, tt.over)
+			if tt.error != "" {
+				assert.ErrorContains(t, err, tt.error)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
 		})
 	}
 }

@@ -39,8 +39,9 @@ type savedDevices struct {
 // copied: Pause has flushed them, and the snapshot records each image's
 // identity so that a restore onto a changed image is refused. The
 // machine stays paused. A machine with a device whose state cannot be
-// saved yet (9P shares, net) is refused with ErrNotSnapshottable; vsock
-// connections are not saved, a restore resets them.
+// saved yet (9P shares) is refused with ErrNotSnapshottable; vsock
+// connections are not saved, a restore resets them; frames in a TAP's
+// queue stay with it.
 func (m *Machine) Snapshot(dir string) error {
 	if err := m.snapshottable(); err != nil {
 		return err
@@ -65,9 +66,6 @@ func (m *Machine) snapshottable() error {
 	var not []string
 	if len(m.cfg.Shares) > 0 {
 		not = append(not, "virtio-9p (shares)")
-	}
-	if len(m.cfg.Nets) > 0 {
-		not = append(not, "virtio-net")
 	}
 	if len(not) > 0 {
 		return fmt.Errorf("%w: %v", ErrNotSnapshottable, not)
@@ -174,11 +172,16 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 		UART: b.saved.uart.State(), I8042: b.saved.kbd.State(), RTC: b.saved.rtc.State(),
 		PM: b.power.State(), PCI: b.saved.root.State(),
 	}
+	nets := m.nets
 	for _, fn := range b.virtio {
 		d := snapshot.VirtioDevice{Type: fn.Type(), Transport: fn.State()}
-		if d.Type == virtio.DeviceBalloon {
+		switch d.Type {
+		case virtio.DeviceBalloon:
 			s := m.balloon.State()
 			d.Balloon = &s
+		case virtio.DeviceNet:
+			s := nets[0].dev.State()
+			d.Net, nets = &s, nets[1:]
 		}
 		st.Devices.Virtio = append(st.Devices.Virtio, d)
 	}
@@ -271,6 +274,9 @@ func snapshotConfig(c Config) snapshot.Config {
 	}
 	if c.Vsock != nil {
 		s.Vsock = &snapshot.Vsock{CID: c.Vsock.CID, Socket: c.Vsock.Socket}
+	}
+	for _, n := range c.Nets {
+		s.Nets = append(s.Nets, snapshot.Net{Tap: n.Tap})
 	}
 	return s
 }

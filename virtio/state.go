@@ -140,7 +140,9 @@ func (p *PCIDevice) restore(s PCIState) error {
 		return nil
 	}
 	if err := p.activate(s.Status); err != nil {
-		return err
+		// A live activation that fails sets NEEDS_RESET, which skips
+		// this: a state that cannot start was not saved running.
+		return fmt.Errorf("%w: %w", devices.ErrBadState, err)
 	}
 	for i := range p.queues {
 		if p.queues[i].enabled {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
+	"github.com/gvmm-dev/gvmm/internal/thp"
 	"github.com/gvmm-dev/gvmm/machine"
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/machine/vmdef"
@@ -52,7 +53,7 @@ The guest's serial console owns stdout and stdin (Ctrl-A x quits); logs go
 to stderr.`,
 		Example: `  gvmm run --kernel bzImage --initrd initrd.cpio --memory 1G --disk root.img
   gvmm run --config vm.json --api-socket /run/vm.sock
-  gvmm run --restore /srv/snap1 --api-socket /run/clone1.sock`,
+  gvmm run --restore /srv/snap1 --net tap=clone1 --api-socket /run/clone1.sock`,
 		ValidArgsFunction: cobra.NoFileCompletions,
 	}
 	fs := cmd.Flags()
@@ -86,7 +87,7 @@ to stderr.`,
 		cfg.Vsock = c
 		return nil
 	})
-	fs.Func("net", "add a virtio-net device on a TAP: `tap=NAME[,mac=MAC]` (an absent TAP is created, and removed at exit) or fd=N[,mac=MAC] for an open TAP descriptor (repeatable; eth0, eth1, ...)", func(v string) error {
+	fs.Func("net", "add a virtio-net device on a TAP: `tap=NAME[,mac=MAC]` (an absent TAP is created, and removed at exit) or fd=N[,mac=MAC] for an open TAP descriptor (repeatable; eth0, eth1, ...); with --restore, the TAPs of the snapshot's devices in order, instead of the ones it names (a clone needs its own)", func(v string) error {
 		n, err := vmdef.ParseNet(v)
 		if err != nil {
 			return err
@@ -140,6 +141,7 @@ to stderr.`,
 				return usageErr("%v", err)
 			}
 			restore.VsockSocket = *vsockSocket
+			restore.Nets = cfg.Nets
 		case fs.Changed("paused") || fs.Changed("clock") || fs.Changed("vsock-socket"):
 			return usageErr("--paused, --clock and --vsock-socket go with --restore")
 		case *configFile != "":
@@ -203,6 +205,10 @@ to stderr.`,
 			logOut = lf
 		}
 		log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level}))
+		// Before the VMM opens anything: this may execute gvmm again.
+		if err := thp.KeepOutOfRuntime(); err != nil {
+			log.Warn("the VMM's own memory may take huge pages", "err", err)
+		}
 		cfg.Log = log
 		cfg.Console = os.Stdout
 		if *pidFile != "" && jailed == nil { // a confined VMM's is its supervisor's
@@ -268,7 +274,12 @@ to stderr.`,
 
 		var m *machine.Machine
 		if restore != nil {
-			restore.Console, restore.ConsoleIn, restore.Log, restore.BeforeRun = cfg.Console, cfg.ConsoleIn, log, cfg.BeforeRun
+			restore.Console, restore.ConsoleIn, restore.Log = cfg.Console, cfg.ConsoleIn, log
+			// The filter's rules follow the devices, which the
+			// snapshot has: Start calls this once m is set.
+			restore.BeforeRun = func(reopen []string) error {
+				return beforeRun(jailed, *seccompMode == "on", m.Config(), log)(reopen)
+			}
 			m, err = machine.Restore(*restoreDir, *restore)
 		} else {
 			m, err = machine.New(cfg)
@@ -366,7 +377,8 @@ func configFromFile(fs *pflag.FlagSet, path string, cfg *machine.Config) (*vmdef
 func restoreFromFlags(fs *pflag.FlagSet, clock string, paused bool) (*machine.RestoreOptions, error) {
 	var conflict string
 	fs.Visit(func(f *pflag.Flag) {
-		if conflict == "" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
+		// --net gives a restore other TAPs (RestoreOptions.Nets).
+		if conflict == "" && f.Name != "net" && (slices.Contains(vmFlags, f.Name) || f.Name == "config" || f.Name == "kernel-cache") {
 			conflict = f.Name
 		}
 	})

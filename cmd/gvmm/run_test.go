@@ -25,12 +25,20 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"run", "--restore", "/snap", "--memory", "1G"},
 		{"run", "--restore", "/snap", "--config", "vm.json"},
 		{"run", "--restore", "/snap", "--clock", "later"},
+		{"run", "--restore", "/snap", "--net", "tap=x,bogus"},
 		{"run", "--kernel", "k", "--paused"},
 		{"run", "--kernel", "k", "--clock", "realtime"},
 		{"run", "--kernel", "k", "--snapshot-dir", "/srv/snapshots"},
 	} {
 		assert.Equal(t, exitUsage, execute(osEnv(), args), "%v", args)
 	}
+}
+
+// --net is the one VM flag a restore takes: the TAPs of a clone.
+func TestRestoreTakesNet(t *testing.T) {
+	code := execute(osEnv(), []string{"run", "--restore", t.TempDir(), "--net", "tap=clone0"})
+	assert.NotEqual(t, exitUsage, code, "--net with --restore is not a usage error")
+	assert.NotZero(t, code, "an empty folder is no snapshot")
 }
 
 func TestBalloonFlag(t *testing.T) {

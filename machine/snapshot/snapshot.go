@@ -32,6 +32,7 @@ import (
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
 	"github.com/gvmm-dev/gvmm/virtio/blk"
+	"github.com/gvmm-dev/gvmm/virtio/net"
 )
 
 // File names inside a snapshot folder.
@@ -93,6 +94,7 @@ type Config struct {
 	Disks                                []Disk
 	Balloon                              *Balloon
 	Vsock                                *Vsock
+	Nets                                 []Net `json:",omitempty"`
 	Mergeable, HugePages                 bool
 	RebootRestart                        bool
 	AllowCPUOvercommit                   bool
@@ -122,6 +124,14 @@ type DiskIdentity struct {
 type Vsock struct {
 	CID    uint64
 	Socket string
+}
+
+// Net is a network device's TAP: its name when the machine was given
+// one, which a restore opens (and creates, if absent) by default; empty
+// when it was given an open TAP file, which a restore must be given
+// anew. The MAC and rate limits are the device's state.
+type Net struct {
+	Tap string `json:",omitempty"`
 }
 
 // Balloon is the balloon device's configuration.
@@ -160,7 +170,7 @@ type Devices struct {
 	PM    pm.State
 	PCI   pci.RootState
 	// Virtio holds the virtio functions in the order the machine adds
-	// them: disks, the balloon, vsock.
+	// them: disks, the balloon, vsock, nets.
 	Virtio []VirtioDevice
 }
 
@@ -170,6 +180,7 @@ type VirtioDevice struct {
 	Type      virtio.DeviceType
 	Transport virtio.PCIState
 	Balloon   *balloon.State `json:",omitempty"`
+	Net       *net.State     `json:",omitempty"`
 }
 
 // Marshal encodes s as a state file.

@@ -14,15 +14,18 @@ import (
 	"github.com/gvmm-dev/gvmm/kvm"
 	"github.com/gvmm-dev/gvmm/virtio"
 	"github.com/gvmm-dev/gvmm/virtio/balloon"
+	"github.com/gvmm-dev/gvmm/virtio/net"
 )
 
 func sample() *State {
 	s := &State{
-		Taken:      time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC),
-		Config:     Config{Kernel: "/k", CPUs: 2, Memory: 64 << 20, Disks: []Disk{{Path: "/d.img", Identity: DiskIdentity{Inode: 7, Size: 1 << 20}}}},
+		Taken: time.Date(2026, 12, 7, 14, 0, 0, 0, time.UTC),
+		Config: Config{Kernel: "/k", CPUs: 2, Memory: 64 << 20, Disks: []Disk{{Path: "/d.img", Identity: DiskIdentity{Inode: 7, Size: 1 << 20}}},
+			Nets: []Net{{Tap: "tap0"}}},
 		MemorySize: 64 << 20,
 		VM:         VM{IRQChips: make([]kvm.IRQChipState, 3), Clock: kvm.ClockData{Clock: 12345}},
-		Devices:    Devices{Virtio: []VirtioDevice{{Type: virtio.DeviceBalloon, Balloon: &balloon.State{NumPages: 3}}}},
+		Devices: Devices{Virtio: []VirtioDevice{{Type: virtio.DeviceBalloon, Balloon: &balloon.State{NumPages: 3}},
+			{Type: virtio.DeviceNet, Net: &net.State{MAC: [6]byte{0x52, 0x54, 0, 0, 0, 1}}}}},
 	}
 	for i := range 2 {
 		v := VCPU{CPUID: []kvm.CPUIDEntry{{Function: 1, ECX: 1 << 31}}, XSave: make([]byte, 4096), MSRs: []kvm.MSREntry{{Index: 0x10, Data: 99}}}

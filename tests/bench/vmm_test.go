@@ -218,11 +218,20 @@ func (r *running) output() string {
 	return "--- console:\n" + tail(r.out.String()) + "\n--- stderr:\n" + tail(r.log.String())
 }
 
+// tail keeps the end of a long output, and the start of a Go program's
+// crash in it, whose cause its goroutine dump pushes out of the end.
 func tail(s string) string {
-	if len(s) > 4000 {
-		return "..." + s[len(s)-4000:]
+	const keep, cause = 4000, 1000
+	if len(s) <= keep {
+		return s
 	}
-	return s
+	end := "..." + s[len(s)-keep:]
+	for _, m := range []string{"fatal error:", "panic:", "unexpected signal"} {
+		if i := strings.Index(s, m); i >= 0 && i < len(s)-keep {
+			return s[i:min(i+cause, len(s)-keep)] + "\n" + end
+		}
+	}
+	return end
 }
 
 // report is the float value the guest reported for key.

@@ -7,6 +7,8 @@
 // Each guest gets its address, pings the host; 64 MiB move each way
 // between the host and the first guest over TCP, checked by a sum of
 // the bytes; the second guest sends to the first across the bridge.
+// TestSnapshotKeepsTCPConnections (snapshot_test.go) snapshots a guest
+// mid-transfer and restores it, then a clone on another TAP.
 // The guest's init is tests/guestnet.
 package net_test
 

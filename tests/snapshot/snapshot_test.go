@@ -28,6 +28,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/machine/api"
 	"github.com/gvmm-dev/gvmm/machine/snapshot"
+	"github.com/gvmm-dev/gvmm/tests/bench/measure"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestsnapshot/layout"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
@@ -181,6 +182,27 @@ func memory(t *testing.T, pid int) (rss, pss int64) {
 	return field("status", "VmRSS"), field("smaps_rollup", "Pss")
 }
 
+// checkNoOwnHugePages checks that a VMM's own memory, outside its guest
+// RAM of ramBytes, holds no transparent huge page even where the host
+// gives them to every mapping (the test host: "always"), and that guest
+// RAM still has them there.
+func checkNoOwnHugePages(t *testing.T, pid int, ramBytes uint64) {
+	t.Helper()
+	mode, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled")
+	require.NoError(t, err)
+	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	require.NoError(t, err)
+	defer f.Close()
+	mem, err := measure.ReadSmaps(f, ramBytes)
+	require.NoError(t, err)
+	t.Logf("THP %s: guest RAM %d MiB in huge pages, the VMM's own memory %d KiB, own RSS %d KiB",
+		strings.TrimSpace(string(mode)), mem.GuestHuge>>20, mem.OwnHuge()>>10, mem.Own()>>10)
+	assert.Zero(t, mem.OwnHuge(), "the VMM's own memory takes no huge page")
+	if strings.Contains(string(mode), "[always]") {
+		assert.NotZero(t, mem.GuestHuge, "guest RAM still takes huge pages")
+	}
+}
+
 // checkSnapshotFiles reads a snapshot of a one-vCPU, 256 MiB guest: its
 // state holds the TSC, TSC-deadline and kvmclock MSRs, and its memory
 // file is sparse.
@@ -247,6 +269,7 @@ func TestSnapshotRestoreContinuesWithoutBoot(t *testing.T) {
 	waitCount(t, a, 10, bootTimeout)
 	bootTook := time.Since(bootStart)
 	bootedRSS, _ := memory(t, a.Cmd.Process.Pid)
+	checkNoOwnHugePages(t, a.Cmd.Process.Pid, 256<<20)
 	snapshotVM(t, f.path("a.sock"), snap)
 	taken := time.Now()
 	a.Kill()

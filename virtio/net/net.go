@@ -120,6 +120,16 @@ type Device struct {
 
 	stats counters
 
+	// runMu guards rx, kick and hold against Quiesce and Release, which
+	// come from the machine rather than the transport.
+	runMu sync.Mutex
+	// hold is non-nil while the device is quiesced; the rx goroutine
+	// waits for it to close.
+	hold     chan struct{}
+	quiesced atomic.Bool
+	// txMu is held by the tx queue's worker while it moves frames.
+	txMu sync.Mutex
+
 	// Set by Activate and cleared by Reset after the workers stopped
 	// (the virtio.Device contract).
 	mem      *memory.Memory
@@ -260,19 +270,25 @@ func (d *Device) Activate(a virtio.Activation) error {
 	if err := d.tap.offload(offloadFlags(a.Features)); err != nil {
 		return fmt.Errorf("virtio-net: %w", err)
 	}
-	d.mem, d.features, d.txq, d.kick = a.Mem, a.Features, a.Queues[TxQueue], a.Kick
+	d.mem, d.features, d.txq = a.Mem, a.Features, a.Queues[TxQueue]
+	d.runMu.Lock()
+	d.kick = a.Kick
 	d.rx = d.startRx(a.Queues[RxQueue])
+	d.runMu.Unlock()
 	d.log.Debug("virtio-net activated", "features", a.Features)
 	return nil
 }
 
 // Reset implements virtio.Device.
 func (d *Device) Reset() {
-	if d.rx != nil {
-		d.rx.stop()
-		d.rx = nil
+	d.runMu.Lock()
+	rx := d.rx
+	d.rx, d.kick = nil, nil
+	d.runMu.Unlock()
+	if rx != nil {
+		rx.stop() // a Quiesce parking it meanwhile sees it end
 	}
-	d.mem, d.features, d.txq, d.kick = nil, 0, nil, nil
+	d.mem, d.features, d.txq = nil, 0, nil
 	d.txIovs = nil // slices of the guest memory that goes with the reset
 	if err := d.tap.offload(0); err != nil {
 		d.log.Warn("clearing the TAP's offloads", "err", err)
@@ -315,9 +331,12 @@ func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]by
 // the frame's buffers and sends more while the next frame is written,
 // instead of waiting for the whole batch.
 func (d *Device) processTx(ctx context.Context) error {
+	d.txMu.Lock()
+	defer d.txMu.Unlock()
 	c, iovs := &d.txChain, d.txIovs
 	defer func() { d.txIovs = iovs[:0] }()
-	for ctx.Err() == nil {
+	// A quiesced device takes no frame; Release kicks the queue.
+	for ctx.Err() == nil && !d.quiesced.Load() {
 		ok, err := d.txq.Pop(c)
 		if err != nil || !ok {
 			return err

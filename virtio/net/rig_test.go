@@ -29,6 +29,7 @@ const (
 // TAP (peer).
 type rig struct {
 	d    *Device
+	fn   *virtio.PCIDevice
 	drv  *virtiotest.PCIDriver
 	mem  *memory.Memory
 	msi  *virtiotest.MSI // vector i is queue i's
@@ -39,7 +40,24 @@ type rig struct {
 	offloads []int
 }
 
-func newRig(t *testing.T, features uint64, limits Limits) *rig {
+func newRig(t testing.TB, features uint64, limits Limits) *rig {
+	t.Helper()
+	r := newDevice(t, virtiotest.NewMemory(ramSize), limits)
+	require.True(t, r.drv.Negotiate(virtio.FeatureVersion1|features))
+	r.drv.EnableMSIX(3)
+	r.drv.WriteCommon(virtiotest.CommonConfigMSIXVector, 2, 2)
+	// The rx queue's buffers come from a heap after its rings: far from
+	// the tx queue's.
+	r.drv.SetupQueue(RxQueue, 0, rxRings)
+	r.drv.SetupQueue(TxQueue, 0, ringBase)
+	r.drv.SetStatus(virtio.StatusAcknowledge | virtio.StatusDriver | virtio.StatusFeaturesOK | virtio.StatusDriverOK)
+	require.Equal(t, uint8(15), r.drv.Status())
+	return r
+}
+
+// newDevice makes a device and its transport on mem, not yet started by
+// the driver.
+func newDevice(t testing.TB, mem *memory.Memory, limits Limits) *rig {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
@@ -47,7 +65,7 @@ func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	for _, fd := range fds {
 		require.NoError(t, unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20))
 	}
-	r := &rig{mem: virtiotest.NewMemory(ramSize), msi: virtiotest.NewMSI(), logs: &virtiotest.Log{}, peer: os.NewFile(uintptr(fds[1]), "peer")}
+	r := &rig{mem: mem, msi: virtiotest.NewMSI(), logs: &virtiotest.Log{}, peer: os.NewFile(uintptr(fds[1]), "peer")}
 	tap, err := newTestTap(os.NewFile(uintptr(fds[0]), "tap"), func(flags int) error {
 		r.mu.Lock()
 		defer r.mu.Unlock()
@@ -58,22 +76,13 @@ func newRig(t *testing.T, features uint64, limits Limits) *rig {
 	r.d, err = New(Options{Tap: tap, MAC: [6]byte{0x52, 0x54, 0, 1, 2, 3}, Limits: limits,
 		Log: slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	require.NoError(t, err)
-	fn, err := virtio.NewPCI(r.d, virtio.PCIOptions{Mem: r.mem, MSI: r.msi, Log: slog.New(slog.DiscardHandler)})
+	r.fn, err = virtio.NewPCI(r.d, virtio.PCIOptions{Mem: r.mem, MSI: r.msi, Log: slog.New(slog.DiscardHandler)})
 	require.NoError(t, err)
-	r.drv, err = virtiotest.NewPCIDriver(fn, r.mem)
+	r.drv, err = virtiotest.NewPCIDriver(r.fn, r.mem)
 	require.NoError(t, err)
-	require.True(t, r.drv.Negotiate(virtio.FeatureVersion1|features))
-	r.drv.EnableMSIX(3)
-	r.drv.WriteCommon(virtiotest.CommonConfigMSIXVector, 2, 2)
-	// The rx queue's buffers come from a heap after its rings: far from
-	// the tx queue's.
-	r.drv.SetupQueue(RxQueue, 0, rxRings)
-	r.drv.SetupQueue(TxQueue, 0, ringBase)
-	r.drv.SetStatus(virtio.StatusAcknowledge | virtio.StatusDriver | virtio.StatusFeaturesOK | virtio.StatusDriverOK)
-	require.Equal(t, uint8(15), r.drv.Status())
 	t.Cleanup(func() {
 		r.drv.SetStatus(0)
-		require.NoError(t, fn.Close())
+		require.NoError(t, r.fn.Close())
 		require.NoError(t, r.d.Close())
 		r.peer.Close()
 	})

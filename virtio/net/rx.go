@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -18,6 +20,7 @@ import (
 type rxLoop struct {
 	d    *Device
 	q    *queue.Queue
+	kick func(int) // the activation's, which Reset clears on the device
 	mem  *memory.Memory
 	mrg  bool // VIRTIO_NET_F_MRG_RXBUF: a frame may span chains
 	need int  // bytes of buffer a largest frame the guest accepts needs
@@ -26,6 +29,7 @@ type rxLoop struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	wake   chan struct{} // the guest posted rx buffers
+	parked chan struct{} // received by park once the loop holds still
 
 	errMu sync.Mutex
 	err   error // the driver broke the protocol
@@ -48,8 +52,8 @@ type rxChain struct {
 
 func (d *Device) startRx(q *queue.Queue) *rxLoop {
 	l := &rxLoop{
-		d: d, q: q, mem: d.mem, mrg: d.features&FeatureMrgRxBuf != 0,
-		done: make(chan struct{}), wake: make(chan struct{}, 1),
+		d: d, q: q, kick: d.kick, mem: d.mem, mrg: d.features&FeatureMrgRxBuf != 0,
+		done: make(chan struct{}), wake: make(chan struct{}, 1), parked: make(chan struct{}),
 	}
 	l.need = smallFrame
 	if d.features&(FeatureGuestTSO4|FeatureGuestTSO6) != 0 {
@@ -90,19 +94,58 @@ func (l *rxLoop) stop() {
 	}
 }
 
+// park stops the goroutine at the top of its loop, for Quiesce, which
+// set the device's hold: it interrupts a TAP read or a wait and returns
+// once the loop holds still (or ended), with every chain it used
+// signalled to the driver.
+func (l *rxLoop) park() error {
+	if err := l.d.tap.interruptReads(); err != nil {
+		return fmt.Errorf("virtio-net: interrupting the TAP's reads: %w", err)
+	}
+	poke(l.wake)
+	poke(l.d.rxWake)
+	select {
+	case <-l.parked:
+	case <-l.done:
+	}
+	return nil
+}
+
+// wait holds the loop while the device is quiesced; it reports false if
+// the loop must end.
+func (l *rxLoop) wait(hold chan struct{}) bool {
+	l.signal()
+	for parked := l.parked; ; {
+		select {
+		case parked <- struct{}{}:
+			parked = nil // told park; now wait for Release
+		case <-hold:
+			return true
+		case <-l.ctx.Done():
+			return false
+		}
+	}
+}
+
 // fail records a protocol error and has the queue's worker report it,
 // which marks the device NEEDS_RESET.
 func (l *rxLoop) fail(err error) {
 	l.errMu.Lock()
 	l.err = err
 	l.errMu.Unlock()
-	l.d.kick(RxQueue)
+	l.kick(RxQueue)
 }
 
 func (l *rxLoop) run() {
 	defer close(l.done)
 	defer l.signal()
 	for l.ctx.Err() == nil {
+		if l.d.quiesced.Load() { // no lock per frame
+			if hold := l.d.holding(); hold != nil && !l.wait(hold) {
+				return
+			}
+			continue
+		}
 		if err := l.fill(); err != nil {
 			l.fail(err)
 			return
@@ -123,6 +166,8 @@ func (l *rxLoop) run() {
 		// guest before the wait.
 		n, err := l.d.tap.readv(l.iovs, l.signalFn)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded) && l.ctx.Err() == nil:
+			continue // interrupted by park
 		case closedErr(err):
 			return
 		case errors.Is(err, unix.EINTR):

@@ -37,6 +37,10 @@ type Memory struct {
 	PSS      uint64
 	GuestPSS uint64
 	FilePSS  uint64
+	// Huge and GuestHuge are the bytes in transparent huge pages
+	// (AnonHugePages), in every mapping and in guest RAM.
+	Huge      uint64
+	GuestHuge uint64
 }
 
 // Own is the VMM's own resident memory: RSS minus guest RAM pages.
@@ -44,6 +48,9 @@ func (m Memory) Own() uint64 { return m.RSS - m.GuestRSS }
 
 // OwnPSS is Own as proportional set size.
 func (m Memory) OwnPSS() uint64 { return m.PSS - m.GuestPSS }
+
+// OwnHuge is the VMM's own memory in transparent huge pages.
+func (m Memory) OwnHuge() uint64 { return m.Huge - m.GuestHuge }
 
 // ReadSmaps sums /proc/PID/smaps. Guest RAM is every anonymous private
 // mapping at least guestRAM bytes long: both gvmm and QEMU map RAM that
@@ -75,11 +82,15 @@ func ReadSmaps(r io.Reader, guestRAM uint64) (Memory, error) {
 			seen = true
 			continue
 		}
+		var notFile uint64 // anonymous huge pages are no file's
 		total, inGuest, inFile := &m.RSS, &m.GuestRSS, &m.FileRSS
-		switch {
-		case f[0] == "Pss:":
+		switch f[0] {
+		case "Rss:":
+		case "Pss:":
 			total, inGuest, inFile = &m.PSS, &m.GuestPSS, &m.FilePSS
-		case f[0] != "Rss:":
+		case "AnonHugePages:":
+			total, inGuest, inFile = &m.Huge, &m.GuestHuge, &notFile
+		default:
 			continue
 		}
 		if len(f) < 2 {

@@ -31,10 +31,12 @@ Pss:                 512 kB
 Size:             262144 kB
 Rss:              100000 kB
 Pss:              100000 kB
+AnonHugePages:     98304 kB
 7f0010000000-7f0010100000 rw-p 00000000 00:00 0
 Size:               1024 kB
 Rss:                 512 kB
 Pss:                 500 kB
+AnonHugePages:         0 kB
 7f0020000000-7f0030000000 rw-p 00000000 00:00 0 [anon:guest-ram]
 Size:             262144 kB
 Rss:                  16 kB
@@ -54,6 +56,9 @@ func TestReadSmaps(t *testing.T) {
 	assert.Equal(t, uint64(100000)<<10, m.GuestPSS)
 	assert.Equal(t, uint64(512)<<10, m.FilePSS)
 	assert.Equal(t, uint64(512+500)<<10, m.OwnPSS())
+	assert.Equal(t, uint64(98304)<<10, m.Huge)
+	assert.Equal(t, uint64(98304)<<10, m.GuestHuge)
+	assert.Zero(t, m.OwnHuge())
 }
 
 func TestReadSmapsRejectsGarbage(t *testing.T) {
