@@ -190,7 +190,7 @@ func confinedSpec() (*jail.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &s, os.Unsetenv(jail.EnvSpec)
+	return &s, nil
 }
 
 // supervise runs this command again as a VMM confined as user, and

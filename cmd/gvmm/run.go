@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/internal/thp"
 	"github.com/gvmm-dev/gvmm/machine"
@@ -208,6 +209,12 @@ to stderr.`,
 		// Before the VMM opens anything: this may execute gvmm again.
 		if err := thp.KeepOutOfRuntime(); err != nil {
 			log.Warn("the VMM's own memory may take huge pages", "err", err)
+		}
+		// Only now: the run thp may have started again must know it is
+		// a confined VMM, PID 1 of its namespace, not gvmm exec's init.
+		if err := os.Unsetenv(jail.EnvSpec); err != nil {
+			log.Error("clearing the jail's spec", "err", err)
+			return exitFault
 		}
 		cfg.Log = log
 		cfg.Console = os.Stdout
