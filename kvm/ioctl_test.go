@@ -63,6 +63,9 @@ func TestIoctlNumbers(t *testing.T) {
 		{ioctlGetXCRs, "KVM_GET_XCRS", 0x8188AEA6},
 		{ioctlSetXCRs, "KVM_SET_XCRS", 0x4188AEA7},
 		{ioctlGetXSave2, "KVM_GET_XSAVE2", 0x9000AECF},
+		{ioctlSetDeviceAttr, "KVM_SET_DEVICE_ATTR", 0x4018AEE1},
+		{ioctlGetDeviceAttr, "KVM_GET_DEVICE_ATTR", 0x4018AEE2},
+		{ioctlHasDeviceAttr, "KVM_HAS_DEVICE_ATTR", 0x4018AEE3},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -67,6 +67,11 @@ var (
 	ioctlGetXCRs    = reqRead("KVM_GET_XCRS", 0xa6, unsafe.Sizeof(XCRs{}))
 	ioctlSetXCRs    = reqWrite("KVM_SET_XCRS", 0xa7, unsafe.Sizeof(XCRs{}))
 	ioctlGetXSave2  = reqRead("KVM_GET_XSAVE2", 0xcf, unsafe.Sizeof(kvmXSave{}))
+	// The kernel declares all three with _IOW although GET writes the
+	// value (at the address in the struct, not the struct itself).
+	ioctlSetDeviceAttr = reqWrite("KVM_SET_DEVICE_ATTR", 0xe1, unsafe.Sizeof(kvmDeviceAttr{}))
+	ioctlGetDeviceAttr = reqWrite("KVM_GET_DEVICE_ATTR", 0xe2, unsafe.Sizeof(kvmDeviceAttr{}))
+	ioctlHasDeviceAttr = reqWrite("KVM_HAS_DEVICE_ATTR", 0xe3, unsafe.Sizeof(kvmDeviceAttr{}))
 )
 
 // kvmFile is an owned KVM file descriptor. Ioctls go through the RawConn,
@@ -147,6 +152,23 @@ func ioctlPtr[T any](k kvmFile, r request, arg *T) (int, error) {
 		return errno
 	})
 	return int(ret), err
+}
+
+// ioctlAttr issues KVM_GET_DEVICE_ATTR or KVM_SET_DEVICE_ATTR on an
+// attribute whose value is 64 bits: it passes val and returns what the
+// kernel left there.
+func ioctlAttr(k kvmFile, r request, group uint32, attr, val uint64) (uint64, error) {
+	// The value shares the allocation of the struct the ioctl gets, which
+	// escapes to the heap as ioctlPtr's argument and so cannot move under
+	// the address the kernel is given; a separate local could sit on the
+	// stack, which moves when it grows.
+	b := &struct {
+		a   kvmDeviceAttr
+		val uint64
+	}{a: kvmDeviceAttr{group: group, attr: attr}, val: val}
+	b.a.addr = uint64(uintptr(unsafe.Pointer(&b.val)))
+	_, err := ioctlPtr(k, r, &b.a)
+	return b.val, err
 }
 
 // flexArray is a kernel struct that ends in a flexible array member: a

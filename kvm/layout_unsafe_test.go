@@ -119,6 +119,12 @@ var layouts = []layout{
 	{"kvm_clock_data.realtime", unsafe.Offsetof(ClockData{}.Realtime), 16},
 	{"kvm_clock_data.host_tsc", unsafe.Offsetof(ClockData{}.HostTSC), 24},
 
+	{"sizeof(kvm_device_attr)", unsafe.Sizeof(kvmDeviceAttr{}), 24},
+	{"kvm_device_attr.flags", unsafe.Offsetof(kvmDeviceAttr{}.flags), 0},
+	{"kvm_device_attr.group", unsafe.Offsetof(kvmDeviceAttr{}.group), 4},
+	{"kvm_device_attr.attr", unsafe.Offsetof(kvmDeviceAttr{}.attr), 8},
+	{"kvm_device_attr.addr", unsafe.Offsetof(kvmDeviceAttr{}.addr), 16},
+
 	{"sizeof(kvm_mp_state)", unsafe.Sizeof(MPState(0)), 4},
 
 	{"sizeof(kvm_xcr)", unsafe.Sizeof(XCR{}), 16},

@@ -123,6 +123,16 @@ type ClockData struct {
 	_        [4]uint32
 }
 
+// kvmDeviceAttr mirrors struct kvm_device_attr: one attribute of a
+// device, or of a vCPU (KVM_{GET,SET,HAS}_DEVICE_ATTR on its fd). addr
+// is the userspace address of the attribute's value.
+type kvmDeviceAttr struct {
+	flags uint32
+	group uint32
+	attr  uint64
+	addr  uint64
+}
+
 // kvmUserspaceMemoryRegion mirrors struct kvm_userspace_memory_region.
 type kvmUserspaceMemoryRegion struct {
 	slot          uint32

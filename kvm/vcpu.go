@@ -187,6 +187,39 @@ func (v *VCPU) SetTSCKHz(khz uint32) error {
 	return err
 }
 
+// The vCPU attribute that holds the TSC offset
+// (arch/x86/include/uapi/asm/kvm.h).
+const (
+	vcpuTSCCtrl   = 0 // KVM_VCPU_TSC_CTRL, the group
+	vcpuTSCOffset = 0 // KVM_VCPU_TSC_OFFSET
+)
+
+// HasTSCOffset reports whether KVM lets userspace read and set the vCPU's
+// TSC offset (Linux 5.16 and later). Older kernels have no vCPU
+// attributes on x86 and answer EINVAL; ENXIO is an unknown attribute.
+func (v *VCPU) HasTSCOffset() (bool, error) {
+	a := kvmDeviceAttr{group: vcpuTSCCtrl, attr: vcpuTSCOffset}
+	_, err := ioctlPtr(v.fd, ioctlHasDeviceAttr, &a)
+	if errors.Is(err, unix.ENXIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// TSCOffset returns what KVM adds to the host's TSC, scaled to the vCPU's
+// rate, to make the guest's: guest TSC = scaled host TSC + offset
+// (KVM_VCPU_TSC_OFFSET; HasTSCOffset says whether KVM has it).
+func (v *VCPU) TSCOffset() (uint64, error) {
+	return ioctlAttr(v.fd, ioctlGetDeviceAttr, vcpuTSCCtrl, vcpuTSCOffset, 0)
+}
+
+// SetTSCOffset sets the vCPU's TSC offset (see TSCOffset). KVM treats it
+// as a TSC write: vCPUs given the same offset are synchronised.
+func (v *VCPU) SetTSCOffset(off uint64) error {
+	_, err := ioctlAttr(v.fd, ioctlSetDeviceAttr, vcpuTSCCtrl, vcpuTSCOffset, off)
+	return err
+}
+
 // ReadableMSRs reads those of indices the vCPU supports, dropping the
 // ones KVM refuses to read. KVM_GET_MSR_INDEX_LIST lists what the host
 // supports; a vCPU whose CPUID lacks a feature refuses that feature's

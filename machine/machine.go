@@ -351,8 +351,10 @@ type vcpu struct {
 	id    int
 	cpu   *kvm.VCPU
 	cpuid []kvm.CPUIDEntry // what it was created with, for snapshots
-	tid   atomic.Int32
-	stats *vcpuStats
+	// tscScaled: a restore made its TSC tick at the snapshot's rate.
+	tscScaled bool
+	tid       atomic.Int32
+	stats     *vcpuStats
 }
 
 // end reports the result of this boot and kicks every vCPU out of the

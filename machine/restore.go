@@ -298,16 +298,8 @@ func (m *Machine) restoreVM() (_ *bootedVM, err error) {
 		}
 		b.vcpus = append(b.vcpus, v)
 	}
-	// kvmclock right after the TSCs, and as it would have been had it
-	// been set at the same instant as vCPU 0's TSC (see clockAtTSC): the
-	// pair stays as the snapshot read it. Only the time is taken from
-	// the saved clock: KVM_CLOCK_TSC_STABLE and the host TSC and
-	// realtime samples describe the old host, and KVM_SET_CLOCK would
-	// read KVM_CLOCK_REALTIME as a request to add the host time since
-	// that sample, which ClockRealtime does itself (advance) so that it
-	// works on kernels before 5.16 too.
-	clock := kvm.ClockData{Clock: st.VM.Clock.Clock + uint64(advance) + uint64(time.Since(tscAt))}
-	if err := b.vm.SetClock(clock); err != nil {
+	// kvmclock right after the TSCs, paired with them (see saveClock).
+	if err := b.restoreClock(st, advance, tscAt); err != nil {
 		return nil, fmt.Errorf("machine: restore: %w", err)
 	}
 	if err := b.restoreVMState(st.VM); err != nil {
@@ -368,12 +360,9 @@ func advanceTSC(msrs []kvm.MSREntry, khz uint32, d time.Duration) []kvm.MSREntry
 		return msrs
 	}
 	out := slices.Clone(msrs)
-	ms := uint64(d / time.Millisecond)
-	// In two parts so that no product overflows: centuries at GHz fit.
-	ticks := ms*uint64(khz) + uint64(d%time.Millisecond)*uint64(khz)/uint64(time.Millisecond)
 	for i := range out {
 		if out[i].Index == msrTSC {
-			out[i].Data += ticks
+			out[i].Data += tscTicks(khz, d)
 		}
 	}
 	return out
@@ -411,7 +400,8 @@ func (b *bootedVM) restoreVCPU(id int, vs snapshot.VCPU) (_ *vcpu, tscAt time.Ti
 	if err := cpu.SetCPUID(vs.CPUID); err != nil {
 		return nil, tscAt, err
 	}
-	if err := b.restoreTSCRate(cpu, vs.TSCKHz); err != nil {
+	scaled, err := b.restoreTSCRate(cpu, vs.TSCKHz)
+	if err != nil {
 		return nil, tscAt, err
 	}
 	steps := []func() error{
@@ -430,27 +420,27 @@ func (b *bootedVM) restoreVCPU(id int, vs snapshot.VCPU) (_ *vcpu, tscAt time.Ti
 			return nil, tscAt, err
 		}
 	}
-	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id], cpuid: vs.CPUID}, tscAt, nil
+	return &vcpu{id: id, cpu: cpu, stats: &b.m.vcpuStats[id], cpuid: vs.CPUID, tscScaled: scaled}, tscAt, nil
 }
 
 // restoreTSCRate makes the vCPU's TSC tick at the snapshot's rate when
 // this host's differs by more than the tolerance, so the guest's
-// calibrated TSC frequency stays true.
-func (b *bootedVM) restoreTSCRate(cpu *kvm.VCPU, khz uint32) error {
+// calibrated TSC frequency stays true. It reports whether it scaled it.
+func (b *bootedVM) restoreTSCRate(cpu *kvm.VCPU, khz uint32) (bool, error) {
 	if khz == 0 {
-		return nil
+		return false, nil
 	}
 	cur, err := cpu.TSCKHz()
 	if err != nil {
-		return err
+		return false, err
 	}
 	if math.Abs(float64(cur)-float64(khz)) <= float64(khz)*tscTolerancePPM/1e6 {
-		return nil
+		return false, nil
 	}
 	if ok, err := b.sys.CheckExtension(kvm.CapTSCControl); err != nil || ok == 0 {
-		return fmt.Errorf("%w: TSC of %d kHz, this host's runs at %d kHz and KVM cannot scale it", ErrCPUFeatures, khz, cur)
+		return false, fmt.Errorf("%w: TSC of %d kHz, this host's runs at %d kHz and KVM cannot scale it", ErrCPUFeatures, khz, cur)
 	}
-	return cpu.SetTSCKHz(khz)
+	return true, cpu.SetTSCKHz(khz)
 }
 
 func (b *bootedVM) restoreVMState(s snapshot.VM) error {

@@ -211,3 +211,30 @@ func TestAdvanceTSC(t *testing.T) {
 	century := advanceTSC(msrs, 5_000_000, 100*365*24*time.Hour)
 	assert.Equal(t, uint64(1000+100*365*24*3600*5_000_000_000), century[0].Data, "no overflow")
 }
+
+func TestTSCAtClock(t *testing.T) {
+	msrs := []kvm.MSREntry{{Index: msrSTAR, Data: 7}, {Index: msrTSC, Data: 1_000_000}}
+	const khz = 2_000_000 // a 2 GHz TSC
+	tests := []struct {
+		name       string
+		saved, now uint64 // kvmclock, ns
+		want       uint64
+	}{
+		{"clock where it was saved", 5e9, 5e9, 1_000_000},
+		{"1.5 s later", 5e9, 6.5e9, 1_000_000 + 3_000_000_000},
+		{"1 ns later: rounded down", 5e9, 5e9 + 1, 1_000_000 + 2},
+		{"clock behind the saved one", 5e9, 4e9, 1_000_000},
+		{"a century later", 0, 100 * 365 * 24 * 3600 * 1e9, 1_000_000 + 100*365*24*3600*2_000_000_000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tscAtClock(msrs, khz, tt.saved, tt.now))
+		})
+	}
+}
+
+func TestSetTSC(t *testing.T) {
+	msrs := []kvm.MSREntry{{Index: msrSTAR, Data: 7}, {Index: msrTSC, Data: 1}}
+	setTSC(msrs, 42)
+	assert.Equal(t, []kvm.MSREntry{{Index: msrSTAR, Data: 7}, {Index: msrTSC, Data: 42}}, msrs)
+}

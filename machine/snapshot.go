@@ -121,9 +121,14 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 		st.Config.Shares[i].Path = abs
 	}
 	for i, d := range st.Config.Disks {
-		id, err := diskIdentity(d.Path)
+		// From the open image: a confined VMM cannot reach it by path.
+		fi, err := m.disks[i].Stat()
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("disk %s: %w", d.Path, err)
+		}
+		id, err := fileIdentity(fi)
+		if err != nil {
+			return nil, fmt.Errorf("disk %s: %w", d.Path, err)
 		}
 		st.Config.Disks[i].Identity = id
 		st.Config.Disks[i].Limit = m.disks[i].Limit()
@@ -154,7 +159,7 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 	if st.VM.PIT, err = b.vm.PIT2(); err != nil {
 		return nil, err
 	}
-	if st.VM.Clock, err = b.clockAtTSC(&st.VCPUs[0]); err != nil {
+	if st.VM.Clock, err = b.saveClock(st.VCPUs); err != nil {
 		return nil, err
 	}
 	st.Devices = snapshot.Devices{
@@ -182,37 +187,6 @@ func (b *bootedVM) save() (*snapshot.State, error) {
 	}
 	return st, nil
 }
-
-// clockAtTSC reads vCPU 0's TSC again, into vs, and kvmclock right
-// after, and returns kvmclock as it was when the TSC was read. Both tick
-// while the vCPUs are parked, and a restore must set them as one pair
-// (restoreVM): a guest whose clocksource is the TSC, watched by kvmclock,
-// marks its TSC unstable when the two disagree by more than a fraction
-// of a millisecond. The other vCPUs' TSCs follow vCPU 0's on a restore
-// (KVM synchronises TSCs written within a second of each other).
-func (b *bootedVM) clockAtTSC(vs *snapshot.VCPU) (kvm.ClockData, error) {
-	before := time.Now()
-	tsc, err := b.vcpus[0].cpu.MSRs([]uint32{msrTSC})
-	tscAt := midpoint(before, time.Now())
-	if err != nil {
-		return kvm.ClockData{}, err
-	}
-	before = time.Now()
-	c, err := b.vm.Clock()
-	clockAt := midpoint(before, time.Now())
-	if err != nil {
-		return kvm.ClockData{}, err
-	}
-	for i := range vs.MSRs {
-		if vs.MSRs[i].Index == msrTSC {
-			vs.MSRs[i].Data = tsc[0].Data
-		}
-	}
-	c.Clock -= min(c.Clock, uint64(clockAt.Sub(tscAt)))
-	return c, nil
-}
-
-func midpoint(a, b time.Time) time.Time { return a.Add(b.Sub(a) / 2) }
 
 // saveVCPU reads a parked vCPU's state. KVM_GET_MP_STATE comes first: it
 // makes KVM accept pending INIT/SIPI events into the LAPIC and MP state,
@@ -271,9 +245,17 @@ func diskIdentity(path string) (snapshot.DiskIdentity, error) {
 	if err != nil {
 		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: %w", path, err)
 	}
+	id, err := fileIdentity(fi)
+	if err != nil {
+		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: %w", path, err)
+	}
+	return id, nil
+}
+
+func fileIdentity(fi os.FileInfo) (snapshot.DiskIdentity, error) {
 	sys, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
-		return snapshot.DiskIdentity{}, fmt.Errorf("disk %s: no inode information", path)
+		return snapshot.DiskIdentity{}, errors.New("no inode information")
 	}
 	return snapshot.DiskIdentity{Dev: sys.Dev, Inode: sys.Ino, Size: fi.Size(), ModTimeNs: fi.ModTime().UnixNano()}, nil
 }

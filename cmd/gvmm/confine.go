@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -64,6 +66,7 @@ func (f *confineFlags) resolve(def *vmdef.Definition) (user string, limits jail.
 // runFiles are the paths gvmm run was given outside the VM's config.
 type runFiles struct {
 	apiSocket, consoleSocket, consoleLog, logFile string
+	snapshotDir                                   string // absolute
 }
 
 // jailSpec is what a confined VMM of cfg keeps by path: the folders of
@@ -80,6 +83,9 @@ func jailSpec(uid, gid int, limits jail.Limits, cfg machine.Config, files runFil
 	for _, sh := range cfg.Shares {
 		s.Binds = append(s.Binds, jail.Bind{Path: filepath.Clean(sh.Path), Writable: !sh.ReadOnly})
 	}
+	if files.snapshotDir != "" {
+		s.Binds = append(s.Binds, jail.Bind{Path: files.snapshotDir, Writable: true})
+	}
 	for _, p := range []string{files.apiSocket, files.consoleSocket} {
 		if p != "" {
 			s.Leftovers = append(s.Leftovers, p)
@@ -90,6 +96,33 @@ func jailSpec(uid, gid int, limits jail.Limits, cfg machine.Config, files runFil
 		s.Leftovers = append(s.Leftovers, v.Socket)
 	}
 	return s
+}
+
+// snapshotPlace is where the VMM may save snapshots: anywhere it may
+// write unless it is confined, then only inside the folder of
+// --snapshot-dir (dir), the one writable place in its root the
+// supervisor made for them.
+type snapshotPlace struct {
+	confined bool
+	dir      string
+}
+
+func newSnapshotPlace(spec *jail.Spec, dir string) snapshotPlace {
+	return snapshotPlace{confined: spec != nil, dir: dir}
+}
+
+// check refuses a snapshot folder the VMM cannot write, with what to do.
+func (p snapshotPlace) check(path string) error {
+	if !p.confined {
+		return nil
+	}
+	if p.dir == "" {
+		return errors.New("a confined VMM (--user) saves snapshots only inside its --snapshot-dir, which it was not given")
+	}
+	if rel, err := filepath.Rel(p.dir, path); err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return fmt.Errorf("a confined VMM (--user) saves snapshots only inside its --snapshot-dir %s", p.dir)
+	}
+	return nil
 }
 
 // absDir is the absolute folder of path.
@@ -166,7 +199,7 @@ func confinedSpec() (*jail.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &s, os.Unsetenv(jail.EnvSpec)
+	return &s, nil
 }
 
 // supervise runs this command again as a VMM confined as user, and

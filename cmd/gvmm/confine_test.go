@@ -25,14 +25,14 @@ func TestJailSpec(t *testing.T) {
 	}
 	s := jailSpec(1000, 1001, jail.Limits{CPUs: 2}, cfg, runFiles{
 		apiSocket: "/run/vm/api.sock", consoleSocket: "/run/vm/console.sock",
-		consoleLog: "/var/log/vm/console.log", logFile: "/run/vm/vmm.log",
+		consoleLog: "/var/log/vm/console.log", logFile: "/run/vm/vmm.log", snapshotDir: "/srv/snapshots",
 	})
 	assert.Equal(t, jail.Spec{
 		UID: 1000, GID: 1001, Limits: jail.Limits{CPUs: 2}, NewNet: true,
 		Binds: []jail.Bind{
 			{Path: "/var/log/vm", Writable: true}, {Path: "/run/vm", Writable: true},
 			{Path: "/srv/data"}, {Path: "/srv/rw", Writable: true},
-			{Path: "/run/vm", Writable: true},
+			{Path: "/srv/snapshots", Writable: true}, {Path: "/run/vm", Writable: true},
 		},
 		Leftovers: []string{"/run/vm/api.sock", "/run/vm/console.sock", "/run/vm/vsock.sock"},
 	}, s)
@@ -41,6 +41,36 @@ func TestJailSpec(t *testing.T) {
 	s = jailSpec(1000, 1000, jail.Limits{}, machine.Config{Nets: []machine.Net{{Tap: "tap0"}}}, runFiles{})
 	assert.False(t, s.NewNet)
 	assert.Empty(t, s.Binds)
+}
+
+func TestSnapshotPlace(t *testing.T) {
+	confined := newSnapshotPlace(&jail.Spec{}, "/srv/snapshots")
+	tests := []struct {
+		name  string
+		place snapshotPlace
+		path  string
+		err   string
+	}{
+		{"unconfined: anywhere", newSnapshotPlace(nil, ""), "/var/tmp/s1", ""},
+		{"inside the folder", confined, "/srv/snapshots/s1", ""},
+		{"deeper inside", confined, "/srv/snapshots/vm1/s1", ""},
+		{"the folder itself", confined, "/srv/snapshots", ""},
+		{"a name starting with dots", confined, "/srv/snapshots/..s1", ""},
+		{"outside", confined, "/srv/other", "only inside its --snapshot-dir /srv/snapshots"},
+		{"a sibling with the folder's name as prefix", confined, "/srv/snapshots2/s1", "only inside its --snapshot-dir"},
+		{"above", confined, "/srv", "only inside its --snapshot-dir"},
+		{"confined without the flag", newSnapshotPlace(&jail.Spec{}, ""), "/srv/snapshots/s1", "which it was not given"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.place.check(tt.path)
+			if tt.err == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, tt.err)
+			}
+		})
+	}
 }
 
 func TestConfineFlagsResolve(t *testing.T) {

@@ -20,8 +20,9 @@ import (
 // control adapts a machine to the control API, translating its errors
 // into the API's classes.
 type control struct {
-	m   *machine.Machine
-	reg *prometheus.Registry
+	m         *machine.Machine
+	reg       *prometheus.Registry
+	snapshots snapshotPlace
 }
 
 var _ api.VM = control{}
@@ -29,10 +30,10 @@ var _ api.VM = control{}
 // newControl returns m's adapter, whose metrics are the machine's and the
 // Go runtime's (the process collector is left out: it lists
 // /proc/self/fd, which the seccomp filter does not allow).
-func newControl(m *machine.Machine) control {
+func newControl(m *machine.Machine, snapshots snapshotPlace) control {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(m.Collector(), collectors.NewGoCollector())
-	return control{m: m, reg: reg}
+	return control{m: m, reg: reg, snapshots: snapshots}
 }
 
 func (c control) Gatherer() prometheus.Gatherer { return c.reg }
@@ -136,9 +137,15 @@ func (c control) BalloonStats() (api.BalloonStats, error) {
 func (c control) Pause() error  { return apiError(c.m.Pause()) }
 func (c control) Resume() error { return apiError(c.m.Resume()) }
 
-func (c control) Snapshot(dir string) error { return apiError(c.m.Snapshot(dir)) }
-func (c control) Shutdown() error           { return apiError(c.m.Shutdown()) }
-func (c control) Stop()                     { c.m.Stop() }
+func (c control) Snapshot(dir string) error {
+	if err := c.snapshots.check(dir); err != nil {
+		return fmt.Errorf("%w: %w", api.ErrInvalid, err)
+	}
+	return apiError(c.m.Snapshot(dir))
+}
+
+func (c control) Shutdown() error { return apiError(c.m.Shutdown()) }
+func (c control) Stop()           { c.m.Stop() }
 
 // apiError wraps the machine's errors in the API's sentinel for their class.
 func apiError(err error) error {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/console"
+	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/jail"
 	"github.com/gvmm-dev/gvmm/cmd/gvmm/internal/state"
 	"github.com/gvmm-dev/gvmm/internal/thp"
 	"github.com/gvmm-dev/gvmm/machine"
@@ -104,6 +106,7 @@ to stderr.`,
 	restorePaused := fs.Bool("paused", false, "with --restore: leave the restored VM paused until gvmm ctl resume")
 	vsockSocket := fs.String("vsock-socket", "", "with --restore: serve the vsock device on the unix socket `PATH` instead of the snapshot's (each clone needs its own)")
 	clockMode := fs.String("clock", "continue", "with --restore, what the guest's clock does (`MODE`): continue where it stopped, or realtime to jump by the time the snapshot waited")
+	snapshotDir := fs.String("snapshot-dir", "", "with --user: the folder `DIR` the confined VMM may save snapshots in (PUT /vm/snapshot paths inside it; DIR must be writable by the user)")
 	seccompMode := fs.String("seccomp", "on", "confine the VMM to the system calls it needs before the guest runs (`MODE`): on, or off for debugging")
 	confine := addConfineFlags(fs)
 	fs.Func("disk", "raw disk image as `FILE[,readonly][,serial=ID]`; ,, for a comma (repeatable; vda, vdb, ...)", func(v string) error {
@@ -169,13 +172,27 @@ to stderr.`,
 		if err != nil {
 			return usageErr("%v", err)
 		}
-		if user != "" && restore != nil {
-			// The jail is made from the VM's configuration, which a
-			// restore reads only later, from the snapshot.
-			return usageErr("--user, --cpu-limit and --memory-limit: not with --restore yet; a restored VMM runs unconfined, under the seccomp filter")
+		if *snapshotDir != "" {
+			if user == "" {
+				return usageErr("--snapshot-dir goes with --user: an unconfined VMM saves snapshots anywhere it may write")
+			}
+			if *snapshotDir, err = filepath.Abs(*snapshotDir); err != nil {
+				return usageErr("--snapshot-dir: %v", err)
+			}
 		}
 		if user != "" && jailed == nil {
-			return supervise(user, limits, cfg, runFiles{*apiSocket, *consoleSocket, *consoleLog, *logFile}, *pidFile, level)
+			files := runFiles{*apiSocket, *consoleSocket, *consoleLog, *logFile, *snapshotDir}
+			if restore != nil {
+				// The jail is made from the VM's configuration, which a
+				// restore takes from the snapshot.
+				m, err := machine.Restore(*restoreDir, *restore)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "gvmm run: %v\n", err)
+					return exitFault
+				}
+				cfg = m.Config()
+			}
+			return supervise(user, limits, cfg, files, *pidFile, level)
 		}
 		var logOut io.Writer = os.Stderr
 		if *logFile != "" {
@@ -191,6 +208,12 @@ to stderr.`,
 		// Before the VMM opens anything: this may execute gvmm again.
 		if err := thp.KeepOutOfRuntime(); err != nil {
 			log.Warn("the VMM's own memory may take huge pages", "err", err)
+		}
+		// Only now: the run thp may have started again must know it is
+		// a confined VMM, PID 1 of its namespace, not gvmm exec's init.
+		if err := os.Unsetenv(jail.EnvSpec); err != nil {
+			log.Error("clearing the jail's spec", "err", err)
+			return exitFault
 		}
 		cfg.Log = log
 		cfg.Console = os.Stdout
@@ -276,7 +299,7 @@ to stderr.`,
 		}
 		var srv *api.Server
 		if *apiSocket != "" {
-			srv = api.NewServer(newControl(m), log)
+			srv = api.NewServer(newControl(m, newSnapshotPlace(jailed, *snapshotDir)), log)
 			if err := srv.Listen(*apiSocket); err != nil {
 				log.Error("opening the API socket", "err", err)
 				return exitFault

@@ -28,6 +28,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{"run", "--restore", "/snap", "--net", "tap=x,bogus"},
 		{"run", "--kernel", "k", "--paused"},
 		{"run", "--kernel", "k", "--clock", "realtime"},
+		{"run", "--kernel", "k", "--snapshot-dir", "/srv/snapshots"},
 	} {
 		assert.Equal(t, exitUsage, execute(osEnv(), args), "%v", args)
 	}

@@ -44,8 +44,9 @@ const (
 
 // Version is the state format this package writes and reads. A snapshot
 // of another version is refused: the state of a device that changed
-// between versions would be misread.
-const Version = 1
+// between versions would be misread. Version 2: every vCPU's TSC MSR
+// is its value at the instant of VM.Clock (version 1 had only vCPU 0's).
+const Version = 2
 
 // magic starts every state file.
 var magic = [8]byte{'G', 'V', 'M', 'M', 'S', 'N', 'A', 'P'}
@@ -151,6 +152,7 @@ type Balloon struct {
 
 // VM is the state KVM keeps per VM.
 type VM struct {
+	// Clock is kvmclock at the instant each vCPU's TSC had its saved value.
 	Clock    kvm.ClockData
 	IRQChips []kvm.IRQChipState // PIC master, PIC slave, IOAPIC
 	PIT      kvm.PITState2

@@ -5,8 +5,9 @@
 // cgroup with its limits; the guest still boots and writes its disk, the
 // API answers, and the cgroup goes with the VMM. A test build of gvmm
 // (tag escapetest) tries from inside the confined VMM what a guest that
-// took it over would try, each of which must fail. The guest's init is
-// tests/guestblk.
+// took it over would try, each of which must fail. A confined VMM saves
+// snapshots into its --snapshot-dir, and a restore runs confined too.
+// The guest's init is tests/guestblk.
 package confine_test
 
 import (
@@ -379,4 +380,75 @@ func TestConfinedVMMWithTAP(t *testing.T) {
 	_, err := netlink.LinkByName(tap)
 	var notFound netlink.LinkNotFoundError
 	assert.ErrorAs(t, err, &notFound, "the TAP the VMM created goes with it")
+}
+
+// TestConfinedSnapshotAndRestore: a confined VMM saves a snapshot into
+// its --snapshot-dir, as its user, and refuses a folder elsewhere; a
+// restore with --user runs confined as that user.
+func TestConfinedSnapshotAndRestore(t *testing.T) {
+	v := newVM(t)
+	snaps := filepath.Join(v.dir, "snapshots")
+	require.NoError(t, os.Mkdir(snaps, 0o700))
+	require.NoError(t, os.Chown(snaps, uid, gid))
+	p := vmmproc.Start(t, guestWait+time.Minute, kvmhost.Asset("gvmm"), append(v.args, "--snapshot-dir", snaps)...)
+	p.WaitFor(t, "sleeping", guestWait)
+
+	cl := api.NewClient(v.api)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	require.NoError(t, cl.Pause(ctx))
+	err := cl.Snapshot(ctx, filepath.Join(v.dir, "elsewhere"))
+	var ae *api.Error
+	require.ErrorAs(t, err, &ae, "a snapshot outside --snapshot-dir is refused")
+	assert.Equal(t, 400, ae.StatusCode)
+	assert.Contains(t, ae.Error(), "--snapshot-dir "+snaps)
+	snap := filepath.Join(snaps, "s1")
+	require.NoError(t, cl.Snapshot(ctx, snap), "a snapshot inside --snapshot-dir")
+	for _, name := range []string{"state", "memory"} {
+		fi, err := os.Stat(filepath.Join(snap, name))
+		require.NoError(t, err)
+		assert.Equal(t, uint32(uid), fi.Sys().(*syscall.Stat_t).Uid, "the confined VMM wrote %s as its user", name)
+	}
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.Exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("the VMM did not end after SIGTERM\n%s", p.Err.String())
+	}
+
+	restoredAPI := filepath.Join(v.dir, "run", "restored.sock")
+	r := vmmproc.Start(t, guestWait, kvmhost.Asset("gvmm"), "run", "--restore", snap, "--api-socket", restoredAPI,
+		"--user", fmt.Sprintf("%d:%d", uid, gid), "--memory-limit", "400M", "--log-level", "debug")
+	rc := api.NewClient(restoredAPI)
+	defer rc.Close()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		info, err := rc.Info(ctx)
+		if err == nil && info.State == api.StateRunning {
+			break
+		}
+		select {
+		case <-r.Exited:
+			t.Fatalf("the restored VMM ended\n%s", r.Err.String())
+		default:
+		}
+		require.True(t, time.Now().Before(deadline), "the restored VMM did not run in a minute: %v %+v", err, info)
+	}
+	vmm := vmmOf(t, r.Cmd.Process.Pid)
+	st := procStatus(t, vmm)
+	assert.Equal(t, "1000\t1000\t1000\t1000", st["Uid"], "the restored VMM runs as the user")
+	assert.Equal(t, "0000000000000000", st["CapEff"])
+	assert.Equal(t, "2", st["Seccomp"])
+	assert.Equal(t, "1", strings.Fields(st["NSpid"])[1], "the restored VMM is the first process of its PID namespace")
+	assert.Contains(t, r.Err.String(), "VMM confined")
+	assert.Contains(t, r.Err.String(), "guest restored")
+	assert.NotContains(t, r.Out.String(), "Linux version", "no boot")
+
+	require.NoError(t, r.Cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-r.Exited:
+	case <-time.After(time.Minute):
+		t.Fatalf("the restored VMM did not end after SIGTERM\n%s", r.Err.String())
+	}
+	assert.Equal(t, 0, r.Cmd.ProcessState.ExitCode(), "%s", r.Err.String())
 }

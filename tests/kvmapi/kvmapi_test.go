@@ -18,7 +18,13 @@ import (
 	"github.com/gvmm-dev/gvmm/tests/kvmhost"
 )
 
-func TestMain(m *testing.M) { kvmhost.Main(m) }
+func TestMain(m *testing.M) {
+	// On a host whose own TSC is unstable (the test host's, left to
+	// itself) KVM rewrites a vCPU's TSC offset whenever the vCPU is
+	// loaded, so TestVCPUTSCOffset needs a host that trusts its TSC, as
+	// a real KVM host does.
+	kvmhost.Main(m, kvmhost.WithHostKernelArgs("tsc=reliable"))
+}
 
 // Guest physical layout shared by the tests. Real mode reaches the first
 // 64 KiB with zero segment bases, so everything lives there.
@@ -515,6 +521,7 @@ func TestSystemQueries(t *testing.T) {
 const (
 	msrSysenterCS = 0x174      // IA32_SYSENTER_CS: writable, no side effects
 	msrBogus      = 0x12345678 // no such MSR
+	msrTSC        = 0x10       // IA32_TIME_STAMP_COUNTER
 )
 
 func TestVCPUState(t *testing.T) {
@@ -572,6 +579,34 @@ func TestVCPUState(t *testing.T) {
 	assert.Equal(t, kvm.MPStateHalted, state)
 
 	assert.Equal(t, uint32(0), vcpu.ID())
+}
+
+// The TSC offset is what KVM adds to the host's TSC: moving it by d
+// moves the guest's TSC, read as its MSR, by d (and the time between the
+// reads, well under a second here).
+func TestVCPUTSCOffset(t *testing.T) {
+	g := newGuest(t, true, asm{}.hlt())
+	ok, err := g.vcpu.HasTSCOffset()
+	require.NoError(t, err)
+	require.True(t, ok, "Linux 5.16 and later have KVM_VCPU_TSC_OFFSET")
+	khz, err := g.vcpu.TSCKHz()
+	require.NoError(t, err)
+
+	const base, d = 1 << 50, 1 << 40
+	tscWith := func(off uint64) uint64 {
+		t.Helper()
+		require.NoError(t, g.vcpu.SetTSCOffset(off))
+		got, err := g.vcpu.TSCOffset()
+		require.NoError(t, err)
+		assert.Equal(t, off, got)
+		m, err := g.vcpu.MSRs([]uint32{msrTSC})
+		require.NoError(t, err)
+		return m[0].Data
+	}
+	first := tscWith(base)
+	second := tscWith(base + d)
+	assert.GreaterOrEqual(t, second-first, uint64(d))
+	assert.Less(t, second-first, uint64(d)+uint64(khz)*1000, "at most a second of ticks besides the offset's move")
 }
 
 func TestVMClockAndMSI(t *testing.T) {

@@ -71,6 +71,8 @@ type Config struct {
 	QEMU    bool              // carry the tests' QEMU in, for the payload (see WithQEMU)
 	// HostModules are loaded in the test host after hostModules.
 	HostModules []string
+	// KernelArgs are added to the test host kernel's command line.
+	KernelArgs []string
 	// CPUs defaults to the CPUs this process may use, each a thread of
 	// QEMU's multi-threaded TCG.
 	CPUs    int
@@ -283,7 +285,7 @@ func boot(ctx context.Context, emu *qemu.QEMU, k *debkernel.Kernel, initrd, cons
 		"-smp", strconv.Itoa(cfg.CPUs), "-m", strconv.Itoa(cfg.MemMiB),
 		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults",
 		"-kernel", k.Vmlinuz, "-initrd", initrd,
-		"-append", "console=ttyS0 quiet panic=-1 8250.nr_uarts=2",
+		"-append", strings.Join(append([]string{"console=ttyS0 quiet panic=-1 8250.nr_uarts=2"}, cfg.KernelArgs...), " "),
 		"-serial", "file:"+consoleLog,
 		"-chardev", "stdio,id=payload,signal=off",
 		"-serial", "chardev:payload",

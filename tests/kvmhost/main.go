@@ -27,6 +27,7 @@ type options struct {
 	programs map[string]string
 	modules  []string
 	hostMods []string
+	hostArgs []string
 	cpus     int
 	memMiB   int
 	qemu     bool
@@ -72,6 +73,15 @@ func QEMU() []string { return qemu.Argv(os.Getenv(EnvQEMU)) }
 // e.g. vhost_vsock for a QEMU peer's vhost-vsock device.
 func WithHostModules(names ...string) Option {
 	return func(o *options) { o.hostMods = append(o.hostMods, names...) }
+}
+
+// WithHostKernelArgs adds arguments to the test host kernel's command
+// line: e.g. tsc=reliable, which makes its clocksource the TSC (QEMU's
+// software emulation passes the machine's own TSC through, but without
+// the invariant-TSC bit the kernel would not trust it), so that its KVM
+// runs the master clock as on a real KVM host.
+func WithHostKernelArgs(args ...string) Option {
+	return func(o *options) { o.hostArgs = append(o.hostArgs, args...) }
 }
 
 // WithCPUs sets the test host's vCPU count (default: see Config.CPUs).
@@ -191,6 +201,7 @@ func mainStatus(m *testing.M, opts []Option) int {
 			Modules:     o.modules,
 			QEMU:        o.qemu,
 			HostModules: o.hostMods,
+			KernelArgs:  o.hostArgs,
 			CPUs:        o.cpus,
 			MemMiB:      o.memMiB,
 			Timeout:     remaining,

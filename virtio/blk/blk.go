@@ -187,6 +187,10 @@ func (d *Disk) fillConfig() {
 // reset or the machine stopped.
 func (d *Disk) Close() error { return d.f.Close() }
 
+// Stat describes the open image, which a confined VMM can no longer
+// reach by path.
+func (d *Disk) Stat() (os.FileInfo, error) { return d.f.Stat() }
+
 // Capacity returns the disk size in 512-byte sectors.
 func (d *Disk) Capacity() uint64 { return d.capacity }
 
