@@ -134,8 +134,11 @@ func readBig(map[string]string) error {
 	return nil
 }
 
-func list(map[string]string) error {
-	ents, err := os.ReadDir("/mnt/rw")
+func list(map[string]string) error { return reportListing("listing", "/mnt/rw") }
+
+// reportListing reports the names in dir, sorted, as key.
+func reportListing(key, dir string) error {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
@@ -144,7 +147,7 @@ func list(map[string]string) error {
 		names = append(names, e.Name())
 	}
 	sort.Strings(names)
-	guest.Report("listing", strings.Join(names, ","))
+	guest.Report(key, strings.Join(names, ","))
 	return nil
 }
 
@@ -278,15 +281,8 @@ func acrossSnapshot(map[string]string) error {
 		return err
 	}
 	guest.Report("go", strings.TrimSpace(string(g)))
-	ents, err := os.ReadDir(".")
-	if err != nil {
+	if err := reportListing("cwdlisting", "."); err != nil {
 		return err
 	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	sort.Strings(names)
-	guest.Report("cwdlisting", strings.Join(names, ","))
 	return os.Chdir("/") // for the unmount
 }
