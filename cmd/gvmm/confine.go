@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/user"
@@ -246,8 +247,9 @@ const DefaultVMMUser = "gvmm"
 
 // confineStart returns gvmm run's extra arguments for the VM def about
 // to start as root: --user DefaultVMMUser when the definition names no
-// user and the host has it. The VM's run folder is given to the VMM's
-// user, who rotates its logs in it.
+// user and the host has it, and --snapshot-dir, the run folder's
+// snapshot folder. Both folders are given to the VMM's user, who rotates
+// its logs in one and saves snapshots in the other.
 func confineStart(def *vmdef.Definition, p state.Paths) ([]string, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil // gvmm run refuses a user without root
@@ -266,5 +268,11 @@ func confineStart(def *vmdef.Definition, p state.Paths) ([]string, error) {
 	if err := os.Chown(p.Dir, uid, gid); err != nil {
 		return nil, fmt.Errorf("giving the run folder to the VMM's user: %w", err)
 	}
-	return extra, nil
+	if err := os.Mkdir(p.Snapshots, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("the VMM's snapshot folder: %w", err)
+	}
+	if err := os.Chown(p.Snapshots, uid, gid); err != nil {
+		return nil, fmt.Errorf("giving the snapshot folder to the VMM's user: %w", err)
+	}
+	return append(extra, "--snapshot-dir", p.Snapshots), nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -118,18 +119,22 @@ func TestConfineStart(t *testing.T) {
 	if _, err := user.Lookup(DefaultVMMUser); err == nil {
 		t.Skipf("this host has a %s user: the default case differs", DefaultVMMUser)
 	}
-	p := state.Paths{Dir: t.TempDir()}
+	dir := t.TempDir()
+	p := state.Paths{Dir: dir, Snapshots: filepath.Join(dir, "snapshots")}
 	extra, err := confineStart(&vmdef.Definition{}, p)
 	require.NoError(t, err)
 	assert.Empty(t, extra, "no user named, none on the host")
+	assert.NoDirExists(t, p.Snapshots)
 
 	extra, err = confineStart(&vmdef.Definition{User: "1234:4321"}, p)
 	require.NoError(t, err)
-	assert.Empty(t, extra, "gvmm run reads the definition's user itself")
-	st, err := os.Stat(p.Dir)
-	require.NoError(t, err)
-	sys := st.Sys().(*syscall.Stat_t)
-	assert.Equal(t, [2]uint32{1234, 4321}, [2]uint32{sys.Uid, sys.Gid}, "the run folder is the VMM's user's")
+	assert.Equal(t, []string{"--snapshot-dir", p.Snapshots}, extra, "gvmm run reads the definition's user itself")
+	for _, d := range []string{p.Dir, p.Snapshots} {
+		st, err := os.Stat(d)
+		require.NoError(t, err)
+		sys := st.Sys().(*syscall.Stat_t)
+		assert.Equal(t, [2]uint32{1234, 4321}, [2]uint32{sys.Uid, sys.Gid}, "%s is the VMM's user's", d)
+	}
 
 	_, err = confineStart(&vmdef.Definition{User: "0"}, p)
 	assert.ErrorIs(t, err, jail.ErrRootUser)

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gvmm-dev/gvmm/machine/api"
+	"github.com/gvmm-dev/gvmm/machine/snapshot"
 	"github.com/gvmm-dev/gvmm/tests/debkernel"
 	"github.com/gvmm-dev/gvmm/tests/guestblk/pattern"
 	"github.com/gvmm-dev/gvmm/tests/initramfs"
@@ -345,6 +346,21 @@ func TestStartConfined(t *testing.T) {
 	info, err := os.Stat(runDir)
 	require.NoError(t, err)
 	assert.Equal(t, uint32(uid), info.Sys().(*syscall.Stat_t).Uid, "the run folder is the VMM's user's")
+	assert.Contains(t, gvmm("list"), "running")
+
+	// gvmm snapshot: the confined VMM saves into its run folder's
+	// snapshot folder, gvmm moves it where it was asked for, as root's,
+	// and the VM runs on.
+	snap := filepath.Join(v.dir, "snap")
+	gvmm("snapshot", "jailed", snap)
+	for _, name := range []string{"", snapshot.StateFile, snapshot.MemoryFile} {
+		info, err := os.Stat(filepath.Join(snap, name))
+		require.NoError(t, err)
+		assert.Equal(t, uint32(0), info.Sys().(*syscall.Stat_t).Uid, "%s is root's", filepath.Join(snap, name))
+	}
+	left, err := os.ReadDir(filepath.Join(runDir, "snapshots"))
+	require.NoError(t, err)
+	assert.Empty(t, left, "nothing left in the VMM's snapshot folder")
 	assert.Contains(t, gvmm("list"), "running")
 
 	gvmm("destroy", "jailed")

@@ -87,6 +87,9 @@ type Paths struct {
 	ConsoleLog string
 	VMMLog     string
 	Crashed    string // a record of a VMM found dead
+	// Snapshots is the one folder a confined VMM may save snapshots in;
+	// gvmm snapshot moves them from there to where they were asked for.
+	Snapshots string
 }
 
 // Paths returns the run-time files of name.
@@ -96,6 +99,7 @@ func (d *Dir) Paths(name string) Paths {
 		Dir: dir, PID: filepath.Join(dir, "pid"), API: filepath.Join(dir, "api.sock"),
 		Console: filepath.Join(dir, "console.sock"), ConsoleLog: filepath.Join(dir, "console.log"),
 		VMMLog: filepath.Join(dir, "vmm.log"), Crashed: filepath.Join(dir, "crashed"),
+		Snapshots: filepath.Join(dir, "snapshots"),
 	}
 }
 
