@@ -117,13 +117,13 @@ func (t fidTable) answered(req, resp []byte) {
 	case msgTremove:
 		// Removed or not, the fid is clunked.
 		if r := t[u32(0)]; ok && r != nil {
-			t.removed(r.path)
+			t.removed(r)
 		}
 		delete(t, u32(0))
 	case msgTunlinkat:
 		if r := t[u32(0)]; ok && r != nil {
 			name, _ := str(4)
-			t.removed(join(r, name).path)
+			t.removed(join(r, name))
 		}
 	case msgTrenameat:
 		if ok {
@@ -150,11 +150,15 @@ func openedQID(resp []byte) (dir bool, path uint64) {
 	return resp[HeaderSize]&qidTypeDir != 0, binary.LittleEndian.Uint64(resp[HeaderSize+5:])
 }
 
-// removed marks every fid at p or below it lost: what they named is gone,
-// and a file created there later is another.
-func (t fidTable) removed(p string) {
+// removed marks every fid at gone's path or below it lost: what they
+// named is gone, and a file created there later is another. A lost gone
+// has no path to compare ("" is the root's).
+func (t fidTable) removed(gone *fidRecord) {
+	if gone.lost {
+		return
+	}
 	for _, r := range t {
-		if within(r.path, p) {
+		if within(r.path, gone.path) {
 			r.lost = true
 		}
 	}
@@ -166,8 +170,8 @@ func (t fidTable) renamed(from, to *fidRecord) {
 	if from.lost || to.lost {
 		// A path the table cannot follow: what it moved is lost, and so
 		// is what it may have replaced.
-		t.removed(from.path)
-		t.removed(to.path)
+		t.removed(from)
+		t.removed(to)
 		return
 	}
 	for _, r := range t {

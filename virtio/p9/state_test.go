@@ -245,6 +245,23 @@ func TestFidTableBounds(t *testing.T) {
 	assert.False(t, tbl[2].open, "a failed open opens nothing")
 }
 
+// TestLostFidKeepsTheRoot: what a fid of unknown path (lost) removes or
+// renames cannot be told, and marks no other fid lost, least of all the
+// root's, whose path is empty as a lost fid's is.
+func TestLostFidKeepsTheRoot(t *testing.T) {
+	for name, req := range map[string][]byte{
+		"remove":   p9test.Msg(msgTremove, 1, uint32(3)),
+		"unlinkat": p9test.Msg(msgTunlinkat, 1, uint32(3), "x", uint32(0)),
+		"renameat": p9test.Msg(msgTrenameat, 1, uint32(3), "x", uint32(2), "y"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			tbl := fidTable{1: {}, 2: {path: "a"}, 3: {lost: true}}
+			tbl.answered(req, p9test.Msg(req[4]+1, 1))
+			assert.False(t, tbl[1].lost, "the root's fid")
+		})
+	}
+}
+
 // TestRestoreRefuses loads hostile states: each is refused whole, and the
 // device starts a fresh session as if nothing was restored.
 func TestRestoreRefuses(t *testing.T) {
