@@ -340,7 +340,7 @@ func BenchmarkBoot(b *testing.B) {
 	// The memory target is on PSS with ten running
 	// (BenchmarkStartTogether): one VMM alone has the binary's pages to
 	// itself.
-	emitMemory(b, s, "", nil, nil)
+	emitMemory(b, s, "", nil)
 }
 
 func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s samples) {
@@ -390,27 +390,39 @@ func bootOnce(b *testing.B, tr measure.Tracing, svm bool, v vmm, g guestSpec, s 
 	addMemory(s, "", v.name, mem)
 }
 
-// addMemory adds the VMM's own memory, prefix naming how many run.
-func addMemory(s samples, prefix, vmm string, mem measure.Memory) {
-	s.add(prefix+"VMM own memory (RSS − guest RAM)", vmm, float64(mem.Own())/mib)
-	s.add(prefix+"VMM own memory: file-backed (program, libraries)", vmm, float64(mem.FileRSS)/mib)
-	s.add(prefix+"VMM own memory: anonymous (heap, stacks)", vmm, float64(mem.Own()-mem.FileRSS)/mib)
-	s.add(prefix+"VMM RSS", vmm, float64(mem.RSS)/mib)
-	s.add(prefix+"VMM own memory, PSS (PSS − guest RAM's)", vmm, float64(mem.OwnPSS())/mib)
-	s.add(prefix+"VMM own memory, PSS: file-backed", vmm, float64(mem.FilePSS)/mib)
-	s.add(prefix+"VMM own memory in transparent huge pages", vmm, float64(mem.OwnHuge())/mib)
+// memoryRows are the figures of a VMM's memory, in MiB.
+var memoryRows = []struct {
+	name  string
+	value func(measure.Memory) uint64
+}{
+	{"VMM own memory (RSS − guest RAM)", measure.Memory.Own},
+	{"VMM own memory: file-backed (program, libraries)", func(m measure.Memory) uint64 { return m.FileRSS }},
+	{"VMM own memory: anonymous (heap, stacks)", func(m measure.Memory) uint64 { return m.Own() - m.FileRSS }},
+	{"VMM RSS", func(m measure.Memory) uint64 { return m.RSS }},
+	{ownPSS, measure.Memory.OwnPSS},
+	{"VMM own memory, PSS: file-backed", func(m measure.Memory) uint64 { return m.FilePSS }},
+	{"VMM own memory in transparent huge pages", measure.Memory.OwnHuge},
 }
 
-// emitMemory emits what addMemory added, own RSS and own PSS against
-// their targets if any.
-func emitMemory(b *testing.B, s samples, prefix string, rss, pss *target) {
-	emit(b, s, prefix+"VMM own memory (RSS − guest RAM)", "MiB", rss)
-	emit(b, s, prefix+"VMM own memory: file-backed (program, libraries)", "MiB", nil)
-	emit(b, s, prefix+"VMM own memory: anonymous (heap, stacks)", "MiB", nil)
-	emit(b, s, prefix+"VMM RSS", "MiB", nil)
-	emit(b, s, prefix+"VMM own memory, PSS (PSS − guest RAM's)", "MiB", pss)
-	emit(b, s, prefix+"VMM own memory, PSS: file-backed", "MiB", nil)
-	emit(b, s, prefix+"VMM own memory in transparent huge pages", "MiB", nil)
+// ownPSS is the memory row a target may be set on.
+const ownPSS = "VMM own memory, PSS (PSS − guest RAM's)"
+
+// addMemory adds the VMM's own memory, prefix naming how many run.
+func addMemory(s samples, prefix, vmm string, mem measure.Memory) {
+	for _, r := range memoryRows {
+		s.add(prefix+r.name, vmm, float64(r.value(mem))/mib)
+	}
+}
+
+// emitMemory emits what addMemory added, own PSS against pss if set.
+func emitMemory(b *testing.B, s samples, prefix string, pss *target) {
+	for _, r := range memoryRows {
+		var t *target
+		if r.name == ownPSS {
+			t = pss
+		}
+		emit(b, s, prefix+r.name, "MiB", t)
+	}
 }
 
 // BenchmarkBlk measures virtio-blk inside the guest, on one image file
@@ -551,7 +563,7 @@ func BenchmarkStartTogether(b *testing.B) {
 	b.ReportMetric(0, "ns/op")
 	emit(b, s, allInit, "ms", nil)
 	emit(b, s, allOff, "ms", nil)
-	emitMemory(b, s, each, nil, &atMost5MiB)
+	emitMemory(b, s, each, &atMost5MiB)
 	emit(b, s, fmt.Sprintf("%d guests: failed", concurrent), "guests", nil)
 }
 
