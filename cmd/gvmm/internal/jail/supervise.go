@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +21,23 @@ import (
 
 // Forwarded are the signals the supervisor passes on to the VMM.
 var Forwarded = []os.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGHUP}
+
+// keptEnv are the variables a confined VMM still reads: where the
+// user's kernel cache is, and the Go runtime's settings. The rest of the
+// admin's environment (credentials, proxies, session sockets) stays with
+// the supervisor, as Firecracker's jailer clears it.
+var keptEnv = []string{"HOME", "XDG_CACHE_HOME", "GODEBUG", "GOTRACEBACK", "GOMAXPROCS", "GOGC", "GOMEMLIMIT"}
+
+// vmmEnv is environ with only keptEnv's variables.
+func vmmEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		if k, _, _ := strings.Cut(kv, "="); slices.Contains(keptEnv, k) {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
 
 // Supervise runs argv (this program's arguments, argv[0] first) again as
 // a confined VMM, and returns its exit status: its own code, or 128 plus
@@ -45,7 +64,7 @@ func Supervise(spec Spec, argv []string, log *slog.Logger) (int, error) {
 	cmd := &exec.Cmd{
 		Path:   "/proc/self/exe",
 		Args:   argv,
-		Env:    append(os.Environ(), EnvSpec+"="+env),
+		Env:    append(vmmEnv(os.Environ()), EnvSpec+"="+env),
 		Stdin:  os.Stdin,
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,

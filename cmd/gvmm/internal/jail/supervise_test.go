@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,6 +34,7 @@ type childReport struct {
 	Landlock   string            // why not, "" when applied
 	Denied     map[string]string // attempt: its error, "" when it worked
 	BindWrites string            // writing into the writable bind: its error
+	Env        []string          // names in its environment
 }
 
 func confinedChild(v string) int {
@@ -47,6 +49,10 @@ func confinedChild(v string) int {
 		return 4
 	}
 	r := childReport{PID: os.Getpid(), Status: map[string]string{}, Denied: map[string]string{}}
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		r.Env = append(r.Env, k)
+	}
 	if llErr != nil {
 		r.Landlock = llErr.Error()
 	}
@@ -98,6 +104,9 @@ func TestSuperviseConfines(t *testing.T) {
 	}
 	rw, ro := t.TempDir(), t.TempDir()
 	require.NoError(t, os.Chown(rw, 1000, 1000))
+	t.Setenv("HOME", "/home/admin")
+	t.Setenv("SSH_AUTH_SOCK", "/run/user/0/agent.sock")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	out, err := os.CreateTemp(t.TempDir(), "out")
 	require.NoError(t, err)
 	defer out.Close()
@@ -121,6 +130,10 @@ func TestSuperviseConfines(t *testing.T) {
 		assert.Equal(t, "0000000000000000", r.Status[k], k)
 	}
 	assert.Equal(t, "1", r.Status["NoNewPrivs"])
+	assert.Contains(t, r.Env, "HOME", "the kernel cache's folder")
+	for _, k := range r.Env {
+		assert.True(t, k == EnvSpec || slices.Contains(keptEnv, k), "the VMM inherited %s", k)
+	}
 	if r.Landlock == "" {
 		assert.Empty(t, r.Root)
 	} else {
