@@ -21,6 +21,7 @@ import (
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/internal/iov"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 
@@ -67,9 +68,6 @@ const (
 	cfgWriteZeroesMayUnmap   = 0x38
 	configSize               = 0x3c
 )
-
-// iovMax is the kernel's limit on iovecs per preadv/pwritev call.
-const iovMax = 1024
 
 // ErrInUse reports a disk image locked by another process.
 var ErrInUse = errors.New("disk image in use")
@@ -360,47 +358,16 @@ func (d *Disk) stabilize() error {
 // transfer runs preadv or pwritev between the image at sector and the
 // guest buffers, without an intermediate copy, until all bytes moved.
 func (d *Disk) transfer(op func(int, [][]byte, int64) (int, error), bufs []queue.Buffer, sector uint64) (int, error) {
-	iovs := make([][]byte, 0, len(bufs))
-	for _, b := range bufs {
-		if b.Len == 0 {
-			continue // an empty iovec would look like end of file
-		}
-		p, err := d.mem.Slice(b.Addr, uint64(b.Len))
-		if err != nil {
-			return 0, err
-		}
-		iovs = append(iovs, p)
+	iovs, want, err := iov.Append(make([][]byte, 0, len(bufs)), d.mem, bufs)
+	if err != nil {
+		return 0, err
 	}
-	off := int64(sector * SectorSize) // ParseRequest bounded it by the capacity
-	total := 0
-	for len(iovs) > 0 {
-		n, err := op(d.fd, iovs[:min(len(iovs), iovMax)], off)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return total, err
-		}
-		if n == 0 {
-			return total, io.ErrUnexpectedEOF // the image shrank under us
-		}
-		total += n
-		off += int64(n)
-		iovs = advance(iovs, n)
+	// ParseRequest bounded the sector by the capacity.
+	n, err := iov.TransferAt(op, d.fd, iovs, int64(sector*SectorSize))
+	if err == nil && n < want {
+		err = io.ErrUnexpectedEOF // the image shrank under us
 	}
-	return total, nil
-}
-
-// advance drops the first n bytes from iovs.
-func advance(iovs [][]byte, n int) [][]byte {
-	for n > 0 && n >= len(iovs[0]) {
-		n -= len(iovs[0])
-		iovs = iovs[1:]
-	}
-	if n > 0 {
-		iovs[0] = iovs[0][n:]
-	}
-	return iovs
+	return n, err
 }
 
 // getID writes the zero-padded serial into the data buffers.

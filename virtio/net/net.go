@@ -34,6 +34,7 @@ import (
 	"github.com/gvmm-dev/gvmm/internal/ratelog"
 	"github.com/gvmm-dev/gvmm/memory"
 	"github.com/gvmm-dev/gvmm/virtio"
+	"github.com/gvmm-dev/gvmm/virtio/internal/iov"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 
@@ -308,23 +309,6 @@ func (d *Device) Process(ctx context.Context, idx int) error {
 	return nil
 }
 
-// guestIovecs resolves bufs to guest memory, appending to iovs.
-func guestIovecs(mem *memory.Memory, bufs []queue.Buffer, iovs [][]byte) ([][]byte, int, error) {
-	total := 0
-	for _, b := range bufs {
-		if b.Len == 0 {
-			continue
-		}
-		s, err := mem.Slice(b.Addr, uint64(b.Len))
-		if err != nil {
-			return iovs, 0, err
-		}
-		iovs = append(iovs, s)
-		total += len(s)
-	}
-	return iovs, total, nil
-}
-
 // processTx writes each of the guest's frames to the TAP, header and
 // all. Each chain goes back, with an interrupt if the driver wants one
 // (used_event), as soon as its frame is written: the guest's stack frees
@@ -342,7 +326,7 @@ func (d *Device) processTx(ctx context.Context) error {
 			return err
 		}
 		var n int
-		iovs, n, err = guestIovecs(d.mem, c.Readable, iovs[:0])
+		iovs, n, err = iov.Append(iovs[:0], d.mem, c.Readable)
 		switch {
 		case err != nil:
 			d.txDrop(c.Head, "unmapped tx buffer", "err", err)

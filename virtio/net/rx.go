@@ -12,6 +12,7 @@ import (
 
 	"github.com/gvmm-dev/gvmm/internal/ratelimit"
 	"github.com/gvmm-dev/gvmm/memory"
+	"github.com/gvmm-dev/gvmm/virtio/internal/iov"
 	"github.com/gvmm-dev/gvmm/virtio/queue"
 )
 
@@ -258,7 +259,7 @@ func (l *rxLoop) resolve() (rxChain, error) {
 	if n := len(l.spare); n > 0 {
 		bufs, l.spare = l.spare[n-1], l.spare[:n-1]
 	}
-	bufs, size, err := guestIovecs(l.mem, l.c.Writable, bufs)
+	bufs, size, err := iov.Append(bufs, l.mem, l.c.Writable)
 	if err != nil {
 		l.spare = append(l.spare, bufs[:0])
 		return rxChain{}, err

@@ -249,6 +249,9 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 			return s.complete(p, lerror(req.Tag, uint32(unix.ENFILE)))
 		}
 	}
+	if req.Type == msgTread && d.readDirect(p, req.Msg) {
+		return nil
+	}
 	if req.Type == msgTversion {
 		// The server resets the session on Tversion and may change msize:
 		// it runs alone, and nothing follows it until it is answered.
@@ -295,6 +298,7 @@ type pending struct {
 	isFlush   bool       // a Tflush, answered by the session itself
 	writable  []queue.Buffer
 	written   int    // bytes of the answer in writable
+	direct    int    // bytes the device put in writable past them (readDirect)
 	truncated bool   // the answer did not fit
 	slots     int64  // held until the answer is pushed
 	version   bool   // Tversion: its answer sets msize
@@ -542,11 +546,17 @@ func (s *session) finish() {
 	}
 	head := s.head[:s.headN]
 	s.headN, s.resp = 0, nil
-	if p == nil {
-		return
+	if p != nil {
+		s.answer(p, head, nil)
 	}
-	// The server cleared the tag before sending: the guest may reuse it
-	// once the answer is pushed. A Tflush for it now finds it gone.
+}
+
+// answer completes p with resp (nil when it is in p's buffers already),
+// head being the answer's first bytes, and then the Tflush requests that
+// waited for it.
+func (s *session) answer(p *pending, head, resp []byte) {
+	// The tag is free again for the guest once the answer is pushed. A
+	// Tflush for it now finds it gone.
 	s.mu.Lock()
 	if p.req != nil {
 		s.fids.answered(p.req, head)
@@ -554,7 +564,7 @@ func (s *session) finish() {
 	delete(s.pending, p.tag)
 	flushers := p.flushers
 	s.mu.Unlock()
-	if err := s.complete(p, nil); err != nil {
+	if err := s.complete(p, resp); err != nil {
 		s.d.glog.Warn("virtio-9p: completing a request", "err", err)
 	}
 	for _, f := range flushers {
@@ -605,7 +615,7 @@ func (s *session) complete(p *pending, resp []byte) error {
 	d := s.d
 	d.qmu.Lock()
 	defer d.qmu.Unlock()
-	if err := d.q.Push(p.head, uint32(p.written)); err != nil {
+	if err := d.q.Push(p.head, uint32(p.written+p.direct)); err != nil {
 		return err
 	}
 	return d.q.SignalUsed()

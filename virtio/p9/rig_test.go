@@ -96,10 +96,12 @@ func (r *rig) close() {
 	require.NoError(r.t, r.dev.Close())
 }
 
-// waiter is a posted chain: where its answer goes and who waits for it.
+// waiter is a posted chain: where its answer goes (buffers at addrs of
+// sizes) and who waits for it.
 type waiter struct {
-	answer memory.GuestAddress
-	ch     chan []byte
+	addrs []memory.GuestAddress
+	sizes []uint32
+	ch    chan []byte
 }
 
 // reap hands each used chain's answer to its waiter.
@@ -113,16 +115,32 @@ func (r *rig) reap() {
 			continue
 		}
 		delete(r.waiting, uint16(u.ID))
-		w.ch <- r.drv.Read(w.answer, int(u.Len))
+		var answer []byte
+		for i, left := 0, int(u.Len); left > 0 && i < len(w.addrs); i++ {
+			n := min(left, int(w.sizes[i]))
+			answer = append(answer, r.drv.Read(w.addrs[i], n)...)
+			left -= n
+		}
+		w.ch <- answer
 	}
 }
 
 // submit posts msg and returns where its answer will arrive.
 func (r *rig) submit(msg []byte) <-chan []byte {
+	return r.submitInto(msg, r.room)
+}
+
+// submitInto posts msg with writable buffers of sizes for the answer, as
+// 9pnet_virtio posts a large read: the header's 11 bytes, then the pages.
+func (r *rig) submitInto(msg []byte, sizes ...uint32) <-chan []byte {
 	r.mu.Lock()
-	head, addrs := r.drv.AddChain([]virtiotest.Buf{{Data: msg}, {Len: r.room, Write: true}})
+	bufs := []virtiotest.Buf{{Data: msg}}
+	for _, n := range sizes {
+		bufs = append(bufs, virtiotest.Buf{Len: n, Write: true})
+	}
+	head, addrs := r.drv.AddChain(bufs)
 	ch := make(chan []byte, 1)
-	r.waiting[head] = waiter{answer: addrs[1], ch: ch}
+	r.waiting[head] = waiter{addrs: addrs[1:], sizes: sizes, ch: ch}
 	r.mu.Unlock()
 	select {
 	case r.kick <- struct{}{}:

@@ -36,6 +36,7 @@ const openFlags = unix.O_ACCMODE | unix.O_TRUNC | unix.O_APPEND | unix.O_DSYNC |
 type Share struct {
 	root     *os.File // O_PATH|O_DIRECTORY
 	readOnly bool
+	readers  readers
 }
 
 var _ p9.Attacher = (*Share)(nil)
@@ -90,9 +91,11 @@ type File struct {
 	path  *os.File // O_PATH|O_NOFOLLOW: the node itself
 	mode  uint32   // S_IFMT bits, fixed for the inode
 	dev   uint64   // st_dev, for the QIDs of Readdir's entries
+	ino   uint64
 
 	mu   sync.Mutex // serializes Readdir's seek and read on open
 	open *os.File   // after Open or Create
+	lent bool       // open lent a descriptor to the share's readers
 }
 
 var _ p9.File = (*File)(nil)
@@ -103,7 +106,7 @@ func (s *Share) newFile(fd int) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
-	return &File{share: s, path: os.NewFile(uintptr(fd), "share"), mode: st.Mode & unix.S_IFMT, dev: st.Dev}, nil
+	return &File{share: s, path: os.NewFile(uintptr(fd), "share"), mode: st.Mode & unix.S_IFMT, dev: st.Dev, ino: st.Ino}, nil
 }
 
 // toErrno hands the server an errno it sends as is: it maps Go's error
@@ -203,8 +206,10 @@ func (f *File) stat() (p9.QID, *unix.Stat_t, error) {
 // qidOf makes a QID from the inode number, folding in the device so that
 // mounts below the share do not collide.
 func qidOf(st *unix.Stat_t) p9.QID {
-	return p9.QID{Type: p9.FileMode(st.Mode).QIDType(), Path: st.Ino ^ st.Dev<<48}
+	return p9.QID{Type: p9.FileMode(st.Mode).QIDType(), Path: qidPath(st.Dev, st.Ino)}
 }
+
+func qidPath(dev, ino uint64) uint64 { return ino ^ dev<<48 }
 
 // GetAttr implements p9.File.
 func (f *File) GetAttr(req p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err error) {
@@ -282,6 +287,9 @@ func timespec(given bool, sec, nsec uint64) unix.Timespec {
 // Close implements p9.File.
 func (f *File) Close() (err error) {
 	defer toErrno(&err)
+	if f.lent {
+		f.share.readers.giveBack(f.dev, f.ino)
+	}
 	if f.open != nil {
 		f.open.Close()
 	}
@@ -313,8 +321,17 @@ func (f *File) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 	if err != nil {
 		return p9.QID{}, 0, err
 	}
-	f.open = os.NewFile(uintptr(fd), "share")
+	f.setOpen(os.NewFile(uintptr(fd), "share"), flags)
 	return qid, 0, nil
+}
+
+// setOpen keeps the File's open descriptor, opened with flags, and lends
+// it for the device's reads if it can serve them (see readers).
+func (f *File) setOpen(open *os.File, flags int) {
+	f.open = open
+	if f.mode == unix.S_IFREG && flags&unix.O_ACCMODE != unix.O_WRONLY && flags&unix.O_DIRECT == 0 {
+		f.lent = f.share.readers.lend(int(open.Fd()), f.dev, f.ino)
+	}
 }
 
 // ReadAt implements p9.File.
@@ -389,7 +406,7 @@ func (f *File) Create(name string, mode p9.OpenFlags, perm p9.FileMode, _ p9.UID
 		opened.Close()
 		return nil, p9.QID{}, 0, err
 	}
-	c.open = opened
+	c.setOpen(opened, flags)
 	qid, _, err := c.stat()
 	if err != nil {
 		c.Close()
