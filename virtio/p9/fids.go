@@ -174,15 +174,18 @@ func (t fidTable) renamed(from, to *fidRecord) {
 		t.removed(to)
 		return
 	}
+	// from may be a fid's own record (Trename), which the loop moves:
+	// compare with the paths as they were.
+	fromPath, toPath := from.path, to.path
 	for _, r := range t {
 		switch {
 		case r.lost: // no path to move
-		case within(r.path, from.path):
-			r.path = to.path + r.path[len(from.path):]
+		case within(r.path, fromPath):
+			r.path = toPath + r.path[len(fromPath):]
 			if len(r.path) > maxPathLen {
 				r.path, r.lost = "", true
 			}
-		case within(r.path, to.path):
+		case within(r.path, toPath):
 			r.lost = true
 		}
 	}
