@@ -427,6 +427,7 @@ func (s *session) end() {
 	}
 	close(s.msgs)
 	<-s.ctx.Done()
+	s.d.share.DropReaders()
 }
 
 func (s *session) track(tag uint16, p *pending) bool {

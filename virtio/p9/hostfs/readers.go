@@ -101,3 +101,22 @@ func (s *Share) Reader(qid uint64) (fd int, release func(), ok bool) {
 	}
 	return e.fd, func() { s.readers.release(e) }, true
 }
+
+// DropReaders closes every lent descriptor once the server's session
+// ended: its Files were all closed then, or, when the 9P library's
+// connection end raced (see package p9), left to the garbage collector,
+// which would never give their loans back. A File closed later gives
+// back nothing, or at worst ends a later loan of its inode early, after
+// which reads of that inode go through the server.
+func (s *Share) DropReaders() {
+	r := &s.readers
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for key, e := range r.m {
+		delete(r.m, key)
+		e.opens = 0
+		if e.borrows == 0 {
+			unix.Close(e.fd)
+		}
+	}
+}

@@ -111,3 +111,27 @@ func TestReaderOutlivesItsFiles(t *testing.T) {
 	assert.True(t, lent)
 	require.NoError(t, c.Close())
 }
+
+// TestDropReaders: a session's end takes back every loan, even of Files
+// never closed, but not a descriptor still borrowed.
+func TestDropReaders(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
+	root := attach(t, dir, false)
+	_, f, err := root.Walk([]string{"f"})
+	require.NoError(t, err)
+	qid, _, err := f.Open(p9.ReadOnly)
+	require.NoError(t, err)
+	fd, release, ok := root.share.Reader(qid.Path)
+	require.True(t, ok)
+
+	root.share.DropReaders()
+	_, lent := readThrough(t, root.share, qid.Path)
+	assert.False(t, lent, "lent after the session's end")
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	assert.NoError(t, err, "a borrowed descriptor closed under its reader")
+	release()
+	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	assert.ErrorIs(t, err, unix.EBADF)
+	require.NoError(t, f.Close(), "a File closed after the end gives back nothing")
+}
