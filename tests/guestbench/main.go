@@ -31,6 +31,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -43,9 +44,14 @@ import (
 )
 
 func main() {
+	// ioperm's permission is the thread's: the port write must run on
+	// the thread that took it, not on the one the goroutine resumes on
+	// after the syscall (a general protection fault killed init).
+	runtime.LockOSThread()
 	if err := unix.Ioperm(boottimer.Port, boottimer.Size, 1); err == nil {
 		pio.Outb(boottimer.Port, boottimer.Magic)
 	}
+	runtime.UnlockOSThread()
 	guest.Report("init", 1)
 	args := guest.Setup()
 	in := bufio.NewReader(os.Stdin)
