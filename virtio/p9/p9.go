@@ -5,7 +5,9 @@
 // (github.com/hugelgupf/p9) sees it; the server runs each request on its
 // own goroutine, at most MaxInFlight at once, over the confined file
 // system of package hostfs, so a slow host file system stalls neither the
-// vCPUs nor the other requests.
+// vCPUs nor the other requests. Reads of open files are the exception:
+// the device serves them itself, from the file into guest memory (see
+// readDirect).
 package p9
 
 import (
