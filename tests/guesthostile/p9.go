@@ -118,7 +118,14 @@ func (h *hostile) attackShare() (int, error) {
 	if resp := ask("huge-read", p9test.Msg(p9Tread, 14, uint32(5), uint64(0), uint32(0xffffffff))); len(resp) >= p9Header+4 {
 		guest.Report("p9read", string(resp[p9Header+4:]))
 	}
-	res, _ := p9ask(q, p9test.Msg(p9Tgetattr, 15, uint32(1), uint64(0x3fff)), 3)
+	// The device reads an open file into the guest's buffers itself:
+	// past what int64 offsets reach, and into less room than the answer's
+	// header, it leaves the read to the server.
+	ask("read-past-int64", p9test.Msg(p9Tread, 17, uint32(5), uint64(1)<<63, uint32(16)))
+	res, _ := p9ask(q, p9test.Msg(p9Tread, 18, uint32(5), uint64(0), uint32(16)), 3)
+	guest.Report("p9", "read-tiny-room:"+res)
+	n++
+	res, _ = p9ask(q, p9test.Msg(p9Tgetattr, 15, uint32(1), uint64(0x3fff)), 3)
 	guest.Report("p9", "tiny-room:"+res)
 	n++
 	// No room at all for the answer.

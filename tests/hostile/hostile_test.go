@@ -170,6 +170,8 @@ var shareOutcomes = map[string]string{
 	"walk-file":            "type=111:nwqid=1",
 	"open-file":            "type=13",
 	"huge-read":            "type=117",
+	"read-past-int64":      "type=7:errno=EINVAL",
+	"read-tiny-room":       "len=3",
 	"tiny-room":            "len=3",
 	"no-room":              "used:len=0",
 	"flood":                "used=60",
