@@ -42,13 +42,15 @@ func FuzzParseRequest(f *testing.F) {
 }
 
 // FuzzSession sends an arbitrary message to a served folder after the
-// kernel's Tversion and Tattach: it is answered, and the session still
-// serves the next request. The folder holds a file, a folder and a
-// symlink out of it for the message to reach for.
+// kernel's Tversion and Tattach, and fid 1 walked to a file and opened
+// for reading (a Tread of it is the device's own): it is answered, and
+// the session still serves the next request. The folder holds a file, a
+// folder and a symlink out of it for the message to reach for.
 func FuzzSession(f *testing.F) {
 	for _, m := range validRequests()[2:] {
 		f.Add(m)
 	}
+	f.Add(p9test.Msg(msgTread, 7, uint32(1), uint64(2), uint32(100)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		root := t.TempDir()
 		dir := filepath.Join(root, "share")
@@ -66,6 +68,14 @@ func FuzzSession(f *testing.F) {
 		r.roundTrip(p9test.Msg(msgTversion, noTag, uint32(8192), "9P2000.L"))
 		if e := lerrno(r.roundTrip(p9test.Msg(msgTattach, 1000, uint32(0), uint32(0xffffffff), "", "", uint32(0)))); e != 0 {
 			t.Fatalf("attach: errno %d", e)
+		}
+		for _, m := range [][]byte{
+			p9test.Msg(msgTwalk, 1002, uint32(0), uint32(1), uint16(1), "f"),
+			p9test.Msg(msgTlopen, 1003, uint32(1), uint32(0)),
+		} {
+			if e := lerrno(r.roundTrip(m)); e != 0 {
+				t.Fatalf("opening f: errno %d", e)
+			}
 		}
 		r.roundTrip(data)
 		if resp := r.roundTrip(p9test.Msg(msgTgetattr, 1001, uint32(0), uint64(0x3fff))); len(resp) < HeaderSize {
