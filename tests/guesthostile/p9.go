@@ -25,6 +25,7 @@ const (
 	p9Rwalk     = 111
 	p9Tlopen    = 12
 	p9Tread     = 116
+	p9Twrite    = 118
 	p9noTag     = 0xffff
 	p9noFid     = 0xffffffff
 	p9Header    = 7
@@ -118,10 +119,12 @@ func (h *hostile) attackShare() (int, error) {
 	if resp := ask("huge-read", p9test.Msg(p9Tread, 14, uint32(5), uint64(0), uint32(0xffffffff))); len(resp) >= p9Header+4 {
 		guest.Report("p9read", string(resp[p9Header+4:]))
 	}
-	// The device reads an open file into the guest's buffers itself:
-	// past what int64 offsets reach, and into less room than the answer's
-	// header, it leaves the read to the server.
+	// The device moves the data of an open file's reads and writes
+	// itself: past what int64 offsets reach, into less room than the
+	// answer's header, and through a fid not open for it, it leaves the
+	// request to the server.
 	ask("read-past-int64", p9test.Msg(p9Tread, 17, uint32(5), uint64(1)<<63, uint32(16)))
+	ask("write-read-only-fid", p9test.Msg(p9Twrite, 19, uint32(5), uint64(0), uint32(4), []byte("evil")))
 	res, _ := p9ask(q, p9test.Msg(p9Tread, 18, uint32(5), uint64(0), uint32(16)), 3)
 	guest.Report("p9", "read-tiny-room:"+res)
 	n++

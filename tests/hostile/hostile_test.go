@@ -172,6 +172,7 @@ var shareOutcomes = map[string]string{
 	"huge-read":            "type=117",
 	"read-past-int64":      "type=7:errno=EINVAL",
 	"read-tiny-room":       "len=3",
+	"write-read-only-fid":  "type=7:errno=EPERM",
 	"tiny-room":            "len=3",
 	"no-room":              "used:len=0",
 	"flood":                "used=60",

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gvmm-dev/gvmm/virtio/p9/p9test"
 )
 
@@ -43,14 +45,16 @@ func FuzzParseRequest(f *testing.F) {
 
 // FuzzSession sends an arbitrary message to a served folder after the
 // kernel's Tversion and Tattach, and fid 1 walked to a file and opened
-// for reading (a Tread of it is the device's own): it is answered, and
-// the session still serves the next request. The folder holds a file, a
-// folder and a symlink out of it for the message to reach for.
+// for reading and writing (its Tread and Twrite are the device's own):
+// it is answered, and the session still serves the next request. The
+// folder holds a file, a folder and a symlink out of it for the message
+// to reach for.
 func FuzzSession(f *testing.F) {
 	for _, m := range validRequests()[2:] {
 		f.Add(m)
 	}
 	f.Add(p9test.Msg(msgTread, 7, uint32(1), uint64(2), uint32(100)))
+	f.Add(p9test.Msg(msgTwrite, 7, uint32(1), uint64(2), uint32(3), []byte("abc")))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		root := t.TempDir()
 		dir := filepath.Join(root, "share")
@@ -71,7 +75,7 @@ func FuzzSession(f *testing.F) {
 		}
 		for _, m := range [][]byte{
 			p9test.Msg(msgTwalk, 1002, uint32(0), uint32(1), uint16(1), "f"),
-			p9test.Msg(msgTlopen, 1003, uint32(1), uint32(0)),
+			p9test.Msg(msgTlopen, 1003, uint32(1), uint32(unix.O_RDWR)),
 		} {
 			if e := lerrno(r.roundTrip(m)); e != 0 {
 				t.Fatalf("opening f: errno %d", e)

@@ -5,9 +5,8 @@
 // (github.com/hugelgupf/p9) sees it; the server runs each request on its
 // own goroutine, at most MaxInFlight at once, over the confined file
 // system of package hostfs, so a slow host file system stalls neither the
-// vCPUs nor the other requests. Reads of open files are the exception:
-// the device serves them itself, from the file into guest memory (see
-// readDirect).
+// vCPUs nor the other requests. Reads and writes of open files are the
+// exception: the device moves their data itself (see readDirect).
 package p9
 
 import (
@@ -251,7 +250,7 @@ func (d *Device) dispatch(ctx context.Context, c *queue.Chain) error {
 			return s.complete(p, lerror(req.Tag, uint32(unix.ENFILE)))
 		}
 	}
-	if req.Type == msgTread && d.readDirect(p, req.Msg) {
+	if req.Type == msgTread && d.readDirect(p, req.Msg) || req.Type == msgTwrite && d.writeDirect(p, req.Msg) {
 		return nil
 	}
 	if req.Type == msgTversion {
@@ -429,7 +428,7 @@ func (s *session) end() {
 	}
 	close(s.msgs)
 	<-s.ctx.Done()
-	s.d.share.DropReaders()
+	s.d.share.DropLoans()
 }
 
 func (s *session) track(tag uint16, p *pending) bool {

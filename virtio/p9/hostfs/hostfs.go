@@ -36,7 +36,7 @@ const openFlags = unix.O_ACCMODE | unix.O_TRUNC | unix.O_APPEND | unix.O_DSYNC |
 type Share struct {
 	root     *os.File // O_PATH|O_DIRECTORY
 	readOnly bool
-	readers  readers
+	loans    loans
 }
 
 var _ p9.Attacher = (*Share)(nil)
@@ -95,7 +95,7 @@ type File struct {
 
 	mu   sync.Mutex // serializes Readdir's seek and read on open
 	open *os.File   // after Open or Create
-	lent bool       // open lent a descriptor to the share's readers
+	lent []loanKey  // what open was lent for (see loans)
 }
 
 var _ p9.File = (*File)(nil)
@@ -287,8 +287,8 @@ func timespec(given bool, sec, nsec uint64) unix.Timespec {
 // Close implements p9.File.
 func (f *File) Close() (err error) {
 	defer toErrno(&err)
-	if f.lent {
-		f.share.readers.giveBack(f.dev, f.ino)
+	for _, key := range f.lent {
+		f.share.loans.giveBack(key)
 	}
 	if f.open != nil {
 		f.open.Close()
@@ -326,11 +326,25 @@ func (f *File) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 }
 
 // setOpen keeps the File's open descriptor, opened with flags, and lends
-// it for the device's reads if it can serve them (see readers).
+// it for the device's reads and writes, as far as it can serve them (see
+// loans).
 func (f *File) setOpen(open *os.File, flags int) {
 	f.open = open
-	if f.mode == unix.S_IFREG && flags&unix.O_ACCMODE != unix.O_WRONLY && flags&unix.O_DIRECT == 0 {
-		f.lent = f.share.readers.lend(int(open.Fd()), f.dev, f.ino)
+	if f.mode != unix.S_IFREG || flags&unix.O_DIRECT != 0 {
+		return
+	}
+	qid := qidPath(f.dev, f.ino)
+	var keys []loanKey
+	if flags&unix.O_ACCMODE != unix.O_WRONLY {
+		keys = append(keys, loanKey{qid: qid})
+	}
+	if flags&unix.O_ACCMODE != unix.O_RDONLY && !f.share.readOnly {
+		keys = append(keys, loanKey{qid: qid, write: true, flags: flags & writeFlags})
+	}
+	for _, key := range keys {
+		if f.share.loans.lend(key, int(open.Fd()), f.dev, f.ino) {
+			f.lent = append(f.lent, key)
+		}
 	}
 }
 

@@ -112,9 +112,9 @@ func TestReaderOutlivesItsFiles(t *testing.T) {
 	require.NoError(t, c.Close())
 }
 
-// TestDropReaders: a session's end takes back every loan, even of Files
+// TestDropLoans: a session's end takes back every loan, even of Files
 // never closed, but not a descriptor still borrowed.
-func TestDropReaders(t *testing.T) {
+func TestDropLoans(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
 	root := attach(t, dir, false)
@@ -125,7 +125,7 @@ func TestDropReaders(t *testing.T) {
 	fd, release, ok := root.share.Reader(qid.Path)
 	require.True(t, ok)
 
-	root.share.DropReaders()
+	root.share.DropLoans()
 	_, lent := readThrough(t, root.share, qid.Path)
 	assert.False(t, lent, "lent after the session's end")
 	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
@@ -134,4 +134,51 @@ func TestDropReaders(t *testing.T) {
 	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 	assert.ErrorIs(t, err, unix.EBADF)
 	require.NoError(t, f.Close(), "a File closed after the end gives back nothing")
+}
+
+// TestWriterLending: a file is lent for writes while a File holds it
+// open for writing, per set of O_APPEND, O_DSYNC and O_SYNC, and never
+// on a read-only share.
+func TestWriterLending(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
+	root := attach(t, dir, false)
+	open := func(flags p9.OpenFlags) (p9.File, uint64) {
+		_, f, err := root.Walk([]string{"f"})
+		require.NoError(t, err)
+		qid, _, err := f.Open(flags)
+		require.NoError(t, err)
+		return f, qid.Path
+	}
+	lent := func(qid uint64, flags int) bool {
+		_, release, ok := root.share.Writer(qid, flags)
+		if ok {
+			release()
+		}
+		return ok
+	}
+	rw, qid := open(p9.ReadWrite)
+	app, _ := open(p9.WriteOnly | p9.OpenFlags(unix.O_APPEND))
+	assert.True(t, lent(qid, unix.O_RDWR), "read-write")
+	assert.True(t, lent(qid, unix.O_WRONLY|unix.O_APPEND), "append")
+	assert.False(t, lent(qid, unix.O_WRONLY|unix.O_DSYNC), "no File opened it O_DSYNC")
+	_, read := readThrough(t, root.share, qid)
+	assert.True(t, read, "the read-write File lends for reads too")
+	require.NoError(t, app.Close())
+	assert.False(t, lent(qid, unix.O_WRONLY|unix.O_APPEND), "its only lender closed")
+	assert.True(t, lent(qid, unix.O_RDWR))
+	require.NoError(t, rw.Close())
+	assert.False(t, lent(qid, unix.O_RDWR))
+
+	ro := attach(t, dir, true)
+	_, f, err := ro.Walk([]string{"f"})
+	require.NoError(t, err)
+	rq, _, err := f.Open(p9.ReadOnly)
+	require.NoError(t, err)
+	_, release, ok := ro.share.Writer(rq.Path, 0)
+	assert.False(t, ok, "a read-only share")
+	if ok {
+		release()
+	}
+	require.NoError(t, f.Close())
 }

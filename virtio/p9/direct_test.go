@@ -80,3 +80,56 @@ func TestRead(t *testing.T) {
 		})
 	}
 }
+
+// TestWrite: a Twrite lands in the file at its offset, or at its end for
+// a fid opened O_APPEND; a fid that cannot be written gets the server's
+// error.
+func TestWrite(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	require.NoError(t, os.WriteFile(file, []byte("0123456789"), 0o644))
+	r := newRig(t, dir, false, 4096, 16<<20)
+	ok(t, r, p9test.Msg(msgTversion, noTag, uint32(8192), dotL))
+	ok(t, r, p9test.Msg(msgTattach, 1, uint32(1), uint32(noFid), "", "", uint32(0)))
+	const rwFid, appendFid, readFid = 2, 3, 4
+	for i, o := range []struct {
+		fid   uint32
+		flags uint32
+	}{{rwFid, unix.O_RDWR}, {appendFid, unix.O_WRONLY | unix.O_APPEND}, {readFid, unix.O_RDONLY}} {
+		ok(t, r, p9test.Msg(msgTwalk, uint16(10+2*i), uint32(1), o.fid, uint16(1), "f"))
+		ok(t, r, p9test.Msg(msgTlopen, uint16(11+2*i), o.fid, o.flags))
+	}
+
+	tests := []struct {
+		name  string
+		fid   uint32
+		off   uint64
+		data  string
+		errno unix.Errno
+		want  string // the file afterwards
+	}{
+		{"at an offset", rwFid, 2, "ab", 0, "01ab456789"},
+		{"past the end", rwFid, 12, "cd", 0, "01ab456789\x00\x00cd"},
+		{"appended whatever the offset", appendFid, 0, "ef", 0, "01ab456789\x00\x00cdef"},
+		{"read-only fid", readFid, 0, "zz", unix.EPERM, "01ab456789\x00\x00cdef"},
+		{"offset past int64", rwFid, 1 << 63, "zz", unix.EINVAL, "01ab456789\x00\x00cdef"},
+		{"unknown fid", 99, 0, "zz", unix.EBADF, "01ab456789\x00\x00cdef"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tag := uint16(100 + i)
+			resp := r.roundTrip(p9test.Msg(msgTwrite, tag, tt.fid, tt.off, uint32(len(tt.data)), []byte(tt.data)))
+			require.GreaterOrEqual(t, len(resp), HeaderSize+4)
+			assert.Equal(t, tag, binary.LittleEndian.Uint16(resp[5:]))
+			if tt.errno != 0 {
+				assert.Equal(t, unix.ErrnoName(tt.errno), unix.ErrnoName(unix.Errno(lerrno(resp))))
+			} else {
+				require.Equal(t, byte(msgRwrite), resp[4], "errno %d", lerrno(resp))
+				assert.Equal(t, uint32(len(tt.data)), binary.LittleEndian.Uint32(resp[HeaderSize:]))
+			}
+			got, err := os.ReadFile(file)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, string(got))
+		})
+	}
+}
