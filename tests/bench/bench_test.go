@@ -574,13 +574,23 @@ func maxTime(a, b time.Time) time.Time {
 	return a
 }
 
-// shareFileMiB is the file Benchmark9p reads.
+// shareFileMiB is the file Benchmark9p reads, and as much it writes.
 const shareFileMiB = 64
 
-// Benchmark9p reads a 64 MiB file of a read-only share sequentially in
-// the guest, 1 MiB reads with msize 512000 and no page cache: gvmm's
-// virtio-9p against QEMU's virtio-9p-pci (local back end,
-// security_model=none), GVMM_BENCH_ROUNDS times each (default 3).
+// p9Phases are Benchmark9p's metrics, each with the guest's report that
+// ends it and the one of its bytes; a phase's CPU, switches and exits
+// count from the report that ends the one before (the go-ahead for the
+// first).
+var p9Phases = []struct{ metric, mbps, bytes string }{
+	{"9p sequential read of 64 MiB", "p9read_mbps", "p9read_bytes"},
+	{"9p sequential write of 64 MiB, then fsync", "p9write_mbps", "p9write_bytes"},
+}
+
+// Benchmark9p reads a 64 MiB file of a share sequentially in the guest,
+// then writes one as large and syncs it, 1 MiB reads and writes with
+// msize 512000 and no page cache: gvmm's virtio-9p against QEMU's
+// virtio-9p-pci (local back end, security_model=none), GVMM_BENCH_ROUNDS
+// times each (default 3).
 func Benchmark9p(b *testing.B) {
 	n := rounds("GVMM_BENCH_ROUNDS", 3)
 	g := spec(b, "gvmm.bench=9p")
@@ -592,6 +602,10 @@ func Benchmark9p(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(g.share, "big.bin"), data, 0o644); err != nil {
 		b.Fatal(err)
 	}
+	want := make([]byte, shareFileMiB*mib) // what the guest writes
+	for i := range want {
+		want[i] = byte(i * 13)
+	}
 	s := samples{}
 	for range b.N {
 		for i := 0; i < n; i++ {
@@ -602,39 +616,48 @@ func Benchmark9p(b *testing.B) {
 				if _, err := r.stdin.Write([]byte("go\n")); err != nil {
 					b.Fatal(err)
 				}
+				for _, ph := range p9Phases {
+					r.waitReport(b, ph.bytes)
+					cpu, threadsAfter, kvmAfter := r.cpu(b), r.threads(b), kvmStats(b)
+					if got := r.report(b, ph.bytes); got != shareFileMiB*mib {
+						b.Fatalf("%s: %s: %v bytes of %d", v.name, ph.metric, got, shareFileMiB*mib)
+					}
+					rate, kvm := r.report(b, ph.mbps), kvmAfter.Sub(kvmBefore)
+					all, _ := switches(threadsBefore, threadsAfter)
+					s.add(ph.metric, v.name, rate)
+					s.add(ph.metric+", VMM outside guest mode", v.name, cpu.Sub(before).Host().Seconds())
+					s.add(ph.metric+", guest mode", v.name, cpu.Sub(before).Guest.Seconds())
+					s.add(ph.metric+", VMM context switches", v.name, float64(all))
+					s.add(ph.metric+", KVM exits", v.name, float64(kvm["exits"]))
+					b.Logf("%s, %s: %.1f MB/s; VMM outside guest mode %.2f s, guest mode %.2f s; switches %d (busiest threads %s); KVM %s",
+						v.name, ph.metric, rate, cpu.Sub(before).Host().Seconds(), cpu.Sub(before).Guest.Seconds(), all,
+						busiest(threadsBefore, threadsAfter, r.cmd.Process.Pid), kvmSummary(kvm))
+					before, threadsBefore, kvmBefore = cpu, threadsAfter, kvmAfter
+				}
 				r.waitReport(b, "waiting")
-				cpu, threadsAfter, kvm := r.cpu(b).Sub(before), r.threads(b), kvmStats(b).Sub(kvmBefore)
 				if _, err := r.stdin.Write([]byte("poweroff\n")); err != nil {
 					b.Fatal(err)
 				}
 				r.wait(b)
-				if got := r.report(b, "p9read_bytes"); got != shareFileMiB*mib {
-					b.Fatalf("%s: the guest read %v bytes of %d", v.name, got, shareFileMiB*mib)
+				got, err := os.ReadFile(filepath.Join(g.share, "out.bin"))
+				if err != nil {
+					b.Fatal(err)
 				}
-				rate := r.report(b, "p9read_mbps")
-				all, _ := switches(threadsBefore, threadsAfter)
-				s.add(p9Read, v.name, rate)
-				s.add(p9Read+", VMM outside guest mode", v.name, cpu.Host().Seconds())
-				s.add(p9Read+", guest mode", v.name, cpu.Guest.Seconds())
-				s.add(p9Read+", VMM context switches", v.name, float64(all))
-				s.add(p9Read+", KVM exits", v.name, float64(kvm["exits"]))
-				b.Logf("%s: %.1f MB/s; VMM outside guest mode %.2f s, guest mode %.2f s; switches %d (busiest threads %s); KVM %s",
-					v.name, rate, cpu.Host().Seconds(), cpu.Guest.Seconds(), all,
-					busiest(threadsBefore, threadsAfter, r.cmd.Process.Pid), kvmSummary(kvm))
+				if !bytes.Equal(got, want) {
+					b.Fatalf("%s: the file the guest wrote over 9p differs from what it wrote", v.name)
+				}
 			}
 		}
 	}
 	b.ReportMetric(0, "ns/op")
-	emit(b, s, p9Read, "MB/s", &atLeast1)
-	emit(b, s, p9Read+", VMM outside guest mode", "CPU s", nil)
-	emit(b, s, p9Read+", guest mode", "CPU s", nil)
-	emit(b, s, p9Read+", VMM context switches", "switches", nil)
-	emit(b, s, p9Read+", KVM exits", "exits", nil)
+	for _, ph := range p9Phases {
+		emit(b, s, ph.metric, "MB/s", &atLeast1)
+		emit(b, s, ph.metric+", VMM outside guest mode", "CPU s", nil)
+		emit(b, s, ph.metric+", guest mode", "CPU s", nil)
+		emit(b, s, ph.metric+", VMM context switches", "switches", nil)
+		emit(b, s, ph.metric+", KVM exits", "exits", nil)
+	}
 }
-
-// p9Read is Benchmark9p's metric; its CPU, switches and exits count
-// from the go-ahead to the guest's report, the read and little else.
-const p9Read = "9p sequential read of 64 MiB"
 
 // BenchmarkExec times gvmm exec running a command (busybox echo) in the
 // test host: from gvmm's exec to the command's output on stdout (the

@@ -22,7 +22,7 @@ import (
 type guestSpec struct {
 	kernel, initrd, cmdline string
 	disk                    string // raw image as the first virtio-blk disk; "" for none
-	share                   string // folder shared read-only with mount tag "bench"; "" for none
+	share                   string // folder shared with mount tag "bench"; "" for none
 	// vsockSocket adds a vsock device for guest CID vsockCID: gvmm's
 	// host side is this unix socket, QEMU's the host kernel's vhost.
 	vsockSocket string
@@ -49,7 +49,7 @@ var (
 			a = append(a, "--disk", g.disk)
 		}
 		if g.share != "" {
-			a = append(a, "--share", g.share+",tag=bench,readonly")
+			a = append(a, "--share", g.share+",tag=bench")
 		}
 		if g.vsockSocket != "" {
 			a = append(a, "--vsock", fmt.Sprintf("cid=%d,socket=%s", vsockCID, g.vsockSocket))
@@ -82,7 +82,7 @@ var (
 		if g.share != "" {
 			// -virtfs's local back end with security_model=none, as
 			// gvmm serves a share: files as the VMM's user sees them.
-			a = append(a, "-fsdev", "local,id=bench,path="+g.share+",security_model=none,readonly=on",
+			a = append(a, "-fsdev", "local,id=bench,path="+g.share+",security_model=none",
 				"-device", "virtio-9p-pci,fsdev=bench,mount_tag=bench")
 		}
 		if g.vsockSocket != "" {

@@ -11,12 +11,14 @@
 //	gvmm.bench=blk   measure /dev/vda, report, then wait as gvmm.bench=wait
 //	gvmm.mib=N       blk: MiB written and read sequentially (default 128)
 //	gvmm.randops=N   blk: 4 KiB random reads (default 3000)
-//	gvmm.bench=9p    read the share tagged "bench", report, then wait
+//	gvmm.bench=9p    read and write the share tagged "bench", report, then wait
 //
 // 9p mounts the share (9p, trans=virtio, msize 512000, no cache) at
 // /mnt, reports "GVMMTEST ready=1" and waits for a line on the console;
 // then it reads /mnt/big.bin sequentially in 1 MiB reads and reports
-// "p9read_mbps=" and "p9read_bytes=".
+// "p9read_mbps=" and "p9read_bytes=", and writes as many bytes to
+// /mnt/out.bin in 1 MiB writes, each byte its offset times 13, syncs it
+// and reports "p9write_mbps=" and "p9write_bytes=".
 //
 // blk opens the disk, reports "GVMMTEST ready=1" and waits for a line on
 // the console; then it reports "write_mbps=", "read_mbps=",
@@ -64,7 +66,7 @@ func main() {
 		guest.Report("waiting", 1)
 		in.ReadString('\n')
 	case "9p":
-		if err := readShare(in); err != nil {
+		if err := benchShare(in); err != nil {
 			guest.Report("error", err)
 		}
 		fallthrough
@@ -168,16 +170,17 @@ func openDisk(path string, limit time.Duration) (*os.File, error) {
 	}
 }
 
-// readShare reads the benchmark's file over 9p, as the blk mode reads
-// the disk: after the go-ahead, sequentially, 1 MiB at a time.
-func readShare(in *bufio.Reader) error {
+// benchShare reads the benchmark's file over 9p, as the blk mode reads
+// the disk: after the go-ahead, sequentially, 1 MiB at a time; then it
+// writes as much.
+func benchShare(in *bufio.Reader) error {
 	if err := guest.LoadModules(); err != nil {
 		return err
 	}
 	if err := os.MkdirAll("/mnt", 0o755); err != nil {
 		return err
 	}
-	if err := unix.Mount("bench", "/mnt", "9p", unix.MS_RDONLY, "trans=virtio,version=9p2000.L,msize=512000,cache=none"); err != nil {
+	if err := unix.Mount("bench", "/mnt", "9p", 0, "trans=virtio,version=9p2000.L,msize=512000,cache=none"); err != nil {
 		return fmt.Errorf("mount the share: %w", err)
 	}
 	f, err := os.Open("/mnt/big.bin")
@@ -204,5 +207,33 @@ func readShare(in *bufio.Reader) error {
 	}
 	guest.Report("p9read_mbps", rate(total, time.Since(start)))
 	guest.Report("p9read_bytes", total)
+	return writeShare(buf, total)
+}
+
+// writeShare writes total bytes to /mnt/out.bin, buf at a time, and
+// syncs it.
+func writeShare(buf []byte, total int64) error {
+	for i := range buf {
+		buf[i] = byte(i * 13) // len(buf) is a multiple of 256: the file's bytes are too
+	}
+	out, err := os.Create("/mnt/out.bin")
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	var written int64
+	start := time.Now()
+	for written < total {
+		n, err := out.Write(buf[:min(int64(len(buf)), total-written)])
+		written += int64(n)
+		if err != nil {
+			return fmt.Errorf("write at %d: %w", written, err)
+		}
+	}
+	if err := out.Sync(); err != nil {
+		return err
+	}
+	guest.Report("p9write_mbps", rate(written, time.Since(start)))
+	guest.Report("p9write_bytes", written)
 	return nil
 }
