@@ -22,8 +22,9 @@ const twriteHeader = HeaderSize + 16
 // The device moves the data of reads and writes of open regular files
 // itself, between the file and guest memory, as QEMU does: through the
 // 9P server a read's data would be copied three times more (into the
-// server's buffer, its message, and our session's), a write's twice, and
-// each would be handed between goroutines. It does so on the queue's
+// server's buffer, its message, and our session's), a write's once more
+// (into the server's buffer), and each would be handed between
+// goroutines. It does so on the queue's
 // thread, where a goroutine per read cost 10 to 25 % of the throughput
 // (Benchmark9p); a transfer stalled by a slow host file system so holds
 // up the share's later requests, never a vCPU. Other fids (not open as
