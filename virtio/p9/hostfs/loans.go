@@ -74,9 +74,15 @@ func (l *loans) giveBack(key loanKey) {
 	}
 	if e.opens--; e.opens == 0 {
 		delete(l.m, key)
-		if e.borrows == 0 {
-			unix.Close(e.fd)
-		}
+		e.closeIfUnused()
+	}
+}
+
+// closeIfUnused closes the descriptor once no File lends it and no
+// transfer uses it. The caller holds the loans' lock.
+func (e *loan) closeIfUnused() {
+	if e.opens == 0 && e.borrows == 0 {
+		unix.Close(e.fd)
 	}
 }
 
@@ -92,9 +98,8 @@ func (l *loans) borrow(key loanKey) (fd int, release func(), ok bool) {
 	return e.fd, func() {
 		l.mu.Lock()
 		defer l.mu.Unlock()
-		if e.borrows--; e.borrows == 0 && e.opens == 0 {
-			unix.Close(e.fd)
-		}
+		e.borrows--
+		e.closeIfUnused()
 	}, true
 }
 
@@ -127,8 +132,6 @@ func (s *Share) DropLoans() {
 	for key, e := range l.m {
 		delete(l.m, key)
 		e.opens = 0
-		if e.borrows == 0 {
-			unix.Close(e.fd)
-		}
+		e.closeIfUnused()
 	}
 }
