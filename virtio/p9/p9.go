@@ -16,10 +16,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	p9srv "github.com/hugelgupf/p9/p9"
 	"golang.org/x/sync/semaphore"
@@ -378,25 +376,6 @@ func newSession(d *Device) *session {
 
 func (s *session) serve(srv *p9srv.Server) {
 	defer s.cancel()
-	defer func() {
-		// The 9P library (hugelgupf/p9 up to v0.5.1) adds a request's
-		// goroutine to the connection's WaitGroup again each time it
-		// loops for the next request, which races with the Wait that
-		// ends the connection, and so does the first count of a
-		// goroutine it just started: one that counts itself when the
-		// EOF has come can make that Wait panic, or its own Add (which
-		// no recover here can catch). end narrows it: the EOF comes
-		// only once every request was answered, endGrace later. This
-		// catches the Wait's panic; the server then skips closing the
-		// connection's fids, whose files close when collected
-		// (os.File's finalizer). Only the library can close the race.
-		if r := recover(); r != nil {
-			if msg, ok := r.(string); !ok || !strings.Contains(msg, "WaitGroup") {
-				panic(r)
-			}
-			s.d.log.Warn("virtio-9p: the 9P library's connection end raced; its files close when collected", "panic", r)
-		}
-	}()
 	if err := srv.Handle(s, s); err != nil {
 		s.d.log.Error("virtio-9p: server", "err", err)
 	}
@@ -408,24 +387,13 @@ func (s *session) serve(srv *p9srv.Server) {
 	}
 }
 
-// endGrace is how long a session's end waits after its last answer
-// before the server sees the end (see serve).
-const endGrace = 10 * time.Millisecond
-
-// end stops the session and waits until the server closed every fid.
-// Answers after this point are dropped. The server sees the session's
-// end only once every request was answered (see serve).
+// end stops the session and waits until the server answered or dropped
+// every request in flight and closed every fid. Answers after this point
+// are dropped.
 func (s *session) end() {
 	s.mu.Lock()
 	s.ended = true
 	s.mu.Unlock()
-	// Every slot is free once every request was answered; this fails
-	// only if the server stopped. Then the server's goroutines get
-	// endGrace to go back to waiting for the next request.
-	if s.slots.Acquire(s.ctx, MaxInFlight) == nil {
-		defer s.slots.Release(MaxInFlight)
-		time.Sleep(endGrace)
-	}
 	close(s.msgs)
 	<-s.ctx.Done()
 	s.d.share.DropLoans()
