@@ -249,8 +249,16 @@ func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) (err error) {
 		}
 	}
 	if valid.Permissions {
+		// The share's files belong to the VMM's user, root unless
+		// confined: a guest must not make set-user-ID or set-group-ID
+		// programs on the host. A folder keeps set-group-ID, which only
+		// passes its group to new entries.
+		perm := uint32(attr.Permissions) & 07777 &^ unix.S_ISUID
+		if f.mode != unix.S_IFDIR {
+			perm &^= unix.S_ISGID
+		}
 		// Linux refuses a symlink's mode itself, EOPNOTSUPP.
-		if err := unix.Fchmodat(unix.AT_FDCWD, f.procPath(), uint32(attr.Permissions)&07777, 0); err != nil {
+		if err := unix.Fchmodat(unix.AT_FDCWD, f.procPath(), perm, 0); err != nil {
 			return err
 		}
 	}

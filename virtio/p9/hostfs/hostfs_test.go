@@ -72,3 +72,34 @@ func TestErrnosKeptExact(t *testing.T) {
 	_, _, err = root.Walk([]string{"missing"})
 	assert.Equal(t, linux.ENOENT, err)
 }
+
+// A guest's chmod cannot make a set-user-ID or set-group-ID file on the
+// host; the other bits, and a folder's set-group-ID, are kept.
+func TestSetAttrPermissions(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), nil, 0o644))
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "d"), 0o755))
+	root := attach(t, dir, false)
+	for _, tc := range []struct {
+		name      string
+		asked     p9.FileMode
+		wantPerms os.FileMode
+		wantExtra os.FileMode
+	}{
+		{"f", 0o4755, 0o755, 0},
+		{"f", 0o2755, 0o755, 0},
+		{"f", 0o1644, 0o644, os.ModeSticky},
+		{"f", 0o600, 0o600, 0},
+		{"d", 0o2775, 0o775, os.ModeSetgid},
+		{"d", 0o5777, 0o777, os.ModeSticky},
+	} {
+		_, f, err := root.Walk([]string{tc.name})
+		require.NoError(t, err)
+		require.NoError(t, f.SetAttr(p9.SetAttrMask{Permissions: true}, p9.SetAttr{Permissions: tc.asked}))
+		require.NoError(t, f.Close())
+		fi, err := os.Stat(filepath.Join(dir, tc.name))
+		require.NoError(t, err)
+		assert.Equal(t, tc.wantPerms, fi.Mode().Perm(), "%s chmod %o", tc.name, tc.asked)
+		assert.Equal(t, tc.wantExtra, fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky), "%s chmod %o", tc.name, tc.asked)
+	}
+}
