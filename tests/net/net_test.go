@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 
 const (
 	bootTimeout = 3 * time.Minute
-	bulkTimeout = 10 * time.Minute
+	bulkTimeout = 4 * time.Minute
 	bulk        = 64 << 20
 	cmdline     = "console=ttyS0 reboot=k panic=1 quiet"
 

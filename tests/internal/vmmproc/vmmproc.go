@@ -1,11 +1,12 @@
 // Package vmmproc runs a VMM (`gvmm run`) as a test's child process: its
 // console and stderr recorded, ended when the test ends, and both logged
-// when the test failed.
+// when the test failed, with what a VMM still running then was doing.
 package vmmproc
 
 import (
 	"context"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/gvmm-dev/gvmm/tests/internal/guest"
+	"github.com/gvmm-dev/gvmm/tests/internal/vmmdiag"
 )
 
 // Proc is a running VMM.
@@ -43,6 +45,9 @@ func Start(t *testing.T, limit time.Duration, bin string, args ...string) *Proc 
 	p.Exited = exited
 	go func() { _ = p.Cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			p.dumpIfAlive(t)
+		}
 		cancel()
 		<-exited
 		if t.Failed() {
@@ -50,6 +55,28 @@ func Start(t *testing.T, limit time.Duration, bin string, args ...string) *Proc 
 		}
 	})
 	return p
+}
+
+// dumpIfAlive describes a VMM that outlived its failed test: what its
+// threads and KVM did over two seconds, then, through SIGQUIT, every
+// goroutine's stack on its stderr (the Go runtime's dump). A stall that
+// comes once in many runs leaves where the VMM waited.
+func (p *Proc) dumpIfAlive(t *testing.T) {
+	select {
+	case <-p.Exited:
+		return
+	default:
+	}
+	t.Log(vmmdiag.Snapshot(p.Cmd.Process.Pid, 2*time.Second))
+	if err := p.Cmd.Process.Signal(syscall.SIGQUIT); err != nil {
+		t.Logf("SIGQUIT to the VMM: %v", err)
+		return
+	}
+	select {
+	case <-p.Exited:
+	case <-time.After(5 * time.Second):
+		t.Log("the VMM did not end within 5 s of SIGQUIT")
+	}
 }
 
 // WaitForLink waits for the network interface name (a TAP the VMM
