@@ -239,6 +239,24 @@ func (f *File) GetAttr(req p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err
 	return qid, valid, attr, nil
 }
 
+// killPriv drops a regular file's set-user-ID bit, and its set-group-ID
+// bit where group execute is set, before the guest may change the file's
+// content: Linux does so for a writer without CAP_FSETID, which a root
+// VMM has, so a guest could otherwise rewrite a set-user-ID program a
+// host user left in the share and keep it set-user-ID. mode is the
+// file's st_mode. Unlike Linux, it happens on opening for writing, not
+// on the first write: one place for both of a Twrite's paths.
+func (f *File) killPriv(mode uint32) error {
+	kill := mode & unix.S_ISUID
+	if mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
+		kill |= unix.S_ISGID
+	}
+	if kill == 0 {
+		return nil
+	}
+	return unix.Fchmodat(unix.AT_FDCWD, f.procPath(), mode&07777&^kill, 0)
+}
+
 // SetAttr implements p9.File. Ownership changes are accepted and ignored:
 // the share's files belong to the VMM's user.
 func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) (err error) {
@@ -265,6 +283,13 @@ func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) (err error) {
 	if valid.Size {
 		if f.mode != unix.S_IFREG {
 			return unix.EINVAL
+		}
+		_, st, err := f.stat()
+		if err != nil {
+			return err
+		}
+		if err := f.killPriv(st.Mode); err != nil {
+			return err
 		}
 		if err := unix.Truncate(f.procPath(), int64(attr.Size)); err != nil {
 			return err
@@ -314,6 +339,11 @@ func (f *File) Open(mode p9.OpenFlags) (_ p9.QID, _ uint32, err error) {
 	flags := int(mode) & openFlags
 	if flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0 {
 		if err := f.writable(); err != nil {
+			return p9.QID{}, 0, err
+		}
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFREG && (flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0) {
+		if err := f.killPriv(st.Mode); err != nil {
 			return p9.QID{}, 0, err
 		}
 	}

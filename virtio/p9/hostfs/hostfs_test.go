@@ -103,3 +103,47 @@ func TestSetAttrPermissions(t *testing.T) {
 		assert.Equal(t, tc.wantExtra, fi.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky), "%s chmod %o", tc.name, tc.asked)
 	}
 }
+
+// Opening a file for writing, or truncating it, drops its set-user-ID
+// bit, and set-group-ID with group execute, as Linux does for a writer
+// without CAP_FSETID; reading keeps them.
+func TestWriteDropsSetID(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		mode  os.FileMode // as os.Chmod takes it
+		write func(p9.File) error
+		want  os.FileMode
+	}{
+		{"read keeps set-user-ID", 0o755 | os.ModeSetuid, openAs(p9.ReadOnly), 0o755 | os.ModeSetuid},
+		{"write drops set-user-ID", 0o755 | os.ModeSetuid, openAs(p9.WriteOnly), 0o755},
+		{"read-write drops set-user-ID", 0o755 | os.ModeSetuid, openAs(p9.ReadWrite), 0o755},
+		{"write drops set-group-ID with group execute", 0o755 | os.ModeSetgid, openAs(p9.WriteOnly), 0o755},
+		{"write keeps set-group-ID without group execute", 0o645 | os.ModeSetgid, openAs(p9.WriteOnly), 0o645 | os.ModeSetgid},
+		{"write keeps the sticky bit", 0o644 | os.ModeSticky, openAs(p9.WriteOnly), 0o644 | os.ModeSticky},
+		{"truncate drops set-user-ID", 0o755 | os.ModeSetuid, func(f p9.File) error {
+			return f.SetAttr(p9.SetAttrMask{Size: true}, p9.SetAttr{Size: 1})
+		}, 0o755},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "prog")
+			require.NoError(t, os.WriteFile(path, []byte("#!/bin/sh\n"), 0o600))
+			require.NoError(t, os.Chmod(path, tc.mode))
+			root := attach(t, dir, false)
+			_, f, err := root.Walk([]string{"prog"})
+			require.NoError(t, err)
+			defer f.Close()
+			require.NoError(t, tc.write(f))
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, fi.Mode())
+		})
+	}
+}
+
+func openAs(mode p9.OpenFlags) func(p9.File) error {
+	return func(f p9.File) error {
+		_, _, err := f.Open(mode)
+		return err
+	}
+}
