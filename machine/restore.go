@@ -221,7 +221,7 @@ func restoredConfig(s snapshot.Config, o RestoreOptions) (*Config, error) {
 		c.Disks = append(c.Disks, Disk{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial, Limit: d.Limit})
 	}
 	for _, sh := range s.Shares {
-		c.Shares = append(c.Shares, Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly})
+		c.Shares = append(c.Shares, Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly, SetID: sh.SetID})
 	}
 	for _, sh := range o.Shares {
 		i := slices.IndexFunc(c.Shares, func(s Share) bool { return s.Tag == sh.Tag })

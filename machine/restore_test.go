@@ -189,7 +189,7 @@ func TestRestoredConfigRoundTrip(t *testing.T) {
 	cfg := Config{Kernel: "/k", Initrd: "/i", Cmdline: "quiet", CPUs: 2, Memory: 128 * MiB, OnReboot: RebootRestart,
 		Disks:   []Disk{{Path: "/d", ReadOnly: true, Serial: "x"}},
 		Balloon: &BalloonConfig{Size: 16 * MiB}, Vsock: &VsockConfig{CID: 3, Socket: "/run/v.sock"}, Mergeable: true}
-	cfg.Shares = []Share{{Path: "/srv/a", Tag: "a", ReadOnly: true}, {Path: "/srv/b", Tag: "b"}}
+	cfg.Shares = []Share{{Path: "/srv/a", Tag: "a", ReadOnly: true}, {Path: "/srv/b", Tag: "b", SetID: true}}
 	got, err := restoredConfig(snapshotConfig(cfg), RestoreOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, cfg, *got)

@@ -12,6 +12,9 @@ type Share struct {
 	Path     string
 	Tag      string // the mount tag: 1 to 64 letters, digits, '.', '_', '-'
 	ReadOnly bool   // every change is refused with EROFS
+	// SetID lets the guest make set-user-ID and set-group-ID files, for
+	// a folder out of other host users' reach (hostfs.Options.SetID).
+	SetID bool
 }
 
 // maxShares bounds the PCI slots shares take.
@@ -39,7 +42,7 @@ func validateShares(shares []Share) error {
 
 func (m *Machine) openShares() error {
 	for _, s := range m.cfg.Shares {
-		dev, err := p9.New(s.Path, p9.Options{Tag: s.Tag, ReadOnly: s.ReadOnly, Log: m.log})
+		dev, err := p9.New(s.Path, p9.Options{Tag: s.Tag, ReadOnly: s.ReadOnly, SetID: s.SetID, Log: m.log})
 		if err != nil {
 			return fmt.Errorf("machine: %w", err)
 		}

@@ -270,7 +270,7 @@ func snapshotConfig(c Config) snapshot.Config {
 		s.Disks = append(s.Disks, snapshot.Disk{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial})
 	}
 	for _, sh := range c.Shares {
-		s.Shares = append(s.Shares, snapshot.Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly})
+		s.Shares = append(s.Shares, snapshot.Share{Path: sh.Path, Tag: sh.Tag, ReadOnly: sh.ReadOnly, SetID: sh.SetID})
 	}
 	if c.Balloon != nil {
 		s.Balloon = &snapshot.Balloon{Size: c.Balloon.Size}

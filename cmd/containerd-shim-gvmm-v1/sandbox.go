@@ -90,7 +90,10 @@ func startSandbox(ctx context.Context, cfg settings, spec vmSpec, log *slog.Logg
 	mc := machine.Config{
 		Kernel: cfg.kernel, Initrd: initrd, Cmdline: cmdline, CPUs: cpus, Memory: mem,
 		Console: s.console, Log: log,
-		Shares: []machine.Share{{Path: spec.share, Tag: agent.ShareTag, ReadOnly: spec.readonly}},
+		// The containers' roots keep their set-ID programs (sudo, su) and
+		// may gain them (a package installed in a container): they live
+		// in containerd's own folders, out of other users' reach.
+		Shares: []machine.Share{{Path: spec.share, Tag: agent.ShareTag, ReadOnly: spec.readonly, SetID: true}},
 		Vsock:  &machine.VsockConfig{CID: vsock.MinCID},
 	}
 	if spec.net != nil {

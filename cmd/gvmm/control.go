@@ -56,7 +56,7 @@ func (c control) Info() api.Info {
 		})
 	}
 	for _, s := range cfg.Shares {
-		info.Shares = append(info.Shares, api.ShareInfo{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		info.Shares = append(info.Shares, api.ShareInfo{Path: s.Path, Tag: s.Tag, ReadOnly: s.ReadOnly, SetID: s.SetID})
 	}
 	if v, st, ok := c.m.Vsock(); ok {
 		info.Vsock = &api.VsockInfo{CID: v.CID, Socket: v.Socket, Connections: st.Conns, Accepted: st.Accepted, Refused: st.Refused}

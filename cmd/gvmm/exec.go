@@ -60,7 +60,7 @@ and exit with its status (125: gvmm's own failure).`,
 		verbose  = fs.Bool("verbose", false, "show the guest kernel's messages on the console, to see why a guest fails")
 		logLevel = fs.String("log-level", "warn", "`LEVEL` of the logs: debug, info, warn or error")
 	)
-	fs.Func("share", "also mount DIR at DIR in the guest as `DIR,tag=TAG[,readonly]`, writable unless readonly (repeatable)", func(v string) error {
+	fs.Func("share", "also mount DIR at DIR in the guest as `DIR,tag=TAG[,readonly][,setid]`, writable unless readonly (repeatable)", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err

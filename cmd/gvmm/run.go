@@ -117,7 +117,7 @@ to stderr.`,
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
-	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly]` for mount -t 9p -o trans=virtio TAG; ,, for a comma (repeatable); with --restore: serves the snapshot's share TAG from DIR", func(v string) error {
+	fs.Func("share", "host folder as `DIR,tag=TAG[,readonly][,setid]` for mount -t 9p -o trans=virtio TAG; setid lets the guest make set-ID files; ,, for a comma (repeatable); with --restore: serves the snapshot's share TAG from DIR", func(v string) error {
 		s, err := vmdef.ParseShare(v)
 		if err != nil {
 			return err

@@ -111,6 +111,7 @@ type ShareInfo struct {
 	Path     string `json:"path"`
 	Tag      string `json:"tag"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+	SetID    bool   `json:"setid,omitempty"`
 }
 
 // VsockInfo describes the vsock device.

@@ -128,6 +128,7 @@ type Share struct {
 	Path     string
 	Tag      string
 	ReadOnly bool
+	SetID    bool `json:",omitempty"`
 }
 
 // Vsock is the vsock device's configuration. Its connections are not

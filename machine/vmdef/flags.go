@@ -33,8 +33,8 @@ func ParseDisk(v string) (machine.Disk, error) {
 	return d, nil
 }
 
-// ParseShare parses gvmm run's --share value DIR,tag=TAG[,readonly]; ",,"
-// is a comma within the folder's name.
+// ParseShare parses gvmm run's --share value DIR,tag=TAG[,readonly][,setid];
+// ",," is a comma within the folder's name.
 func ParseShare(v string) (machine.Share, error) {
 	parts := splitOptions(v)
 	s := machine.Share{Path: parts[0]}
@@ -45,10 +45,12 @@ func ParseShare(v string) (machine.Share, error) {
 		switch key, val, hasVal := strings.Cut(opt, "="); {
 		case key == "readonly" && !hasVal:
 			s.ReadOnly = true
+		case key == "setid" && !hasVal:
+			s.SetID = true
 		case key == "tag" && hasVal:
 			s.Tag = val
 		default:
-			return s, fmt.Errorf("%q: unknown option %q (want tag=TAG or readonly)", v, opt)
+			return s, fmt.Errorf("%q: unknown option %q (want tag=TAG, readonly or setid)", v, opt)
 		}
 	}
 	if s.Tag == "" {

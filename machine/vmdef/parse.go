@@ -269,8 +269,10 @@ func (p *parser) shares(m member, c *machine.Config) error {
 				share.Tag, err = p.str(sm, sub)
 			case "readonly":
 				share.ReadOnly, err = p.boolean(sm, sub)
+			case "setid":
+				share.SetID, err = p.boolean(sm, sub)
 			default:
-				err = p.unknownField(sm, field, map[string]func(member) error{"path": nil, "tag": nil, "readonly": nil})
+				err = p.unknownField(sm, field, map[string]func(member) error{"path": nil, "tag": nil, "readonly": nil, "setid": nil})
 			}
 			if err != nil {
 				return err

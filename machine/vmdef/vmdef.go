@@ -233,6 +233,7 @@ type fileShare struct {
 	Path     string `json:"path"`
 	Tag      string `json:"tag"`
 	ReadOnly bool   `json:"readonly,omitempty"`
+	SetID    bool   `json:"setid,omitempty"`
 }
 
 type fileBalloon struct {
@@ -290,7 +291,7 @@ func (d *Definition) MarshalJSON() ([]byte, error) {
 		out.Disks = append(out.Disks, fileDisk{disk.Path, disk.ReadOnly, disk.Serial, disk.Limit})
 	}
 	for _, share := range c.Shares {
-		out.Shares = append(out.Shares, fileShare{share.Path, share.Tag, share.ReadOnly})
+		out.Shares = append(out.Shares, fileShare{share.Path, share.Tag, share.ReadOnly, share.SetID})
 	}
 	if c.Balloon != nil {
 		out.Balloon = &fileBalloon{"0"}

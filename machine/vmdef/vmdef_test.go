@@ -49,7 +49,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 		`{"name":"b","kernel":"/k","memory":"1536M","balloon":{"size":"256M"},"on_reboot":"restart","cpus":1}`,
 		`{"name":"c","kernel":"/k","memory":"4G","disks":[{"path":"/a","readonly":true},{"path":"/b"}],"allow_cpu_overcommit":true,"hugepages":true}`,
 		`{"name":"c","kernel":"/k","disks":[{"path":"/a","serial":"root","rate_limit":{"bytes":{"rate":104857600,"burst":1048576},"ops":{"rate":1000}}},{"path":"/b","rate_limit":{"ops":{"rate":10}}}]}`,
-		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"}]}`,
+		`{"name":"d","kernel":"/k","shares":[{"path":"/srv/data","tag":"data","readonly":true},{"path":"/home","tag":"home"},{"path":"/srv/root","tag":"root","setid":true}]}`,
 		`{"name":"d","kernel":"/k","vsock":{"cid":3,"socket":"/run/d.vsock"}}`,
 		`{"name":"e","kernel":"/k","vsock":{"cid":4294967294}}`,
 		`{"name":"e","kernel":"/k","user":"gvmm","limits":{"cpus":0.5,"memory":"1G"}}`,
@@ -177,7 +177,7 @@ func TestParseErrors(t *testing.T) {
 		{"net unknown field", `{"name": "a", "kernel": "/k", "nets": [{"tap": "t0", "fd": 3}]}`,
 			`vm.json:1:54: nets[0]: unknown field "fd" (known: "mac", "rate_limit", "tap")`},
 		{"share unknown field", `{"name": "a", "kernel": "/k", "shares": [{"path": "/a", "tag": "t", "ro": true}]}`,
-			`vm.json:1:69: shares[0]: unknown field "ro" (known: "path", "readonly", "tag")`},
+			`vm.json:1:69: shares[0]: unknown field "ro" (known: "path", "readonly", "setid", "tag")`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +279,8 @@ func TestFlagParsers(t *testing.T) {
 	}{
 		{"/srv/data,tag=data", machine.Share{Path: "/srv/data", Tag: "data"}, true},
 		{"/srv/a,,b,tag=x,readonly", machine.Share{Path: "/srv/a,b", Tag: "x", ReadOnly: true}, true},
+		{"/srv/root,tag=root,setid", machine.Share{Path: "/srv/root", Tag: "root", SetID: true}, true},
+		{"/srv/root,tag=root,setid=1", machine.Share{}, false},
 		{"/srv/data", machine.Share{}, false},
 		{",tag=x", machine.Share{}, false},
 		{"/srv,tag=x,ro", machine.Share{}, false},

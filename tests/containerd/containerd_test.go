@@ -223,11 +223,13 @@ func (e *env) taskStatus(id string) string {
 
 // TestRunInAGuest: ctr run prints the command's output and exits with
 // its status; the command ran in the VM's kernel (its command line is
-// the shim's, its memory the VM's), not on the test host.
+// the shim's, its memory the VM's), not on the test host; a chmod in
+// its root keeps a set-user-ID bit, as with runc.
 func TestRunInAGuest(t *testing.T) {
 	e := startContainerd(t)
 	r := e.run([]string{"--rm", "--hostname", "box1"}, "run1", "sh", "-c",
-		"echo hello from the container; cat /proc/cmdline; grep MemTotal /proc/meminfo; echo to-stderr >&2; hostname; exit 3")
+		"echo hello from the container; cat /proc/cmdline; grep MemTotal /proc/meminfo; echo to-stderr >&2; hostname; "+
+			"touch /setid && chmod 4755 /setid && stat -c %a /setid; exit 3")
 	t.Logf("ctr run: status %d\nstdout:\n%s\nstderr:\n%s", r.status, r.stdout, r.stderr)
 	assert.Equal(t, 3, r.status, "the command's exit status")
 	lines := strings.Split(r.stdout, "\n")
@@ -244,6 +246,8 @@ func TestRunInAGuest(t *testing.T) {
 	assert.Less(t, kib, 256*1024, "MemTotal is the VM's (256 MiB, less the kernel's own)")
 	assert.Greater(t, kib, 128*1024)
 	assert.Equal(t, "box1", lines[3], "the container's hostname")
+	require.GreaterOrEqual(t, len(lines), 5, "stdout: %q", r.stdout)
+	assert.Equal(t, "4755", lines[4], "a container's root keeps the set-user-ID bit its chmod sets (its share is SetID)")
 	assert.Contains(t, r.stderr, "to-stderr")
 	e.assertNothingLeft("run1")
 }

@@ -59,6 +59,7 @@ var errServerStopped = errors.New("virtio-9p: the 9P server stopped")
 type Options struct {
 	Tag      string
 	ReadOnly bool
+	SetID    bool // see hostfs.Options
 	Log      *slog.Logger
 }
 
@@ -112,7 +113,7 @@ func New(dir string, opts Options) (*Device, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	share, err := hostfs.Open(dir, opts.ReadOnly)
+	share, err := hostfs.Open(dir, hostfs.Options{ReadOnly: opts.ReadOnly, SetID: opts.SetID})
 	if err != nil {
 		return nil, err
 	}

@@ -34,21 +34,33 @@ const openFlags = unix.O_ACCMODE | unix.O_TRUNC | unix.O_APPEND | unix.O_DSYNC |
 
 // Share is a host folder served to the guest.
 type Share struct {
-	root     *os.File // O_PATH|O_DIRECTORY
-	readOnly bool
-	loans    loans
+	root  *os.File // O_PATH|O_DIRECTORY
+	opts  Options
+	loans loans
+}
+
+// Options are a share's settings.
+type Options struct {
+	// ReadOnly refuses every change with EROFS.
+	ReadOnly bool
+	// SetID lets the guest's chmod set the set-user-ID and set-group-ID
+	// bits, and keeps them when the guest writes a file, as a local file
+	// system does for root. Without it a guest cannot leave a program in
+	// the folder that runs as the VMM's user (root unless confined); with
+	// it the folder must be out of other host users' reach, as a
+	// container's root is in containerd's own folders.
+	SetID bool
 }
 
 var _ p9.Attacher = (*Share)(nil)
 
-// Open opens the folder at dir. A read-only share refuses every change
-// with EROFS.
-func Open(dir string, readOnly bool) (*Share, error) {
+// Open opens the folder at dir.
+func Open(dir string, opts Options) (*Share, error) {
 	fd, err := unix.Openat2(unix.AT_FDCWD, dir, &unix.OpenHow{Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC})
 	if err != nil {
 		return nil, fmt.Errorf("share %s: %w", dir, err)
 	}
-	s := &Share{root: os.NewFile(uintptr(fd), dir), readOnly: readOnly}
+	s := &Share{root: os.NewFile(uintptr(fd), dir), opts: opts}
 	// Files are reopened through /proc/self/fd: without /proc no file
 	// could be opened, which is better said now.
 	if _, err := os.Stat("/proc/self/fd/" + strconv.Itoa(fd)); err != nil {
@@ -140,7 +152,7 @@ func checkName(name string) error {
 }
 
 func (f *File) writable() error {
-	if f.share.readOnly {
+	if f.share.opts.ReadOnly {
 		return unix.EROFS
 	}
 	return nil
@@ -241,12 +253,16 @@ func (f *File) GetAttr(req p9.AttrMask) (_ p9.QID, _ p9.AttrMask, _ p9.Attr, err
 
 // killPriv drops a regular file's set-user-ID bit, and its set-group-ID
 // bit where group execute is set, before the guest may change the file's
-// content: Linux does so for a writer without CAP_FSETID, which a root
-// VMM has, so a guest could otherwise rewrite a set-user-ID program a
-// host user left in the share and keep it set-user-ID. mode is the
-// file's st_mode. Unlike Linux, it happens on opening for writing, not
-// on the first write: one place for both of a Twrite's paths.
+// content (unless the share keeps them, Options.SetID): Linux does so
+// for a writer without CAP_FSETID, which a root VMM has, so a guest could
+// otherwise rewrite a set-user-ID program a host user left in the share
+// and keep it set-user-ID. mode is the file's st_mode. Unlike Linux, it
+// happens on opening for writing, not on the first write: one place for
+// both of a Twrite's paths.
 func (f *File) killPriv(mode uint32) error {
+	if f.share.opts.SetID {
+		return nil
+	}
 	kill := mode & unix.S_ISUID
 	if mode&(unix.S_ISGID|unix.S_IXGRP) == unix.S_ISGID|unix.S_IXGRP {
 		kill |= unix.S_ISGID
@@ -267,13 +283,16 @@ func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) (err error) {
 		}
 	}
 	if valid.Permissions {
-		// The share's files belong to the VMM's user, root unless
-		// confined: a guest must not make set-user-ID or set-group-ID
-		// programs on the host. A folder keeps set-group-ID, which only
-		// passes its group to new entries.
-		perm := uint32(attr.Permissions) & 07777 &^ unix.S_ISUID
-		if f.mode != unix.S_IFDIR {
-			perm &^= unix.S_ISGID
+		perm := uint32(attr.Permissions) & 07777
+		if !f.share.opts.SetID {
+			// The share's files belong to the VMM's user, root unless
+			// confined: a guest must not make set-user-ID or
+			// set-group-ID programs on the host. A folder keeps
+			// set-group-ID, which only passes its group to new entries.
+			perm &^= unix.S_ISUID
+			if f.mode != unix.S_IFDIR {
+				perm &^= unix.S_ISGID
+			}
 		}
 		// Linux refuses a symlink's mode itself, EOPNOTSUPP.
 		if err := unix.Fchmodat(unix.AT_FDCWD, f.procPath(), perm, 0); err != nil {
@@ -376,7 +395,7 @@ func (f *File) setOpen(open *os.File, flags int) {
 	if flags&unix.O_ACCMODE != unix.O_WRONLY {
 		keys = append(keys, loanKey{qid: qid})
 	}
-	if flags&unix.O_ACCMODE != unix.O_RDONLY && !f.share.readOnly {
+	if flags&unix.O_ACCMODE != unix.O_RDONLY && !f.share.opts.ReadOnly {
 		keys = append(keys, loanKey{qid: qid, write: true, flags: flags & writeFlags})
 	}
 	for _, key := range keys {
