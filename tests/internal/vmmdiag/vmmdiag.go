@@ -107,3 +107,19 @@ func counters() map[string]uint64 {
 	}
 	return out
 }
+
+// KernelLog returns the kernel log's last n lines as the kernel keeps
+// them (each with its level and timestamp), or why it cannot be read.
+func KernelLog(n int) string {
+	size, err := unix.Klogctl(unix.SYSLOG_ACTION_SIZE_BUFFER, nil)
+	if err != nil {
+		return fmt.Sprintf("(kernel log unreadable: %v)", err)
+	}
+	buf := make([]byte, size)
+	m, err := unix.Klogctl(unix.SYSLOG_ACTION_READ_ALL, buf)
+	if err != nil {
+		return fmt.Sprintf("(kernel log unreadable: %v)", err)
+	}
+	lines := strings.Split(strings.TrimRight(string(buf[:m]), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}

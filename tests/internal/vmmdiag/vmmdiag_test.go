@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,4 +34,15 @@ func TestSnapshot(t *testing.T) {
 
 func TestSnapshotOfAGoneProcess(t *testing.T) {
 	assert.Contains(t, Snapshot(1<<22+1, time.Millisecond), "none (the process is gone)")
+}
+
+// The kernel log's tail is at most n lines; root can always read it,
+// others may be refused (dmesg_restrict), which it says.
+func TestKernelLog(t *testing.T) {
+	s := KernelLog(3)
+	if os.Geteuid() != 0 && strings.HasPrefix(s, "(kernel log unreadable: ") {
+		return
+	}
+	assert.NotContains(t, s, "unreadable")
+	assert.LessOrEqual(t, len(strings.Split(s, "\n")), 3, "%q", s)
 }

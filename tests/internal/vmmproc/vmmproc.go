@@ -46,7 +46,7 @@ func Start(t *testing.T, limit time.Duration, bin string, args ...string) *Proc 
 	go func() { _ = p.Cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		if t.Failed() {
-			p.dumpIfAlive(t)
+			p.describe(t)
 		}
 		cancel()
 		<-exited
@@ -57,13 +57,16 @@ func Start(t *testing.T, limit time.Duration, bin string, args ...string) *Proc 
 	return p
 }
 
-// dumpIfAlive describes a VMM that outlived its failed test: what its
-// threads and KVM did over two seconds, then, through SIGQUIT, every
-// goroutine's stack on its stderr (the Go runtime's dump). A stall that
-// comes once in many runs leaves where the VMM waited.
-func (p *Proc) dumpIfAlive(t *testing.T) {
+// describe tells what became of the VMM of a failed test. One that
+// outlived it: what its threads and KVM did over two seconds, then,
+// through SIGQUIT, every goroutine's stack on its stderr (the Go
+// runtime's dump). One that had ended: how (an exit status or a signal),
+// and the kernel's last words (the OOM killer's, say). A stall that comes
+// once in many runs leaves where the VMM waited, or how it died.
+func (p *Proc) describe(t *testing.T) {
 	select {
 	case <-p.Exited:
+		t.Logf("the VMM had ended: %s; the kernel's log ends:\n%s", p.Cmd.ProcessState, vmmdiag.KernelLog(20))
 		return
 	default:
 	}
