@@ -120,11 +120,11 @@ func (s *Share) Writer(qid uint64, flags int) (fd int, release func(), ok bool) 
 }
 
 // DropLoans closes every lent descriptor once the server's session
-// ended: its Files were all closed then, or, when the 9P library's
-// connection end raced (see package p9), left to the garbage collector,
-// which would never give their loans back. A File closed later gives
-// back nothing, or at worst ends a later loan of its inode early, after
-// which that inode's transfers go through the server.
+// ended. The server closes every fid at a connection's end, which gives
+// the loans back; this keeps a File the server failed to close from
+// holding its descriptor open until the share closes. A File closed
+// later gives back nothing, or at worst ends a later loan of its inode
+// early, after which that inode's transfers go through the server.
 func (s *Share) DropLoans() {
 	l := &s.loans
 	l.mu.Lock()

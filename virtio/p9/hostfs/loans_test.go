@@ -26,6 +26,24 @@ func readThrough(t *testing.T, s *Share, qid uint64) (string, bool) {
 	return string(b[:n]), true
 }
 
+// withFile serves a new folder holding one file, f.
+func withFile(t *testing.T) (dir string, root *File) {
+	t.Helper()
+	dir = t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
+	return dir, attach(t, dir, false)
+}
+
+// openF opens f through a new fid of root and returns its QID path.
+func openF(t *testing.T, root *File, flags p9.OpenFlags) (p9.File, uint64) {
+	t.Helper()
+	_, f, err := root.Walk([]string{"f"})
+	require.NoError(t, err)
+	qid, _, err := f.Open(flags)
+	require.NoError(t, err)
+	return f, qid.Path
+}
+
 // TestReaderLending: a regular file is lent for reads while a File holds
 // it open for reading without O_DIRECT, and only then.
 func TestReaderLending(t *testing.T) {
@@ -41,9 +59,7 @@ func TestReaderLending(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dir := t.TempDir()
-			require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
-			root := attach(t, dir, false)
+			_, root := withFile(t)
 			_, f, err := root.Walk([]string{"f"})
 			require.NoError(t, err)
 			qid, _, err := f.Open(tt.flags)
@@ -67,18 +83,9 @@ func TestReaderLending(t *testing.T) {
 // holds the file open, and a borrowed one stays usable until released
 // even when the last File closes meanwhile.
 func TestReaderOutlivesItsFiles(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
-	root := attach(t, dir, false)
-	open := func() (p9.File, uint64) {
-		_, f, err := root.Walk([]string{"f"})
-		require.NoError(t, err)
-		qid, _, err := f.Open(p9.ReadOnly)
-		require.NoError(t, err)
-		return f, qid.Path
-	}
-	a, qid := open()
-	b, _ := open()
+	_, root := withFile(t)
+	a, qid := openF(t, root, p9.ReadOnly)
+	b, _ := openF(t, root, p9.ReadOnly)
 	require.NoError(t, a.Close())
 	got, lent := readThrough(t, root.share, qid)
 	assert.True(t, lent, "b still holds the file open")
@@ -115,20 +122,15 @@ func TestReaderOutlivesItsFiles(t *testing.T) {
 // TestDropLoans: a session's end takes back every loan, even of Files
 // never closed, but not a descriptor still borrowed.
 func TestDropLoans(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
-	root := attach(t, dir, false)
-	_, f, err := root.Walk([]string{"f"})
-	require.NoError(t, err)
-	qid, _, err := f.Open(p9.ReadOnly)
-	require.NoError(t, err)
-	fd, release, ok := root.share.Reader(qid.Path)
+	_, root := withFile(t)
+	f, qid := openF(t, root, p9.ReadOnly)
+	fd, release, ok := root.share.Reader(qid)
 	require.True(t, ok)
 
 	root.share.DropLoans()
-	_, lent := readThrough(t, root.share, qid.Path)
+	_, lent := readThrough(t, root.share, qid)
 	assert.False(t, lent, "lent after the session's end")
-	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	_, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
 	assert.NoError(t, err, "a borrowed descriptor closed under its reader")
 	release()
 	_, err = unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
@@ -140,16 +142,7 @@ func TestDropLoans(t *testing.T) {
 // open for writing, per set of O_APPEND, O_DSYNC and O_SYNC, and never
 // on a read-only share.
 func TestWriterLending(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "f"), []byte("content"), 0o644))
-	root := attach(t, dir, false)
-	open := func(flags p9.OpenFlags) (p9.File, uint64) {
-		_, f, err := root.Walk([]string{"f"})
-		require.NoError(t, err)
-		qid, _, err := f.Open(flags)
-		require.NoError(t, err)
-		return f, qid.Path
-	}
+	dir, root := withFile(t)
 	lent := func(qid uint64, flags int) bool {
 		_, release, ok := root.share.Writer(qid, flags)
 		if ok {
@@ -157,8 +150,8 @@ func TestWriterLending(t *testing.T) {
 		}
 		return ok
 	}
-	rw, qid := open(p9.ReadWrite)
-	app, _ := open(p9.WriteOnly | p9.OpenFlags(unix.O_APPEND))
+	rw, qid := openF(t, root, p9.ReadWrite)
+	app, _ := openF(t, root, p9.WriteOnly|p9.OpenFlags(unix.O_APPEND))
 	assert.True(t, lent(qid, unix.O_RDWR), "read-write")
 	assert.True(t, lent(qid, unix.O_WRONLY|unix.O_APPEND), "append")
 	assert.False(t, lent(qid, unix.O_WRONLY|unix.O_DSYNC), "no File opened it O_DSYNC")
@@ -171,11 +164,8 @@ func TestWriterLending(t *testing.T) {
 	assert.False(t, lent(qid, unix.O_RDWR))
 
 	ro := attach(t, dir, true)
-	_, f, err := ro.Walk([]string{"f"})
-	require.NoError(t, err)
-	rq, _, err := f.Open(p9.ReadOnly)
-	require.NoError(t, err)
-	_, release, ok := ro.share.Writer(rq.Path, 0)
+	f, rq := openF(t, ro, p9.ReadOnly)
+	_, release, ok := ro.share.Writer(rq, 0)
 	assert.False(t, ok, "a read-only share")
 	if ok {
 		release()
